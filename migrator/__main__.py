@@ -1,0 +1,5 @@
+"""`python -m migrator` is `ksi-migrate`."""
+
+from migrator.cli import run
+
+run()

@@ -1,0 +1,224 @@
+"""`ksi-migrate`: each command opens what it needs, calls one library function, and reports.
+
+Domain errors (`MigratorError`) become one line on stderr and exit status 2; `-v` shows the
+traceback as well. `verify` exits 1 when rows differ, so scripts can tell "not equal" from "could
+not run".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from migrator import __version__
+from migrator.backfill import DEFAULT_BATCH_SIZE, BackfillReport, backfill
+from migrator.errors import MigratorError
+from migrator.legacy import LegacySource
+from migrator.rollback import export, restore
+from migrator.target import target_database
+from migrator.verify import VerifyReport, verify
+
+EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+# --- progress ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def progress_bar(total: int, description: str) -> Iterator[Callable[[str, int], None]]:
+    """A tqdm bar on a terminal, nothing when stderr is a pipe or a file (CI logs stay clean)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=description, unit="row", disable=not sys.stderr.isatty(), file=sys.stderr)
+
+    def advance(table: str, rows: int) -> None:
+        bar.set_postfix_str(table, refresh=False)
+        bar.update(rows)
+
+    try:
+        yield advance
+    finally:
+        bar.close()
+
+
+def _source_total(source: LegacySource) -> int:
+    return sum(source.count(table) for table in source.tables)
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def cmd_fabricate(args: argparse.Namespace) -> int:
+    from migrator.fabricate import fabricate_snapshot
+
+    with progress_bar(args.checkpoints + args.sessions + args.unreadable, "fabricate") as advance:
+        summary = fabricate_snapshot(
+            args.out,
+            checkpoints=args.checkpoints,
+            sessions=args.sessions,
+            seed=args.seed,
+            unreadable=args.unreadable,
+            progress=lambda rows: advance("rows", rows),
+        )
+    print(
+        f"wrote {args.out}: {summary['checkpoints']} checkpoints, {summary['sessions']} sessions, "
+        f"{summary['noncanonical']} non-canonical, {summary['unreadable']} unreadable (seed {args.seed})"
+    )
+    return EXIT_OK
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    with LegacySource(args.source) as source, target_database(args.target) as database:
+        with progress_bar(_source_total(source), "migrate") as advance:
+            report = backfill(source, database, batch_size=args.batch_size, progress=advance)
+    print(format_backfill(report))
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    with LegacySource(args.source) as source, target_database(args.target, must_exist=True) as database:
+        with progress_bar(_source_total(source), "verify") as advance:
+            report = verify(source, database, batch_size=args.batch_size, progress=advance)
+    if args.report:
+        Path(args.report).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    print(format_verify(report))
+    return EXIT_OK if report.ok else EXIT_MISMATCH
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    with target_database(args.target, must_exist=True) as database:
+        report = restore(database, args.out, batch_size=args.batch_size)
+    rows = ", ".join(f"{count} {table}" for table, count in report.rows.items())
+    print(f"restored {rows} to {report.out} in {report.seconds:.1f}s")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    with target_database(args.target, must_exist=True) as database:
+        counts = export(database, args.out, batch_size=args.batch_size)
+    rows = ", ".join(f"{count} {table}" for table, count in counts.items())
+    print(f"exported {rows} to {args.out}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from migrator.demo import run_demo
+
+    folder = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="ksi-demo-"))
+    passed = run_demo(folder, checkpoints=args.checkpoints, sessions=args.sessions, seed=args.seed)
+    return EXIT_OK if passed else EXIT_MISMATCH
+
+
+# --- report formatting ------------------------------------------------------------------------
+
+
+def format_backfill(report: BackfillReport) -> str:
+    lines = []
+    for t in report.tables:
+        lines.append(
+            f"{t.table}: {t.source_rows} source rows; {t.migrated} migrated, {t.quarantined} quarantined, "
+            f"{t.noncanonical} non-canonical; this run wrote {t.written}, kept {t.unchanged} unchanged, "
+            f"removed {t.deleted}"
+        )
+    lines.append(f"done in {report.seconds:.1f}s")
+    return "\n".join(lines)
+
+
+def format_verify(report: VerifyReport) -> str:
+    lines = [str(m) for m in report.mismatches]
+    for t in report.tables:
+        lines.append(
+            f"{t.table}: {t.matched}/{t.source_rows} rows identical; {t.mismatched} differ, "
+            f"{t.missing} missing from the target, {t.extra} extra in the target"
+        )
+    verdict = "OK: every legacy row is rebuilt exactly" if report.ok else f"FAILED: {report.problems} problem(s)"
+    lines.append(f"{verdict} ({report.seconds:.1f}s)")
+    return "\n".join(lines)
+
+
+# --- argument parsing -------------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+COMMANDS: dict[str, tuple[Handler, str]] = {
+    "fabricate": (cmd_fabricate, "write a realistic legacy snapshot with faker (deterministic per seed)"),
+    "migrate": (cmd_migrate, "create the relational schema and backfill (or catch up) from a snapshot"),
+    "verify": (cmd_verify, "rebuild every legacy row from the target and compare it with the source"),
+    "restore": (cmd_restore, "rollback: write a new SQLite file with the legacy tables rebuilt exactly"),
+    "export": (cmd_export, "write every rebuilt legacy row as one JSON line"),
+    "demo": (cmd_demo, "fabricate, migrate, verify and restore in a scratch folder, then summarise"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ksi-migrate",
+        description="Migrate KSI's JSON blobs to relational tables, and prove nothing was lost.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = {name: commands.add_parser(name, help=text, description=text) for name, (_, text) in COMMANDS.items()}
+
+    sub["fabricate"].add_argument("out", help="the new snapshot file (never overwritten)")
+    sub["fabricate"].add_argument("--checkpoints", type=_count, default=2000, help="checkpoint rows (default 2000)")
+    sub["fabricate"].add_argument("--sessions", type=_count, default=50000, help="session rows (default 50000)")
+    sub["fabricate"].add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sub["fabricate"].add_argument("--unreadable", type=_count, default=0, help="extra rows that must be quarantined")
+
+    for name in ("migrate", "verify"):
+        sub[name].add_argument("--source", required=True, help="the legacy SQLite snapshot (read only)")
+    for name in ("migrate", "verify", "restore", "export"):
+        sub[name].add_argument("--target", required=True, help="SQLite file or database URL")
+        sub[name].add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE, help="rows per batch")
+    sub["verify"].add_argument("--report", help="also write the full result as JSON to this file")
+    sub["restore"].add_argument("--out", required=True, help="the new legacy SQLite file")
+    sub["export"].add_argument("--out", required=True, help="the new JSONL file")
+
+    sub["demo"].add_argument("--dir", help="scratch folder (default: a new temporary folder)")
+    sub["demo"].add_argument("--checkpoints", type=_count, default=200)
+    sub["demo"].add_argument("--sessions", type=_count, default=5000)
+    sub["demo"].add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = COMMANDS[args.command][0]
+    try:
+        return handler(args)
+    except MigratorError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"ksi-migrate: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("ksi-migrate: interrupted", file=sys.stderr)
+        return 130
+
+
+def run() -> None:
+    sys.exit(main())
+

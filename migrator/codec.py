@@ -1,0 +1,293 @@
+"""Exact JSON and SQLite-cell codecs shared by both blob kinds.
+
+Three problems are solved here, once, so that the kind modules stay about their own shapes:
+
+* **Parsing without loss.** `json.loads` loses duplicate keys, and its canonical re-encoding loses
+  spelling (`1E5`, `"\\u00e9"`) and whitespace. `parse_blob` returns the value plus a *text overlay*:
+  the few tokens and whitespace runs whose spelling differs from what `json.dumps` would write.
+  Rows written by the daemon (`json.dumps` with defaults) need no overlay at all.
+* **Encoding like `json.dumps`.** The rebuild assembles JSON text from relational columns. The
+  helpers here produce exactly what `json.dumps` with default arguments produces.
+* **SQLite storage types.** A legacy cell can hold any storage type, and TEXT that is not valid
+  UTF-8. `encode_cell`/`decode_cell` turn any such value into a portable (tag, text) pair and back.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from migrator.errors import RebuildError
+
+# Python refuses to turn integers of more than 4300 digits into text (CVE-2020-10735). JSON allows
+# them, and a lossless migrator must carry them, so this process lifts the limit.
+sys.set_int_max_str_digits(0)
+
+JSONValue = Any
+"""A value as `json.loads` returns it, with `DupDict` for objects that repeat a key."""
+
+
+class DupDict(dict):
+    """A JSON object that repeats a key: behaves like the last-wins dict, but keeps every pair.
+
+    `json.dumps` (C and Python encoders alike) serialises dict subclasses through `.items()`,
+    so overriding it makes the encoder write every pair, duplicates included, in document order.
+    `tests/test_codec.py` pins that behaviour of the standard library.
+    """
+
+    __slots__ = ("pairs",)
+
+    def __init__(self, pairs: list[tuple[str, JSONValue]]) -> None:
+        super().__init__(pairs)
+        self.pairs = pairs
+
+    def items(self) -> list[tuple[str, JSONValue]]:  # type: ignore[override]
+        return list(self.pairs)
+
+    def keys(self) -> list[str]:  # type: ignore[override]
+        return [key for key, _ in self.pairs]
+
+    def values(self) -> list[JSONValue]:  # type: ignore[override]
+        return [value for _, value in self.pairs]
+
+    def __iter__(self):  # type: ignore[override]
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+def keep_duplicate_keys(pairs: list[tuple[str, JSONValue]]) -> dict:
+    """`object_pairs_hook` that returns a plain dict unless a key repeats."""
+    result = dict(pairs)
+    return result if len(result) == len(pairs) else DupDict(pairs)
+
+
+def first_duplicate_key(obj: dict) -> str | None:
+    """The first key an object repeats, or None (only a `DupDict` repeats keys)."""
+    if not isinstance(obj, DupDict):
+        return None
+    seen: set[str] = set()
+    for key in obj:
+        if key in seen:
+            return key
+        seen.add(key)
+    return None
+
+
+def json_type_name(value: JSONValue) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    if value is None:
+        return "null"
+    names = ((bool, "boolean"), (dict, "object"), (list, "array"), (str, "string"))
+    return next((name for kind, name in names if isinstance(value, kind)), "number")
+
+
+class UnreadableBlob(ValueError):
+    """A legacy cell that cannot be read as the expected JSON; the message is the reason."""
+
+
+# --- encoding exactly like json.dumps(value) with default arguments ----------------------------
+
+dumps = json.dumps
+encode_str = json.encoder.encode_basestring_ascii  # the C function json.dumps uses for strings
+NULL_TEXT = "null"
+
+
+def encode_optional_str(value: str | None) -> str:
+    return NULL_TEXT if value is None else encode_str(value)
+
+
+def encode_optional_bool(value: bool | int | None) -> str:
+    # SQLite hands booleans back as 0/1; the column only ever holds real booleans.
+    if value is None:
+        return NULL_TEXT
+    return "true" if value else "false"
+
+
+def join_object(pairs: Iterable[tuple[str, str]]) -> str:
+    """`{"k": v, ...}` from (key, already-encoded value) pairs, as json.dumps spaces it."""
+    return "{" + ", ".join([f"{encode_str(key)}: {text}" for key, text in pairs]) + "}"
+
+
+def join_array(texts: Iterable[str]) -> str:
+    return "[" + ", ".join(texts) + "]"
+
+
+# --- parsing ----------------------------------------------------------------------------------
+
+
+def parse_blob(text: str) -> tuple[JSONValue, str | None]:
+    """Parse a legacy JSON text; return the value and the text overlay (None when canonical).
+
+    The fast path is one C parse and one C encode: daemon-written rows are canonical. Only when
+    the text differs from its own canonical encoding is it parsed again keeping duplicate keys,
+    and the overlay computed.
+    """
+    try:
+        value = json.loads(text)
+    except RecursionError as exc:
+        raise UnreadableBlob("JSON nested too deeply to parse") from exc
+    except ValueError as exc:
+        raise UnreadableBlob(f"invalid JSON: {exc}") from exc
+    if dumps(value) == text:
+        return value, None
+    value = json.loads(text, object_pairs_hook=keep_duplicate_keys)
+    return value, compute_overlay(text, dumps(value))
+
+
+# --- text overlays: spelling and whitespace that differ from the canonical encoding -------------
+
+_TOKEN = re.compile(
+    r"""([ \t\n\r]*)("(?:[^"\\]|\\.)*"|-?Infinity|NaN|-?[0-9][0-9.eE+\-]*|true|false|null|[{}\[\]:,])""",
+    re.DOTALL,
+)
+_TRAILING_WS = re.compile(r"[ \t\n\r]*\Z")
+
+
+def _tokens(text: str) -> tuple[list[str], list[str], str]:
+    """Split valid JSON text into whitespace-before-each-token, tokens, and trailing whitespace."""
+    spaces: list[str] = []
+    tokens: list[str] = []
+    end = 0
+    for match in _TOKEN.finditer(text):
+        if match.start() != end:
+            raise ValueError(f"cannot tokenise JSON at character {end}")
+        spaces.append(match.group(1))
+        tokens.append(match.group(2))
+        end = match.end()
+    trailing = text[end:]
+    if not _TRAILING_WS.fullmatch(trailing):
+        raise ValueError(f"cannot tokenise JSON at character {end}")
+    return spaces, tokens, trailing
+
+
+def compute_overlay(original: str, canonical: str) -> str:
+    """The differences that turn `canonical` back into `original`, as compact JSON text.
+
+    Both texts must encode the same value, so they have the same tokens, which differ only in
+    spelling (number and string escapes) and in the whitespace around them.
+    """
+    spaces, tokens, trailing = _tokens(original)
+    canon_spaces, canon_tokens, _ = _tokens(canonical)
+    if len(tokens) != len(canon_tokens):
+        raise UnreadableBlob("JSON structure cannot be represented exactly")
+    space_edits = [[i, s] for i, (s, c) in enumerate(zip(spaces, canon_spaces, strict=True)) if s != c]
+    token_edits = [[i, t] for i, (t, c) in enumerate(zip(tokens, canon_tokens, strict=True)) if t != c]
+    return dumps([len(tokens), space_edits, token_edits, trailing])
+
+
+def apply_overlay(canonical: str, overlay: str | None) -> str:
+    """Inverse of `compute_overlay`: rebuild the original text from the canonical one."""
+    if overlay is None:
+        return canonical
+    count, space_edits, token_edits, trailing = json.loads(overlay)
+    spaces, tokens, _ = _tokens(canonical)
+    if len(tokens) != count:
+        raise RebuildError(
+            f"text overlay expects {count} JSON tokens but the relational rows give {len(tokens)}"
+        )
+    for index, space in space_edits:
+        spaces[index] = space
+    for index, token in token_edits:
+        tokens[index] = token
+    return "".join([s + t for s, t in zip(spaces, tokens, strict=True)]) + trailing
+
+
+# --- timestamps -------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=65536)
+def parse_timestamp(text: str) -> datetime | None:
+    """A queryable copy of a timestamp text: UTC when it names an offset, as written otherwise.
+
+    The text itself is always kept verbatim beside this copy; None means it could not be read.
+    """
+    try:
+        parsed = datetime.fromisoformat(text)
+    except (ValueError, TypeError):
+        return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+# --- SQLite cells of any storage type ---------------------------------------------------------
+
+
+class InvalidText(bytes):
+    """A TEXT cell whose bytes are not valid UTF-8: kept as its bytes, restored as TEXT."""
+
+
+def decode_sqlite_text(raw: bytes) -> str | InvalidText:
+    """`sqlite3` text_factory that keeps invalid UTF-8 instead of failing the whole read."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return InvalidText(raw)
+
+
+LegacyCell = int | float | str | bytes | None
+"""A legacy SQLite cell as read: its Python type is its storage type (`InvalidText` is TEXT)."""
+
+TEXT_TAG = None  # the common case, TEXT in valid UTF-8, is stored untagged to keep rows small
+
+
+def storage_type(value: LegacyCell) -> str:
+    """The name SQLite's `typeof()` gives this value."""
+    if value is None:
+        return "null"
+    if isinstance(value, str | InvalidText):
+        return "text"
+    if isinstance(value, bytes):
+        return "blob"
+    if isinstance(value, bool):
+        return "integer"
+    return "integer" if isinstance(value, int) else "real"
+
+
+def encode_cell(value: LegacyCell) -> tuple[str | None, str | None]:
+    """A legacy cell as a (tag, text) pair that any SQL engine can store in two text columns."""
+    if isinstance(value, str):
+        return TEXT_TAG, value
+    if isinstance(value, InvalidText):
+        return "text-bytes", value.hex()
+    if isinstance(value, bytes):
+        return "blob", value.hex()
+    if value is None:
+        return "null", None
+    if isinstance(value, int):
+        return "integer", str(value)
+    return "real", repr(value)
+
+
+def decode_cell(tag: str | None, text: str | None) -> LegacyCell:
+    if tag is TEXT_TAG:
+        return text
+    assert text is not None or tag == "null"
+    decoders = {
+        "text-bytes": lambda t: InvalidText(bytes.fromhex(t)),
+        "blob": bytes.fromhex,
+        "null": lambda t: None,
+        "integer": int,
+        "real": float,
+    }
+    try:
+        return decoders[tag](text)
+    except KeyError as exc:
+        raise RebuildError(f"unknown cell storage tag {tag!r}") from exc
+
+
+def cell_identity(value: LegacyCell) -> tuple[str, Any]:
+    """Compare legacy cells by storage type and value, with floats compared bit for bit."""
+    kind = storage_type(value)
+    if kind == "real":
+        return kind, float(value).hex()  # type: ignore[arg-type]
+    if isinstance(value, InvalidText):
+        return "text-bytes", bytes(value)
+    return kind, value

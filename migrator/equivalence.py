@@ -1,0 +1,474 @@
+"""Exact comparison of JSON values, used to prove a rebuilt blob equals the original.
+
+"Equal" here is much stricter than Python's `==`, because the migration promises a
+byte-for-byte faithful round trip of the legacy data:
+
+* types are exact: `true` is not `1` (Python says `True == 1`) and `1` is not `1.0`;
+* floats compare by bits: `-0.0` is not `0.0`, and a NaN equals a NaN (the NaN survived);
+* strings compare code point by code point, with no Unicode normalisation;
+* objects compare as the *sequence* of their `.items()`, so key order matters and
+  duplicate keys count. Objects with duplicate keys arrive as `migrator.codec.DupDict`,
+  whose `.items()` yields every pair; this module only ever calls `.items()`, so it works
+  for plain dicts and DupDicts alike without importing the codec;
+* arrays compare by length and element by element.
+
+Values may be nested ~10,000 levels deep, so every walk below uses an explicit stack
+rather than recursion (Python's recursion limit is 1,000 by default).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import zip_longest
+from typing import Any, Final, TypeAlias
+
+__all__ = ["Difference", "describe_text_difference", "json_differences", "json_equal"]
+
+# Width of a rendered value in a difference message: long enough to recognise a value,
+# short enough that a report of twenty differences stays readable.
+_MAX_WIDTH: Final = 60
+# How many characters before a point of difference are kept when a text has to be
+# windowed, so the reader sees what leads up to the change.
+_LEAD: Final = 20
+# Characters kept from a windowed text: _MAX_WIDTH less room for two "..." markers.
+_WINDOW: Final = _MAX_WIDTH - 6
+
+_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class _Absent:
+    """Stands in for the value on the side where a key or array element does not exist.
+
+    Using a sentinel value (instead of a special code path) lets a missing element flow
+    through the ordinary "types differ" comparison and rendering.
+    """
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_ABSENT: Final = _Absent()
+_MISSING_TEXT: Final = "<missing>"
+
+# A path is a linked list from the leaf back to the root (`None` is `$`). Building a
+# full path string for every node would cost O(depth) per node, i.e. O(depth**2) for
+# deep documents; a parent link is O(1) and the string is only built for a reported
+# difference. A step is an array index, or (key, occurrence) for an object member,
+# where occurrence counts earlier members with the same key (0 for the first).
+_Step: TypeAlias = "int | tuple[str, int]"
+_Path: TypeAlias = "tuple[Any, _Step] | None"
+# One comparison still to do: expected value, actual value, where they sit.
+_Task: TypeAlias = "tuple[Any, Any, _Path]"
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One way in which the actual JSON value differs from the expected one.
+
+    `expected` and `actual` are already rendered for humans, e.g. `1 (int)`.
+    """
+
+    path: str
+    expected: str
+    actual: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.expected} != {self.actual}"
+
+
+def json_differences(
+    expected: Any, actual: Any, *, limit: int = 20
+) -> list[Difference]:
+    """List how `actual` differs from `expected`, in document order, at most `limit` items.
+
+    An empty list means the two values are exactly the same JSON (see the module
+    docstring for what "exactly" means).
+    """
+    if limit < 1:
+        # A limit of 0 would make every comparison come back "equal"; refuse it loudly
+        # rather than let a verification silently pass.
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    differences: list[Difference] = []
+    for difference in _walk(expected, actual):
+        differences.append(difference)
+        if len(differences) >= limit:
+            break
+    return differences
+
+
+def json_equal(expected: Any, actual: Any) -> bool:
+    """Tell whether the two values are exactly the same JSON; stops at the first difference."""
+    return next(_walk(expected, actual), None) is None
+
+
+def describe_text_difference(expected: str, actual: str) -> str:
+    """Describe where two texts first differ, with a little context from each.
+
+    Used when two JSON texts decode to equal values but are spelled differently
+    (whitespace, escapes, number spelling), so the reader can see the spelling change.
+    """
+    index = _common_prefix_length(expected, actual)
+    if index == len(expected) == len(actual):
+        return "texts are identical"
+    line = expected.count("\n", 0, index) + 1
+    column = index - (expected.rfind("\n", 0, index) + 1) + 1
+    return (
+        f"texts differ at character {index} (line {line}, column {column}): "
+        f"{_text_context(expected, index)} != {_text_context(actual, index)}"
+    )
+
+
+# --- the walk ------------------------------------------------------------------------
+
+
+def _walk(expected: Any, actual: Any) -> Iterator[Difference]:
+    """Yield every difference, lazily, in document order.
+
+    The stack holds one iterator of pending comparisons per open container, so memory
+    grows with nesting depth, not with document size, and no recursion is involved.
+    """
+    root: _Task = (expected, actual, None)
+    stack: list[Iterator[_Task]] = [iter((root,))]
+    while stack:
+        task = next(stack[-1], None)
+        if task is None:
+            stack.pop()
+            continue
+        own_differences, children = _compare(*task)
+        yield from own_differences
+        if children is not None:
+            stack.append(children)
+
+
+def _compare(
+    expected: Any, actual: Any, path: _Path
+) -> tuple[list[Difference], Iterator[_Task] | None]:
+    """Compare one pair of values: differences found at this node, and child pairs."""
+    kind = _kind(expected)
+    if kind != _kind(actual):
+        return [_value_difference(path, expected, actual)], None
+    if kind == "object":
+        return _compare_objects(expected, actual, path)
+    if kind == "array":
+        return _compare_arrays(expected, actual, path)
+    if _same_scalar(kind, expected, actual):
+        return [], None
+    return [_value_difference(path, expected, actual)], None
+
+
+def _same_scalar(kind: str, expected: Any, actual: Any) -> bool:
+    """Compare two non-container values already known to be of the same kind."""
+    if kind == "float":
+        return _same_float(expected, actual)
+    if kind in ("null", "bool", "int", "str"):
+        return bool(expected == actual)
+    # Not a JSON type (e.g. a Decimal from a custom parse_float). `==` may be loose
+    # (Decimal("1.0") == Decimal("1.00")), so also demand the same spelling.
+    return type(expected) is type(actual) and repr(expected) == repr(actual)
+
+
+def _same_float(expected: float, actual: float) -> bool:
+    """Bit-level float equality, except that all NaNs are one value.
+
+    `==` would call -0.0 equal to 0.0 and NaN unequal to itself; JSON text can carry
+    neither a NaN payload nor a NaN sign, so any NaN matches any NaN.
+    """
+    if math.isnan(expected) or math.isnan(actual):
+        return math.isnan(expected) and math.isnan(actual)
+    return expected == actual and math.copysign(1.0, expected) == math.copysign(
+        1.0, actual
+    )
+
+
+def _compare_arrays(
+    expected: list[Any], actual: list[Any], path: _Path
+) -> tuple[list[Difference], Iterator[_Task]]:
+    """Report a length change here; compare elements pairwise, the surplus against <missing>."""
+    differences = []
+    if len(expected) != len(actual):
+        differences.append(
+            Difference(_path_text(path), f"length {len(expected)}", str(len(actual)))
+        )
+    pairs = zip_longest(expected, actual, fillvalue=_ABSENT)
+    children = ((e, a, (path, index)) for index, (e, a) in enumerate(pairs))
+    return differences, children
+
+
+def _compare_objects(
+    expected: dict[str, Any], actual: dict[str, Any], path: _Path
+) -> tuple[list[Difference], Iterator[_Task]]:
+    """Compare two objects as sequences of members.
+
+    Members are matched by (key, occurrence), so the second `"a"` of one object is
+    compared with the second `"a"` of the other. A member with no partner is reported
+    against <missing>. If the matched members come in a different order, that is
+    reported once, here, with both key lists.
+    """
+    expected_items = list(expected.items())
+    actual_items = list(actual.items())
+    expected_keys = [key for key, _ in expected_items]
+    actual_keys = [key for key, _ in actual_items]
+    if expected_keys == actual_keys and len(set(expected_keys)) == len(expected_keys):
+        # Fast path for the usual case: same keys, same order, no duplicates.
+        return [], (
+            (e, a, (path, (key, 0)))
+            for (key, e), (_, a) in zip(expected_items, actual_items, strict=True)
+        )
+
+    expected_members = _number_occurrences(expected_keys)
+    actual_members = _number_occurrences(actual_keys)
+    actual_position = {member: index for index, member in enumerate(actual_members)}
+    expected_set = set(expected_members)
+
+    differences = []
+    matched_expected = [m for m in expected_members if m in actual_position]
+    matched_actual = [m for m in actual_members if m in expected_set]
+    if matched_expected != matched_actual:
+        shown_expected, shown_actual = _render_pair_texts(
+            _json_text(expected_keys), _json_text(actual_keys)
+        )
+        differences.append(
+            Difference(_path_text(path), f"key order {shown_expected}", shown_actual)
+        )
+
+    tasks: list[_Task] = []
+    for member, (_, value) in zip(expected_members, expected_items, strict=True):
+        position = actual_position.get(member)
+        partner = _ABSENT if position is None else actual_items[position][1]
+        tasks.append((value, partner, (path, member)))
+    for member, (_, value) in zip(actual_members, actual_items, strict=True):
+        if member not in expected_set:
+            tasks.append((_ABSENT, value, (path, member)))
+    return differences, iter(tasks)
+
+
+def _number_occurrences(keys: list[str]) -> list[tuple[str, int]]:
+    """Pair each key with how many times it appeared before (0 for the first time)."""
+    seen: dict[str, int] = {}
+    members = []
+    for key in keys:
+        count = seen.get(key, 0)
+        members.append((key, count))
+        seen[key] = count + 1
+    return members
+
+
+# --- kinds ---------------------------------------------------------------------------
+
+# Exact-type lookup first (fast); the isinstance chain below handles subclasses such as
+# DupDict. bool must be tested before int because bool is a subclass of int.
+_EXACT_KINDS: Final[dict[type, str]] = {
+    type(None): "null",
+    bool: "bool",
+    int: "int",
+    float: "float",
+    str: "str",
+    dict: "object",
+    list: "array",
+}
+
+
+def _kind(value: Any) -> str:
+    """Name the JSON type of a value (with its JSON name: null, object, array)."""
+    kind = _EXACT_KINDS.get(type(value))
+    if kind is not None:
+        return kind
+    if value is _ABSENT:
+        return "missing"
+    for base, name in (
+        (bool, "bool"),
+        (int, "int"),
+        (float, "float"),
+        (str, "str"),
+        (dict, "object"),
+        (list, "array"),
+    ):
+        if isinstance(value, base):
+            return name
+    return type(value).__name__
+
+
+# --- rendering -----------------------------------------------------------------------
+
+
+def _value_difference(path: _Path, expected: Any, actual: Any) -> Difference:
+    """Build the Difference for two unequal values, rendered with their types."""
+    shown_expected, shown_actual = _render_pair_texts(
+        _value_text(expected), _value_text(actual)
+    )
+    return Difference(
+        _path_text(path),
+        _with_kind(shown_expected, expected),
+        _with_kind(shown_actual, actual),
+    )
+
+
+def _with_kind(text: str, value: Any) -> str:
+    """Append the type name, which is what tells `1 (int)` from `1.0 (float)` at a glance."""
+    if value is _ABSENT:
+        return _MISSING_TEXT
+    return f"{text} ({_kind(value)})"
+
+
+def _render_pair_texts(expected: str, actual: str) -> tuple[str, str]:
+    """Shorten two texts to about _MAX_WIDTH characters, keeping their difference in view.
+
+    Plain truncation would show two identical prefixes when long strings differ near
+    the end, so when the first difference lies past the cut, both texts are windowed
+    around it instead.
+    """
+    if len(expected) <= _MAX_WIDTH and len(actual) <= _MAX_WIDTH:
+        return expected, actual
+    index = _common_prefix_length(expected, actual)
+    start = 0
+    if index >= _WINDOW - _LEAD // 2:
+        # Lead up to the difference, but never so far right that the window is half
+        # empty when the difference sits near the end.
+        longest = max(len(expected), len(actual))
+        start = max(0, min(index - _LEAD, longest - _WINDOW))
+    return _window(expected, start), _window(actual, start)
+
+
+def _window(text: str, start: int) -> str:
+    """Cut _WINDOW characters out of `text` from `start`, marking cut ends with '...'."""
+    if start == 0 and len(text) <= _MAX_WIDTH:
+        return text
+    head = "..." if start > 0 else ""
+    tail = "..." if start + _WINDOW < len(text) else ""
+    return f"{head}{text[start : start + _WINDOW]}{tail}"
+
+
+def _json_text(value: Any) -> str:
+    """JSON spelling of a value, cut off soon after _MAX_WIDTH characters.
+
+    Built piece by piece from an explicit stack, so a huge or 10,000-deep container
+    costs only the few pieces needed (json.dumps would recurse and serialise it all).
+    """
+    pieces: list[str] = []
+    size = 0
+    for piece in _json_pieces(value):
+        pieces.append(piece)
+        size += len(piece)
+        if size > _MAX_WIDTH + 1:
+            break
+    return "".join(pieces)
+
+
+def _value_text(value: Any) -> str:
+    """Text of a value for a difference message; complete for scalars (see _render_pair_texts)."""
+    if isinstance(value, (dict, list)):
+        return _json_text(value)
+    return _scalar_text(value)
+
+
+class _Raw(str):
+    """Punctuation emitted by _json_pieces, told apart from string values needing quotes."""
+
+    __slots__ = ()
+
+
+_END: Final = object()
+
+
+def _json_pieces(root: Any) -> Iterator[str]:
+    """Yield the JSON text of `root` in small pieces, iteratively (no recursion)."""
+    stack: list[Iterator[Any]] = [iter((root,))]
+    while stack:
+        item = next(stack[-1], _END)
+        if item is _END:
+            stack.pop()
+        elif isinstance(item, _Raw):
+            yield str(item)
+        elif isinstance(item, dict):
+            stack.append(_object_pieces(item))
+        elif isinstance(item, list):
+            stack.append(_array_pieces(item))
+        else:
+            yield _scalar_text(item)
+
+
+def _array_pieces(array: list[Any]) -> Iterator[Any]:
+    """Punctuation and elements of an array, in output order."""
+    yield _Raw("[")
+    for index, element in enumerate(array):
+        if index:
+            yield _Raw(", ")
+        yield element
+    yield _Raw("]")
+
+
+def _object_pieces(obj: dict[str, Any]) -> Iterator[Any]:
+    """Punctuation, keys and values of an object in output order, duplicates included."""
+    yield _Raw("{")
+    for index, (key, value) in enumerate(obj.items()):
+        if index:
+            yield _Raw(", ")
+        yield _Raw(_scalar_text(key) + ": ")
+        yield value
+    yield _Raw("}")
+
+
+def _scalar_text(value: Any) -> str:
+    """JSON spelling of a scalar: NaN/Infinity allowed, non-ASCII escaped.
+
+    ensure_ascii (the json.dumps default) is deliberate: it makes invisible differences
+    visible, e.g. a composed "é" (\\u00e9) against "e" + combining accent (e\\u0301).
+    """
+    try:
+        return json.dumps(value, allow_nan=True)
+    except ValueError:
+        if isinstance(value, int):
+            # Beyond sys.get_int_max_str_digits() decimal conversion is refused;
+            # hexadecimal is exempt from that limit and still shows where ints differ.
+            return f"<{value.bit_length()}-bit integer {value:#x}>"
+        return repr(value)
+    except TypeError:  # not a JSON type at all
+        return repr(value)
+
+
+def _path_text(path: _Path) -> str:
+    """Spell a path like `$.a["b c"][3]`; a repeated key's n-th occurrence gets `#n`."""
+    steps: list[str] = []
+    while path is not None:
+        path, step = path
+        steps.append(_step_text(step))
+    steps.append("$")
+    return "".join(reversed(steps))
+
+
+def _step_text(step: _Step) -> str:
+    """Spell one step of a path."""
+    if isinstance(step, int):
+        return f"[{step}]"
+    key, occurrence = step
+    text = f".{key}" if _IDENTIFIER.fullmatch(key) else f"[{json.dumps(key)}]"
+    return text if occurrence == 0 else f"{text}#{occurrence + 1}"
+
+
+def _text_context(text: str, index: int) -> str:
+    """Show `text` around `index` as a JSON string, so whitespace and escapes are visible."""
+    start = max(0, index - _LEAD)
+    end = index + _LEAD
+    head = "..." if start > 0 else ""
+    tail = "..." if end < len(text) else ("<end>" if index >= len(text) else "")
+    return f"{head}{json.dumps(text[start:end])}{tail}"
+
+
+def _common_prefix_length(first: str, second: str) -> int:
+    """Length of the longest common prefix, found by binary search over slices.
+
+    Slice comparison runs in C, so this is fast even for megabyte-sized texts, where a
+    character-by-character Python loop would not be.
+    """
+    low, high = 0, min(len(first), len(second))  # first[:low] == second[:low] always
+    while low < high:
+        middle = (low + high + 1) // 2
+        if first[low:middle] == second[low:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low

@@ -1,0 +1,313 @@
+"""The legacy side: the two KSI tables, read-only snapshots of them, and exact rebuilt copies.
+
+A legacy row travels through the migrator as a `LegacyRow`: the SQLite rowid, then the cells in
+the table's column order, each with the Python type of its SQLite storage type
+(`migrator.codec.LegacyCell`). Nothing here knows about JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from migrator.codec import InvalidText, LegacyCell, decode_sqlite_text, encode_cell
+from migrator.errors import MigratorError, NoLegacyTables, OutputExists, SourceNotFound
+
+LegacyRow = tuple[Any, ...]
+"""(rowid, cell, cell, ...) with the cells in the legacy table's column order."""
+
+# Python's sqlite3 adapts datetimes this way by default; saying so explicitly keeps it working
+# after the default adapters' deprecation (Python 3.12) for the parsed timestamp copies.
+sqlite3.register_adapter(datetime, lambda value: value.isoformat(" "))
+
+
+@dataclass(frozen=True)
+class LegacyTable:
+    name: str
+    columns: tuple[str, ...]
+    key_column: str  # the column users know a row by: `id` or `session_key`
+    data_column: str  # the JSON blob
+    ddl: str  # the CREATE TABLE the daemon ran, used when the snapshot's own is not recorded
+    rowid_alias: bool  # True when the key column *is* the rowid (INTEGER PRIMARY KEY)
+
+    def key_of(self, row: LegacyRow) -> LegacyCell:
+        return row[1 + self.columns.index(self.key_column)]
+
+    def data_of(self, row: LegacyRow) -> LegacyCell:
+        return row[1 + self.columns.index(self.data_column)]
+
+
+CHECKPOINTS = LegacyTable(
+    name="checkpoints",
+    columns=("id", "timestamp", "checkpoint_data"),
+    key_column="id",
+    data_column="checkpoint_data",
+    ddl=(
+        "CREATE TABLE checkpoints (\n"
+        "    id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+        "    timestamp TEXT NOT NULL,\n"
+        "    checkpoint_data TEXT NOT NULL\n"
+        ")"
+    ),
+    rowid_alias=True,
+)
+
+MCP_SESSIONS = LegacyTable(
+    name="mcp_sessions",
+    columns=("session_key", "session_data", "last_seen"),
+    key_column="session_key",
+    data_column="session_data",
+    ddl=(
+        "CREATE TABLE mcp_sessions (\n"
+        "    session_key TEXT PRIMARY KEY,\n"
+        "    session_data TEXT NOT NULL,\n"
+        "    last_seen TIMESTAMP NOT NULL\n"
+        ")"
+    ),
+    rowid_alias=False,
+)
+
+LEGACY_TABLES = (CHECKPOINTS, MCP_SESSIONS)
+LEGACY_TABLES_BY_NAME = {table.name: table for table in LEGACY_TABLES}
+
+
+def display_key(value: LegacyCell) -> str:
+    """A row's key as a person reads it in a report: the text itself, or a typed rendering."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, InvalidText):
+        return f"text x'{bytes(value).hex()}'"
+    if isinstance(value, bytes):
+        return f"x'{value.hex()}'"
+    return "NULL" if value is None else repr(value)
+
+
+def row_digest(cells: Sequence[LegacyCell]) -> str:
+    """Fingerprint of a legacy row's cells, storage types included, for catch-up backfills."""
+    digest = hashlib.blake2b(digest_size=16)
+    for cell in cells:
+        tag, text = encode_cell(cell)
+        data = b"" if text is None else text.encode("utf-8")
+        digest.update(f"{tag}:{len(data)}:".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def snapshot_hashes(path: Path) -> dict[str, str | None]:
+    """sha256 of the snapshot and of its WAL file, to prove neither changed."""
+    return {"db": file_sha256(path), "wal": file_sha256(Path(f"{path}-wal"))}
+
+
+# --- reading a snapshot -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LegacySchema:
+    """What it takes to recreate the legacy tables exactly, besides their rows."""
+
+    statements: list[str]  # CREATE TABLE / INDEX / TRIGGER of the legacy tables, in order
+    sequences: dict[str, int]  # sqlite_sequence entries (AUTOINCREMENT high-water marks)
+    encoding: str
+    tables: list[str]
+
+
+class LegacySource:
+    """A legacy snapshot opened strictly read-only, read in one consistent read transaction."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise SourceNotFound(f"source database not found: {self.path}")
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        self.connection = self._connect_read_only()
+        self.connection.text_factory = decode_sqlite_text
+        try:
+            self.connection.execute("BEGIN")
+            names = {row[0] for row in self.connection.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise MigratorError(f"source is not a readable SQLite database: {self.path}: {exc}") from exc
+        self.tables = [table for table in LEGACY_TABLES if table.name in names]
+        if not self.tables:
+            self.close()
+            raise NoLegacyTables(
+                f"source has neither a checkpoints nor an mcp_sessions table: {self.path}"
+            )
+        for table in self.tables:
+            self._check_columns(table)
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        # mode=ro never writes the database or its WAL. But reading a WAL database creates its
+        # -shm index when that is missing, as in a copied snapshot: read a private copy then.
+        location = self.path
+        if Path(f"{self.path}-wal").exists() and not Path(f"{self.path}-shm").exists():
+            self._scratch = tempfile.TemporaryDirectory(prefix="ksi-source-")
+            location = Path(self._scratch.name) / self.path.name
+            shutil.copyfile(self.path, location)
+            shutil.copyfile(f"{self.path}-wal", f"{location}-wal")
+        uri = f"file:{quote(str(location.resolve()))}?mode=ro"
+        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+
+    def _check_columns(self, table: LegacyTable) -> None:
+        found = [row[1] for row in self.connection.execute(f'PRAGMA table_info("{table.name}")')]
+        missing = [column for column in table.columns if column not in found]
+        if missing:
+            raise MigratorError(
+                f"source table {table.name} lacks column(s) {', '.join(missing)}: {self.path}"
+            )
+
+    def count(self, table: LegacyTable) -> int:
+        return self.connection.execute(f'SELECT count(*) FROM "{table.name}"').fetchone()[0]
+
+    def batches(self, table: LegacyTable, batch_size: int) -> Iterator[list[LegacyRow]]:
+        """Every row in rowid order, `batch_size` at a time, so memory stays flat."""
+        columns = ", ".join(f'"{c}"' for c in table.columns)
+        cursor = self.connection.execute(
+            f'SELECT rowid, {columns} FROM "{table.name}" ORDER BY rowid'
+        )
+        while batch := cursor.fetchmany(batch_size):
+            yield batch
+
+    def existing_rowids(self, table: LegacyTable, rowids: Sequence[int]) -> set[int]:
+        marks = ", ".join("?" * len(rowids))
+        query = f'SELECT rowid FROM "{table.name}" WHERE rowid IN ({marks})'
+        return {row[0] for row in self.connection.execute(query, list(rowids))}
+
+    def schema(self) -> LegacySchema:
+        names = [table.name for table in self.tables]
+        marks = ", ".join("?" * len(names))
+        statements = [
+            row[0]
+            for row in self.connection.execute(
+                f"SELECT sql FROM sqlite_master WHERE tbl_name IN ({marks}) AND sql IS NOT NULL "
+                "ORDER BY CASE type WHEN 'table' THEN 0 ELSE 1 END, rowid",
+                names,
+            )
+        ]
+        sequences: dict[str, int] = {}
+        has_sequence = self.connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'"
+        ).fetchone()
+        if has_sequence:
+            for name, seq in self.connection.execute("SELECT name, seq FROM sqlite_sequence"):
+                if name in names:
+                    sequences[name] = seq
+        encoding = self.connection.execute("PRAGMA encoding").fetchone()[0]
+        return LegacySchema(statements, sequences, encoding, names)
+
+    def close(self) -> None:
+        self.connection.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
+
+    def __enter__(self) -> LegacySource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+# --- writing an exact legacy copy (the rollback) ----------------------------------------------
+
+
+def default_schema(tables: Iterable[LegacyTable]) -> LegacySchema:
+    chosen = list(tables)
+    return LegacySchema([t.ddl for t in chosen], {}, "UTF-8", [t.name for t in chosen])
+
+
+class LegacyWriter:
+    """Writes a new SQLite file with the legacy tables' own DDL and rows rebuilt exactly."""
+
+    def __init__(self, out: str | os.PathLike[str], schema: LegacySchema) -> None:
+        self.out = Path(out)
+        if self.out.exists():
+            raise OutputExists(f"refusing to overwrite existing file: {self.out}")
+        self.partial = self.out.with_name(self.out.name + ".partial")
+        self.partial.unlink(missing_ok=True)
+        self.schema = schema
+        self.connection = sqlite3.connect(self.partial, isolation_level=None)
+        # The encoding must be set before the first table exists; text round-trips either way,
+        # but an exact copy keeps the file's encoding too.
+        self.connection.execute(f"PRAGMA encoding = '{schema.encoding}'")
+        self.connection.execute("BEGIN")
+        for statement in schema.statements:
+            self.connection.execute(statement)
+
+    def insert(self, table: LegacyTable, rows: Sequence[LegacyRow]) -> None:
+        plain = [row for row in rows if not any(isinstance(c, InvalidText) for c in row)]
+        self.connection.executemany(self._insert_sql(table, None), [self._params(table, r) for r in plain])
+        for row in rows:
+            if any(isinstance(cell, InvalidText) for cell in row):
+                self.connection.execute(self._insert_sql(table, row), self._params(table, row))
+
+    def _insert_sql(self, table: LegacyTable, row: LegacyRow | None) -> str:
+        # Text that is not valid UTF-8 can only be bound as bytes, then cast back to TEXT.
+        names = list(table.columns) if table.rowid_alias else ["rowid", *table.columns]
+        cells = row[1:] if row is not None else [None] * len(table.columns)
+        marks = ["CAST(? AS TEXT)" if isinstance(c, InvalidText) else "?" for c in cells]
+        if not table.rowid_alias:
+            marks.insert(0, "?")
+        quoted = ", ".join(f'"{n}"' for n in names)
+        return f'INSERT INTO "{table.name}" ({quoted}) VALUES ({", ".join(marks)})'
+
+    @staticmethod
+    def _params(table: LegacyTable, row: LegacyRow) -> list[Any]:
+        cells = [bytes(c) if isinstance(c, InvalidText) else c for c in row[1:]]
+        return cells if table.rowid_alias else [row[0], *cells]
+
+    def finish(self) -> Path:
+        for name, seq in self.schema.sequences.items():
+            self.connection.execute("DELETE FROM sqlite_sequence WHERE name = ?", (name,))
+            self.connection.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (name, seq))
+        self.connection.execute("COMMIT")
+        self.connection.close()
+        os.replace(self.partial, self.out)
+        return self.out
+
+    def abort(self) -> None:
+        self.connection.close()
+        self.partial.unlink(missing_ok=True)
+
+
+def compare_legacy_files(expected: Path, actual: Path, tables: Sequence[str]) -> list[str]:
+    """Rows that differ between two legacy files, judged by SQLite itself (not by this package).
+
+    Every cell is compared by `typeof()` and `quote()`, with the rowid, in both directions, so a
+    value of another storage type or a missing or extra row shows up.
+    """
+    connection = sqlite3.connect(":memory:", uri=True)
+    try:
+        for alias, path in (("expected", expected), ("actual", actual)):
+            connection.execute(f"ATTACH ? AS {alias}", (f"file:{quote(str(Path(path).resolve()))}?mode=ro",))
+        problems = []
+        for name in tables:
+            table = LEGACY_TABLES_BY_NAME[name]
+            cells = ", ".join(f'typeof("{c}"), quote("{c}")' for c in table.columns)
+            select = f'SELECT rowid, {cells} FROM {{}}."{name}"'
+            for left, right, label in (("expected", "actual", "missing from"), ("actual", "expected", "extra in")):
+                query = f"{select.format(left)} EXCEPT {select.format(right)} LIMIT 5"
+                for row in connection.execute(query):
+                    problems.append(f"{name} rowid {row[0]} {label} the copy: {row[1:]}")
+        return problems
+    finally:
+        connection.close()

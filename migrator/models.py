@@ -1,0 +1,171 @@
+"""The relational schema, as peewee models: the single source of truth for every SQL statement.
+
+It covers the plan's entities (checkpoint, checkpoint_request, checkpoint_queue, mcp_session,
+mcp_session_tool) and extends them wherever exactness needs it: queue items and their order,
+tool order and duplicates, every timestamp's verbatim text beside a parsed copy, keys the plan
+does not model (`extra`), key order (`layout`), the historical shape of each row, and the
+spelling of non-canonical JSON (`text_overlay`). Children use composite keys of their parent
+and a position, so a bulk load needs no id round trips and order is part of the identity.
+"""
+
+from __future__ import annotations
+
+import peewee as pw
+
+SCHEMA_VERSION = 1
+"""Bumped whenever a change needs a `playhouse.migrate` step (see `migrator.schema`)."""
+
+database_proxy = pw.DatabaseProxy()
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+def _cascade(model: type[pw.Model], **kwargs: object) -> pw.ForeignKeyField:
+    return pw.ForeignKeyField(model, on_delete="CASCADE", **kwargs)
+
+
+class Checkpoint(BaseModel):
+    id = pw.BigIntegerField(primary_key=True)  # the legacy checkpoints.id, kept as identity
+    source_digest = pw.CharField(max_length=32)  # fingerprint of the legacy row (catch-up)
+    legacy_timestamp = pw.TextField(null=True)  # the legacy `timestamp` column, verbatim
+    legacy_timestamp_type = pw.CharField(max_length=16, null=True)  # storage tag when not TEXT
+    created_at_text = pw.TextField(null=True)  # the blob's "timestamp", verbatim
+    created_at = pw.DateTimeField(null=True, index=True)  # parsed copy, for queries by time
+    reason = pw.TextField(null=True, index=True)
+    status = pw.CharField(max_length=16, default="active")  # plan lifecycle, not legacy data
+    restored_at = pw.DateTimeField(null=True)
+    layout = pw.TextField()  # top-level key order, and which values live in `extra`
+    extra = pw.TextField(null=True)  # top-level values the schema does not model, in order
+    text_overlay = pw.TextField(null=True)  # spelling/whitespace of non-canonical JSON
+
+
+class CheckpointQueue(BaseModel):
+    checkpoint = _cascade(Checkpoint, backref="queues")
+    position = pw.IntegerField()  # order of the session_queues keys
+    session_id = pw.TextField()
+    shape = pw.CharField(max_length=8)  # "list" (old daemon) or "object" (new daemon)
+    queue_depth = pw.IntegerField()
+    is_active = pw.BooleanField(null=True)
+    active_request = pw.TextField(null=True)
+    layout = pw.TextField(null=True)  # object shape only
+    extra = pw.TextField(null=True)
+
+    class Meta:
+        primary_key = pw.CompositeKey("checkpoint", "position")
+        indexes = ((("checkpoint", "session_id"), True),)
+
+
+class CheckpointQueueItem(BaseModel):
+    checkpoint = _cascade(Checkpoint)
+    queue_position = pw.IntegerField()
+    position = pw.IntegerField()  # queue order; a request may be queued twice
+    request_id = pw.TextField(null=True, index=True)
+    queued_at_text = pw.TextField(null=True)  # the item's "timestamp", verbatim
+    queued_at = pw.DateTimeField(null=True)
+    request_data = pw.TextField(null=True)  # the item's "data", canonical JSON
+    layout = pw.TextField()
+    extra = pw.TextField(null=True)
+
+    class Meta:
+        primary_key = pw.CompositeKey("checkpoint", "queue_position", "position")
+        constraints = [  # noqa: RUF012 - peewee reads Meta attributes, never mutates them
+            pw.SQL(
+                'FOREIGN KEY ("checkpoint_id", "queue_position") REFERENCES '
+                '"checkpoint_queue" ("checkpoint_id", "position") ON DELETE CASCADE'
+            )
+        ]
+
+
+class CheckpointRequest(BaseModel):
+    checkpoint = _cascade(Checkpoint, backref="requests")
+    position = pw.IntegerField()  # order of the active_completions keys
+    request_id = pw.TextField()
+    session_id = pw.TextField(null=True, index=True)
+    agent_id = pw.TextField(null=True)
+    status = pw.TextField(null=True, index=True)
+    queued_at_text = pw.TextField(null=True)
+    queued_at = pw.DateTimeField(null=True)
+    started_at_text = pw.TextField(null=True)
+    started_at = pw.DateTimeField(null=True)
+    completed_at_text = pw.TextField(null=True)
+    completed_at = pw.DateTimeField(null=True)
+    error = pw.TextField(null=True)
+    request_data = pw.TextField(null=True)  # "data", canonical JSON (the plan's request_data)
+    original_event = pw.TextField(null=True)  # canonical JSON
+    layout = pw.TextField()
+    extra = pw.TextField(null=True)
+
+    class Meta:
+        primary_key = pw.CompositeKey("checkpoint", "position")
+        indexes = ((("checkpoint", "request_id"), True),)
+
+
+class McpSession(BaseModel):
+    id = pw.BigIntegerField(primary_key=True)  # the legacy row's rowid, kept as identity
+    source_digest = pw.CharField(max_length=32)
+    session_key = pw.TextField(unique=True)
+    agent_id = pw.TextField(null=True, index=True)
+    conversation_id = pw.TextField(null=True)
+    shape = pw.CharField(max_length=8)  # "plan", "daemon" or "other"
+    thin_handshake = pw.BooleanField(null=True)
+    created_at_text = pw.TextField(null=True)  # plan shape's "created_at", verbatim
+    created_at = pw.DateTimeField(null=True, index=True)
+    created_text = pw.TextField(null=True)  # daemon shape's "created", verbatim
+    created = pw.DateTimeField(null=True)
+    agent_info = pw.TextField(null=True)  # canonical JSON
+    last_seen_text = pw.TextField(null=True)  # the legacy last_seen column, verbatim
+    last_seen_type = pw.CharField(max_length=16, null=True)  # storage tag when not TEXT
+    last_seen = pw.DateTimeField(null=True, index=True)
+    is_active = pw.BooleanField(default=True)  # plan lifecycle, not legacy data
+    layout = pw.TextField()
+    extra = pw.TextField(null=True)
+    text_overlay = pw.TextField(null=True)
+
+
+class McpSessionTool(BaseModel):
+    session = _cascade(McpSession, backref="tools")
+    position = pw.IntegerField()  # tool order; duplicates are kept
+    form = pw.CharField(max_length=8)  # "name" (bare string), "object" or "json"
+    tool_name = pw.TextField(null=True, index=True)
+    description = pw.TextField(null=True)
+    input_schema = pw.TextField(null=True)  # canonical JSON
+    layout = pw.TextField(null=True)  # object form only
+    extra = pw.TextField(null=True)
+    added_at = pw.DateTimeField(null=True)  # plan field; legacy rows do not record it
+
+    class Meta:
+        primary_key = pw.CompositeKey("session", "position")
+
+
+class Quarantine(BaseModel):
+    """A legacy row that cannot be read as the expected JSON object, kept verbatim."""
+
+    legacy_table = pw.CharField(max_length=32)
+    source_rowid = pw.BigIntegerField()
+    source_digest = pw.CharField(max_length=32)
+    row_key = pw.TextField(null=True)  # `id` or `session_key`, readable, for reports
+    reason = pw.TextField()
+    cells = pw.TextField()  # JSON list of [tag, text] per legacy column (migrator.codec)
+
+    class Meta:
+        table_name = "ksi_quarantine"
+        indexes = ((("legacy_table", "source_rowid"), True),)
+
+
+class MigrationMeta(BaseModel):
+    """Facts about the migration: schema version, the legacy DDL, the source's encoding."""
+
+    key = pw.CharField(max_length=64, primary_key=True)
+    value = pw.TextField()
+
+    class Meta:
+        table_name = "ksi_migration_meta"
+
+
+CHECKPOINT_MODELS = (Checkpoint, CheckpointQueue, CheckpointQueueItem, CheckpointRequest)
+SESSION_MODELS = (McpSession, McpSessionTool)
+ALL_MODELS = (*CHECKPOINT_MODELS, *SESSION_MODELS, Quarantine, MigrationMeta)

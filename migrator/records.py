@@ -1,0 +1,185 @@
+"""Split a JSON object into typed columns and join it back, losing nothing.
+
+Every object the schema models (a checkpoint, a queue, a queue item, a completion, a session, a
+tool) goes through the same pair of functions. A `RecordSpec` names the keys that have columns
+and the type each column holds. `split_record` puts a value in its column only when the value has
+exactly that type (`true` in a BOOL column, never `1`), and everything else, unknown keys and
+off-type values alike, in an ordered `extra` list. The `layout` keeps the key order, duplicate
+keys and which of the two places each value went to. `join_record` is the exact inverse and
+writes the text `json.dumps` would write.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import lru_cache
+from typing import Any
+
+from migrator.codec import (
+    JSONValue,
+    UnreadableBlob,
+    dumps,
+    encode_optional_bool,
+    encode_optional_str,
+    encode_str,
+    json_type_name,
+    keep_duplicate_keys,
+    parse_timestamp,
+)
+from migrator.errors import RebuildError
+
+
+class Kind(Enum):
+    TEXT = "text"  # a JSON string (or null) in a text column
+    BOOL = "bool"  # a JSON boolean (or null) in a boolean column
+    JSON = "json"  # any JSON value, kept as its canonical JSON text
+    TIMESTAMP = "timestamp"  # a string kept verbatim in `<column>_text`, plus a parsed copy
+    OBJECT = "object"  # a JSON object whose entries become child rows
+    ARRAY = "array"  # a JSON array whose elements become child rows
+
+
+CONTAINER_TYPES = {Kind.OBJECT: dict, Kind.ARRAY: list}
+
+
+@dataclass(frozen=True)
+class Field:
+    key: str
+    kind: Kind
+    column: str = ""
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        name = self.column or self.key
+        if self.kind is Kind.TIMESTAMP:
+            return (f"{name}_text", name)
+        if self.kind in CONTAINER_TYPES:
+            return ()
+        return (name,)
+
+
+@dataclass(frozen=True)
+class RecordSpec:
+    """The modelled keys of one kind of JSON object, in the order of their columns."""
+
+    name: str
+    fields: tuple[Field, ...]
+    slots: dict[str, tuple[int, Kind]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        slots: dict[str, tuple[int, Kind]] = {}
+        position = 0
+        for spec_field in self.fields:
+            slots[spec_field.key] = (position, spec_field.kind)
+            position += len(spec_field.columns)
+        object.__setattr__(self, "slots", slots)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Column names of the slots `split_record` returns, in order."""
+        return tuple(name for spec_field in self.fields for name in spec_field.columns)
+
+    @property
+    def width(self) -> int:
+        return len(self.columns)
+
+
+@dataclass
+class SplitRecord:
+    slots: list[Any]
+    layout: str
+    extra: str | None
+    containers: dict[str, Any]
+
+
+def _fits(kind: Kind, value: JSONValue) -> bool:
+    if kind is Kind.JSON:
+        return True
+    if value is None:
+        return kind in (Kind.TEXT, Kind.BOOL, Kind.TIMESTAMP)
+    if kind is Kind.BOOL:
+        return value is True or value is False
+    if kind in (Kind.TEXT, Kind.TIMESTAMP):
+        return type(value) is str
+    return isinstance(value, CONTAINER_TYPES[kind])
+
+
+def split_record(spec: RecordSpec, obj: dict, where: str) -> SplitRecord:
+    """Typed column slots, layout, extra values and child containers of one JSON object.
+
+    `where` names the object in error messages, e.g. `checkpoint_data.session_queues["s1"]`.
+    A container key holding anything but its container type makes the row unreadable: the
+    schema has no place for it, so the row is quarantined whole instead.
+    """
+    slots: list[Any] = [None] * spec.width
+    used: set[str] = set()
+    layout: list[Any] = []
+    extra: list[JSONValue] = []
+    containers: dict[str, Any] = {}
+    for key, value in obj.items():
+        slot = spec.slots.get(key)
+        if slot is None or key in used or not _fits(slot[1], value):
+            if slot is not None and slot[1] in CONTAINER_TYPES and key not in used:
+                expected = "object" if slot[1] is Kind.OBJECT else "array"
+                raise UnreadableBlob(f"{where}.{key} is {json_type_name(value)}, expected {expected}")
+            layout.append([key])
+            extra.append(value)
+            continue
+        used.add(key)
+        layout.append(key)
+        position, kind = slot
+        if kind in CONTAINER_TYPES:
+            containers[key] = value
+        elif kind is Kind.JSON:
+            slots[position] = dumps(value)
+        elif kind is Kind.TIMESTAMP:
+            slots[position] = value
+            slots[position + 1] = None if value is None else parse_timestamp(value)
+        else:
+            slots[position] = value
+    return SplitRecord(slots, dumps(layout), dumps(extra) if extra else None, containers)
+
+
+@lru_cache(maxsize=4096)
+def _parse_layout(layout: str) -> tuple[tuple[str, bool], ...]:
+    """(key, comes-from-extra) pairs of a layout; layouts repeat, so parsing is cached."""
+    entries = json.loads(layout)
+    return tuple((e[0], True) if isinstance(e, list) else (e, False) for e in entries)
+
+
+_ENCODERS: dict[Kind, Callable[[Any], str]] = {
+    Kind.TEXT: encode_optional_str,
+    Kind.TIMESTAMP: encode_optional_str,
+    Kind.BOOL: encode_optional_bool,
+    Kind.JSON: lambda text: text,
+}
+
+
+def join_record(
+    spec: RecordSpec,
+    slots: Sequence[Any],
+    layout: str,
+    extra: str | None,
+    containers: dict[str, str] | None = None,
+) -> str:
+    """The JSON text of an object from its split parts; `containers` holds encoded child texts."""
+    extras = iter(json.loads(extra, object_pairs_hook=keep_duplicate_keys)) if extra else iter(())
+    parts = []
+    try:
+        for key, from_extra in _parse_layout(layout):
+            if from_extra:
+                text = dumps(next(extras))
+            else:
+                position, kind = spec.slots[key]
+                if kind in CONTAINER_TYPES:
+                    text = (containers or {})[key]
+                else:
+                    text = _ENCODERS[kind](slots[position])
+                    if kind is Kind.JSON and text is None:
+                        raise RebuildError(f"{spec.name}.{key} is listed but its column is empty")
+            parts.append(f"{encode_str(key)}: {text}")
+    except (StopIteration, KeyError) as exc:
+        raise RebuildError(f"{spec.name} layout does not match its columns: {exc!r}") from exc
+    return "{" + ", ".join(parts) + "}"

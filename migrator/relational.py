@@ -1,0 +1,204 @@
+"""Bulk SQL generated from the peewee models, and the shape both blob kinds share.
+
+The ORM builds every statement, but rows travel as plain tuples through `executemany` and raw
+cursors: creating a model instance per row would cost more than the rest of a row's work.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
+from typing import Any
+
+import peewee as pw
+
+from migrator.codec import LegacyCell, decode_cell, encode_cell
+from migrator.legacy import LegacyRow, LegacyTable, display_key
+from migrator.models import Quarantine
+
+Row = tuple[Any, ...]
+Bundle = tuple[list[Row], ...]
+"""The relational rows of one legacy row: the root table's row, then each child table's rows."""
+
+
+@dataclass(frozen=True)
+class TableMap:
+    """Which columns of a model a blob kind fills, in tuple order.
+
+    The first column is always the legacy identity (the root's id, or a child's parent id), and
+    `order` gives the order children come back in.
+    """
+
+    model: type[pw.Model]
+    columns: tuple[str, ...]
+    order: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.columns if c not in self.model._meta.columns]
+        if unknown:
+            raise TypeError(f"{self.model.__name__} has no column(s) {unknown}")
+
+    def field(self, column: str) -> pw.Field:
+        return self.model._meta.columns[column]
+
+    @property
+    def fields(self) -> list[pw.Field]:
+        return [self.field(c) for c in self.columns]
+
+    @property
+    def identity(self) -> pw.Field:
+        return self.field(self.columns[0])
+
+
+@dataclass(frozen=True)
+class BlobKind:
+    """One legacy blob kind: its legacy table, its relational tables, and both directions."""
+
+    legacy: LegacyTable
+    tables: tuple[TableMap, ...]  # the root first, then children (parents before their children)
+    to_rows: Callable[[LegacyRow, str], Bundle]  # raises codec.UnreadableBlob
+    from_rows: Callable[[Bundle], LegacyRow]  # raises errors.RebuildError
+
+    @property
+    def root(self) -> TableMap:
+        return self.tables[0]
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def insert_sql(database: pw.Database, table: TableMap) -> str:
+    # insert_many keeps the given column order (a dict insert would reorder to the model's).
+    query = table.model.insert_many([(None,) * len(table.fields)], fields=table.fields)
+    if database.returning_clause:
+        query = query.returning()  # no RETURNING: executemany has no rows to hand back
+    sql, _ = database.get_sql_context().sql(query).query()
+    return sql
+
+
+def insert_rows(database: pw.Database, table: TableMap, rows: Sequence[Row]) -> None:
+    if rows:
+        cursor = database.cursor()
+        cursor.executemany(insert_sql(database, table), rows)
+
+
+def delete_identities(database: pw.Database, kind: BlobKind, rowids: Sequence[int]) -> None:
+    """Remove every relational row of these legacy rows, children first."""
+    for table in reversed(kind.tables):
+        table.model.delete().where(table.identity.in_(list(rowids))).execute()
+    quarantine_of(kind).where(Quarantine.source_rowid.in_(list(rowids))).execute()
+
+
+def quarantine_of(kind: BlobKind) -> pw.Delete:
+    return Quarantine.delete().where(Quarantine.legacy_table == kind.legacy.name)
+
+
+# --- quarantine -------------------------------------------------------------------------------
+
+
+QUARANTINE_COLUMNS = ("legacy_table", "source_rowid", "source_digest", "row_key", "reason", "cells")
+QUARANTINE = TableMap(Quarantine, QUARANTINE_COLUMNS)
+
+
+def quarantine_row(kind: BlobKind, row: LegacyRow, digest: str, reason: str) -> Row:
+    cells = json.dumps([list(encode_cell(cell)) for cell in row[1:]])
+    key = display_key(kind.legacy.key_of(row))
+    return (kind.legacy.name, row[0], digest, key, reason, cells)
+
+
+def unquarantine_row(source_rowid: int, cells: str) -> LegacyRow:
+    decoded: list[LegacyCell] = [decode_cell(tag, text) for tag, text in json.loads(cells)]
+    return (source_rowid, *decoded)
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def _select(table: TableMap, where: pw.Expression, *, limit: int | None = None) -> pw.Select:
+    order = [table.identity, *(table.field(c) for c in table.order)]
+    query = table.model.select(*table.fields).where(where).order_by(*order)
+    return query.limit(limit) if limit else query
+
+
+def _fetch(database: pw.Database, query: pw.Select) -> list[Row]:
+    sql, params = database.get_sql_context().sql(query).query()
+    return database.execute_sql(sql, params).fetchall()
+
+
+def read_bundles(database: pw.Database, kind: BlobKind, batch_size: int) -> Iterator[tuple[int, Bundle]]:
+    """(legacy rowid, bundle) of every migrated row, in rowid order, a batch at a time."""
+    root = kind.root
+    after: int | None = None
+    while True:
+        where = root.identity > after if after is not None else pw.SQL("1 = 1")
+        roots = _fetch(database, _select(root, where, limit=batch_size))
+        if not roots:
+            return
+        low, high = roots[0][0], roots[-1][0]
+        groups = [
+            {key: list(rows) for key, rows in groupby(
+                _fetch(database, _select(child, child.identity.between(low, high))), key=itemgetter(0)
+            )}
+            for child in kind.tables[1:]
+        ]
+        for root_row in roots:
+            rowid = root_row[0]
+            yield rowid, ([root_row], *(group.get(rowid, []) for group in groups))
+        after = high
+
+
+def read_quarantine(database: pw.Database, kind: BlobKind, batch_size: int) -> Iterator[tuple[int, Quarantine]]:
+    query = (
+        Quarantine.select()
+        .where(Quarantine.legacy_table == kind.legacy.name)
+        .order_by(Quarantine.source_rowid)
+    )
+    for record in query.iterator():
+        yield record.source_rowid, record
+
+
+def rebuilt_rows(database: pw.Database, kind: BlobKind, batch_size: int) -> Iterator[tuple[int, LegacyRow | Exception]]:
+    """Every legacy row rebuilt from the target, quarantined rows included, in rowid order.
+
+    A row that cannot be rebuilt comes back as its exception, so one damaged row is reported
+    without hiding the rest.
+    """
+
+    def rebuild(item: tuple[int, Bundle]) -> tuple[int, LegacyRow | Exception]:
+        rowid, bundle = item
+        try:
+            return rowid, kind.from_rows(bundle)
+        except Exception as exc:  # noqa: BLE001 - reported per row by the caller
+            return rowid, exc
+
+    def restore(item: tuple[int, Quarantine]) -> tuple[int, LegacyRow | Exception]:
+        rowid, record = item
+        try:
+            return rowid, unquarantine_row(rowid, record.cells)
+        except Exception as exc:  # noqa: BLE001
+            return rowid, exc
+
+    migrated = map(rebuild, read_bundles(database, kind, batch_size))
+    quarantined = map(restore, read_quarantine(database, kind, batch_size))
+    return heapq.merge(migrated, quarantined, key=itemgetter(0))
+
+
+def orphans(database: pw.Database, kind: BlobKind, limit: int = 20) -> list[str]:
+    """Child rows whose legacy row is gone: the target must hold nothing a source row lacks."""
+    found: list[str] = []
+    root = kind.root
+    for child in kind.tables[1:]:
+        parent_ids = root.model.select(root.identity)
+        query = (
+            child.model.select(child.identity)
+            .where(child.identity.not_in(parent_ids))
+            .distinct()
+            .limit(limit)
+        )
+        for (rowid,) in _fetch(database, query):
+            found.append(f"{child.model._meta.table_name} rows for missing {kind.legacy.name} rowid {rowid}")
+    return found

@@ -1,0 +1,141 @@
+"""The way back: rebuild the legacy tables exactly from the target (restore), or as JSONL (export)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import peewee as pw
+
+from migrator.backfill import KINDS
+from migrator.codec import LegacyCell, encode_cell
+from migrator.errors import OutputExists, RebuildError
+from migrator.legacy import (
+    LegacyRow,
+    LegacyWriter,
+    default_schema,
+)
+from migrator.relational import BlobKind, rebuilt_rows
+from migrator.target import load_legacy_schema, require_schema
+
+Progress = Callable[[str, int], None]
+
+
+@dataclass
+class RestoreReport:
+    out: str
+    rows: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def legacy_rows(database: pw.Database, kind: BlobKind, batch_size: int) -> Iterator[LegacyRow]:
+    """Every legacy row of one table rebuilt from the target; the first damaged row stops it."""
+    for rowid, row in rebuilt_rows(database, kind, batch_size):
+        if isinstance(row, Exception):
+            raise RebuildError(f"{kind.legacy.name} rowid {rowid} cannot be rebuilt: {row}")
+        yield row
+
+
+def _kinds_to_restore(database: pw.Database) -> list[BlobKind]:
+    schema = load_legacy_schema(database)
+    names = schema.tables if schema else [k.legacy.name for k in KINDS.values()]
+    return [KINDS[name] for name in names if name in KINDS]
+
+
+def restore(
+    database: pw.Database,
+    out: str | os.PathLike[str],
+    *,
+    batch_size: int = 2000,
+    progress: Progress | None = None,
+) -> RestoreReport:
+    """Write a new SQLite file holding the legacy tables as they were, quarantined rows included."""
+    require_schema(database)
+    started = time.perf_counter()
+    kinds = _kinds_to_restore(database)
+    schema = load_legacy_schema(database) or default_schema(k.legacy for k in kinds)
+    writer = LegacyWriter(out, schema)
+    report = RestoreReport(out=str(out))
+    try:
+        for kind in kinds:
+            table = kind.legacy
+            report.rows[table.name] = 0
+            batch: list[LegacyRow] = []
+            for row in legacy_rows(database, kind, batch_size):
+                batch.append(row)
+                if len(batch) >= batch_size:
+                    _flush(writer, kind, batch, report, progress)
+            _flush(writer, kind, batch, report, progress)
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _flush(
+    writer: LegacyWriter, kind: BlobKind, batch: list[LegacyRow], report: RestoreReport, progress: Progress | None
+) -> None:
+    writer.insert(kind.legacy, batch)
+    report.rows[kind.legacy.name] += len(batch)
+    if progress and batch:
+        progress(kind.legacy.name, len(batch))
+    batch.clear()
+
+
+# --- JSONL export -----------------------------------------------------------------------------
+
+
+def export_cell(value: LegacyCell) -> Any:
+    """A cell as a JSON value: TEXT and INTEGER as themselves, any other storage type tagged."""
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    tag, text = encode_cell(value)
+    return {"$sqlite": tag, "value": text}
+
+
+def export_line(kind: BlobKind, row: LegacyRow) -> str:
+    record: dict[str, Any] = {"table": kind.legacy.name}
+    for column, cell in zip(kind.legacy.columns, row[1:], strict=True):
+        record[column] = export_cell(cell)
+    return json.dumps(record)
+
+
+def export(
+    database: pw.Database,
+    out: str | os.PathLike[str],
+    *,
+    batch_size: int = 2000,
+    progress: Progress | None = None,
+) -> dict[str, int]:
+    """One legacy row a line, every table, quarantined rows included."""
+    require_schema(database)
+    path = Path(out)
+    if path.exists():
+        raise OutputExists(f"refusing to overwrite existing file: {path}")
+    counts: dict[str, int] = {}
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with partial.open("w", encoding="utf-8") as handle:
+            for kind in _kinds_to_restore(database):
+                counts[kind.legacy.name] = 0
+                for row in legacy_rows(database, kind, batch_size):
+                    handle.write(export_line(kind, row) + "\n")
+                    counts[kind.legacy.name] += 1
+                    if progress and counts[kind.legacy.name] % batch_size == 0:
+                        progress(kind.legacy.name, batch_size)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return counts
+

@@ -1,0 +1,165 @@
+"""MCP sessions: a legacy `mcp_sessions` row to relational rows, and back. Both directions live here.
+
+Two shapes of `session_data` exist, and any mix of their keys is carried:
+
+* plan:   {"agent_id", "tools": ["Read", ...], "thin_handshake": true, "created_at": "...Z"}
+* daemon: {"agent_id", "conversation_id", "agent_info": {...},
+           "tools": [{"name": ...} | full tool schema, ...], "created": "..."}
+
+Each tool becomes one row at its position, so order and duplicates survive, and `tool_name` is
+indexed for the plan's tool-usage query.
+"""
+
+from __future__ import annotations
+
+from migrator.codec import (
+    UnreadableBlob,
+    apply_overlay,
+    decode_cell,
+    dumps,
+    encode_cell,
+    encode_str,
+    join_array,
+    json_type_name,
+    parse_blob,
+    parse_timestamp,
+    storage_type,
+)
+from migrator.errors import RebuildError
+from migrator.legacy import MCP_SESSIONS, LegacyRow
+from migrator.models import McpSession, McpSessionTool
+from migrator.records import Field, Kind, RecordSpec, join_record, split_record
+from migrator.relational import BlobKind, Bundle, Row, TableMap
+
+SESSION_DATA = RecordSpec(
+    "session_data",
+    (
+        Field("agent_id", Kind.TEXT),
+        Field("conversation_id", Kind.TEXT),
+        Field("thin_handshake", Kind.BOOL),
+        Field("created_at", Kind.TIMESTAMP),
+        Field("created", Kind.TIMESTAMP),
+        Field("agent_info", Kind.JSON),
+        Field("tools", Kind.ARRAY),
+    ),
+)
+TOOL = RecordSpec(
+    "tool",
+    (
+        Field("name", Kind.TEXT, "tool_name"),
+        Field("description", Kind.TEXT),
+        Field("inputSchema", Kind.JSON, "input_schema"),
+    ),
+)
+
+SESSION_TABLE = TableMap(
+    McpSession,
+    (
+        "id",
+        "source_digest",
+        "session_key",
+        "shape",
+        *SESSION_DATA.columns,
+        "last_seen_type",
+        "last_seen_text",
+        "last_seen",
+        "is_active",
+        "layout",
+        "extra",
+        "text_overlay",
+    ),
+)
+TOOL_TABLE = TableMap(
+    McpSessionTool,
+    ("session_id", "position", "form", *TOOL.columns, "layout", "extra"),
+    order=("position",),
+)
+
+_DATA = 4  # where SESSION_DATA's slots start in a session row
+_LAST_SEEN = _DATA + SESSION_DATA.width
+_TOOL = 3
+
+_DAEMON_KEYS = frozenset({"conversation_id", "agent_info", "created"})
+_PLAN_KEYS = frozenset({"thin_handshake", "created_at"})
+
+
+# --- legacy row -> relational rows ------------------------------------------------------------
+
+
+def to_rows(row: LegacyRow, digest: str) -> Bundle:
+    rowid, session_key, data, last_seen = row
+    if not isinstance(session_key, str):
+        raise UnreadableBlob(f"session_key is a {storage_type(session_key)} value, expected text")
+    if not isinstance(data, str):
+        raise UnreadableBlob(f"session_data is a {storage_type(data)} value, expected JSON text")
+    blob, overlay = parse_blob(data)
+    if not isinstance(blob, dict):
+        raise UnreadableBlob(f"session_data is a JSON {json_type_name(blob)}, expected an object")
+    split = split_record(SESSION_DATA, blob, "session_data")
+    tools = [_tool_row(rowid, position, tool) for position, tool in enumerate(split.containers.get("tools", []))]
+    tag, text = encode_cell(last_seen)
+    parsed_last_seen = parse_timestamp(last_seen) if isinstance(last_seen, str) else None
+    session = (
+        rowid,
+        digest,
+        session_key,
+        _shape(blob),
+        *split.slots,
+        tag,
+        text,
+        parsed_last_seen,
+        True,
+        split.layout,
+        split.extra,
+        overlay,
+    )
+    return [session], tools
+
+
+def _shape(blob: dict) -> str:
+    keys = set(blob.keys())
+    daemon, plan = bool(keys & _DAEMON_KEYS), bool(keys & _PLAN_KEYS)
+    if daemon and plan:
+        return "mixed"
+    return "daemon" if daemon else "plan" if plan else "other"
+
+
+def _tool_row(session_id: int, position: int, tool: object) -> Row:
+    if type(tool) is str:
+        return (session_id, position, "name", tool, *[None] * (TOOL.width - 1), None, None)
+    if isinstance(tool, dict):
+        split = split_record(TOOL, tool, f"session_data.tools[{position}]")
+        return (session_id, position, "object", *split.slots, split.layout, split.extra)
+    # Anything else the list holds (null, a number, a nested list) is kept as it is.
+    return (session_id, position, "json", *[None] * TOOL.width, None, dumps(tool))
+
+
+# --- relational rows -> legacy row ------------------------------------------------------------
+
+
+def from_rows(bundle: Bundle) -> LegacyRow:
+    (session,), tools = bundle
+    containers = {"tools": join_array(_tool_text(tool) for tool in tools)}
+    canonical = join_record(SESSION_DATA, session[_DATA:], session[-3], session[-2], containers)
+    data = apply_overlay(canonical, session[-1])
+    last_seen = decode_cell(session[_LAST_SEEN], session[_LAST_SEEN + 1])
+    return (session[0], session[2], data, last_seen)
+
+
+def _tool_text(tool: Row) -> str:
+    form = tool[2]
+    if form == "name":
+        return encode_str(tool[_TOOL])
+    if form == "object":
+        return join_record(TOOL, tool[_TOOL:], tool[-2], tool[-1])
+    if form == "json":
+        return tool[-1]
+    raise RebuildError(f"session {tool[0]} tool {tool[1]} has unknown form {form!r}")
+
+
+KIND = BlobKind(
+    legacy=MCP_SESSIONS,
+    tables=(SESSION_TABLE, TOOL_TABLE),
+    to_rows=to_rows,
+    from_rows=from_rows,
+)

@@ -1,0 +1,125 @@
+"""Opening the relational target and creating or checking its schema.
+
+A target is a SQLite file path or a database URL in `playhouse.db_url` form
+(`sqlite:///path.db`, `postgresql://...`, `mysql://...`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import peewee as pw
+from playhouse.db_url import connect as connect_url
+
+from migrator.errors import IncompatibleSchema, NotMigrated, TargetUnreachable
+from migrator.legacy import LegacySchema
+from migrator.models import ALL_MODELS, SCHEMA_VERSION, MigrationMeta, database_proxy
+
+SQLITE_PRAGMAS = {"foreign_keys": 1, "journal_mode": "wal", "synchronous": "normal"}
+
+
+def is_url(target: str) -> bool:
+    return "://" in target
+
+
+def open_target(target: str | os.PathLike[str], *, must_exist: bool = False) -> pw.Database:
+    """Connect to a target and bind the models to it."""
+    text = str(target)
+    try:
+        if is_url(text):
+            database = connect_url(text)
+        else:
+            path = Path(text)
+            if must_exist and not path.is_file():
+                raise TargetUnreachable(f"target database not found: {path}")
+            if not path.parent.is_dir():
+                raise TargetUnreachable(f"target folder does not exist: {path.parent}")
+            database = pw.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS)
+        database.connect(reuse_if_open=True)
+    except TargetUnreachable:
+        raise
+    except Exception as exc:
+        raise TargetUnreachable(f"cannot open target {text}: {exc}") from exc
+    database_proxy.initialize(database)
+    return database
+
+
+@contextmanager
+def target_database(target: str | os.PathLike[str], *, must_exist: bool = False) -> Iterator[pw.Database]:
+    database = open_target(target, must_exist=must_exist)
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+# --- schema -----------------------------------------------------------------------------------
+
+
+def schema_version(database: pw.Database) -> int | None:
+    if not database.table_exists(MigrationMeta._meta.table_name):
+        return None
+    row = MigrationMeta.get_or_none(MigrationMeta.key == "schema_version")
+    return int(row.value) if row else None
+
+
+def create_schema(database: pw.Database) -> None:
+    """Create every table and index; idempotent, and refuses a schema it does not know."""
+    version = schema_version(database)
+    if version is not None and version != SCHEMA_VERSION:
+        raise IncompatibleSchema(
+            f"target holds relational schema version {version}; this migrator writes version "
+            f"{SCHEMA_VERSION} and has no migration from it"
+        )
+    with database.atomic():
+        database.create_tables(ALL_MODELS, safe=True)
+        set_meta(database, "schema_version", str(SCHEMA_VERSION))
+
+
+def require_schema(database: pw.Database) -> None:
+    version = schema_version(database)
+    if version is None:
+        raise NotMigrated("target holds no migrated data (no ksi_migration_meta table)")
+    if version != SCHEMA_VERSION:
+        raise IncompatibleSchema(
+            f"target holds relational schema version {version}; this migrator reads version {SCHEMA_VERSION}"
+        )
+
+
+def set_meta(database: pw.Database, key: str, value: str) -> None:
+    MigrationMeta.insert(key=key, value=value).on_conflict(
+        conflict_target=[MigrationMeta.key], preserve=[MigrationMeta.value]
+    ).execute()
+
+
+def get_meta(database: pw.Database, key: str) -> str | None:
+    row = MigrationMeta.get_or_none(MigrationMeta.key == key)
+    return row.value if row else None
+
+
+def save_legacy_schema(database: pw.Database, schema: LegacySchema) -> None:
+    """Remember the snapshot's own DDL, so a rollback recreates the tables exactly."""
+    previous = load_legacy_schema(database)
+    tables = sorted(set(schema.tables) | set(previous.tables if previous else []))
+    statements = list(schema.statements)
+    if previous:  # keep a table the source no longer has but the target still describes
+        statements += [s for s in previous.statements if s not in statements]
+    record = {
+        "statements": statements,
+        "sequences": {**(previous.sequences if previous else {}), **schema.sequences},
+        "encoding": schema.encoding,
+        "tables": tables,
+    }
+    set_meta(database, "legacy_schema", json.dumps(record))
+
+
+def load_legacy_schema(database: pw.Database) -> LegacySchema | None:
+    text = get_meta(database, "legacy_schema")
+    if text is None:
+        return None
+    record = json.loads(text)
+    return LegacySchema(record["statements"], record["sequences"], record["encoding"], record["tables"])

@@ -1,0 +1,176 @@
+"""Backfill, verify and restore through real SQLite files: catch-up, idempotence, tamper
+detection, quarantine, and a source that is never written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from migrator.backfill import backfill
+from migrator.codec import InvalidText
+from migrator.legacy import LegacySource, compare_legacy_files, snapshot_hashes
+from migrator.models import ALL_MODELS, CheckpointQueueItem, McpSessionTool, Quarantine
+from migrator.rollback import restore
+from migrator.target import target_database
+from migrator.verify import verify
+from tests.conftest import SnapshotFactory
+from verification.snapshots import checkpoint_row, session_row
+
+QUEUE = {"items": [{"request_id": "r1", "data": {"n": 1}}, {"request_id": "r1", "data": {"n": 1.0}}], "is_active": True}
+BLOB = {"timestamp": "2025-06-20T23:17:27Z", "session_queues": {"s1": QUEUE, "s2": [{"request_id": "r3"}]}, "active_completions": {"r1": {"status": "queued"}}}
+SESSION = {"agent_id": "a", "tools": ["Read", "Read", {"name": "Bash"}], "thin_handshake": True}
+
+ROWS_CHECKPOINTS = [
+    checkpoint_row(3, BLOB),
+    checkpoint_row(9, BLOB, timestamp=b"\x00binary"),
+    checkpoint_row(10, '{"session_queues":{},"n":1E5}'),
+    checkpoint_row(11, "[truncated"),
+    checkpoint_row(12, InvalidText(b'{"a": "\xff"}')),
+]
+ROWS_SESSIONS = [
+    session_row(1, "a:conv:1", SESSION),
+    session_row(2, "unknown:c", {"agent_id": "unknown"}, last_seen=1750461447),
+    session_row(5, "a:c3", SESSION, last_seen=17.25),
+    session_row(6, b"blob-key", SESSION),
+]
+
+
+def migrate(source: Path, target: Path) -> dict[str, dict[str, int]]:
+    with LegacySource(source) as legacy, target_database(target) as database:
+        report = backfill(legacy, database, batch_size=2)
+    return {t.table: {k: v for k, v in vars(t).items() if k != "table"} for t in report.tables}
+
+
+def verify_target(source: Path, target: Path) -> list[str]:
+    with LegacySource(source) as legacy, target_database(target) as database:
+        report = verify(legacy, database, batch_size=2)
+    return [str(m) for m in report.mismatches]
+
+
+def table_counts(target: Path) -> dict[str, int]:
+    with target_database(target) as database:
+        return {m._meta.table_name: m.select().count() for m in ALL_MODELS}
+
+
+@pytest.fixture
+def snapshot(snapshot_factory: SnapshotFactory) -> Path:
+    return snapshot_factory(ROWS_CHECKPOINTS, ROWS_SESSIONS)
+
+
+def test_migrate_verify_restore_round_trip(snapshot: Path, tmp_path: Path) -> None:
+    target, restored = tmp_path / "target.db", tmp_path / "restored.db"
+    before = snapshot_hashes(snapshot)
+    report = migrate(snapshot, target)
+    assert report["checkpoints"]["migrated"] == 3
+    assert report["checkpoints"]["quarantined"] == 2
+    assert report["checkpoints"]["noncanonical"] == 1
+    assert report["mcp_sessions"]["quarantined"] == 1
+    assert verify_target(snapshot, target) == []
+    with target_database(target) as database:
+        restore(database, restored)
+    assert compare_legacy_files(snapshot, restored, ["checkpoints", "mcp_sessions"]) == []
+    assert snapshot_hashes(snapshot) == before
+
+
+def test_quarantine_keeps_reason_and_key(snapshot: Path, tmp_path: Path) -> None:
+    migrate(snapshot, tmp_path / "t.db")
+    with target_database(tmp_path / "t.db"):
+        found = {(q.legacy_table, q.row_key): q.reason for q in Quarantine.select()}
+    assert set(found) == {("checkpoints", "11"), ("checkpoints", "12"), ("mcp_sessions", "x'626c6f622d6b6579'")}
+    assert "invalid JSON" in found[("checkpoints", "11")]
+
+
+def test_second_run_writes_nothing_and_counts_stay(snapshot: Path, tmp_path: Path) -> None:
+    target = tmp_path / "t.db"
+    migrate(snapshot, target)
+    counts = table_counts(target)
+    again = migrate(snapshot, target)
+    assert again["checkpoints"]["written"] == 0 and again["checkpoints"]["unchanged"] == 5
+    assert table_counts(target) == counts
+
+
+def test_catch_up_applies_inserts_changes_and_deletes(snapshot: Path, tmp_path: Path) -> None:
+    target = tmp_path / "t.db"
+    migrate(snapshot, target)
+    live = tmp_path / "live.db"
+    shutil.copy(snapshot, live)
+    with sqlite3.connect(live) as daemon:
+        daemon.execute("DELETE FROM checkpoints WHERE id IN (3, 11)")  # pruned, one of them quarantined
+        daemon.execute("INSERT INTO checkpoints (timestamp, checkpoint_data) VALUES ('t', ?)", (json.dumps(BLOB),))
+        daemon.execute("UPDATE checkpoints SET checkpoint_data = '{}' WHERE id = 12")  # repaired
+        daemon.execute(  # INSERT OR REPLACE moves last_seen and gives the row a new rowid
+            "INSERT OR REPLACE INTO mcp_sessions VALUES ('a:conv:1', ?, '2025-06-21T00:00:00')", (json.dumps(SESSION),)
+        )
+        daemon.execute("DELETE FROM mcp_sessions WHERE session_key = 'unknown:c'")  # expired
+    report = migrate(live, target)
+    assert report["checkpoints"]["deleted"] == 2
+    assert report["checkpoints"]["written"] == 2
+    assert report["mcp_sessions"]["deleted"] == 2 and report["mcp_sessions"]["written"] == 1
+    assert verify_target(live, target) == []
+
+
+@pytest.mark.parametrize(
+    ("model", "where", "change", "named"),
+    [
+        (CheckpointQueueItem, CheckpointQueueItem.checkpoint == 9, None, "checkpoints 9:"),
+        (McpSessionTool, McpSessionTool.session == 5, None, "mcp_sessions a:c3:"),
+        (CheckpointQueueItem, CheckpointQueueItem.checkpoint == 3, {"request_id": "r2"}, "checkpoints 3:"),
+        (McpSessionTool, McpSessionTool.session == 1, {"tool_name": "bash"}, "mcp_sessions a:conv:1:"),
+    ],
+)
+def test_verify_names_the_row_when_one_relational_row_is_changed(
+    snapshot: Path, tmp_path: Path, model: type, where: object, change: dict | None, named: str
+) -> None:
+    target = tmp_path / "t.db"
+    migrate(snapshot, target)
+    with target_database(target):
+        victim = model.select().where(where).order_by(model.position.desc()).limit(1).get()
+        query = model.delete() if change is None else model.update(change)
+        assert query.where(where, model.position == victim.position).execute() == 1
+    problems = verify_target(snapshot, target)
+    assert [p for p in problems if p.startswith(named)], problems
+    assert len(problems) == 1
+
+
+def test_verify_reports_json_path_of_a_type_change(snapshot: Path, tmp_path: Path) -> None:
+    target = tmp_path / "t.db"
+    migrate(snapshot, target)
+    with target_database(target):
+        CheckpointQueueItem.update(request_data='{"n": 1}').where(
+            (CheckpointQueueItem.checkpoint == 3) & (CheckpointQueueItem.position == 1)
+        ).execute()
+    problems = verify_target(snapshot, target)
+    assert any('checkpoint_data $.session_queues.s1.items[1].data.n: 1.0 (float) != 1 (int)' in p for p in problems), problems
+
+
+def test_verify_reports_rows_the_source_lacks(snapshot: Path, snapshot_factory: SnapshotFactory, tmp_path: Path) -> None:
+    target = tmp_path / "t.db"
+    migrate(snapshot, target)
+    smaller = snapshot_factory(ROWS_CHECKPOINTS[:1], ROWS_SESSIONS)
+    problems = verify_target(smaller, target)
+    assert any("checkpoints 9: in the target but not in the source" in p for p in problems)
+
+
+def test_wal_snapshot_and_its_wal_file_stay_byte_identical(tmp_path: Path) -> None:
+    live = tmp_path / "live.db"
+    writer = sqlite3.connect(live)
+    writer.execute("PRAGMA journal_mode=wal")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("CREATE TABLE checkpoints (id INTEGER PRIMARY KEY AUTOINCREMENT, timestamp TEXT NOT NULL, checkpoint_data TEXT NOT NULL)")
+    writer.execute("INSERT INTO checkpoints (timestamp, checkpoint_data) VALUES ('t', ?)", (json.dumps(BLOB),))
+    writer.commit()
+    snapshot = tmp_path / "snap" / "legacy.db"
+    snapshot.parent.mkdir()
+    shutil.copy(live, snapshot)
+    shutil.copy(f"{live}-wal", f"{snapshot}-wal")  # a copied snapshot: a WAL and no -shm
+    writer.close()
+    before = snapshot_hashes(snapshot)
+    assert before["wal"] is not None
+    migrate(snapshot, tmp_path / "t.db")
+    assert verify_target(snapshot, tmp_path / "t.db") == []
+    assert snapshot_hashes(snapshot) == before
+    assert sorted(p.name for p in snapshot.parent.iterdir()) == ["legacy.db", "legacy.db-wal"]

@@ -1,0 +1,1 @@
+"""The generative verification harness and the pre-cutover sign-off gate."""
