@@ -15,17 +15,9 @@ from typing import Any
 import peewee as pw
 
 from migrator import checkpoints, sessions
-from migrator.codec import UnreadableBlob
 from migrator.legacy import LegacyRow, LegacySource, row_digest
 from migrator.models import Quarantine
-from migrator.relational import (
-    QUARANTINE,
-    BlobKind,
-    Row,
-    delete_identities,
-    insert_rows,
-    quarantine_row,
-)
+from migrator.relational import BlobKind, delete_identities, write_legacy_rows
 from migrator.target import create_schema, save_legacy_schema
 
 KINDS: dict[str, BlobKind] = {kind.legacy.name: kind for kind in (checkpoints.KIND, sessions.KIND)}
@@ -152,28 +144,9 @@ def _sync_batch(
             report.unchanged += 1
         else:
             changed.append((row, digest))
-    if not changed:
-        return
-    tables: list[list[Row]] = [[] for _ in kind.tables]
-    quarantined: list[Row] = []
-    for row, digest in changed:
-        try:
-            bundle = kind.to_rows(row, digest)
-        except UnreadableBlob as exc:
-            quarantined.append(quarantine_row(kind, row, digest, str(exc)))
-            continue
-        except Exception as exc:  # noqa: BLE001 - one bad row must never stop the backfill
-            quarantined.append(quarantine_row(kind, row, digest, f"cannot be mapped: {exc!r}"))
-            continue
-        for rows, produced in zip(tables, bundle, strict=True):
-            rows.extend(produced)
-    stale = [row[0] for row, _ in changed if row[0] in known]
-    with database.atomic():
-        if stale:
-            delete_identities(database, kind, stale)
-        for table, rows in zip(kind.tables, tables, strict=True):
-            insert_rows(database, table, rows)
-        insert_rows(database, QUARANTINE, quarantined)
+    if changed:
+        stale = [row[0] for row, _ in changed if row[0] in known]
+        write_legacy_rows(database, kind, changed, replace=stale)
     report.written += len(changed)
 
 

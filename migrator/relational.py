@@ -16,7 +16,7 @@ from typing import Any
 
 import peewee as pw
 
-from migrator.codec import LegacyCell, decode_cell, encode_cell
+from migrator.codec import LegacyCell, UnreadableBlob, decode_cell, encode_cell
 from migrator.legacy import LegacyRow, LegacyTable, display_key
 from migrator.models import Quarantine
 
@@ -115,6 +115,36 @@ def unquarantine_row(source_rowid: int, cells: str) -> LegacyRow:
     return (source_rowid, *decoded)
 
 
+def write_legacy_rows(
+    database: pw.Database, kind: BlobKind, rows: Sequence[tuple[LegacyRow, str]], *, replace: Sequence[int] = ()
+) -> tuple[int, int]:
+    """Map (legacy row, digest) pairs to relational rows and write them in one transaction.
+
+    A row that cannot be read goes to quarantine, never lost and never fatal. `replace` names
+    rowids whose previous relational rows are removed first. Returns (migrated, quarantined).
+    """
+    tables: list[list[Row]] = [[] for _ in kind.tables]
+    quarantined: list[Row] = []
+    for row, digest in rows:
+        try:
+            bundle = kind.to_rows(row, digest)
+        except UnreadableBlob as exc:
+            quarantined.append(quarantine_row(kind, row, digest, str(exc)))
+            continue
+        except Exception as exc:  # noqa: BLE001 - one bad row must never stop a backfill
+            quarantined.append(quarantine_row(kind, row, digest, f"cannot be mapped: {exc!r}"))
+            continue
+        for produced, bucket in zip(bundle, tables, strict=True):
+            bucket.extend(produced)
+    with database.atomic():
+        if replace:
+            delete_identities(database, kind, replace)
+        for table, bucket in zip(kind.tables, tables, strict=True):
+            insert_rows(database, table, bucket)
+        insert_rows(database, QUARANTINE, quarantined)
+    return len(rows) - len(quarantined), len(quarantined)
+
+
 # --- reading ----------------------------------------------------------------------------------
 
 
@@ -149,6 +179,16 @@ def read_bundles(database: pw.Database, kind: BlobKind, batch_size: int) -> Iter
             rowid = root_row[0]
             yield rowid, ([root_row], *(group.get(rowid, []) for group in groups))
         after = high
+
+
+def read_bundle(database: pw.Database, kind: BlobKind, where: pw.Expression) -> Bundle | None:
+    """The bundle of the one legacy row whose root row matches `where` (e.g. a session key)."""
+    roots = _fetch(database, _select(kind.root, where, limit=1))
+    if not roots:
+        return None
+    rowid = roots[0][0]
+    children = [_fetch(database, _select(child, child.identity == rowid)) for child in kind.tables[1:]]
+    return (roots, *children)
 
 
 def read_quarantine(database: pw.Database, kind: BlobKind, batch_size: int) -> Iterator[tuple[int, Quarantine]]:

@@ -170,8 +170,8 @@ def test_ints_too_long_for_decimal_still_compare() -> None:
     assert json_equal(huge, 10**5000)
     [difference] = json_differences(huge, huge + 1)
     assert difference.expected != difference.actual
-    assert difference.expected.endswith("0> (int)")
-    assert difference.actual.endswith("1> (int)")
+    assert difference.expected.endswith(("0> (int)", "0 (int)"))  # hex or decimal, by the int limit
+    assert difference.actual.endswith(("1> (int)", "1 (int)"))
 
 
 def test_strings_are_not_normalised() -> None:
