@@ -155,4 +155,3 @@ def _count_totals(kind: BlobKind, report: TableReport) -> None:
     report.migrated = root.select().count()
     report.quarantined = Quarantine.select().where(Quarantine.legacy_table == kind.legacy.name).count()
     report.noncanonical = root.select().where(root.text_overlay.is_null(False)).count()
-

@@ -137,9 +137,7 @@ def _queue_rows(checkpoint_id: int, session_queues: dict) -> tuple[list[Row], li
         where = f"checkpoint_data.session_queues[{session_id!r}]"
         if isinstance(queue, list):
             entries = queue
-            queues.append(
-                (checkpoint_id, position, session_id, "list", len(queue), *[None] * QUEUE.width, None, None)
-            )
+            queues.append((checkpoint_id, position, session_id, "list", len(queue), *[None] * QUEUE.width, None, None))
         elif isinstance(queue, dict):
             split = split_record(QUEUE, queue, where)
             entries = split.containers.get("items", [])

@@ -189,9 +189,7 @@ def apply_overlay(canonical: str, overlay: str | None) -> str:
     count, space_edits, token_edits, trailing = json.loads(overlay)
     spaces, tokens, _ = _tokens(canonical)
     if len(tokens) != count:
-        raise RebuildError(
-            f"text overlay expects {count} JSON tokens but the relational rows give {len(tokens)}"
-        )
+        raise RebuildError(f"text overlay expects {count} JSON tokens but the relational rows give {len(tokens)}")
     for index, space in space_edits:
         spaces[index] = space
     for index, token in token_edits:

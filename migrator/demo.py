@@ -44,8 +44,10 @@ def run_demo(folder: Path, *, checkpoints: int, sessions: int, seed: int) -> boo
         restore(database, restored)
     tables = [t.table for t in migrated.tables]
     differences = compare_legacy_files(snapshot, restored, tables)
-    say(f"4. restored {restored.name}; sqlite typeof()/quote() comparison with the source: "
-        f"{'identical' if not differences else f'{len(differences)} difference(s)'}")
+    say(
+        f"4. restored {restored.name}; sqlite typeof()/quote() comparison with the source: "
+        f"{'identical' if not differences else f'{len(differences)} difference(s)'}"
+    )
     for difference in differences[:5]:
         say(f"   {difference}")
     untouched = snapshot_hashes(snapshot) == before

@@ -149,9 +149,7 @@ class LegacySource:
         self.tables = [table for table in LEGACY_TABLES if table.name in names]
         if not self.tables:
             self.close()
-            raise NoLegacyTables(
-                f"source has neither a checkpoints nor an mcp_sessions table: {self.path}"
-            )
+            raise NoLegacyTables(f"source has neither a checkpoints nor an mcp_sessions table: {self.path}")
         for table in self.tables:
             self._check_columns(table)
 
@@ -171,9 +169,7 @@ class LegacySource:
         found = [row[1] for row in self.connection.execute(f'PRAGMA table_info("{table.name}")')]
         missing = [column for column in table.columns if column not in found]
         if missing:
-            raise MigratorError(
-                f"source table {table.name} lacks column(s) {', '.join(missing)}: {self.path}"
-            )
+            raise MigratorError(f"source table {table.name} lacks column(s) {', '.join(missing)}: {self.path}")
 
     def count(self, table: LegacyTable) -> int:
         return self.connection.execute(f'SELECT count(*) FROM "{table.name}"').fetchone()[0]
@@ -181,9 +177,7 @@ class LegacySource:
     def batches(self, table: LegacyTable, batch_size: int) -> Iterator[list[LegacyRow]]:
         """Every row in rowid order, `batch_size` at a time, so memory stays flat."""
         columns = ", ".join(f'"{c}"' for c in table.columns)
-        cursor = self.connection.execute(
-            f'SELECT rowid, {columns} FROM "{table.name}" ORDER BY rowid'
-        )
+        cursor = self.connection.execute(f'SELECT rowid, {columns} FROM "{table.name}" ORDER BY rowid')
         while batch := cursor.fetchmany(batch_size):
             yield batch
 
@@ -204,9 +198,7 @@ class LegacySource:
             )
         ]
         sequences: dict[str, int] = {}
-        has_sequence = self.connection.execute(
-            "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'"
-        ).fetchone()
+        has_sequence = self.connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone()
         if has_sequence:
             for name, seq in self.connection.execute("SELECT name, seq FROM sqlite_sequence"):
                 if name in names:

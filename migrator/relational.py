@@ -170,9 +170,12 @@ def read_bundles(database: pw.Database, kind: BlobKind, batch_size: int) -> Iter
             return
         low, high = roots[0][0], roots[-1][0]
         groups = [
-            {key: list(rows) for key, rows in groupby(
-                _fetch(database, _select(child, child.identity.between(low, high))), key=itemgetter(0)
-            )}
+            {
+                key: list(rows)
+                for key, rows in groupby(
+                    _fetch(database, _select(child, child.identity.between(low, high))), key=itemgetter(0)
+                )
+            }
             for child in kind.tables[1:]
         ]
         for root_row in roots:
@@ -192,11 +195,7 @@ def read_bundle(database: pw.Database, kind: BlobKind, where: pw.Expression) -> 
 
 
 def read_quarantine(database: pw.Database, kind: BlobKind, batch_size: int) -> Iterator[tuple[int, Quarantine]]:
-    query = (
-        Quarantine.select()
-        .where(Quarantine.legacy_table == kind.legacy.name)
-        .order_by(Quarantine.source_rowid)
-    )
+    query = Quarantine.select().where(Quarantine.legacy_table == kind.legacy.name).order_by(Quarantine.source_rowid)
     for record in query.iterator():
         yield record.source_rowid, record
 
@@ -233,12 +232,7 @@ def orphans(database: pw.Database, kind: BlobKind, limit: int = 20) -> list[str]
     root = kind.root
     for child in kind.tables[1:]:
         parent_ids = root.model.select(root.identity)
-        query = (
-            child.model.select(child.identity)
-            .where(child.identity.not_in(parent_ids))
-            .distinct()
-            .limit(limit)
-        )
+        query = child.model.select(child.identity).where(child.identity.not_in(parent_ids)).distinct().limit(limit)
         for (rowid,) in _fetch(database, query):
             found.append(f"{child.model._meta.table_name} rows for missing {kind.legacy.name} rowid {rowid}")
     return found

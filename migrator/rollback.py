@@ -138,4 +138,3 @@ def export(
         partial.unlink(missing_ok=True)
         raise
     return counts
-

@@ -12,7 +12,7 @@ import pytest
 
 from migrator.backfill import backfill
 from migrator.codec import InvalidText
-from migrator.legacy import LegacySource, compare_legacy_files, snapshot_hashes
+from migrator.legacy import CHECKPOINTS, LegacySource, compare_legacy_files, snapshot_hashes
 from migrator.models import ALL_MODELS, CheckpointQueueItem, McpSessionTool, Quarantine
 from migrator.rollback import restore
 from migrator.target import target_database
@@ -21,7 +21,11 @@ from tests.conftest import SnapshotFactory
 from verification.snapshots import checkpoint_row, session_row
 
 QUEUE = {"items": [{"request_id": "r1", "data": {"n": 1}}, {"request_id": "r1", "data": {"n": 1.0}}], "is_active": True}
-BLOB = {"timestamp": "2025-06-20T23:17:27Z", "session_queues": {"s1": QUEUE, "s2": [{"request_id": "r3"}]}, "active_completions": {"r1": {"status": "queued"}}}
+BLOB = {
+    "timestamp": "2025-06-20T23:17:27Z",
+    "session_queues": {"s1": QUEUE, "s2": [{"request_id": "r3"}]},
+    "active_completions": {"r1": {"status": "queued"}},
+}
 SESSION = {"agent_id": "a", "tools": ["Read", "Read", {"name": "Bash"}], "thin_handshake": True}
 
 ROWS_CHECKPOINTS = [
@@ -52,7 +56,7 @@ def verify_target(source: Path, target: Path) -> list[str]:
 
 
 def table_counts(target: Path) -> dict[str, int]:
-    with target_database(target) as database:
+    with target_database(target):
         return {m._meta.table_name: m.select().count() for m in ALL_MODELS}
 
 
@@ -144,10 +148,14 @@ def test_verify_reports_json_path_of_a_type_change(snapshot: Path, tmp_path: Pat
             (CheckpointQueueItem.checkpoint == 3) & (CheckpointQueueItem.position == 1)
         ).execute()
     problems = verify_target(snapshot, target)
-    assert any('checkpoint_data $.session_queues.s1.items[1].data.n: 1.0 (float) != 1 (int)' in p for p in problems), problems
+    assert any("checkpoint_data $.session_queues.s1.items[1].data.n: 1.0 (float) != 1 (int)" in p for p in problems), (
+        problems
+    )
 
 
-def test_verify_reports_rows_the_source_lacks(snapshot: Path, snapshot_factory: SnapshotFactory, tmp_path: Path) -> None:
+def test_verify_reports_rows_the_source_lacks(
+    snapshot: Path, snapshot_factory: SnapshotFactory, tmp_path: Path
+) -> None:
     target = tmp_path / "t.db"
     migrate(snapshot, target)
     smaller = snapshot_factory(ROWS_CHECKPOINTS[:1], ROWS_SESSIONS)
@@ -160,7 +168,7 @@ def test_wal_snapshot_and_its_wal_file_stay_byte_identical(tmp_path: Path) -> No
     writer = sqlite3.connect(live)
     writer.execute("PRAGMA journal_mode=wal")
     writer.execute("PRAGMA wal_autocheckpoint=0")
-    writer.execute("CREATE TABLE checkpoints (id INTEGER PRIMARY KEY AUTOINCREMENT, timestamp TEXT NOT NULL, checkpoint_data TEXT NOT NULL)")
+    writer.execute(CHECKPOINTS.ddl)
     writer.execute("INSERT INTO checkpoints (timestamp, checkpoint_data) VALUES ('t', ?)", (json.dumps(BLOB),))
     writer.commit()
     snapshot = tmp_path / "snap" / "legacy.db"

@@ -60,7 +60,7 @@ def test_overlay_restores_noncanonical_text_exactly(text: str) -> None:
 
 
 def test_overlay_refuses_a_changed_structure() -> None:
-    value, overlay = parse_blob('{"a":[1,2]}')
+    _, overlay = parse_blob('{"a":[1,2]}')
     with pytest.raises(RebuildError, match="tokens"):
         apply_overlay(dumps({"a": [1]}), overlay)
 

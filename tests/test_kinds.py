@@ -50,13 +50,21 @@ CHECKPOINT_BLOBS = {
         "session_queues": {"s": {"is_active": 1, "active_request": 7, "items": [{"request_id": 5}]}},
         "active_completions": {"r": {"status": True, "session_id": None, "error": {"code": 1}}},
     },
-    "nan and infinity": {"session_queues": {}, "active_completions": {"r": {"data": {"x": float("nan"), "y": float("inf")}}}},
+    "nan and infinity": {
+        "session_queues": {},
+        "active_completions": {"r": {"data": {"x": float("nan"), "y": float("inf")}}},
+    },
     "empty": {},
     "unicode keys": {"séance": "\u0000\ud800", "session_queues": {"ß": []}, "active_completions": {"🙂": {}}},
 }
 
 SESSION_BLOBS = {
-    "plan": {"agent_id": "agent_1", "tools": ["Read", "Write"], "thin_handshake": True, "created_at": "2025-01-05T10:00:00Z"},
+    "plan": {
+        "agent_id": "agent_1",
+        "tools": ["Read", "Write"],
+        "thin_handshake": True,
+        "created_at": "2025-01-05T10:00:00Z",
+    },
     "daemon": {
         "agent_id": "agent_1",
         "conversation_id": "conv:with:colons",
@@ -91,13 +99,18 @@ def test_session_shapes_round_trip(name: str) -> None:
 
 def test_queue_items_keep_order_and_duplicates_in_rows() -> None:
     _, queues, items, requests = checkpoints.to_rows(checkpoint_row(1, CHECKPOINT_BLOBS["mixed queues"]), "d")
-    assert [(q[2], q[3], q[4]) for q in queues] == [("a", "list", 2), ("b", "object", 1), ("c", "list", 0), ("d", "object", 0)]
+    assert [(q[2], q[3], q[4]) for q in queues] == [
+        ("a", "list", 2),
+        ("b", "object", 1),
+        ("c", "list", 0),
+        ("d", "object", 0),
+    ]
     assert [(i[1], i[2], i[3]) for i in items] == [(0, 0, "req_1"), (0, 1, "req_1"), (1, 0, "req_2")]
     assert [r[2] for r in requests] == ["req_1", "req_2"]
 
 
 def test_off_type_values_are_not_coerced_into_typed_columns() -> None:
-    (checkpoint,), queues, items, _ = checkpoints.to_rows(checkpoint_row(1, CHECKPOINT_BLOBS["off-type values"]), "d")
+    _, queues, _, _ = checkpoints.to_rows(checkpoint_row(1, CHECKPOINT_BLOBS["off-type values"]), "d")
     queue_is_active = queues[0][checkpoints.QUEUE_TABLE.columns.index("is_active")]
     assert queue_is_active is None  # 1 is not true: it lives in `extra`
     assert json.loads(queues[0][-1]) == [1, 7]
@@ -160,7 +173,14 @@ def test_arbitrary_json_values_survive_in_every_value_position(data: object, ext
     assert _round_trip(sessions.KIND, session_row(1, "k", session)) == []
 
 
-@given(json_values, st.sampled_from([(",", ":"), (", ", ": "), (" , ", " : ")]), st.none() | st.integers(0, 3), st.booleans())
-def test_any_formatting_comes_back_byte_identical(value: object, separators: tuple[str, str], indent: int | None, ascii_only: bool) -> None:
+@given(
+    json_values,
+    st.sampled_from([(",", ":"), (", ", ": "), (" , ", " : ")]),
+    st.none() | st.integers(0, 3),
+    st.booleans(),
+)
+def test_any_formatting_comes_back_byte_identical(
+    value: object, separators: tuple[str, str], indent: int | None, ascii_only: bool
+) -> None:
     text = json.dumps({"session_queues": {}, "v": value}, separators=separators, indent=indent, ensure_ascii=ascii_only)
     assert _round_trip(checkpoints.KIND, checkpoint_row(1, text)) == []
