@@ -80,9 +80,7 @@ class Difference:
         return f"{self.path}: {self.expected} != {self.actual}"
 
 
-def json_differences(
-    expected: Any, actual: Any, *, limit: int = 20
-) -> list[Difference]:
+def json_differences(expected: Any, actual: Any, *, limit: int = 20) -> list[Difference]:
     """List how `actual` differs from `expected`, in document order, at most `limit` items.
 
     An empty list means the two values are exactly the same JSON (see the module
@@ -144,9 +142,7 @@ def _walk(expected: Any, actual: Any) -> Iterator[Difference]:
             stack.append(children)
 
 
-def _compare(
-    expected: Any, actual: Any, path: _Path
-) -> tuple[list[Difference], Iterator[_Task] | None]:
+def _compare(expected: Any, actual: Any, path: _Path) -> tuple[list[Difference], Iterator[_Task] | None]:
     """Compare one pair of values: differences found at this node, and child pairs."""
     kind = _kind(expected)
     if kind != _kind(actual):
@@ -179,20 +175,14 @@ def _same_float(expected: float, actual: float) -> bool:
     """
     if math.isnan(expected) or math.isnan(actual):
         return math.isnan(expected) and math.isnan(actual)
-    return expected == actual and math.copysign(1.0, expected) == math.copysign(
-        1.0, actual
-    )
+    return expected == actual and math.copysign(1.0, expected) == math.copysign(1.0, actual)
 
 
-def _compare_arrays(
-    expected: list[Any], actual: list[Any], path: _Path
-) -> tuple[list[Difference], Iterator[_Task]]:
+def _compare_arrays(expected: list[Any], actual: list[Any], path: _Path) -> tuple[list[Difference], Iterator[_Task]]:
     """Report a length change here; compare elements pairwise, the surplus against <missing>."""
     differences = []
     if len(expected) != len(actual):
-        differences.append(
-            Difference(_path_text(path), f"length {len(expected)}", str(len(actual)))
-        )
+        differences.append(Difference(_path_text(path), f"length {len(expected)}", str(len(actual))))
     pairs = zip_longest(expected, actual, fillvalue=_ABSENT)
     children = ((e, a, (path, index)) for index, (e, a) in enumerate(pairs))
     return differences, children
@@ -214,10 +204,7 @@ def _compare_objects(
     actual_keys = [key for key, _ in actual_items]
     if expected_keys == actual_keys and len(set(expected_keys)) == len(expected_keys):
         # Fast path for the usual case: same keys, same order, no duplicates.
-        return [], (
-            (e, a, (path, (key, 0)))
-            for (key, e), (_, a) in zip(expected_items, actual_items, strict=True)
-        )
+        return [], ((e, a, (path, (key, 0))) for (key, e), (_, a) in zip(expected_items, actual_items, strict=True))
 
     expected_members = _number_occurrences(expected_keys)
     actual_members = _number_occurrences(actual_keys)
@@ -228,12 +215,8 @@ def _compare_objects(
     matched_expected = [m for m in expected_members if m in actual_position]
     matched_actual = [m for m in actual_members if m in expected_set]
     if matched_expected != matched_actual:
-        shown_expected, shown_actual = _render_pair_texts(
-            _json_text(expected_keys), _json_text(actual_keys)
-        )
-        differences.append(
-            Difference(_path_text(path), f"key order {shown_expected}", shown_actual)
-        )
+        shown_expected, shown_actual = _render_pair_texts(_json_text(expected_keys), _json_text(actual_keys))
+        differences.append(Difference(_path_text(path), f"key order {shown_expected}", shown_actual))
 
     tasks: list[_Task] = []
     for member, (_, value) in zip(expected_members, expected_items, strict=True):
@@ -297,9 +280,7 @@ def _kind(value: Any) -> str:
 
 def _value_difference(path: _Path, expected: Any, actual: Any) -> Difference:
     """Build the Difference for two unequal values, rendered with their types."""
-    shown_expected, shown_actual = _render_pair_texts(
-        _value_text(expected), _value_text(actual)
-    )
+    shown_expected, shown_actual = _render_pair_texts(_value_text(expected), _value_text(actual))
     return Difference(
         _path_text(path),
         _with_kind(shown_expected, expected),
