@@ -134,7 +134,9 @@ def _queue_rows(checkpoint_id: int, session_queues: dict) -> tuple[list[Row], li
     queues: list[Row] = []
     items: list[Row] = []
     for position, (session_id, queue) in enumerate(session_queues.items()):
-        where = f"checkpoint_data.session_queues[{session_id!r}]"
+        def where(session_id: str = session_id) -> str:
+            return f"checkpoint_data.session_queues[{session_id!r}]"
+
         if isinstance(queue, list):
             entries = queue
             queues.append((checkpoint_id, position, session_id, "list", len(queue), *[None] * QUEUE.width, None, None))
@@ -145,11 +147,13 @@ def _queue_rows(checkpoint_id: int, session_queues: dict) -> tuple[list[Row], li
                 (checkpoint_id, position, session_id, "object", len(entries), *split.slots, split.layout, split.extra)
             )
         else:
-            raise UnreadableBlob(f"{where} is a JSON {json_type_name(queue)}, expected an array or object")
+            raise UnreadableBlob(f"{where()} is a JSON {json_type_name(queue)}, expected an array or object")
         for item_position, item in enumerate(entries):
-            item_where = f"{where}.items[{item_position}]"
+            def item_where(item_position: int = item_position) -> str:
+                return f"{where()}.items[{item_position}]"
+
             if not isinstance(item, dict):
-                raise UnreadableBlob(f"{item_where} is a JSON {json_type_name(item)}, expected an object")
+                raise UnreadableBlob(f"{item_where()} is a JSON {json_type_name(item)}, expected an object")
             split = split_record(QUEUE_ITEM, item, item_where)
             items.append((checkpoint_id, position, item_position, *split.slots, split.layout, split.extra))
     return queues, items
@@ -159,9 +163,11 @@ def _request_rows(checkpoint_id: int, completions: dict) -> list[Row]:
     _refuse_duplicate_keys(completions, "checkpoint_data.active_completions")
     rows: list[Row] = []
     for position, (request_id, completion) in enumerate(completions.items()):
-        where = f"checkpoint_data.active_completions[{request_id!r}]"
+        def where(request_id: str = request_id) -> str:
+            return f"checkpoint_data.active_completions[{request_id!r}]"
+
         if not isinstance(completion, dict):
-            raise UnreadableBlob(f"{where} is a JSON {json_type_name(completion)}, expected an object")
+            raise UnreadableBlob(f"{where()} is a JSON {json_type_name(completion)}, expected an object")
         split = split_record(COMPLETION, completion, where)
         rows.append((checkpoint_id, position, request_id, *split.slots, split.layout, split.extra))
     return rows

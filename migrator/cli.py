@@ -217,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ksi-migrate: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `ksi-migrate verify ... | head` is not an error
+        sys.stderr.close()
+        return EXIT_OK
 
 
 def run() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from migrator.backfill import backfill
 from migrator.fabricate import fabricate_snapshot
 from migrator.legacy import LegacySource, compare_legacy_files, snapshot_hashes
+from migrator.models import Quarantine
 from migrator.rollback import restore
 from migrator.target import target_database
 from migrator.verify import verify
@@ -37,6 +38,8 @@ def run_demo(folder: Path, *, checkpoints: int, sessions: int, seed: int) -> boo
                 f"2. migrated {t.table}: {t.migrated} rows to relational tables, {t.quarantined} quarantined "
                 f"verbatim, {t.noncanonical} non-canonical kept exactly ({migrated.seconds:.1f}s)"
             )
+        for record in Quarantine.select().order_by(Quarantine.legacy_table, Quarantine.source_rowid):
+            say(f"   quarantined {record.legacy_table} {record.row_key}: {record.reason}")
         checked = verify(source, database)
         say(f"3. verify: {'every row rebuilt exactly' if checked.ok else f'{checked.problems} problem(s)'}")
         for mismatch in checked.mismatches[:5]:

@@ -67,23 +67,20 @@ class RecordSpec:
     name: str
     fields: tuple[Field, ...]
     slots: dict[str, tuple[int, Kind]] = field(init=False, repr=False)
+    columns: tuple[str, ...] = field(init=False, repr=False)  # names of the slots, in order
+    width: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        # Computed once: split_record runs for every object of every row.
         slots: dict[str, tuple[int, Kind]] = {}
         position = 0
         for spec_field in self.fields:
             slots[spec_field.key] = (position, spec_field.kind)
             position += len(spec_field.columns)
+        columns = tuple(name for spec_field in self.fields for name in spec_field.columns)
         object.__setattr__(self, "slots", slots)
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        """Column names of the slots `split_record` returns, in order."""
-        return tuple(name for spec_field in self.fields for name in spec_field.columns)
-
-    @property
-    def width(self) -> int:
-        return len(self.columns)
+        object.__setattr__(self, "columns", columns)
+        object.__setattr__(self, "width", len(columns))
 
 
 @dataclass
@@ -95,18 +92,27 @@ class SplitRecord:
 
 
 def _fits(kind: Kind, value: JSONValue) -> bool:
+    """Whether a value has exactly the column's type (never coerced: `1` is no boolean)."""
+    if kind is Kind.TEXT or kind is Kind.TIMESTAMP:
+        return value is None or type(value) is str
     if kind is Kind.JSON:
         return True
-    if value is None:
-        return kind in (Kind.TEXT, Kind.BOOL, Kind.TIMESTAMP)
     if kind is Kind.BOOL:
-        return value is True or value is False
-    if kind in (Kind.TEXT, Kind.TIMESTAMP):
-        return type(value) is str
+        return value is None or value is True or value is False
     return isinstance(value, CONTAINER_TYPES[kind])
 
 
-def split_record(spec: RecordSpec, obj: dict, where: str) -> SplitRecord:
+Where = str | Callable[[], str]
+"""Names an object in error messages; a callable is only called when there is an error."""
+
+
+@lru_cache(maxsize=4096)
+def _layout_text(entries: tuple[str | tuple[str], ...]) -> str:
+    """Layouts repeat from row to row, so their JSON text is made once each."""
+    return dumps([list(e) if isinstance(e, tuple) else e for e in entries])
+
+
+def split_record(spec: RecordSpec, obj: dict, where: Where) -> SplitRecord:
     """Typed column slots, layout, extra values and child containers of one JSON object.
 
     `where` names the object in error messages, e.g. `checkpoint_data.session_queues["s1"]`.
@@ -114,32 +120,36 @@ def split_record(spec: RecordSpec, obj: dict, where: str) -> SplitRecord:
     schema has no place for it, so the row is quarantined whole instead.
     """
     slots: list[Any] = [None] * spec.width
-    used: set[str] = set()
-    layout: list[Any] = []
+    # Only a DupDict repeats keys; a plain dict needs no bookkeeping of keys already placed.
+    used: set[str] | None = None if type(obj) is dict else set()
+    layout: list[str | tuple[str]] = []
     extra: list[JSONValue] = []
     containers: dict[str, Any] = {}
     for key, value in obj.items():
         slot = spec.slots.get(key)
-        if slot is None or key in used or not _fits(slot[1], value):
-            if slot is not None and slot[1] in CONTAINER_TYPES and key not in used:
+        repeated = used is not None and key in used
+        if slot is None or repeated or not _fits(slot[1], value):
+            if slot is not None and slot[1] in CONTAINER_TYPES and not repeated:
                 expected = "object" if slot[1] is Kind.OBJECT else "array"
-                raise UnreadableBlob(f"{where}.{key} is {json_type_name(value)}, expected {expected}")
-            layout.append([key])
+                place = where() if callable(where) else where
+                raise UnreadableBlob(f"{place}.{key} is {json_type_name(value)}, expected {expected}")
+            layout.append((key,))
             extra.append(value)
             continue
-        used.add(key)
+        if used is not None:
+            used.add(key)
         layout.append(key)
         position, kind = slot
-        if kind in CONTAINER_TYPES:
-            containers[key] = value
+        if kind is Kind.TEXT or kind is Kind.BOOL:
+            slots[position] = value
         elif kind is Kind.JSON:
             slots[position] = dumps(value)
         elif kind is Kind.TIMESTAMP:
             slots[position] = value
             slots[position + 1] = None if value is None else parse_timestamp(value)
         else:
-            slots[position] = value
-    return SplitRecord(slots, dumps(layout), dumps(extra) if extra else None, containers)
+            containers[key] = value
+    return SplitRecord(slots, _layout_text(tuple(layout)), dumps(extra) if extra else None, containers)
 
 
 @lru_cache(maxsize=4096)

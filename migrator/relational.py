@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from itertools import groupby
 from operator import itemgetter
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import peewee as pw
 
@@ -71,7 +72,18 @@ class BlobKind:
 # --- writing ----------------------------------------------------------------------------------
 
 
+_INSERT_SQL: WeakKeyDictionary[pw.Database, dict[TableMap, str]] = WeakKeyDictionary()
+
+
 def insert_sql(database: pw.Database, table: TableMap) -> str:
+    """The INSERT for a table's columns, built by peewee once per database and table."""
+    cached = _INSERT_SQL.setdefault(database, {})
+    if table not in cached:
+        cached[table] = _build_insert_sql(database, table)
+    return cached[table]
+
+
+def _build_insert_sql(database: pw.Database, table: TableMap) -> str:
     # insert_many keeps the given column order (a dict insert would reorder to the model's).
     query = table.model.insert_many([(None,) * len(table.fields)], fields=table.fields)
     if database.returning_clause:

@@ -128,7 +128,7 @@ def _tool_row(session_id: int, position: int, tool: object) -> Row:
     if type(tool) is str:
         return (session_id, position, "name", tool, *[None] * (TOOL.width - 1), None, None)
     if isinstance(tool, dict):
-        split = split_record(TOOL, tool, f"session_data.tools[{position}]")
+        split = split_record(TOOL, tool, lambda: f"session_data.tools[{position}]")
         return (session_id, position, "object", *split.slots, split.layout, split.extra)
     # Anything else the list holds (null, a number, a nested list) is kept as it is.
     return (session_id, position, "json", *[None] * TOOL.width, None, dumps(tool))
