@@ -15,6 +15,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
+pytest_plugins = ["pytester", "verification.gate.plugin"]
+
 NIGHTLY_DATABASE = Path(os.environ.get("KSI_NIGHTLY_DB", Path(__file__).parent / ".hypothesis" / "nightly"))
 
 settings.register_profile(

@@ -44,39 +44,108 @@ def _session_rows(rowid: int, key: str, data: str, last_seen: Any) -> tuple[tupl
     blob = loads(data)
     get = blob.get
     session = (
-        rowid, "", key, "daemon", get("agent_id"), get("conversation_id"), get("thin_handshake"),
-        get("created_at"), _parsed(get("created_at")), get("created"), _parsed(get("created")),
-        _json(get("agent_info")), None, last_seen, _parsed(last_seen), True, dumps(list(blob)), None, None,
+        rowid,
+        "",
+        key,
+        "daemon",
+        get("agent_id"),
+        get("conversation_id"),
+        get("thin_handshake"),
+        get("created_at"),
+        _parsed(get("created_at")),
+        get("created"),
+        _parsed(get("created")),
+        _json(get("agent_info")),
+        None,
+        last_seen,
+        _parsed(last_seen),
+        True,
+        dumps(list(blob)),
+        None,
+        None,
     )
     tools = []
     for position, tool in enumerate(get("tools") or ()):
         if isinstance(tool, str):
             tools.append((rowid, position, "name", tool, None, None, None, None))
         else:
-            tools.append((rowid, position, "object", tool.get("name"), tool.get("description"),
-                          _json(tool.get("inputSchema")), dumps(list(tool)), None))
+            tools.append(
+                (
+                    rowid,
+                    position,
+                    "object",
+                    tool.get("name"),
+                    tool.get("description"),
+                    _json(tool.get("inputSchema")),
+                    dumps(list(tool)),
+                    None,
+                )
+            )
     return session, tools
 
 
 def _checkpoint_rows(checkpoint_id: int, timestamp: Any, data: str) -> tuple[tuple, list, list, list]:
     blob = loads(data)
     get = blob.get
-    checkpoint = (checkpoint_id, "", None, timestamp, get("timestamp"), _parsed(get("timestamp")), get("reason"),
-                  "active", dumps(list(blob)), None, None)
+    checkpoint = (
+        checkpoint_id,
+        "",
+        None,
+        timestamp,
+        get("timestamp"),
+        _parsed(get("timestamp")),
+        get("reason"),
+        "active",
+        dumps(list(blob)),
+        None,
+        None,
+    )
     queues, items, requests = [], [], []
     for position, (session_id, queue) in enumerate((get("session_queues") or {}).items()):
         entries = queue if isinstance(queue, list) else queue.get("items", [])
-        flags = (None, None, None) if isinstance(queue, list) else (queue.get("is_active"), queue.get("active_request"), dumps(list(queue)))
+        flags = (
+            (None, None, None)
+            if isinstance(queue, list)
+            else (queue.get("is_active"), queue.get("active_request"), dumps(list(queue)))
+        )
         queues.append((checkpoint_id, position, session_id, "object", len(entries), flags[0], flags[1], flags[2], None))
         for item_position, item in enumerate(entries):
-            items.append((checkpoint_id, position, item_position, item.get("request_id"), item.get("timestamp"),
-                          _parsed(item.get("timestamp")), _json(item.get("data")), dumps(list(item)), None))
+            items.append(
+                (
+                    checkpoint_id,
+                    position,
+                    item_position,
+                    item.get("request_id"),
+                    item.get("timestamp"),
+                    _parsed(item.get("timestamp")),
+                    _json(item.get("data")),
+                    dumps(list(item)),
+                    None,
+                )
+            )
     for position, (request_id, completion) in enumerate((get("active_completions") or {}).items()):
         c = completion.get
-        requests.append((checkpoint_id, position, request_id, c("session_id"), c("agent_id"), c("status"),
-                         c("queued_at"), _parsed(c("queued_at")), c("started_at"), _parsed(c("started_at")),
-                         c("completed_at"), _parsed(c("completed_at")), c("error"), _json(c("data")),
-                         _json(c("original_event")), dumps(list(completion)), None))
+        requests.append(
+            (
+                checkpoint_id,
+                position,
+                request_id,
+                c("session_id"),
+                c("agent_id"),
+                c("status"),
+                c("queued_at"),
+                _parsed(c("queued_at")),
+                c("started_at"),
+                _parsed(c("started_at")),
+                c("completed_at"),
+                _parsed(c("completed_at")),
+                c("error"),
+                _json(c("data")),
+                _json(c("original_event")),
+                dumps(list(completion)),
+                None,
+            )
+        )
     return checkpoint, queues, items, requests
 
 

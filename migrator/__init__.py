@@ -10,7 +10,11 @@ __version__ = "0.1.0"
 from migrator.backfill import BackfillReport, backfill
 from migrator.equivalence import Difference, json_differences, json_equal
 from migrator.errors import (
+    ArchiveCorrupt,
+    ArchiveIncomplete,
+    CleanupRefused,
     IncompatibleSchema,
+    LegacyUnavailable,
     MigratorError,
     NoLegacyTables,
     NotMigrated,
@@ -18,30 +22,44 @@ from migrator.errors import (
     RebuildError,
     SourceNotFound,
     TargetUnreachable,
+    UnknownMode,
+    UnreadableRecord,
 )
 from migrator.legacy import LegacySource
+from migrator.phases import Mode
 from migrator.rollback import export, restore
+from migrator.store import AsyncStore, Store, open_store
 from migrator.target import open_target
 from migrator.verify import VerifyReport, verify
 
 __all__ = [
+    "ArchiveCorrupt",
+    "ArchiveIncomplete",
+    "AsyncStore",
     "BackfillReport",
+    "CleanupRefused",
     "Difference",
     "IncompatibleSchema",
     "LegacySource",
+    "LegacyUnavailable",
     "MigratorError",
+    "Mode",
     "NoLegacyTables",
     "NotMigrated",
     "OutputExists",
     "RebuildError",
     "SourceNotFound",
+    "Store",
     "TargetUnreachable",
+    "UnknownMode",
+    "UnreadableRecord",
     "VerifyReport",
     "__version__",
     "backfill",
     "export",
     "json_differences",
     "json_equal",
+    "open_store",
     "open_target",
     "restore",
     "verify",

@@ -19,6 +19,7 @@ from migrator.codec import (
     decode_cell,
     encode_cell,
     first_duplicate_key,
+    is_storable_text,
     join_array,
     join_object,
     json_type_name,
@@ -131,6 +132,7 @@ def to_rows(row: LegacyRow, digest: str) -> Bundle:
 
 def _queue_rows(checkpoint_id: int, session_queues: dict) -> tuple[list[Row], list[Row]]:
     _refuse_duplicate_keys(session_queues, "checkpoint_data.session_queues")
+    _refuse_unstorable_keys(session_queues, "checkpoint_data.session_queues")
     queues: list[Row] = []
     items: list[Row] = []
     for position, (session_id, queue) in enumerate(session_queues.items()):
@@ -161,6 +163,7 @@ def _queue_rows(checkpoint_id: int, session_queues: dict) -> tuple[list[Row], li
 
 def _request_rows(checkpoint_id: int, completions: dict) -> list[Row]:
     _refuse_duplicate_keys(completions, "checkpoint_data.active_completions")
+    _refuse_unstorable_keys(completions, "checkpoint_data.active_completions")
     rows: list[Row] = []
     for position, (request_id, completion) in enumerate(completions.items()):
         def where(request_id: str = request_id) -> str:
@@ -171,6 +174,14 @@ def _request_rows(checkpoint_id: int, completions: dict) -> list[Row]:
         split = split_record(COMPLETION, completion, where)
         rows.append((checkpoint_id, position, request_id, *split.slots, split.layout, split.extra))
     return rows
+
+
+def _refuse_unstorable_keys(mapping: dict, where: str) -> None:
+    # These keys go into TEXT columns; a key with a lone surrogate (JSON allows `"\\ud800"`)
+    # cannot be stored as TEXT, and the row is quarantined rather than the backfill stopped.
+    for key in mapping:
+        if not is_storable_text(key):
+            raise UnreadableBlob(f"{where} has a key that is not valid Unicode text: {key!r}")
 
 
 def _refuse_duplicate_keys(mapping: dict, where: str) -> None:

@@ -17,9 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from migrator import __version__
+from migrator.archive import restore_archive, write_archive
 from migrator.backfill import DEFAULT_BATCH_SIZE, BackfillReport, backfill
 from migrator.errors import MigratorError
 from migrator.legacy import LegacySource
+from migrator.phases import CleanupPlan, cleanup
 from migrator.rollback import export, restore
 from migrator.target import target_database
 from migrator.verify import VerifyReport, verify
@@ -94,8 +96,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    with target_database(args.target, must_exist=True) as database:
-        report = restore(database, args.out, batch_size=args.batch_size)
+    if args.archive:
+        report = restore_archive(args.archive, args.out, batch_size=args.batch_size)
+    else:
+        with target_database(args.target, must_exist=True) as database:
+            report = restore(database, args.out, batch_size=args.batch_size)
     rows = ", ".join(f"{count} {table}" for table, count in report.rows.items())
     print(f"restored {rows} to {report.out} in {report.seconds:.1f}s")
     return EXIT_OK
@@ -107,6 +112,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     rows = ", ".join(f"{count} {table}" for table, count in counts.items())
     print(f"exported {rows} to {args.out}")
     return EXIT_OK
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    with LegacySource(args.source) as source:
+        manifest = write_archive(source, args.out)
+    rows = ", ".join(f"{entry.rows} {table}" for table, entry in manifest.tables.items())
+    print(f"archived {rows} to {args.out} (manifest.json holds the counts, sha256 values and row checksums)")
+    return EXIT_OK
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    with target_database(args.target, must_exist=True) as database:
+        plan = cleanup(args.source, database, args.archive, dry_run=args.dry_run)
+    print(format_cleanup(plan))
+    return EXIT_OK if plan.ready else EXIT_MISMATCH
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -144,6 +164,20 @@ def format_verify(report: VerifyReport) -> str:
     return "\n".join(lines)
 
 
+def format_cleanup(plan: CleanupPlan) -> str:
+    lines = [f"cleanup of {plan.source} with archive {plan.archive}:"]
+    lines += [f"  [{'ok' if c.passed else 'FAILED'}] {c.name}: {c.detail}" for c in plan.checks]
+    lines += [f"  {'ran' if plan.executed else 'would run'}: {statement}" for statement in plan.statements]
+    if plan.executed:
+        restore_hint = f"`ksi-migrate restore --archive {plan.archive} --out COPY.db`"
+        lines.append(f"dropped {', '.join(plan.tables)}; {restore_hint} brings them back")
+    elif plan.ready:
+        lines.append("dry run: every check passed; nothing was changed")
+    else:
+        lines.append(f"dry run: {plan.refusal()}")
+    return "\n".join(lines)
+
+
 # --- argument parsing -------------------------------------------------------------------------
 
 
@@ -167,6 +201,8 @@ COMMANDS: dict[str, tuple[Handler, str]] = {
     "verify": (cmd_verify, "rebuild every legacy row from the target and compare it with the source"),
     "restore": (cmd_restore, "rollback: write a new SQLite file with the legacy tables rebuilt exactly"),
     "export": (cmd_export, "write every rebuilt legacy row as one JSON line"),
+    "archive": (cmd_archive, "write the legacy tables as gzip JSONL with a manifest of counts and sha256 values"),
+    "cleanup": (cmd_cleanup, "drop the legacy tables once the archive and the target are proven complete"),
     "demo": (cmd_demo, "fabricate, migrate, verify and restore in a scratch folder, then summarise"),
 }
 
@@ -187,11 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub["fabricate"].add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sub["fabricate"].add_argument("--unreadable", type=_count, default=0, help="extra rows that must be quarantined")
 
-    for name in ("migrate", "verify"):
+    for name in ("migrate", "verify", "archive"):
         sub[name].add_argument("--source", required=True, help="the legacy SQLite snapshot (read only)")
-    for name in ("migrate", "verify", "restore", "export"):
+    for name in ("migrate", "verify", "export", "cleanup"):
         sub[name].add_argument("--target", required=True, help="SQLite file or database URL")
+    for name in ("migrate", "verify", "restore", "export"):
         sub[name].add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE, help="rows per batch")
+    restore_from = sub["restore"].add_mutually_exclusive_group(required=True)
+    restore_from.add_argument("--target", help="rebuild from this SQLite file or database URL")
+    restore_from.add_argument("--archive", help="bring back the tables of this archive folder")
+    sub["archive"].add_argument("--out", required=True, help="the new archive folder")
+    sub["cleanup"].add_argument("--source", required=True, help="the legacy database whose tables are dropped")
+    sub["cleanup"].add_argument("--archive", required=True, help="the archive folder written by `archive`")
+    sub["cleanup"].add_argument("--dry-run", action="store_true", help="check and print the plan; change nothing")
     sub["verify"].add_argument("--report", help="also write the full result as JSON to this file")
     sub["restore"].add_argument("--out", required=True, help="the new legacy SQLite file")
     sub["export"].add_argument("--out", required=True, help="the new JSONL file")

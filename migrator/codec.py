@@ -200,6 +200,15 @@ def apply_overlay(canonical: str, overlay: str | None) -> str:
 # --- timestamps -------------------------------------------------------------------------------
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def is_storable_text(text: str) -> bool:
+    """Whether SQL TEXT can hold this string. JSON can spell a lone surrogate (`"\\ud800"`), but
+    UTF-8 has no encoding for one, so such a string must stay inside JSON text, escaped."""
+    return text.isascii() or _SURROGATE.search(text) is None
+
+
 @lru_cache(maxsize=65536)
 def parse_timestamp(text: str) -> datetime | None:
     """A queryable copy of a timestamp text: UTC when it names an offset, as written otherwise.

@@ -39,3 +39,27 @@ class NotMigrated(MigratorError):
 
 class RebuildError(MigratorError):
     """Relational rows cannot be turned back into a legacy row (they were changed or lost)."""
+
+
+class UnknownMode(MigratorError):
+    """The store was asked for a read/write mode that does not exist."""
+
+
+class LegacyUnavailable(MigratorError):
+    """The store's mode needs the legacy tables, and they are absent or cannot be reached."""
+
+
+class UnreadableRecord(MigratorError):
+    """A stored blob is not a JSON object, so the store cannot hand it out (it stays stored verbatim)."""
+
+
+class ArchiveIncomplete(MigratorError):
+    """An archive lacks its manifest, a table file or rows, or cannot be read to the end."""
+
+
+class ArchiveCorrupt(MigratorError):
+    """An archive's files or rows do not match the sha256 values and checksums of its manifest."""
+
+
+class CleanupRefused(MigratorError):
+    """`cleanup` found a check that did not pass, so it dropped nothing."""

@@ -25,6 +25,7 @@ from migrator.codec import (
     encode_optional_bool,
     encode_optional_str,
     encode_str,
+    is_storable_text,
     json_type_name,
     keep_duplicate_keys,
     parse_timestamp,
@@ -94,7 +95,7 @@ class SplitRecord:
 def _fits(kind: Kind, value: JSONValue) -> bool:
     """Whether a value has exactly the column's type (never coerced: `1` is no boolean)."""
     if kind is Kind.TEXT or kind is Kind.TIMESTAMP:
-        return value is None or type(value) is str
+        return value is None or (type(value) is str and is_storable_text(value))
     if kind is Kind.JSON:
         return True
     if kind is Kind.BOOL:

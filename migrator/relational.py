@@ -173,10 +173,28 @@ def _fetch(database: pw.Database, query: pw.Select) -> list[Row]:
 
 def read_bundles(database: pw.Database, kind: BlobKind, batch_size: int) -> Iterator[tuple[int, Bundle]]:
     """(legacy rowid, bundle) of every migrated row, in rowid order, a batch at a time."""
+    yield from read_bundles_between(database, kind, batch_size, None, None)
+
+
+def _rowid_range(identity: pw.Field, low: int | None, high: int | None) -> pw.Expression:
+    """Legacy rowids in [low, high); None leaves that side open."""
+    condition: pw.Expression = pw.SQL("1 = 1")
+    if low is not None:
+        condition &= identity >= low
+    if high is not None:
+        condition &= identity < high
+    return condition
+
+
+def read_bundles_between(
+    database: pw.Database, kind: BlobKind, batch_size: int, low: int | None, high: int | None
+) -> Iterator[tuple[int, Bundle]]:
+    """`read_bundles` restricted to legacy rowids in [low, high), so one range is read on its own."""
     root = kind.root
+    in_range = _rowid_range(root.identity, low, high)
     after: int | None = None
     while True:
-        where = root.identity > after if after is not None else pw.SQL("1 = 1")
+        where = in_range & (root.identity > after) if after is not None else in_range
         roots = _fetch(database, _select(root, where, limit=batch_size))
         if not roots:
             return
@@ -207,7 +225,19 @@ def read_bundle(database: pw.Database, kind: BlobKind, where: pw.Expression) -> 
 
 
 def read_quarantine(database: pw.Database, kind: BlobKind, batch_size: int) -> Iterator[tuple[int, Quarantine]]:
-    query = Quarantine.select().where(Quarantine.legacy_table == kind.legacy.name).order_by(Quarantine.source_rowid)
+    yield from read_quarantine_between(database, kind, batch_size, None, None)
+
+
+def read_quarantine_between(
+    database: pw.Database, kind: BlobKind, batch_size: int, low: int | None, high: int | None
+) -> Iterator[tuple[int, Quarantine]]:
+    """`read_quarantine` restricted to legacy rowids in [low, high)."""
+    in_range = _rowid_range(Quarantine.source_rowid, low, high)
+    query = (
+        Quarantine.select()
+        .where((Quarantine.legacy_table == kind.legacy.name) & in_range)
+        .order_by(Quarantine.source_rowid)
+    )
     for record in query.iterator():
         yield record.source_rowid, record
 
@@ -218,6 +248,13 @@ def rebuilt_rows(database: pw.Database, kind: BlobKind, batch_size: int) -> Iter
     A row that cannot be rebuilt comes back as its exception, so one damaged row is reported
     without hiding the rest.
     """
+    return rebuilt_rows_between(database, kind, batch_size, None, None)
+
+
+def rebuilt_rows_between(
+    database: pw.Database, kind: BlobKind, batch_size: int, low: int | None, high: int | None
+) -> Iterator[tuple[int, LegacyRow | Exception]]:
+    """`rebuilt_rows` restricted to legacy rowids in [low, high); None leaves that side open."""
 
     def rebuild(item: tuple[int, Bundle]) -> tuple[int, LegacyRow | Exception]:
         rowid, bundle = item
@@ -233,8 +270,8 @@ def rebuilt_rows(database: pw.Database, kind: BlobKind, batch_size: int) -> Iter
         except Exception as exc:  # noqa: BLE001
             return rowid, exc
 
-    migrated = map(rebuild, read_bundles(database, kind, batch_size))
-    quarantined = map(restore, read_quarantine(database, kind, batch_size))
+    migrated = map(rebuild, read_bundles_between(database, kind, batch_size, low, high))
+    quarantined = map(restore, read_quarantine_between(database, kind, batch_size, low, high))
     return heapq.merge(migrated, quarantined, key=itemgetter(0))
 
 

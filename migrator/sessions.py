@@ -19,6 +19,7 @@ from migrator.codec import (
     dumps,
     encode_cell,
     encode_str,
+    is_storable_text,
     join_array,
     json_type_name,
     parse_blob,
@@ -125,7 +126,7 @@ def _shape(blob: dict) -> str:
 
 
 def _tool_row(session_id: int, position: int, tool: object) -> Row:
-    if type(tool) is str:
+    if type(tool) is str and is_storable_text(tool):
         return (session_id, position, "name", tool, *[None] * (TOOL.width - 1), None, None)
     if isinstance(tool, dict):
         split = split_record(TOOL, tool, lambda: f"session_data.tools[{position}]")

@@ -1,0 +1,277 @@
+"""The legacy tables as a compressed archive: written before cleanup, checked, and restorable.
+
+An archive is a folder:
+
+    manifest.json          counts, sha256 of every file, a checksum of the rows, the legacy DDL
+    checkpoints.jsonl.gz   one legacy row a line: {"rowid": 7, "id": 7, "timestamp": ..., ...}
+    mcp_sessions.jsonl.gz
+
+Cells keep their SQLite storage type: TEXT and INTEGER are written as themselves, anything else
+tagged as `rollback.export` does (`{"$sqlite": "real", "value": "17.25"}`). With the DDL and the
+AUTOINCREMENT counters from the manifest, `restore_archive` recreates the tables exactly.
+
+The row checksum is the sum, mod 2**128, of every row's `row_digest` (rowid and cells, storage
+types included). A sum does not depend on row order, so the source and the archive can be
+compared however each is read, and any changed, missing or extra row changes it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import time
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from migrator import __version__
+from migrator.codec import LegacyCell, decode_cell
+from migrator.errors import ArchiveCorrupt, ArchiveIncomplete, OutputExists, RebuildError
+from migrator.legacy import (
+    LEGACY_TABLES_BY_NAME,
+    LegacyRow,
+    LegacySchema,
+    LegacySource,
+    LegacyTable,
+    LegacyWriter,
+    file_sha256,
+    row_digest,
+)
+from migrator.rollback import RestoreReport, export_cell
+
+FORMAT = "ksi-legacy-archive"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CHECKSUM_MODULUS = 2**128  # row digests are 128-bit blake2b values
+RESTORE_BATCH_SIZE = 2000
+
+
+# --- rows as lines ----------------------------------------------------------------------------
+
+
+def archive_line(table: LegacyTable, row: LegacyRow) -> str:
+    record: dict[str, Any] = {"rowid": row[0]}
+    for column, cell in zip(table.columns, row[1:], strict=True):
+        record[column] = export_cell(cell)
+    return json.dumps(record)
+
+
+def import_cell(value: Any) -> LegacyCell:
+    """Inverse of `rollback.export_cell`."""
+    if isinstance(value, dict) and set(value) == {"$sqlite", "value"}:
+        try:
+            return decode_cell(value["$sqlite"], value["value"])
+        except (RebuildError, ValueError, TypeError) as exc:
+            raise ArchiveCorrupt(f"cell {value!r} cannot be decoded: {exc}") from exc
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise ArchiveCorrupt(f"cell {value!r} is neither TEXT, INTEGER nor a tagged cell")
+
+
+def parse_line(table: LegacyTable, line: str) -> LegacyRow:
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        raise ArchiveCorrupt(f"{table.name}: a line is not JSON: {exc}") from exc
+    expected = ["rowid", *table.columns]
+    if not isinstance(record, dict) or list(record) != expected or type(record["rowid"]) is not int:
+        raise ArchiveCorrupt(f"{table.name}: a line is not a row of {', '.join(expected)}: {line[:80]!r}")
+    return (record["rowid"], *(import_cell(record[column]) for column in table.columns))
+
+
+# --- checksums --------------------------------------------------------------------------------
+
+
+@dataclass
+class RowTally:
+    """Count and order-independent checksum of a table's rows."""
+
+    rows: int = 0
+    total: int = 0
+
+    def add(self, row: LegacyRow) -> None:
+        self.rows += 1
+        self.total = (self.total + int(row_digest(row), 16)) % CHECKSUM_MODULUS
+
+    @property
+    def checksum(self) -> str:
+        return f"{self.total:032x}"
+
+
+def tally(rows: Iterable[LegacyRow]) -> RowTally:
+    counted = RowTally()
+    for row in rows:
+        counted.add(row)
+    return counted
+
+
+def source_tally(source: LegacySource, table: LegacyTable, batch_size: int = RESTORE_BATCH_SIZE) -> RowTally:
+    return tally(row for batch in source.batches(table, batch_size) for row in batch)
+
+
+# --- the manifest -----------------------------------------------------------------------------
+
+
+@dataclass
+class ArchivedTable:
+    file: str
+    rows: int
+    sha256: str
+    checksum: str
+
+
+@dataclass
+class Manifest:
+    tables: dict[str, ArchivedTable]
+    schema: LegacySchema
+    source: str
+    created_at: str
+    tool_version: str = __version__
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+    row_checksum: str = "sum of row_digest(rowid and cells) mod 2**128, as 32 hex digits"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        record = json.loads(text)
+        if record.get("format") != FORMAT or record.get("format_version") != FORMAT_VERSION:
+            raise ArchiveIncomplete(
+                f"manifest is not a {FORMAT} version {FORMAT_VERSION} manifest "
+                f"(format {record.get('format')!r}, version {record.get('format_version')!r})"
+            )
+        tables = {name: ArchivedTable(**entry) for name, entry in record["tables"].items()}
+        schema = LegacySchema(**record["schema"])
+        return cls(tables, schema, record["source"], record["created_at"], record["tool_version"])
+
+
+def load_manifest(directory: Path) -> Manifest:
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise ArchiveIncomplete(f"archive has no {MANIFEST}: {directory}")
+    try:
+        manifest = Manifest.from_json(path.read_text(encoding="utf-8"))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArchiveIncomplete(f"{path} cannot be read: {exc!r}") from exc
+    unknown = [name for name in manifest.tables if name not in LEGACY_TABLES_BY_NAME]
+    if unknown or sorted(manifest.tables) != sorted(manifest.schema.tables):
+        raise ArchiveIncomplete(
+            f"manifest lists files for {sorted(manifest.tables)} but the legacy tables {manifest.schema.tables}"
+        )
+    return manifest
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def write_archive(
+    source: LegacySource, out: str | os.PathLike[str], *, batch_size: int = RESTORE_BATCH_SIZE
+) -> Manifest:
+    """Archive every legacy table of `source` into the new folder `out`; returns its manifest."""
+    folder = Path(out)
+    if folder.exists():
+        raise OutputExists(f"refusing to overwrite existing archive folder: {folder}")
+    # Written under a temporary name, so a crash never leaves a folder that looks like an archive.
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        entries = {table.name: _write_table(source, table, partial, batch_size) for table in source.tables}
+        manifest = Manifest(entries, source.schema(), str(source.path.resolve()), _utc_now())
+        (partial / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
+        os.replace(partial, folder)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _write_table(source: LegacySource, table: LegacyTable, folder: Path, batch_size: int) -> ArchivedTable:
+    name = f"{table.name}.jsonl.gz"
+    counted = RowTally()
+    # mtime=0 and no file name in the gzip header: the same rows always give the same bytes.
+    with open(folder / name, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+        for batch in source.batches(table, batch_size):
+            packed.write("".join(archive_line(table, row) + "\n" for row in batch).encode("ascii"))
+            for row in batch:
+                counted.add(row)
+    return ArchivedTable(name, counted.rows, file_sha256(folder / name) or "", counted.checksum)
+
+
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# --- reading and checking ---------------------------------------------------------------------
+
+
+def archived_rows(directory: Path, table: LegacyTable, entry: ArchivedTable) -> Iterator[LegacyRow]:
+    try:
+        with gzip.open(directory / entry.file, "rt", encoding="ascii", newline="\n") as lines:
+            for line in lines:
+                yield parse_line(table, line.rstrip("\n"))
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        raise ArchiveIncomplete(f"{entry.file} cannot be read to the end: {exc}") from exc
+
+
+def check_archive(directory: str | os.PathLike[str]) -> Manifest:
+    """Prove the archive complete and readable: every file present, hashed and parsed to its end,
+    with the counts and row checksums its manifest promises. Returns the manifest."""
+    folder = Path(directory)
+    manifest = load_manifest(folder)
+    for name, entry in manifest.tables.items():
+        table = LEGACY_TABLES_BY_NAME[name]
+        if not (folder / entry.file).is_file():
+            raise ArchiveIncomplete(f"archive lacks {entry.file}, the file of table {name}")
+        if file_sha256(folder / entry.file) != entry.sha256:
+            raise ArchiveCorrupt(f"{entry.file}: sha256 differs from the manifest's")
+        found = tally(archived_rows(folder, table, entry))
+        if found.rows != entry.rows:
+            raise ArchiveIncomplete(f"{entry.file} holds {found.rows} rows; the manifest counts {entry.rows}")
+        if found.checksum != entry.checksum:
+            raise ArchiveCorrupt(f"{entry.file}: row checksum {found.checksum}, the manifest says {entry.checksum}")
+    return manifest
+
+
+# --- restoring --------------------------------------------------------------------------------
+
+
+def restore_archive(
+    directory: str | os.PathLike[str], out: str | os.PathLike[str], *, batch_size: int = RESTORE_BATCH_SIZE
+) -> RestoreReport:
+    """Write a new SQLite file holding the archived legacy tables exactly (DDL, rows, counters)."""
+    started = time.perf_counter()
+    folder = Path(directory)
+    manifest = check_archive(folder)  # never restore half an archive
+    writer = LegacyWriter(out, manifest.schema)
+    report = RestoreReport(out=str(out))
+    try:
+        for name in manifest.schema.tables:
+            table = LEGACY_TABLES_BY_NAME[name]
+            report.rows[name] = 0
+            for batch in _batched(archived_rows(folder, table, manifest.tables[name]), batch_size):
+                writer.insert(table, batch)
+                report.rows[name] += len(batch)
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _batched(rows: Iterator[LegacyRow], size: int) -> Iterator[list[LegacyRow]]:
+    batch: list[LegacyRow] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

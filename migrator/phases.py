@@ -1,0 +1,233 @@
+"""The plan's phases: which side the store writes and reads in each, and the gate of the last one.
+
+Phase 4 drops the legacy tables. `cleanup` is the one command that writes to a legacy database,
+so it plans first and acts only when every check passes:
+
+1. the archive is complete and readable (every file present, its sha256, every row parsed);
+2. the archive matches the source: same tables, DDL, AUTOINCREMENT counters, row counts and
+   row checksums;
+3. the target rebuilds every source row exactly (`verify`; rows the target holds beyond the
+   source are allowed, as nothing of the source is lost by them).
+
+The drop runs in one `BEGIN IMMEDIATE` transaction that first counts and checksums the source
+again: a daemon that wrote between the checks and the drop makes it refuse, not lose that row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import quote
+
+import peewee as pw
+
+from migrator.archive import MANIFEST, ArchivedTable, Manifest, RowTally, check_archive, source_tally, tally
+from migrator.codec import decode_sqlite_text
+from migrator.errors import ArchiveCorrupt, ArchiveIncomplete, CleanupRefused, MigratorError
+from migrator.legacy import LEGACY_TABLES_BY_NAME, LegacySource, file_sha256
+from migrator.target import get_meta, set_meta
+from migrator.verify import verify
+
+
+class Mode(StrEnum):
+    """The store's one switch: which side it writes, and which it serves reads from."""
+
+    LEGACY = "legacy"  # phase 1: the daemon as it was; backfill catches the target up beside it
+    DUAL_WRITE = "dual_write"  # phase 2: write both sides, serve the JSON
+    SHADOW = "shadow"  # phase 3: write both, serve the JSON, compare the relational rebuild off the read path
+    RELATIONAL = "relational"  # phase 3: write both, serve relational rows; JSON when they lack the key
+    RELATIONAL_ONLY = "relational_only"  # phase 4: the legacy tables are gone
+
+    @property
+    def writes_legacy(self) -> bool:
+        return self is not Mode.RELATIONAL_ONLY
+
+    @property
+    def writes_relational(self) -> bool:
+        return self is not Mode.LEGACY
+
+
+CLEANUP_META_KEY = "legacy_cleanup"
+"""Target metadata written when cleanup dropped the legacy tables: when, from where, which archive."""
+
+REFUSED = "cleanup refused, nothing was changed"
+EXTRA_ROW_PROBLEM = "in the target but not in the source"  # verify's wording for a row the source lacks
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class CleanupPlan:
+    source: Path
+    archive: Path
+    checks: list[Check]
+    tables: list[str]  # the legacy tables to drop
+    manifest: Manifest | None
+    executed: bool = False
+
+    @property
+    def statements(self) -> list[str]:
+        """What the run executes, in this order, in one transaction."""
+        return [f'DROP TABLE "{name}"' for name in self.tables]
+
+    @property
+    def ready(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    def refusal(self) -> str:
+        failed = "; ".join(f"{check.name}: {check.detail}" for check in self.checks if not check.passed)
+        return f"{REFUSED}: {failed}"
+
+
+def cleanup(
+    source: str | os.PathLike[str],
+    database: pw.Database,
+    archive: str | os.PathLike[str],
+    *,
+    dry_run: bool = False,
+    batch_size: int = 2000,
+) -> CleanupPlan:
+    """Plan the drop of the legacy tables; unless `dry_run`, run it (or raise `CleanupRefused`)."""
+    plan = plan_cleanup(source, database, archive, batch_size=batch_size)
+    return plan if dry_run else execute_cleanup(plan, database)
+
+
+# --- planning ---------------------------------------------------------------------------------
+
+
+def plan_cleanup(
+    source: str | os.PathLike[str], database: pw.Database, archive: str | os.PathLike[str], *, batch_size: int = 2000
+) -> CleanupPlan:
+    manifest, readable = _check_archive_readable(Path(archive))
+    with LegacySource(source) as legacy:
+        checks = [
+            readable,
+            _check_archive_matches_source(legacy, manifest),
+            _check_target_rebuilds_source(legacy, database, batch_size),
+        ]
+        tables = [table.name for table in legacy.tables]
+    return CleanupPlan(Path(source), Path(archive), checks, tables, manifest)
+
+
+def _check_archive_readable(archive: Path) -> tuple[Manifest | None, Check]:
+    name = "archive complete and readable"
+    try:
+        manifest = check_archive(archive)
+    except (ArchiveIncomplete, ArchiveCorrupt) as exc:
+        return None, Check(name, False, str(exc))
+    rows = sum(entry.rows for entry in manifest.tables.values())
+    detail = f"{len(manifest.tables)} table file(s), {rows} rows, sha256 and row checksums as the manifest says"
+    return manifest, Check(name, True, detail)
+
+
+def _check_archive_matches_source(source: LegacySource, manifest: Manifest | None) -> Check:
+    name = "archive matches the source"
+    if manifest is None:
+        return Check(name, False, "not checked, as the archive cannot be read")
+    problems: list[str] = []
+    present = sorted(table.name for table in source.tables)
+    if present != sorted(manifest.tables):
+        problems.append(f"the source holds tables {present}, the archive {sorted(manifest.tables)}")
+    schema = source.schema()
+    if schema.statements != manifest.schema.statements or schema.sequences != manifest.schema.sequences:
+        problems.append("the source's DDL or AUTOINCREMENT counters differ from the archived ones")
+    for table in source.tables:
+        if table.name in manifest.tables:
+            problems += tally_differences(table.name, source_tally(source, table), manifest.tables[table.name])
+    if problems:
+        return Check(name, False, "; ".join(problems))
+    counts = ", ".join(f"{entry.rows} {table}" for table, entry in manifest.tables.items())
+    return Check(name, True, f"{counts}; row checksums equal")
+
+
+def tally_differences(table: str, found: RowTally, archived: ArchivedTable) -> list[str]:
+    problems = []
+    if found.rows != archived.rows:
+        problems.append(f"{table}: the source has {found.rows} rows, the archive {archived.rows}")
+    if found.checksum != archived.checksum:
+        problems.append(f"{table}: row checksum differs (source {found.checksum}, archive {archived.checksum})")
+    return problems
+
+
+def _check_target_rebuilds_source(source: LegacySource, database: pw.Database, batch_size: int) -> Check:
+    name = "target rebuilds every source row"
+    try:
+        report = verify(source, database, batch_size=batch_size)
+    except MigratorError as exc:
+        return Check(name, False, str(exc))
+    present = {table.name for table in source.tables}
+    tables = [t for t in report.tables if t.table in present]
+    lost = sum(t.mismatched + t.missing for t in tables)
+    if lost:
+        examples = [str(m).splitlines()[0] for m in report.mismatches if m.problem != EXTRA_ROW_PROBLEM][:3]
+        return Check(name, False, f"{lost} source row(s) not rebuilt exactly, e.g. {' | '.join(examples)}")
+    detail = f"{sum(t.matched for t in tables)} source rows rebuilt exactly"
+    extra = sum(t.extra for t in tables)
+    return Check(name, True, detail + (f"; the target also holds {extra} row(s) the source lacks" if extra else ""))
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+def execute_cleanup(plan: CleanupPlan, database: pw.Database) -> CleanupPlan:
+    """Drop the legacy tables of a ready plan, after counting and checksumming them once more."""
+    if not plan.ready or plan.manifest is None:
+        raise CleanupRefused(plan.refusal())
+    uri = f"file:{quote(str(plan.source.resolve()))}?mode=rw"  # rw, never create: the file must be the checked one
+    with closing(sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)) as connection:
+        connection.text_factory = decode_sqlite_text
+        connection.execute("BEGIN IMMEDIATE")  # from here on no other writer can change the tables
+        try:
+            drift = _source_drift(connection, plan.manifest)
+            if drift:
+                raise CleanupRefused(f"{REFUSED}: the source changed since the checks: {'; '.join(drift)}")
+            for statement in plan.statements:
+                connection.execute(statement)
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+    _record_cleanup(database, plan)
+    plan.executed = True
+    return plan
+
+
+def _source_drift(connection: sqlite3.Connection, manifest: Manifest) -> list[str]:
+    problems: list[str] = []
+    for name, archived in manifest.tables.items():
+        table = LEGACY_TABLES_BY_NAME[name]
+        columns = ", ".join(f'"{column}"' for column in table.columns)
+        try:
+            rows = connection.execute(f'SELECT rowid, {columns} FROM "{name}"')
+        except sqlite3.OperationalError as exc:
+            problems.append(f"{name}: {exc}")
+            continue
+        problems += tally_differences(name, tally(rows), archived)
+    return problems
+
+
+def _record_cleanup(database: pw.Database, plan: CleanupPlan) -> None:
+    record = {
+        "source": str(plan.source.resolve()),
+        "archive": str(plan.archive.resolve()),
+        "manifest_sha256": file_sha256(plan.archive / MANIFEST),
+        "tables": plan.tables,
+        "archived_at": plan.manifest.created_at if plan.manifest else None,
+    }
+    set_meta(database, CLEANUP_META_KEY, json.dumps(record))
+
+
+def recorded_cleanup(database: pw.Database) -> dict | None:
+    """What `cleanup` recorded in the target, or None when it never dropped legacy tables there."""
+    text = get_meta(database, CLEANUP_META_KEY)
+    return json.loads(text) if text else None

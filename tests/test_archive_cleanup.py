@@ -1,0 +1,262 @@
+"""Phase 4: the archive of the legacy tables, the cleanup that drops them only after proving the
+archive and the target complete, and the restore from the archive."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from migrator import open_store
+from migrator.archive import check_archive
+from migrator.cli import main
+from migrator.codec import InvalidText
+from migrator.errors import ArchiveCorrupt, CleanupRefused, LegacyUnavailable
+from migrator.fabricate import fabricate_snapshot
+from migrator.legacy import LegacySource, compare_legacy_files, file_sha256, snapshot_hashes
+from migrator.models import Checkpoint, McpSessionTool
+from migrator.phases import execute_cleanup, plan_cleanup
+from migrator.target import target_database
+from tests.conftest import SnapshotFactory
+from verification.snapshots import checkpoint_row, session_row
+
+TABLES = ["checkpoints", "mcp_sessions"]
+
+
+@dataclass
+class Migrated:
+    legacy: Path
+    target: Path
+    archive: Path
+
+
+def cli(*argv: str | Path) -> int:
+    return main([str(arg) for arg in argv])
+
+
+@pytest.fixture
+def migrated(tmp_path: Path) -> Migrated:
+    """A fabricated legacy snapshot (odd rows included), migrated to a separate target, archived."""
+    paths = Migrated(tmp_path / "legacy.db", tmp_path / "target.db", tmp_path / "archive")
+    fabricate_snapshot(paths.legacy, checkpoints=8, sessions=30, unreadable=4, seed=7)
+    assert cli("migrate", "--source", paths.legacy, "--target", paths.target) == 0
+    assert cli("archive", "--source", paths.legacy, "--out", paths.archive) == 0
+    return paths
+
+
+def manifest_of(archive: Path) -> dict:
+    return json.loads((archive / "manifest.json").read_text())
+
+
+def rewrite_manifest(archive: Path, change: Callable[[dict], None]) -> None:
+    manifest = manifest_of(archive)
+    change(manifest)
+    (archive / "manifest.json").write_text(json.dumps(manifest))
+
+
+def cleanup(paths: Migrated, *extra: str) -> int:
+    return cli("cleanup", "--source", paths.legacy, "--target", paths.target, "--archive", paths.archive, *extra)
+
+
+def legacy_tables(path: Path) -> list[str]:
+    with closing(sqlite3.connect(path)) as connection:
+        names = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
+    return [name for name in TABLES if name in names]
+
+
+# --- the archive ------------------------------------------------------------------------------
+
+
+def test_archive_keeps_counts_sha256_values_and_the_schema(migrated: Migrated) -> None:
+    manifest = manifest_of(migrated.archive)
+    with LegacySource(migrated.legacy) as source:
+        counts = {table.name: source.count(table) for table in source.tables}
+        schema = source.schema()
+    assert {name: entry["rows"] for name, entry in manifest["tables"].items()} == counts
+    assert manifest["schema"]["statements"] == schema.statements
+    assert manifest["schema"]["sequences"] == schema.sequences == {"checkpoints": schema.sequences["checkpoints"]}
+    for entry in manifest["tables"].values():
+        assert file_sha256(migrated.archive / entry["file"]) == entry["sha256"]
+
+
+def test_archive_lines_keep_the_rowid_and_every_storage_type(snapshot_factory: SnapshotFactory, tmp_path: Path) -> None:
+    legacy = snapshot_factory(
+        [checkpoint_row(3, InvalidText(b'{"a": "\xff"}'), timestamp=b"\x00raw")],
+        [session_row(7, "k", {"agent_id": "a"}, last_seen=17.25), session_row(9, b"key", "{}", last_seen=5)],
+    )
+    assert cli("archive", "--source", legacy, "--out", tmp_path / "archive") == 0
+    lines = {}
+    for table in TABLES:
+        with gzip.open(tmp_path / "archive" / f"{table}.jsonl.gz", "rt") as handle:
+            lines[table] = [json.loads(line) for line in handle]
+    assert lines["checkpoints"] == [
+        {
+            "rowid": 3,
+            "id": 3,
+            "timestamp": {"$sqlite": "blob", "value": "00726177"},
+            "checkpoint_data": {"$sqlite": "text-bytes", "value": b'{"a": "\xff"}'.hex()},
+        }
+    ]
+    assert lines["mcp_sessions"] == [
+        {
+            "rowid": 7,
+            "session_key": "k",
+            "session_data": '{"agent_id": "a"}',
+            "last_seen": {"$sqlite": "real", "value": "17.25"},
+        },
+        {"rowid": 9, "session_key": {"$sqlite": "blob", "value": "6b6579"}, "session_data": "{}", "last_seen": 5},
+    ]
+    assert cli("restore", "--archive", tmp_path / "archive", "--out", tmp_path / "restored.db") == 0
+    assert compare_legacy_files(legacy, tmp_path / "restored.db", TABLES) == []
+
+
+def test_the_same_rows_give_a_byte_identical_archive(migrated: Migrated, tmp_path: Path) -> None:
+    assert cli("archive", "--source", migrated.legacy, "--out", tmp_path / "again") == 0
+    first, second = manifest_of(migrated.archive)["tables"], manifest_of(tmp_path / "again")["tables"]
+    assert {n: (e["sha256"], e["checksum"]) for n, e in first.items()} == {
+        n: (e["sha256"], e["checksum"]) for n, e in second.items()
+    }
+
+
+def test_archive_refuses_an_existing_folder(migrated: Migrated, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli("archive", "--source", migrated.legacy, "--out", migrated.archive) == 2
+    assert "refusing to overwrite existing archive folder" in capsys.readouterr().err
+
+
+def test_restore_from_the_archive_is_exact(migrated: Migrated, tmp_path: Path) -> None:
+    restored = tmp_path / "restored.db"
+    assert cli("restore", "--archive", migrated.archive, "--out", restored) == 0
+    assert compare_legacy_files(migrated.legacy, restored, TABLES) == []
+    with LegacySource(migrated.legacy) as original, LegacySource(restored) as copy:
+        assert copy.schema() == original.schema()
+
+
+def test_restore_refuses_a_damaged_archive_and_writes_nothing(migrated: Migrated, tmp_path: Path) -> None:
+    data = migrated.archive / "checkpoints.jsonl.gz"
+    data.write_bytes(data.read_bytes()[:-40])
+    with pytest.raises(ArchiveCorrupt, match=r"checkpoints\.jsonl\.gz: sha256 differs"):
+        check_archive(migrated.archive)
+    assert cli("restore", "--archive", migrated.archive, "--out", tmp_path / "restored.db") == 2
+    assert list(tmp_path.glob("restored.db*")) == []
+
+
+@pytest.mark.parametrize("argv", [[], ["--target", "t.db", "--archive", "a"]])
+def test_restore_takes_exactly_one_of_target_and_archive(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["restore", "--out", "x.db", *argv])
+    assert exit_info.value.code == 2
+    assert "--target" in capsys.readouterr().err
+
+
+# --- cleanup ----------------------------------------------------------------------------------
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(migrated: Migrated, capsys: pytest.CaptureFixture[str]) -> None:
+    before = snapshot_hashes(migrated.legacy)
+    assert cleanup(migrated, "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert out.count("[ok]") == 3
+    assert 'would run: DROP TABLE "checkpoints"' in out and "nothing was changed" in out
+    assert snapshot_hashes(migrated.legacy) == before
+
+
+def test_cleanup_drops_the_legacy_tables_and_the_store_then_refuses_to_recreate_them(
+    migrated: Migrated, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cleanup(migrated) == 0
+    assert 'ran: DROP TABLE "mcp_sessions"' in capsys.readouterr().out
+    assert legacy_tables(migrated.legacy) == []
+    with pytest.raises(LegacyUnavailable, match="cleanup dropped the legacy tables"):
+        open_store(migrated.target, legacy=migrated.legacy, mode="dual_write")
+    assert legacy_tables(migrated.legacy) == []
+
+
+def damage_remove_manifest(paths: Migrated) -> None:
+    (paths.archive / "manifest.json").unlink()
+
+
+def damage_remove_a_table_file(paths: Migrated) -> None:
+    (paths.archive / "mcp_sessions.jsonl.gz").unlink()
+
+
+def damage_lose_the_last_row(paths: Migrated) -> None:
+    """An archive cut short, with a manifest whose sha256 was taken after the cut."""
+    data = paths.archive / "checkpoints.jsonl.gz"
+    lines = gzip.decompress(data.read_bytes()).splitlines(keepends=True)
+    data.write_bytes(gzip.compress(b"".join(lines[:-1])))
+    rewrite_manifest(paths.archive, lambda m: m["tables"]["checkpoints"].update(sha256=file_sha256(data)))
+
+
+def damage_change_an_archived_byte(paths: Migrated) -> None:
+    data = paths.archive / "checkpoints.jsonl.gz"
+    text = gzip.decompress(data.read_bytes()).replace(b'"timestamp": "', b'"timestamp": "X', 1)
+    data.write_bytes(gzip.compress(text))
+
+
+def damage_change_a_source_row(paths: Migrated) -> None:
+    """The daemon rewrote a session after the archive (same count); the target caught up."""
+    with closing(sqlite3.connect(paths.legacy)) as daemon, daemon:
+        first = "(SELECT min(rowid) FROM mcp_sessions)"
+        daemon.execute(f"UPDATE mcp_sessions SET last_seen = '2031-01-01T00:00:00' WHERE rowid = {first}")
+    assert cli("migrate", "--source", paths.legacy, "--target", paths.target) == 0
+
+
+def damage_remove_a_relational_row(paths: Migrated) -> None:
+    with target_database(paths.target):
+        assert McpSessionTool.delete().where(McpSessionTool.position == 0).limit(1).execute() == 1
+
+
+def damage_remove_a_relational_checkpoint(paths: Migrated) -> None:
+    with target_database(paths.target):
+        victim = Checkpoint.select(Checkpoint.id).order_by(Checkpoint.id).first()
+        assert Checkpoint.delete().where(Checkpoint.id == victim.id).execute() == 1
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (damage_remove_manifest, "archive complete and readable: archive has no manifest.json"),
+        (damage_remove_a_table_file, "archive complete and readable: archive lacks mcp_sessions.jsonl.gz"),
+        (damage_lose_the_last_row, "checkpoints.jsonl.gz holds 9 rows; the manifest counts 10"),
+        (damage_change_an_archived_byte, "archive complete and readable: checkpoints.jsonl.gz: sha256 differs"),
+        (damage_change_a_source_row, "archive matches the source: mcp_sessions: row checksum differs"),
+        (damage_remove_a_relational_row, "target rebuilds every source row: 1 source row(s) not rebuilt exactly"),
+        (
+            damage_remove_a_relational_checkpoint,
+            "target rebuilds every source row: 1 source row(s) not rebuilt exactly",
+        ),
+    ],
+)
+def test_cleanup_refuses_explains_and_changes_nothing(
+    migrated: Migrated, capsys: pytest.CaptureFixture[str], damage: Callable[[Migrated], None], reason: str
+) -> None:
+    damage(migrated)
+    capsys.readouterr()
+    before = snapshot_hashes(migrated.legacy)
+    assert cleanup(migrated) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ksi-migrate: error: cleanup refused, nothing was changed: ")
+    assert reason in err[0]
+    assert snapshot_hashes(migrated.legacy) == before
+    assert legacy_tables(migrated.legacy) == TABLES
+    assert cleanup(migrated, "--dry-run") == 1  # the dry run shows the same failed check
+    assert "[FAILED]" in capsys.readouterr().out
+
+
+def test_cleanup_refuses_when_the_source_changes_between_the_checks_and_the_drop(migrated: Migrated) -> None:
+    with target_database(migrated.target) as database:
+        plan = plan_cleanup(migrated.legacy, database, migrated.archive)
+        assert plan.ready
+        with closing(sqlite3.connect(migrated.legacy)) as daemon, daemon:
+            daemon.execute("INSERT INTO checkpoints (timestamp, checkpoint_data) VALUES ('t', '{}')")
+        with pytest.raises(
+            CleanupRefused, match="the source changed since the checks: checkpoints: the source has 11 rows"
+        ):
+            execute_cleanup(plan, database)
+    assert legacy_tables(migrated.legacy) == TABLES

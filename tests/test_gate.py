@@ -1,0 +1,255 @@
+"""The sign-off gate run the way a signer runs it: pytest in a subprocess (`pytester`), on tiny
+snapshots, under xdist where it matters, judged by its exit status and the artifacts it writes.
+
+Latency limits are set far out of reach except where a latency failure is the point: tests here
+never judge wall-clock time (tests/README.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import xml.etree.ElementTree as ElementTree
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import migrator
+from migrator.backfill import backfill
+from migrator.fabricate import fabricate_snapshot
+from migrator.legacy import LegacySource
+from migrator.target import target_database
+from verification.gate.checks import CHECK_TITLES, PERFORMANCE, QUARANTINE, ROWS_EXACT, SCHEMA
+from verification.snapshots import checkpoint_row, session_row, write_snapshot
+
+GATE_TESTS = Path(__file__).resolve().parents[1] / "verification" / "gate" / "test_signoff.py"
+LIMITS_OUT_OF_REACH = ("--ksi-max-checkpoint-save-ms", "60000", "--ksi-max-session-lookup-ms", "60000")
+WITHOUT_FAKER = ("-p", "no:faker")  # the gate uses none of faker's fixtures; each process starts faster
+
+BLOB = {
+    "timestamp": "2025-06-20T23:17:27Z",
+    "session_queues": {"s1": [{"request_id": "r1", "data": {"n": 1}}]},
+    "active_completions": {"r1": {"status": "queued"}},
+}
+SESSION = {"agent_id": "agent", "tools": ["Read", "Write", {"name": "Bash"}], "thin_handshake": True}
+CHECKPOINTS = [checkpoint_row(1, BLOB), checkpoint_row(2, {**BLOB, "reason": "manual"}), checkpoint_row(4, BLOB)]
+SESSIONS = [session_row(rowid, f"agent:conv-{rowid}", SESSION) for rowid in range(1, 7)]
+UNREADABLE_CHECKPOINTS = [checkpoint_row(9, "[truncated")]
+UNREADABLE_SESSIONS = [session_row(7, "agent:broken", "not json"), session_row(8, "agent:listed", [1, 2])]
+UNREADABLE_KEYS = {("checkpoints", "9"), ("mcp_sessions", "agent:broken"), ("mcp_sessions", "agent:listed")}
+
+
+@pytest.fixture(scope="module")
+def clean_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_snapshot(tmp_path_factory.mktemp("clean") / "legacy.db", CHECKPOINTS, SESSIONS)
+
+
+@pytest.fixture(scope="module")
+def snapshot_with_unreadable_rows(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("unreadable") / "legacy.db"
+    return write_snapshot(path, CHECKPOINTS + UNREADABLE_CHECKPOINTS, SESSIONS + UNREADABLE_SESSIONS)
+
+
+@pytest.fixture(scope="module")
+def fabricated_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("fabricated") / "legacy.db"
+    fabricate_snapshot(path, checkpoints=3, sessions=10, seed=4)
+    return path
+
+
+def run_gate(pytester: pytest.Pytester, snapshot: Path, *args: str) -> pytest.RunResult:
+    """The gate on `snapshot` in a subprocess (it binds the models process-wide), four rows a shard
+    so that even a tiny snapshot has several shards."""
+    return pytester.runpytest_subprocess(
+        str(GATE_TESTS),
+        *WITHOUT_FAKER,
+        "--ksi-snapshot",
+        str(snapshot),
+        "--ksi-shard-rows",
+        "4",
+        *LIMITS_OUT_OF_REACH,
+        *args,
+    )
+
+
+def run_gate_in_process(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """For runs that stop before the gate opens a database: no subprocess to start."""
+    return pytester.runpytest_inprocess(str(GATE_TESTS), *WITHOUT_FAKER, *args)
+
+
+def read_signoff(pytester: pytest.Pytester) -> dict[str, Any]:
+    return json.loads((pytester.path / "signoff" / "signoff.json").read_text(encoding="utf-8"))
+
+
+def checks_by_name(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {check["name"]: check for check in document["checks"]}
+
+
+def verdicts(document: dict[str, Any]) -> dict[str, str]:
+    return {name: check["verdict"] for name, check in checks_by_name(document).items()}
+
+
+# --- a passing sign-off ------------------------------------------------------------------------
+
+
+def test_a_fabricated_snapshot_passes_under_xdist_and_both_artifacts_say_so(
+    pytester: pytest.Pytester, fabricated_snapshot: Path
+) -> None:
+    junit = pytester.path / "junit.xml"
+    result = run_gate(pytester, fabricated_snapshot, "-n", "2", f"--junitxml={junit}")
+
+    assert result.ret == pytest.ExitCode.OK
+    document = read_signoff(pytester)
+    assert document["verdict"] == "PASS"
+    assert verdicts(document) == dict.fromkeys(CHECK_TITLES, "PASS")
+    assert document["counts"] == {
+        "checkpoints": {"source_rows": 3, "rebuilt_rows": 3},
+        "mcp_sessions": {"source_rows": 10, "rebuilt_rows": 10},
+    }
+    assert all(sums["source"] == sums["rebuilt"] for sums in document["checksums"].values())
+    assert document["snapshot"]["sha256"] == hashlib.sha256(fabricated_snapshot.read_bytes()).hexdigest()
+    assert document["tool"]["version"] == migrator.__version__
+    assert document["quarantine"] == []
+    assert set(document["latencies"]) == {"checkpoint_save", "session_lookup"}
+    markdown = (pytester.path / "signoff" / "signoff.md").read_text(encoding="utf-8")
+    assert markdown.startswith("PASS")
+    assert "| Per-row exactness | PASS |" in markdown
+    # progress: each shard's rows per second, printed by the controller
+    result.stdout.re_match_lines([r".*test_rows_exact\[mcp_sessions-rowid-1-4\] ok: 4 rows, 0 wrong, .* rows/s\)"])
+    suite = ElementTree.parse(junit).getroot().find("testsuite")
+    assert suite is not None
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("11", "0", "0")
+
+
+# --- quarantine --------------------------------------------------------------------------------
+
+
+def test_unreadable_rows_fail_the_gate_until_the_signer_accepts_exactly_them(
+    pytester: pytest.Pytester, snapshot_with_unreadable_rows: Path
+) -> None:
+    refused = run_gate(pytester, snapshot_with_unreadable_rows, "-n", "2")
+
+    assert refused.ret == pytest.ExitCode.TESTS_FAILED
+    document = read_signoff(pytester)
+    assert document["verdict"] == "FAIL"
+    assert verdicts(document)[QUARANTINE] == "FAIL"
+    assert verdicts(document)[ROWS_EXACT] == "PASS"  # quarantined rows still come back verbatim
+    assert {(entry["table"], entry["key"]) for entry in document["quarantine"]} == UNREADABLE_KEYS
+    assert all(entry["reason"] for entry in document["quarantine"])
+
+    accept_file = pytester.path / "accepted.json"
+    accept_file.write_text(json.dumps(document["quarantine"]), encoding="utf-8")  # the signer's reviewed list
+    accepted = run_gate(pytester, snapshot_with_unreadable_rows, "--ksi-accept-quarantine", str(accept_file))
+
+    assert accepted.ret == pytest.ExitCode.OK
+    assert read_signoff(pytester)["verdict"] == "PASS"
+
+
+def test_an_accepted_row_that_is_not_quarantined_fails_the_gate_as_a_stale_list(
+    pytester: pytest.Pytester, clean_snapshot: Path
+) -> None:
+    accept_file = pytester.path / "accepted.json"
+    accept_file.write_text(json.dumps([{"table": "mcp_sessions", "key": "agent:conv-1", "reason": "x"}]))
+
+    result = run_gate(pytester, clean_snapshot, "--ksi-accept-quarantine", str(accept_file))
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    quarantine = checks_by_name(read_signoff(pytester))[QUARANTINE]
+    assert quarantine["verdict"] == "FAIL"
+    assert quarantine["problems"] == [
+        "mcp_sessions agent:conv-1 is accepted but not quarantined: the accept list is stale"
+    ]
+
+
+# --- a damaged target --------------------------------------------------------------------------
+
+
+def test_a_relational_row_deleted_from_the_target_fails_the_gate_naming_its_legacy_row(
+    pytester: pytest.Pytester, clean_snapshot: Path
+) -> None:
+    target = pytester.path / "target.db"
+    with LegacySource(clean_snapshot) as source, target_database(target) as database:
+        backfill(source, database)
+    with closing(sqlite3.connect(target)) as connection, connection:
+        deleted = connection.execute("DELETE FROM mcp_session_tool WHERE session_id = 2 AND position = 1").rowcount
+    assert deleted == 1
+
+    result = run_gate(pytester, clean_snapshot, "--ksi-target", str(target))
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.re_match_lines([r"FAILED .*test_rows_exact\[mcp_sessions-rowid-1-4\]"])
+    rows_exact = checks_by_name(read_signoff(pytester))[ROWS_EXACT]
+    assert rows_exact["verdict"] == "FAIL"
+    assert rows_exact["problems"][0].startswith("rowid 2: mcp_sessions agent:conv-2: differs")
+    assert "session_data $.tools[1]" in rows_exact["problems"][0]
+
+
+# --- what the signer cannot miss ---------------------------------------------------------------
+
+
+def test_a_latency_over_its_limit_fails_the_gate_with_its_percentiles(
+    pytester: pytest.Pytester, clean_snapshot: Path
+) -> None:
+    result = run_gate(pytester, clean_snapshot, "--ksi-max-session-lookup-ms", "1e-9")  # the last value wins
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    document = read_signoff(pytester)
+    assert verdicts(document)[PERFORMANCE] == "FAIL"
+    lookup = document["latencies"]["session_lookup"]
+    assert (lookup["samples"], lookup["p99_limit_ms"]) == (len(SESSIONS), 1e-9)
+    assert lookup["max_ms"] >= lookup["p99_ms"] >= lookup["p95_ms"] >= lookup["p50_ms"] > 0
+    result.stdout.fnmatch_lines(["*session lookup: p50 * ms, p95 * ms, p99 * ms, max * ms over 6 samples*"])
+
+
+def test_a_check_that_did_not_run_makes_the_sign_off_fail(pytester: pytest.Pytester, clean_snapshot: Path) -> None:
+    result = run_gate(pytester, clean_snapshot, "-k", "not test_schema_complete")
+
+    assert result.parseoutcomes()["passed"] == 9  # every test that ran passed ...
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # ... and still no sign-off without the schema check
+    document = read_signoff(pytester)
+    assert (document["verdict"], verdicts(document)[SCHEMA]) == ("FAIL", "NOT RUN")
+    assert (pytester.path / "signoff" / "signoff.md").read_text(encoding="utf-8").startswith("FAIL")
+
+
+def test_without_a_snapshot_the_gate_collects_nothing_and_signs_nothing(pytester: pytest.Pytester) -> None:
+    result = run_gate_in_process(pytester)
+
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    assert result.parseoutcomes() == {"deselected": 8}
+    assert not (pytester.path / "signoff").exists()
+
+
+# --- usage errors ------------------------------------------------------------------------------
+
+
+def test_a_target_without_a_snapshot_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    target = pytester.path / "target.db"
+    target.touch()
+
+    result = run_gate_in_process(pytester, "--ksi-target", str(target))
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --ksi-target needs --ksi-snapshot*"])
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "complaint"),
+    [
+        ("--ksi-max-session-lookup-ms", "0", "*--ksi-max-session-lookup-ms: must be more than 0 ms*"),
+        ("--ksi-max-checkpoint-save-ms", "fast", "*--ksi-max-checkpoint-save-ms: not a number of milliseconds*"),
+        ("--ksi-accept-quarantine", "accept.json", "*--ksi-accept-quarantine *accept.json: entry 0: lacks reason*"),
+    ],
+)
+def test_a_bad_option_value_is_a_usage_error(
+    pytester: pytest.Pytester, clean_snapshot: Path, option: str, value: str, complaint: str
+) -> None:
+    (pytester.path / "accept.json").write_text(json.dumps([{"table": "checkpoints", "key": 1}]))
+
+    result = run_gate_in_process(pytester, "--ksi-snapshot", str(clean_snapshot), option, value)
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([complaint])
+    assert not (pytester.path / "signoff").exists()

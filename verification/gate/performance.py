@@ -1,0 +1,178 @@
+"""Check 5: the plan's latency goals, measured on the snapshot's own data through the store the
+cut-over daemon uses (`migrator.store`).
+
+The store runs in `relational_only` mode, the plan's end state, on a scratch copy of the target:
+saves write, and even opening a store records the schema version, so neither may touch the
+target itself. Saves are real checkpoints from the snapshot, each the daemon's `save_checkpoint`
+(one transaction through `write_legacy_rows`, pruning to the newest five as the daemon did).
+Lookups are a large sample of real session keys spread over the snapshot, each `get_session`
+rebuilding the session's whole blob.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import peewee as pw
+
+from migrator.backfill import KINDS
+from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacySource, LegacyTable
+from migrator.models import Quarantine
+from migrator.phases import Mode
+from migrator.store import Blob, Store, blob_of, open_store
+from verification.gate.checks import PERFORMANCE, CheckResult, source_rows_between
+
+STORE_MODE = Mode.RELATIONAL_ONLY  # after cut-over: the relational rows alone serve the daemon
+CHECKPOINT_SAVE_SAMPLE = 200  # each save commits a transaction; 200 give a p99 that is not just the max
+SESSION_LOOKUP_SAMPLE = 5000
+MAX_MISSES_SHOWN = 20
+
+
+# --- figures -----------------------------------------------------------------------------------
+
+
+def percentile(ordered: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of ascending values: a value that was really measured."""
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def latency_figures(durations_ms: Iterable[float]) -> dict[str, Any]:
+    ordered = sorted(durations_ms)
+    if not ordered:
+        return {"samples": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
+    return {
+        "samples": len(ordered),
+        "p50_ms": round(percentile(ordered, 0.50), 3),
+        "p95_ms": round(percentile(ordered, 0.95), 3),
+        "p99_ms": round(percentile(ordered, 0.99), 3),
+        "max_ms": round(ordered[-1], 3),
+    }
+
+
+def latency_result(operation: str, durations_ms: list[float], limit_ms: float, problems: list[str]) -> CheckResult:
+    """p99 must stay under the limit; a check that measured nothing has not shown that."""
+    figures = {"operation": operation, **latency_figures(durations_ms), "p99_limit_ms": limit_ms}
+    name = operation.replace("_", " ")
+    if not durations_ms:
+        problems = [*problems, f"no {name} could be measured: the snapshot holds no sample"]
+    elif percentile(sorted(durations_ms), 0.99) >= limit_ms:  # unrounded: 0.0004 ms is not under 0.0001
+        problems = [*problems, f"{name} p99 {figures['p99_ms']} ms is not under the {limit_ms} ms limit"]
+    summary = (
+        f"{name}: p50 {figures['p50_ms']} ms, p95 {figures['p95_ms']} ms, p99 {figures['p99_ms']} ms, "
+        f"max {figures['max_ms']} ms over {figures['samples']:,} samples (p99 limit {limit_ms} ms)"
+    )
+    return CheckResult(PERFORMANCE, not problems, summary, figures, problems)
+
+
+# --- the scratch store -------------------------------------------------------------------------
+
+
+def backup_sqlite(original: Path, copy: Path) -> None:
+    """A consistent copy of a SQLite file, its WAL included, read without writing the original."""
+    source = sqlite3.connect(f"file:{quote(str(original.resolve()))}?mode=ro", uri=True)
+    with closing(source), closing(sqlite3.connect(copy)) as duplicate:
+        source.backup(duplicate)
+
+
+@contextmanager
+def scratch_store(target: Path) -> Iterator[Store]:
+    """The daemon's store on a private copy of a SQLite target.
+
+    Opening it binds the models to the copy; the gate's `ksi_target` fixture binds them again
+    for each test, so no other test reads the copy.
+    """
+    with tempfile.TemporaryDirectory(prefix="ksi-gate-store-") as folder:
+        copy = Path(folder) / "target-copy.db"
+        backup_sqlite(target, copy)
+        with open_store(copy, mode=STORE_MODE) as store:
+            yield store
+
+
+# --- sampling the snapshot ---------------------------------------------------------------------
+
+
+def every_nth(items: Iterable[Any], total: int, wanted: int) -> Iterator[Any]:
+    """About `wanted` items spread evenly over `total`, so the sample covers the whole snapshot."""
+    step = max(1, total // max(1, wanted))
+    for position, item in enumerate(items):
+        if position % step == 0:
+            yield item
+
+
+def quarantined_rowids(database: pw.Database, table: LegacyTable) -> set[int]:
+    query = Quarantine.select(Quarantine.source_rowid).where(Quarantine.legacy_table == table.name)
+    return {rowid for (rowid,) in database.execute(query)}
+
+
+def readable_total(source: LegacySource, table: LegacyTable, quarantined: set[int]) -> int:
+    return (source.count(table) if table in source.tables else 0) - len(quarantined)
+
+
+def checkpoint_blobs(source: LegacySource, quarantined: set[int], wanted: int) -> list[Blob]:
+    """Real checkpoint blobs spread over the snapshot, parsed as the daemon holds them before a save.
+
+    Quarantined rows are left out: the daemon never saves a checkpoint that is not a JSON object.
+    """
+    rows = (row for row in source_rows_between(source, CHECKPOINTS, None, None) if row[0] not in quarantined)
+    total = readable_total(source, CHECKPOINTS, quarantined)
+    return [blob_of(KINDS[CHECKPOINTS.name], row) for row in every_nth(rows, total, wanted)]
+
+
+def session_keys(source: LegacySource, quarantined: set[int], wanted: int) -> list[str]:
+    """Real session keys spread over the snapshot, read without reading a blob."""
+    if MCP_SESSIONS not in source.tables:
+        return []
+    cursor = source.connection.execute('SELECT rowid, "session_key" FROM "mcp_sessions" ORDER BY rowid')
+    keys = (key for rowid, key in cursor if rowid not in quarantined and isinstance(key, str))
+    return list(every_nth(keys, readable_total(source, MCP_SESSIONS, quarantined), wanted))
+
+
+# --- timing ------------------------------------------------------------------------------------
+
+
+def time_checkpoint_saves(store: Store, blobs: list[Blob]) -> list[float]:
+    durations: list[float] = []
+    for blob in blobs:
+        started = time.perf_counter()
+        store.save_checkpoint(blob)
+        durations.append((time.perf_counter() - started) * 1000)
+    return durations
+
+
+def time_session_lookups(store: Store, keys: list[str]) -> tuple[list[float], list[str]]:
+    """Milliseconds of each lookup, and the keys a lookup did not find."""
+    durations: list[float] = []
+    misses: list[str] = []
+    for key in keys:
+        started = time.perf_counter()
+        found = store.get_session(key)
+        durations.append((time.perf_counter() - started) * 1000)
+        if found is None:
+            misses.append(key)
+    return durations, misses
+
+
+def checkpoint_save_latency(source: LegacySource, target: Path, limit_ms: float) -> CheckResult:
+    with scratch_store(target) as store:
+        blobs = checkpoint_blobs(source, quarantined_rowids(store.database, CHECKPOINTS), CHECKPOINT_SAVE_SAMPLE)
+        durations = time_checkpoint_saves(store, blobs)
+    return latency_result("checkpoint_save", durations, limit_ms, [])
+
+
+def session_lookup_latency(source: LegacySource, target: Path, limit_ms: float) -> CheckResult:
+    with scratch_store(target) as store:
+        keys = session_keys(source, quarantined_rowids(store.database, MCP_SESSIONS), SESSION_LOOKUP_SAMPLE)
+        durations, misses = time_session_lookups(store, keys)
+    problems = [f"session {key!r} was not found by its key" for key in misses[:MAX_MISSES_SHOWN]]
+    if len(misses) > MAX_MISSES_SHOWN:
+        problems.append(f"... and {len(misses) - MAX_MISSES_SHOWN:,} more keys not found")
+    return latency_result("session_lookup", durations, limit_ms, problems)

@@ -1,0 +1,293 @@
+"""The sign-off gate's pytest plugin: options, collection, fixtures, and the controller's sign-off.
+
+How a run goes, with or without xdist:
+
+1. `pytest_configure` reads and validates the options. On the controller (the only process
+   without xdist) it hashes the snapshot before anything reads it, plans the shards, and
+   registers `SignoffController`; on a worker it takes the target and those hashes from
+   `config.workerinput`.
+2. `SignoffController.pytest_sessionstart` migrates the snapshot into a scratch target once,
+   before xdist starts its workers, and `pytest_configure_node` hands its path to each worker.
+3. Each worker collects the same tests: one per shard of rows (`pytest_generate_tests`), per
+   table, and per remaining check. Without `--ksi-snapshot` they are all deselected.
+4. A test stores its `CheckResult`; `pytest_runtest_makereport` puts it on the report as JSON
+   text, which xdist carries to the controller like any report attribute.
+5. The controller tallies reports as they arrive (printing each shard's rows per second), and
+   at `pytest_sessionfinish` writes signoff.json and signoff.md and makes the exit status
+   non-zero unless the sign-off is PASS.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import peewee as pw
+import pytest
+
+from migrator.backfill import backfill
+from migrator.errors import MigratorError
+from migrator.legacy import LegacySource, snapshot_hashes
+from migrator.target import target_database
+from verification.gate.artifacts import RunFacts, remove_stale_signoff, signoff_document, write_signoff
+from verification.gate.checks import SOURCE_UNTOUCHED, CheckResult, Shard, compare_source_hashes, plan_shards
+from verification.gate.ledger import PASS, Ledger
+from verification.gate.options import SNAPSHOT_OPTION, GateOptions, add_gate_options, read_gate_options
+
+GATE_MARKER = "ksi_gate"
+REPORT_ATTRIBUTE = "ksi_gate"  # JSON text {"check", "result"} on every report of a gate test
+CONTROLLER_PLUGIN = "ksi-gate-signoff"
+WORKER_TARGET = "ksi_gate_target"
+WORKER_SOURCE_HASHES = "ksi_gate_source_hashes"
+
+
+@dataclass
+class GateRun:
+    """One gate run as a process sees it; the controller fills in the target once migrated."""
+
+    options: GateOptions
+    hashes_at_start: dict[str, str | None]
+    target: str | None = None
+    migration: dict[str, Any] | None = None
+    scratch_dir: Path | None = None
+
+    @cached_property
+    def shards(self) -> list[Shard]:
+        # Every process plans the same shards from the same read-only file, as xdist requires.
+        with LegacySource(self.options.snapshot) as source:
+            return plan_shards(source, self.options.rows_per_shard)
+
+
+RUN_KEY = pytest.StashKey[GateRun]()
+RESULT_KEY = pytest.StashKey[CheckResult]()
+
+
+def is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def check_of(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker(GATE_MARKER)
+    return marker.args[0] if marker else None
+
+
+# --- options and set-up ------------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_gate_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{GATE_MARKER}(check): a sign-off gate check, collected only with {SNAPSHOT_OPTION}"
+    )
+    options = read_gate_options(config)
+    if options is None:
+        return
+    if is_worker(config):
+        workerinput = config.workerinput  # type: ignore[attr-defined]
+        config.stash[RUN_KEY] = GateRun(options, workerinput[WORKER_SOURCE_HASHES], workerinput[WORKER_TARGET])
+        return
+    run = GateRun(options, snapshot_hashes(options.snapshot), target=options.target)  # before anything reads it
+    try:
+        planned = run.shards
+    except MigratorError as exc:
+        raise pytest.UsageError(f"{SNAPSHOT_OPTION} {options.snapshot}: {exc}") from exc
+    config.stash[RUN_KEY] = run
+    config.pluginmanager.register(SignoffController(config, run, [shard.id for shard in planned]), CONTROLLER_PLUGIN)
+
+
+# --- collection --------------------------------------------------------------------------------
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "ksi_shard" in metafunc.fixturenames:
+        run = metafunc.config.stash.get(RUN_KEY, None)
+        shards = run.shards if run else []  # without a snapshot the test is deselected anyway
+        metafunc.parametrize("ksi_shard", shards, ids=[shard.id for shard in shards])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Without a snapshot, `pytest verification/` is the generative suite alone. With one, it is
+    # the gate alone: the sign-off's exit status and latencies must not depend on other tests.
+    gate_on = RUN_KEY in config.stash
+    kept = [item for item in items if (check_of(item) is not None) == gate_on]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+    # The source is compared with its hashes from the session's start as late as possible.
+    last = [item for item in kept if check_of(item) == SOURCE_UNTOUCHED]
+    items[:] = [item for item in kept if item not in last] + last
+
+
+# --- results onto reports ----------------------------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
+    check = check_of(item)
+    if check is not None:
+        result = item.stash.get(RESULT_KEY, None) if report.when == "call" else None
+        payload = {"check": check, "result": asdict(result) if result else None}
+        # A report attribute holding JSON text: xdist serialises it with the report, as it does hypothesis's.
+        setattr(report, REPORT_ATTRIBUTE, json.dumps(payload))
+    return report
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ksi_run(pytestconfig: pytest.Config) -> GateRun:
+    run = pytestconfig.stash.get(RUN_KEY, None)
+    if run is None:
+        pytest.skip(f"the sign-off gate runs only with {SNAPSHOT_OPTION}")
+    return run
+
+
+@pytest.fixture(scope="session")
+def ksi_source(ksi_run: GateRun) -> Iterator[LegacySource]:
+    with LegacySource(ksi_run.options.snapshot) as source:
+        yield source
+
+
+@pytest.fixture
+def ksi_target(ksi_run: GateRun) -> Iterator[pw.Database]:
+    # Opened for each test: opening binds the models process-wide, so no test inherits another's binding.
+    with target_database(ksi_run.target or "", must_exist=True) as database:
+        yield database
+
+
+@pytest.fixture
+def ksi_record(request: pytest.FixtureRequest) -> Callable[[CheckResult], CheckResult]:
+    """Keeps a test's result for its report, so the controller can write it into the sign-off."""
+
+    def record(result: CheckResult) -> CheckResult:
+        request.node.stash[RESULT_KEY] = result
+        return result
+
+    return record
+
+
+# --- the controller ----------------------------------------------------------------------------
+
+
+def failure_message(report: pytest.TestReport) -> str | None:
+    if report.passed:
+        return None
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None:
+        return crash.message.splitlines()[0]
+    if isinstance(report.longrepr, tuple):  # a skip: (path, line, reason)
+        return report.longrepr[2]
+    return str(report.longrepr).strip().splitlines()[-1] if report.longrepr else report.outcome
+
+
+class SignoffController:
+    """The controller's part: one migration before the workers start, one tally, one sign-off."""
+
+    def __init__(self, config: pytest.Config, run: GateRun, planned_shards: list[str]) -> None:
+        self.config = config
+        self.run = run
+        self.ledger = Ledger(planned_shards)
+        self.verdict: str | None = None
+        self.written: tuple[Path, Path] | None = None
+
+    @property
+    def runs_checks(self) -> bool:
+        return not self.config.option.collectonly
+
+    def say(self, line: str) -> None:
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is not None and self.config.get_verbosity() >= 0:
+            terminal.write_line(f"ksi-gate: {line}")
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        # Runs before xdist's own (trylast) pytest_sessionstart, which starts the workers.
+        if not self.runs_checks:
+            return
+        remove_stale_signoff(self.run.options.signoff_dir)
+        if self.run.target is None:
+            self.migrate_into_scratch()
+
+    def migrate_into_scratch(self) -> None:
+        self.run.scratch_dir = Path(tempfile.mkdtemp(prefix="ksi-gate-"))
+        target = self.run.scratch_dir / "target.db"
+        self.say(f"migrating {self.run.options.snapshot} into a scratch target")
+        with LegacySource(self.run.options.snapshot) as source, target_database(target) as database:
+            report = backfill(source, database)
+        self.run.target = str(target)
+        self.run.migration = report.to_dict()
+        rows = sum(table.source_rows for table in report.tables)
+        self.say(f"migrated {rows:,} rows in {report.seconds:.1f} s")
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        target = self.run.options.target or "a scratch SQLite target migrated from it"
+        return [
+            f"ksi-gate: snapshot {self.run.options.snapshot} (sha256 {self.run.hashes_at_start['db']})",
+            f"ksi-gate: target {target}; {len(self.ledger.planned_shards)} shards; "
+            f"sign-off in {self.run.options.signoff_dir}",
+        ]
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput[WORKER_TARGET] = self.run.target
+        node.workerinput[WORKER_SOURCE_HASHES] = self.run.hashes_at_start
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        payload = getattr(report, REPORT_ATTRIBUTE, None)
+        if payload is None:
+            return
+        entry = json.loads(payload)
+        test = report.nodeid.rpartition("::")[2]
+        self.ledger.note_report(entry["check"], test, report.outcome, entry["result"], failure_message(report))
+        if entry["result"]:
+            self.say(f"{test} {'ok' if entry['result']['passed'] else 'FAILED'}: {entry['result']['summary']}")
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if not self.runs_checks:
+            return
+        # The test compared the hashes while other workers may still have been reading: compare
+        # once more now that every worker is done.
+        final = compare_source_hashes(self.run.options.snapshot, self.run.hashes_at_start)
+        self.ledger.note_result("compared again by the controller after every test", final)
+        document = signoff_document(self.facts(), self.ledger.verdicts(), datetime.now(UTC))
+        self.verdict = document["verdict"]
+        self.written = write_signoff(self.run.options.signoff_dir, document)
+        if self.verdict != PASS and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def facts(self) -> RunFacts:
+        options = self.run.options
+        return RunFacts(
+            snapshot=options.snapshot,
+            snapshot_hashes=self.run.hashes_at_start,
+            target=options.target,
+            migration=self.run.migration,
+            thresholds={
+                "checkpoint_save_p99_ms": options.max_checkpoint_save_ms,
+                "session_lookup_p99_ms": options.max_session_lookup_ms,
+            },
+            accept_file=options.accept_file,
+        )
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if self.written is None:
+            return
+        terminalreporter.section("ksi sign-off")
+        for verdict in self.ledger.verdicts():
+            terminalreporter.write_line(f"{verdict.verdict:<8} {verdict.title}: {verdict.summary}")
+        json_path, markdown_path = self.written
+        terminalreporter.write_line(f"{self.verdict}: wrote {json_path} and {markdown_path}", bold=True)
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self.run.scratch_dir is not None:
+            shutil.rmtree(self.run.scratch_dir, ignore_errors=True)
