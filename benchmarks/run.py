@@ -1,0 +1,327 @@
+"""The benchmark suite: the product beside a hand-written reference, measured in one run.
+
+    python -m benchmarks [--quick] [--out bench-results] [--repeats N] [--postgres URL]
+
+Every figure is measured side by side on this machine in this run, so ratios mean something
+even when absolute timings are noisy. Results go to `results.json`, `results.md` and `plot.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from migrator import __version__
+from migrator.fabricate import fabricate_snapshot
+from migrator.fakes import fake_checkpoint_blob, make_faker
+from migrator.legacy import CHECKPOINTS, LegacySource, LegacyWriter
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".bench-cache"
+FULL_SIZES = (10_000, 100_000, 1_000_000)
+QUICK_SIZES = (10_000,)
+SESSIONS_PER_CHECKPOINT = 50
+SAVE_TARGET_CHECKPOINTS = 10_000
+SEED = 20261126
+
+# The bar (issue 6), checked and reported, never asserted: benchmarks inform, the gate decides.
+BAR = {
+    "backfill_vs_reference": 2.0,
+    "lookup_p99_ms": 1.0,
+    "save_p99_ms": 10.0,
+    "gate_speedup_n2": 1.6,
+    "rss_ratio_10x": 1.2,
+    "time_ratio_10x": 11.0,
+}
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+
+def cached_snapshot(sessions: int, checkpoints: int) -> Path:
+    """A fabricated snapshot, made once and reused by later runs (fabricate is deterministic)."""
+    CACHE.mkdir(exist_ok=True)
+    path = CACHE / f"legacy-s{sessions}-c{checkpoints}-seed{SEED}-v{__version__}.db"
+    if not path.exists():
+        log(f"fabricating {path.name}")
+        fabricate_snapshot(path, checkpoints=checkpoints, sessions=sessions, seed=SEED)
+    return path
+
+
+def percentiles(samples_ns: Sequence[int]) -> dict[str, float]:
+    ordered = sorted(samples_ns)
+
+    def at(fraction: float) -> float:
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] / 1e6
+
+    return {"p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99), "max_ms": ordered[-1] / 1e6, "n": len(ordered)}
+
+
+# --- measured in child processes --------------------------------------------------------------
+
+
+def measure(operation: str, source: Path, target: Path, *, fresh: bool) -> dict[str, Any]:
+    if fresh:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{target}{suffix}").unlink(missing_ok=True)
+    command = [sys.executable, "-m", "benchmarks.child", operation, str(source), str(target)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"{operation} failed:\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def compare_backfills(source: Path, work: Path, repeats: int) -> dict[str, Any]:
+    """Product and reference alternate, each starting first every other round."""
+    runs: dict[str, list[dict[str, Any]]] = {"migrate": [], "reference": []}
+    for round_number in range(repeats):
+        order = ("migrate", "reference") if round_number % 2 == 0 else ("reference", "migrate")
+        for operation in order:
+            runs[operation].append(measure(operation, source, work / f"{operation}.db", fresh=True))
+    verify_runs = [measure("verify", source, work / "migrate.db", fresh=False) for _ in range(repeats)]
+    rows = runs["migrate"][0]["rows"]
+
+    def summary(samples: list[dict[str, Any]]) -> dict[str, float]:
+        seconds = statistics.median(s["seconds"] for s in samples)
+        return {"seconds": seconds, "rows_per_s": rows / seconds, "max_rss_mb": max(s["max_rss_mb"] for s in samples)}
+
+    result = {name: summary(samples) for name, samples in (*runs.items(), ("verify", verify_runs))}
+    result["rows"] = rows
+    result["backfill_vs_reference"] = result["migrate"]["seconds"] / result["reference"]["seconds"]
+    result["verify_vs_backfill_throughput"] = result["verify"]["rows_per_s"] / result["migrate"]["rows_per_s"]
+    return result
+
+
+# --- latencies, in this process ----------------------------------------------------------------
+
+
+def lookup_latency(target: Path, samples: int) -> dict[str, float]:
+    """`store.get_session` in relational mode (full blob rebuilt) for random real session keys."""
+    from migrator.store import open_store
+
+    with sqlite3.connect(f"file:{target}?mode=ro", uri=True) as connection:
+        keys = [k for (k,) in connection.execute("SELECT session_key FROM mcp_session ORDER BY random() LIMIT ?", (samples,))]
+    store = open_store(target, mode="relational_only")
+    try:
+        for key in keys[:200]:  # warm the page cache and the statement caches first
+            store.get_session(key)
+        timings = []
+        for key in keys:
+            started = time.perf_counter_ns()
+            blob = store.get_session(key)
+            timings.append(time.perf_counter_ns() - started)
+            assert blob is not None, f"lookup of {key!r} found nothing"
+    finally:
+        store.close()
+    return percentiles(timings)
+
+
+def save_blob(rng: random.Random) -> dict[str, Any]:
+    """A checkpoint of the size the bar names: 20 session queues of 5 items, 50 completions."""
+    fake = make_faker(SEED)
+    blob = fake_checkpoint_blob(fake, rng)
+    queue = {"items": [{"request_id": f"req_{i}", "data": {"prompt": fake.ksi_prompt()}} for i in range(5)], "is_active": True}
+    blob["session_queues"] = {f"sess_{s}": queue for s in range(20)}
+    completion = next(iter(blob.get("active_completions", {}).values()), {"status": "processing"})
+    blob["active_completions"] = {f"req_{r}": completion for r in range(50)}
+    return blob
+
+
+def save_latency(work: Path, samples: int) -> dict[str, Any]:
+    """`store.save_checkpoint` in dual_write mode on a target holding 10,000 checkpoints.
+
+    The legacy file holds what the daemon keeps (the newest 5); each save adds one and prunes
+    one on both sides, so the target keeps its 10,000 rows throughout.
+    """
+    from migrator.store import open_store
+
+    snapshot = cached_snapshot(0, SAVE_TARGET_CHECKPOINTS)
+    target, legacy = work / "save-target.db", work / "save-legacy.db"
+    measure("migrate", snapshot, target, fresh=True)
+    _newest_checkpoints(snapshot, legacy, keep=5)
+    blob = save_blob(random.Random(SEED))
+    store = open_store(target, legacy=legacy, mode="dual_write")
+    try:
+        for _ in range(20):  # warm-up, not measured
+            store.save_checkpoint(blob)
+        timings = []
+        for _ in range(samples):
+            started = time.perf_counter_ns()
+            store.save_checkpoint(blob)
+            timings.append(time.perf_counter_ns() - started)
+        pending = len(store.report().pending_repairs)
+    finally:
+        store.close()
+    result: dict[str, Any] = percentiles(timings)
+    result["pending_repairs"] = pending
+    return result
+
+
+def _newest_checkpoints(snapshot: Path, out: Path, keep: int) -> None:
+    out.unlink(missing_ok=True)
+    with LegacySource(snapshot) as source:
+        rows = [row for batch in source.batches(CHECKPOINTS, 10_000) for row in batch][-keep:]
+        writer = LegacyWriter(out, source.schema())
+    writer.insert(CHECKPOINTS, rows)
+    writer.finish()
+
+
+# --- the gate on -n 0 and -n 2 ------------------------------------------------------------------
+
+
+def gate_seconds(source: Path, target: Path, workers: int, work: Path) -> float:
+    command = [
+        sys.executable, "-m", "pytest", "verification/", "-q", "-p", "no:cacheprovider",
+        "--ksi-snapshot", str(source), "--ksi-target", str(target),
+        "--ksi-signoff-dir", str(work / f"signoff-n{workers}"), "-n", str(workers),
+    ]  # fmt: skip
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"the gate failed on a clean target:\n{result.stdout[-3000:]}")
+    return seconds
+
+
+def gate_scaling(source: Path, target: Path, work: Path) -> dict[str, float]:
+    serial = gate_seconds(source, target, 0, work)
+    parallel = gate_seconds(source, target, 2, work)
+    return {"n0_seconds": serial, "n2_seconds": parallel, "speedup": serial / parallel}
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    by_size = results["sizes"]
+    largest = by_size[max(by_size, key=int)]
+    checks: dict[str, tuple[float, float, Callable[[float, float], bool]]] = {
+        "backfill_vs_reference": (largest["backfill_vs_reference"], BAR["backfill_vs_reference"], float.__le__),
+        "verify_vs_backfill_throughput": (largest["verify_vs_backfill_throughput"], 1.0, float.__ge__),
+        "lookup_p99_ms": (results["lookup"]["p99_ms"], BAR["lookup_p99_ms"], float.__le__),
+        "save_p99_ms": (results["save"]["p99_ms"], BAR["save_p99_ms"], float.__le__),
+        "gate_speedup_n2": (results["gate"]["speedup"], BAR["gate_speedup_n2"], float.__ge__),
+    }
+    sizes = sorted(by_size, key=int)
+    for small, large in zip(sizes, sizes[1:], strict=False):
+        if int(large) == 10 * int(small):
+            for step in ("migrate", "verify"):
+                rss = by_size[large][step]["max_rss_mb"] / by_size[small][step]["max_rss_mb"]
+                checks[f"{step}_rss_{large}_vs_{small}"] = (rss, BAR["rss_ratio_10x"], float.__le__)
+            seconds = by_size[large]["migrate"]["seconds"] / by_size[small]["migrate"]["seconds"]
+            checks[f"migrate_time_{large}_vs_{small}"] = (seconds, BAR["time_ratio_10x"], float.__le__)
+    return {name: {"measured": round(value, 3), "bar": bar, "met": meets(float(value), float(bar))}
+            for name, (value, bar, meets) in checks.items()}  # fmt: skip
+
+
+def write_markdown(results: dict[str, Any], path: Path) -> None:
+    lines = [f"# Benchmark results ({results['when']}, {results['machine']})", ""]
+    lines += ["| size (sessions) | rows | migrate s | reference s | ratio | verify s | migrate rows/s | verify rows/s | migrate RSS MB | verify RSS MB |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for size, r in sorted(results["sizes"].items(), key=lambda item: int(item[0])):
+        lines.append(
+            f"| {int(size):,} | {r['rows']:,} | {r['migrate']['seconds']:.2f} | {r['reference']['seconds']:.2f} | "
+            f"{r['backfill_vs_reference']:.2f}x | {r['verify']['seconds']:.2f} | {r['migrate']['rows_per_s']:,.0f} | "
+            f"{r['verify']['rows_per_s']:,.0f} | {r['migrate']['max_rss_mb']:.0f} | {r['verify']['max_rss_mb']:.0f} |"
+        )
+    lines += ["", "| latency | p50 ms | p95 ms | p99 ms | max ms | samples |", "| --- | --- | --- | --- | --- | --- |"]
+    for name in ("lookup", "save"):
+        r = results[name]
+        lines.append(f"| {name} | {r['p50_ms']:.3f} | {r['p95_ms']:.3f} | {r['p99_ms']:.3f} | {r['max_ms']:.3f} | {r['n']} |")
+    gate = results["gate"]
+    lines += ["", f"Gate: -n 0 {gate['n0_seconds']:.1f} s, -n 2 {gate['n2_seconds']:.1f} s, speedup {gate['speedup']:.2f}x", ""]
+    lines += ["| bar | measured | target | met |", "| --- | --- | --- | --- |"]
+    for name, verdict in results["verdicts"].items():
+        lines.append(f"| {name} | {verdict['measured']} | {verdict['bar']} | {'yes' if verdict['met'] else 'NO'} |")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (latency, throughput) = plt.subplots(1, 2, figsize=(12, 4.5))
+    labels = ("p50_ms", "p95_ms", "p99_ms", "max_ms")
+    for offset, name in enumerate(("lookup", "save")):
+        positions = [i + offset * 0.4 for i in range(len(labels))]
+        latency.bar(positions, [results[name][label] for label in labels], width=0.4, label=f"{name}")
+    latency.set_xticks([i + 0.2 for i in range(len(labels))], [label.removesuffix("_ms") for label in labels])
+    latency.set_yscale("log")
+    latency.set_ylabel("milliseconds (log)")
+    latency.set_title("store latency: get_session (1 ms bar), save_checkpoint (10 ms bar)")
+    latency.legend()
+    sizes = sorted(results["sizes"], key=int)
+    for step in ("migrate", "reference", "verify"):
+        throughput.plot([int(s) for s in sizes], [results["sizes"][s][step]["rows_per_s"] for s in sizes], marker="o", label=step)
+    throughput.set_xscale("log")
+    throughput.set_xlabel("sessions in the snapshot")
+    throughput.set_ylabel("legacy rows per second")
+    throughput.set_title("throughput against size")
+    throughput.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def run(sizes: Sequence[int], repeats: int, out: Path, lookup_samples: int, save_samples: int) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": f"{os.cpu_count()} cores, Python {sys.version.split()[0]}",
+        "version": __version__,
+        "sizes": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="ksi-bench-") as scratch:
+        work = Path(scratch)
+        for sessions in sizes:
+            source = cached_snapshot(sessions, sessions // SESSIONS_PER_CHECKPOINT)
+            log(f"backfill and verify, {sessions:,} sessions, {repeats} rounds")
+            results["sizes"][str(sessions)] = compare_backfills(source, work, repeats)
+            if sessions == sizes[-1]:
+                log(f"session lookups on {sessions:,} sessions")
+                results["lookup"] = lookup_latency(work / "migrate.db", lookup_samples)
+            if sessions == min(sizes[-1], 100_000):
+                log("the gate on -n 0 and -n 2")
+                shutil.copy(work / "migrate.db", work / "gate-target.db")
+                results["gate"] = gate_scaling(source, work / "gate-target.db", work)
+        log(f"checkpoint saves on {SAVE_TARGET_CHECKPOINTS:,} checkpoints")
+        results["save"] = save_latency(work, save_samples)
+    results["verdicts"] = verdicts(results)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_markdown(results, out / "results.md")
+    write_plot(results, out / "plot.png")
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10k sessions only, fewer samples (under 2 minutes)")
+    parser.add_argument("--out", default=str(ROOT / "bench-results"), help="where results go")
+    parser.add_argument("--repeats", type=int, help="rounds of product/reference alternation (default 3, quick 2)")
+    args = parser.parse_args(argv)
+    sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    repeats = args.repeats or (2 if args.quick else 3)
+    results = run(sizes, repeats, Path(args.out), lookup_samples=2000 if args.quick else 20000,
+                  save_samples=100 if args.quick else 500)  # fmt: skip
+    print((Path(args.out) / "results.md").read_text(encoding="utf-8"))
+    return 0 if all(v["met"] for v in results["verdicts"].values()) else 1
