@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,10 @@ def lookup_latency(target: Path, samples: int) -> dict[str, float]:
     from migrator.store import open_store
 
     with sqlite3.connect(f"file:{target}?mode=ro", uri=True) as connection:
-        keys = [k for (k,) in connection.execute("SELECT session_key FROM mcp_session ORDER BY random() LIMIT ?", (samples,))]
+        keys = [
+            k
+            for (k,) in connection.execute("SELECT session_key FROM mcp_session ORDER BY random() LIMIT ?", (samples,))
+        ]
     store = open_store(target, mode="relational_only")
     try:
         for key in keys[:200]:  # warm the page cache and the statement caches first
@@ -136,7 +140,10 @@ def save_blob(rng: random.Random) -> dict[str, Any]:
     """A checkpoint of the size the bar names: 20 session queues of 5 items, 50 completions."""
     fake = make_faker(SEED)
     blob = fake_checkpoint_blob(fake, rng)
-    queue = {"items": [{"request_id": f"req_{i}", "data": {"prompt": fake.ksi_prompt()}} for i in range(5)], "is_active": True}
+    queue = {
+        "items": [{"request_id": f"req_{i}", "data": {"prompt": fake.ksi_prompt()}} for i in range(5)],
+        "is_active": True,
+    }
     blob["session_queues"] = {f"sess_{s}": queue for s in range(20)}
     completion = next(iter(blob.get("active_completions", {}).values()), {"status": "processing"})
     blob["active_completions"] = {f"req_{r}": completion for r in range(50)}
@@ -219,7 +226,7 @@ def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "gate_speedup_n2": (results["gate"]["speedup"], BAR["gate_speedup_n2"], float.__ge__),
     }
     sizes = sorted(by_size, key=int)
-    for small, large in zip(sizes, sizes[1:], strict=False):
+    for small, large in pairwise(sizes):
         if int(large) == 10 * int(small):
             for step in ("migrate", "verify"):
                 rss = by_size[large][step]["max_rss_mb"] / by_size[small][step]["max_rss_mb"]
@@ -232,8 +239,9 @@ def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def write_markdown(results: dict[str, Any], path: Path) -> None:
     lines = [f"# Benchmark results ({results['when']}, {results['machine']})", ""]
-    lines += ["| size (sessions) | rows | migrate s | reference s | ratio | verify s | migrate rows/s | verify rows/s | migrate RSS MB | verify RSS MB |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    columns = ["size (sessions)", "rows", "migrate s", "reference s", "ratio", "verify s", "migrate rows/s",
+               "verify rows/s", "migrate RSS MB", "verify RSS MB"]  # fmt: skip
+    lines += ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for size, r in sorted(results["sizes"].items(), key=lambda item: int(item[0])):
         lines.append(
             f"| {int(size):,} | {r['rows']:,} | {r['migrate']['seconds']:.2f} | {r['reference']['seconds']:.2f} | "
@@ -243,9 +251,15 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
     lines += ["", "| latency | p50 ms | p95 ms | p99 ms | max ms | samples |", "| --- | --- | --- | --- | --- | --- |"]
     for name in ("lookup", "save"):
         r = results[name]
-        lines.append(f"| {name} | {r['p50_ms']:.3f} | {r['p95_ms']:.3f} | {r['p99_ms']:.3f} | {r['max_ms']:.3f} | {r['n']} |")
+        lines.append(
+            f"| {name} | {r['p50_ms']:.3f} | {r['p95_ms']:.3f} | {r['p99_ms']:.3f} | {r['max_ms']:.3f} | {r['n']} |"
+        )
     gate = results["gate"]
-    lines += ["", f"Gate: -n 0 {gate['n0_seconds']:.1f} s, -n 2 {gate['n2_seconds']:.1f} s, speedup {gate['speedup']:.2f}x", ""]
+    lines += [
+        "",
+        f"Gate: -n 0 {gate['n0_seconds']:.1f} s, -n 2 {gate['n2_seconds']:.1f} s, speedup {gate['speedup']:.2f}x",
+        "",
+    ]
     lines += ["| bar | measured | target | met |", "| --- | --- | --- | --- |"]
     for name, verdict in results["verdicts"].items():
         lines.append(f"| {name} | {verdict['measured']} | {verdict['bar']} | {'yes' if verdict['met'] else 'NO'} |")
@@ -270,7 +284,9 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
     latency.legend()
     sizes = sorted(results["sizes"], key=int)
     for step in ("migrate", "reference", "verify"):
-        throughput.plot([int(s) for s in sizes], [results["sizes"][s][step]["rows_per_s"] for s in sizes], marker="o", label=step)
+        throughput.plot(
+            [int(s) for s in sizes], [results["sizes"][s][step]["rows_per_s"] for s in sizes], marker="o", label=step
+        )
     throughput.set_xscale("log")
     throughput.set_xlabel("sessions in the snapshot")
     throughput.set_ylabel("legacy rows per second")
