@@ -147,6 +147,11 @@ def test_unreadable_rows_fail_the_gate_until_the_signer_accepts_exactly_them(
     assert accepted.ret == pytest.ExitCode.OK
     assert read_signoff(pytester)["verdict"] == "PASS"
 
+    document["quarantine"][0]["reason"] = "a reason nobody reviewed"
+    accept_file.write_text(json.dumps(document["quarantine"]), encoding="utf-8")
+    rereviewed = run_gate(pytester, snapshot_with_unreadable_rows, "--ksi-accept-quarantine", str(accept_file))
+    assert rereviewed.ret == pytest.ExitCode.TESTS_FAILED  # accepted for another reason is not accepted
+
 
 def test_an_accepted_row_that_is_not_quarantined_fails_the_gate_as_a_stale_list(
     pytester: pytest.Pytester, clean_snapshot: Path
@@ -160,7 +165,7 @@ def test_an_accepted_row_that_is_not_quarantined_fails_the_gate_as_a_stale_list(
     quarantine = checks_by_name(read_signoff(pytester))[QUARANTINE]
     assert quarantine["verdict"] == "FAIL"
     assert quarantine["problems"] == [
-        "mcp_sessions agent:conv-1 is accepted but not quarantined: the accept list is stale"
+        "mcp_sessions agent:conv-1 is accepted but not quarantined for that reason: the accept list is stale"
     ]
 
 

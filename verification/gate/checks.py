@@ -340,9 +340,11 @@ def quarantined_rows(database: pw.Database) -> list[dict[str, Any]]:
     ]
 
 
-def quarantine_identity(entry: dict[str, Any]) -> tuple[str, str]:
+def quarantine_identity(entry: dict[str, Any]) -> tuple[str, str, str]:
     # A key may be written as a number in a hand-edited accept file; the target keeps its text.
-    return entry["table"], str(entry["key"])
+    # The reason is part of what the signer reviewed: a row now quarantined for another reason
+    # needs a new review, so it no longer counts as accepted.
+    return entry["table"], str(entry["key"]), entry["reason"]
 
 
 def account_for_quarantine(quarantined: list[dict[str, Any]], accepted: list[dict[str, Any]]) -> CheckResult:
@@ -356,7 +358,7 @@ def account_for_quarantine(quarantined: list[dict[str, Any]], accepted: list[dic
         for entry in unaccepted
     ]
     problems += [
-        f"{entry['table']} {entry['key']} is accepted but not quarantined: the accept list is stale" for entry in stale
+        f"{entry['table']} {entry['key']} is accepted but not quarantined for that reason: the accept list is stale" for entry in stale
     ]
     figures = {
         "quarantined": len(quarantined),
