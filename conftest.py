@@ -15,7 +15,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-pytest_plugins = ["pytester", "verification.gate.plugin"]
+pytest_plugins = ["pytester", "verification.gate.plugin", "verification.engines"]
 
 NIGHTLY_DATABASE = Path(os.environ.get("KSI_NIGHTLY_DB", Path(__file__).parent / ".hypothesis" / "nightly"))
 
@@ -36,7 +36,8 @@ settings.register_profile(
 )
 settings.register_profile(
     "nightly",
-    max_examples=5000,
+    # Hypothesis has no time budget; size the night with KSI_NIGHTLY_EXAMPLES and bound it with `timeout`.
+    max_examples=int(os.environ.get("KSI_NIGHTLY_EXAMPLES", "5000")),
     deadline=None,
     database=DirectoryBasedExampleDatabase(NIGHTLY_DATABASE),
     print_blob=True,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from migrator.checkpoints import CHECKPOINT_TABLE, ITEM_TABLE, QUEUE_TABLE, REQUEST_TABLE
+from migrator.codec import key_digest
 from migrator.models import ALL_MODELS
 from migrator.relational import TableMap
 from migrator.sessions import SESSION_TABLE, TOOL_TABLE
@@ -47,6 +48,7 @@ def _session_rows(rowid: int, key: str, data: str, last_seen: Any) -> tuple[tupl
         rowid,
         "",
         key,
+        key_digest(key),  # the unique key (models: unique keys are digests)
         "daemon",
         get("agent_id"),
         get("conversation_id"),
@@ -108,7 +110,9 @@ def _checkpoint_rows(checkpoint_id: int, timestamp: Any, data: str) -> tuple[tup
             if isinstance(queue, list)
             else (queue.get("is_active"), queue.get("active_request"), dumps(list(queue)))
         )
-        queues.append((checkpoint_id, position, session_id, "object", len(entries), flags[0], flags[1], flags[2], None))
+        queues.append(
+            (checkpoint_id, position, session_id, key_digest(session_id), "object", len(entries), *flags, None)
+        )
         for item_position, item in enumerate(entries):
             items.append(
                 (
@@ -130,6 +134,7 @@ def _checkpoint_rows(checkpoint_id: int, timestamp: Any, data: str) -> tuple[tup
                 checkpoint_id,
                 position,
                 request_id,
+                key_digest(request_id),
                 c("session_id"),
                 c("agent_id"),
                 c("status"),

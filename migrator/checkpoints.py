@@ -19,13 +19,15 @@ from migrator.codec import (
     decode_cell,
     encode_cell,
     first_duplicate_key,
-    is_storable_text,
     join_array,
     join_object,
     json_type_name,
+    key_digest,
+    key_from_stored,
     parse_blob,
     parse_timestamp,
     storage_type,
+    stored_key,
 )
 from migrator.errors import RebuildError
 from migrator.legacy import CHECKPOINTS, LegacyRow
@@ -89,7 +91,17 @@ CHECKPOINT_TABLE = TableMap(
 )
 QUEUE_TABLE = TableMap(
     CheckpointQueue,
-    ("checkpoint_id", "position", "session_id", "shape", "queue_depth", *QUEUE.columns, "layout", "extra"),
+    (
+        "checkpoint_id",
+        "position",
+        "session_id",
+        "session_id_digest",
+        "shape",
+        "queue_depth",
+        *QUEUE.columns,
+        "layout",
+        "extra",
+    ),
     order=("position",),
 )
 ITEM_TABLE = TableMap(
@@ -99,14 +111,14 @@ ITEM_TABLE = TableMap(
 )
 REQUEST_TABLE = TableMap(
     CheckpointRequest,
-    ("checkpoint_id", "position", "request_id", *COMPLETION.columns, "layout", "extra"),
+    ("checkpoint_id", "position", "request_id", "request_id_digest", *COMPLETION.columns, "layout", "extra"),
     order=("position",),
 )
 
 _DATA = 4  # where CHECKPOINT_DATA's slots start in a checkpoint row
-_QUEUE = 5  # where QUEUE's slots start in a queue row
+_QUEUE = 6  # where QUEUE's slots start in a queue row
 _ITEM = 3
-_REQUEST = 3
+_REQUEST = 4
 
 
 # --- legacy row -> relational rows ------------------------------------------------------------
@@ -132,21 +144,21 @@ def to_rows(row: LegacyRow, digest: str) -> Bundle:
 
 def _queue_rows(checkpoint_id: int, session_queues: dict) -> tuple[list[Row], list[Row]]:
     _refuse_duplicate_keys(session_queues, "checkpoint_data.session_queues")
-    _refuse_unstorable_keys(session_queues, "checkpoint_data.session_queues")
     queues: list[Row] = []
     items: list[Row] = []
     for position, (session_id, queue) in enumerate(session_queues.items()):
         def where(session_id: str = session_id) -> str:
             return f"checkpoint_data.session_queues[{session_id!r}]"
 
+        key = _key_columns(session_id)
         if isinstance(queue, list):
             entries = queue
-            queues.append((checkpoint_id, position, session_id, "list", len(queue), *[None] * QUEUE.width, None, None))
+            queues.append((checkpoint_id, position, *key, "list", len(queue), *[None] * QUEUE.width, None, None))
         elif isinstance(queue, dict):
             split = split_record(QUEUE, queue, where)
             entries = split.containers.get("items", [])
             queues.append(
-                (checkpoint_id, position, session_id, "object", len(entries), *split.slots, split.layout, split.extra)
+                (checkpoint_id, position, *key, "object", len(entries), *split.slots, split.layout, split.extra)
             )
         else:
             raise UnreadableBlob(f"{where()} is a JSON {json_type_name(queue)}, expected an array or object")
@@ -163,7 +175,6 @@ def _queue_rows(checkpoint_id: int, session_queues: dict) -> tuple[list[Row], li
 
 def _request_rows(checkpoint_id: int, completions: dict) -> list[Row]:
     _refuse_duplicate_keys(completions, "checkpoint_data.active_completions")
-    _refuse_unstorable_keys(completions, "checkpoint_data.active_completions")
     rows: list[Row] = []
     for position, (request_id, completion) in enumerate(completions.items()):
         def where(request_id: str = request_id) -> str:
@@ -172,16 +183,15 @@ def _request_rows(checkpoint_id: int, completions: dict) -> list[Row]:
         if not isinstance(completion, dict):
             raise UnreadableBlob(f"{where()} is a JSON {json_type_name(completion)}, expected an object")
         split = split_record(COMPLETION, completion, where)
-        rows.append((checkpoint_id, position, request_id, *split.slots, split.layout, split.extra))
+        rows.append((checkpoint_id, position, *_key_columns(request_id), *split.slots, split.layout, split.extra))
     return rows
 
 
-def _refuse_unstorable_keys(mapping: dict, where: str) -> None:
-    # These keys go into TEXT columns; a key with a lone surrogate (JSON allows `"\\ud800"`)
-    # cannot be stored as TEXT, and the row is quarantined rather than the backfill stopped.
-    for key in mapping:
-        if not is_storable_text(key):
-            raise UnreadableBlob(f"{where} has a key that is not valid Unicode text: {key!r}")
+def _key_columns(key: str) -> tuple[str, str]:
+    """A map key's column and its digest column (the unique key): any key text, NUL and lone
+    surrogates included, is stored exactly on every engine."""
+    stored = stored_key(key)
+    return stored, key_digest(stored)
 
 
 def _refuse_duplicate_keys(mapping: dict, where: str) -> None:
@@ -201,7 +211,7 @@ def from_rows(bundle: Bundle) -> LegacyRow:
     containers = {
         "session_queues": _queues_text(checkpoint_id, queues, items),
         "active_completions": join_object(
-            (r[2], join_record(COMPLETION, r[_REQUEST:], r[-2], r[-1])) for r in requests
+            (key_from_stored(r[2]), join_record(COMPLETION, r[_REQUEST:], r[-2], r[-1])) for r in requests
         ),
     }
     canonical = join_record(CHECKPOINT_DATA, checkpoint[_DATA:], checkpoint[-3], checkpoint[-2], containers)
@@ -216,7 +226,7 @@ def _queues_text(checkpoint_id: int, queues: list[Row], items: list[Row]) -> str
     }
     pairs = []
     for queue in queues:
-        position, session_id, shape = queue[1], queue[2], queue[3]
+        position, session_id, shape = queue[1], key_from_stored(queue[2]), queue[4]
         items_text = join_array(
             join_record(QUEUE_ITEM, item[_ITEM:], item[-2], item[-1]) for item in items_by_queue.pop(position, [])
         )

@@ -1,6 +1,6 @@
 """Exact JSON and SQLite-cell codecs shared by both blob kinds.
 
-Three problems are solved here, once, so that the kind modules stay about their own shapes:
+Four problems are solved here, once, so that the kind modules stay about their own shapes:
 
 * **Parsing without loss.** `json.loads` loses duplicate keys, and its canonical re-encoding loses
   spelling (`1E5`, `"\\u00e9"`) and whitespace. `parse_blob` returns the value plus a *text overlay*:
@@ -10,10 +10,14 @@ Three problems are solved here, once, so that the kind modules stay about their 
   helpers here produce exactly what `json.dumps` with default arguments produces.
 * **SQLite storage types.** A legacy cell can hold any storage type, and TEXT that is not valid
   UTF-8. `encode_cell`/`decode_cell` turn any such value into a portable (tag, text) pair and back.
+* **Text every target engine can hold.** `is_storable_text` decides which strings may go into a
+  text column on every engine (no NUL, no lone surrogate); keys get a stored form and a digest
+  (`stored_key`, `key_digest`), so that lookups and unique constraints are exact everywhere.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
@@ -197,31 +201,74 @@ def apply_overlay(canonical: str, overlay: str | None) -> str:
     return "".join([s + t for s, t in zip(spaces, tokens, strict=True)]) + trailing
 
 
-# --- timestamps -------------------------------------------------------------------------------
+# --- text that every engine can hold ----------------------------------------------------------
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def is_storable_text(text: str) -> bool:
-    """Whether SQL TEXT can hold this string. JSON can spell a lone surrogate (`"\\ud800"`), but
-    UTF-8 has no encoding for one, so such a string must stay inside JSON text, escaped."""
+    """Whether every target engine's text type can hold this string.
+
+    JSON can spell a lone surrogate (`"\\ud800"`), but UTF-8 has no encoding for one; and JSON
+    and SQLite TEXT can hold NUL, which PostgreSQL's `text` refuses. Such a string stays inside
+    JSON text, escaped, on every engine, so that one mapping serves them all.
+    """
+    if "\x00" in text:
+        return False
     return text.isascii() or _SURROGATE.search(text) is None
+
+
+ESCAPED_KEY_MARK = "\x1b"
+"""Starts a key column's value that holds a key's JSON spelling instead of the key itself."""
+
+
+def stored_key(key: str) -> str:
+    """The form a key column holds: the key itself when every engine can store it, else a mark
+    and its JSON spelling (ASCII, NUL written `\\u0000`). A key that itself starts with the mark
+    is spelled too, so that no two keys share a stored form; lookups ask for this form."""
+    if is_storable_text(key) and not key.startswith(ESCAPED_KEY_MARK):
+        return key
+    return ESCAPED_KEY_MARK + encode_str(key)
+
+
+def key_from_stored(stored: str) -> str:
+    """Inverse of `stored_key`."""
+    return json.loads(stored[1:]) if stored.startswith(ESCAPED_KEY_MARK) else stored
+
+
+def key_digest(stored_key: str) -> str:
+    """The fixed-length fingerprint that unique constraints hold for a key column.
+
+    Keys have no length bound, and no server can enforce uniqueness over unbounded text exactly:
+    MySQL indexes a TEXT prefix only, PostgreSQL refuses btree entries over ~2.7 kB, and
+    collations may fold case or trailing spaces. A digest of the key's bytes is exact everywhere.
+    """
+    return hashlib.blake2b(stored_key.encode("utf-8"), digest_size=16).hexdigest()
+
+
+# --- timestamps -------------------------------------------------------------------------------
 
 
 @lru_cache(maxsize=65536)
 def parse_timestamp(text: str) -> datetime | None:
     """A queryable copy of a timestamp text: UTC when it names an offset, as written otherwise.
 
-    The text itself is always kept verbatim beside this copy; None means it could not be read.
+    The text itself is always kept verbatim beside this copy; None means it could not be read,
+    or names a time outside `QUERYABLE_YEARS`.
     """
     try:
         parsed = datetime.fromisoformat(text)
-    except (ValueError, TypeError):
+        if parsed.tzinfo is not None:
+            parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    except (ValueError, TypeError, OverflowError):  # OverflowError: an offset past year 1 or 9999
         return None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-    return parsed
+    return parsed if parsed.year in QUERYABLE_YEARS else None
+
+
+QUERYABLE_YEARS = range(1000, 10000)
+"""The years every engine's datetime column holds (MySQL's DATETIME: 1000 to 9999), so that one
+mapping gives the same parsed copies everywhere and no engine refuses a row for its timestamp."""
 
 
 # --- SQLite cells of any storage type ---------------------------------------------------------
@@ -261,7 +308,7 @@ def storage_type(value: LegacyCell) -> str:
 def encode_cell(value: LegacyCell) -> tuple[str | None, str | None]:
     """A legacy cell as a (tag, text) pair that any SQL engine can store in two text columns."""
     if isinstance(value, str):
-        return TEXT_TAG, value
+        return (TEXT_TAG, value) if is_storable_text(value) else ("text-json", encode_str(value))
     if isinstance(value, InvalidText):
         return "text-bytes", value.hex()
     if isinstance(value, bytes):
@@ -278,6 +325,7 @@ def decode_cell(tag: str | None, text: str | None) -> LegacyCell:
         return text
     assert text is not None or tag == "null"
     decoders = {
+        "text-json": json.loads,
         "text-bytes": lambda t: InvalidText(bytes.fromhex(t)),
         "blob": bytes.fromhex,
         "null": lambda t: None,

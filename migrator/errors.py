@@ -25,6 +25,10 @@ class TargetUnreachable(MigratorError):
     """The target database cannot be opened or connected to."""
 
 
+class UnsupportedEngine(MigratorError):
+    """The target's database server lacks something exact storage needs (named in the message)."""
+
+
 class IncompatibleSchema(MigratorError):
     """The target holds a relational schema of a version this migrator cannot use."""
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import peewee as pw
 
-SCHEMA_VERSION = 1
-"""Bumped whenever a change needs a `playhouse.migrate` step (see `migrator.schema`)."""
+SCHEMA_VERSION = 2
+"""Bumped whenever a change needs a `playhouse.migrate` step. Version 2 moved the unique keys
+from key text to key digests, so that every engine enforces them exactly."""
 
 database_proxy = pw.DatabaseProxy()
 
@@ -46,7 +47,8 @@ class Checkpoint(BaseModel):
 class CheckpointQueue(BaseModel):
     checkpoint = _cascade(Checkpoint, backref="queues")
     position = pw.IntegerField()  # order of the session_queues keys
-    session_id = pw.TextField()
+    session_id = pw.TextField()  # in its stored form (codec.stored_key)
+    session_id_digest = pw.CharField(max_length=32)  # codec.key_digest: the exact unique key
     shape = pw.CharField(max_length=8)  # "list" (old daemon) or "object" (new daemon)
     queue_depth = pw.IntegerField()
     is_active = pw.BooleanField(null=True)
@@ -56,7 +58,7 @@ class CheckpointQueue(BaseModel):
 
     class Meta:
         primary_key = pw.CompositeKey("checkpoint", "position")
-        indexes = ((("checkpoint", "session_id"), True),)
+        indexes = ((("checkpoint", "session_id_digest"), True),)
 
 
 class CheckpointQueueItem(BaseModel):
@@ -72,10 +74,17 @@ class CheckpointQueueItem(BaseModel):
 
     class Meta:
         primary_key = pw.CompositeKey("checkpoint", "queue_position", "position")
+        # Built from entities, not SQL text, so each engine quotes the names its own way.
         constraints = [  # noqa: RUF012 - peewee reads Meta attributes, never mutates them
-            pw.SQL(
-                'FOREIGN KEY ("checkpoint_id", "queue_position") REFERENCES '
-                '"checkpoint_queue" ("checkpoint_id", "position") ON DELETE CASCADE'
+            pw.NodeList(
+                (
+                    pw.SQL("FOREIGN KEY"),
+                    pw.EnclosedNodeList([pw.Entity("checkpoint_id"), pw.Entity("queue_position")]),
+                    pw.SQL("REFERENCES"),
+                    pw.Entity("checkpoint_queue"),
+                    pw.EnclosedNodeList([pw.Entity("checkpoint_id"), pw.Entity("position")]),
+                    pw.SQL("ON DELETE CASCADE"),
+                )
             )
         ]
 
@@ -83,7 +92,8 @@ class CheckpointQueueItem(BaseModel):
 class CheckpointRequest(BaseModel):
     checkpoint = _cascade(Checkpoint, backref="requests")
     position = pw.IntegerField()  # order of the active_completions keys
-    request_id = pw.TextField()
+    request_id = pw.TextField()  # in its stored form (codec.stored_key)
+    request_id_digest = pw.CharField(max_length=32)  # codec.key_digest: the exact unique key
     session_id = pw.TextField(null=True, index=True)
     agent_id = pw.TextField(null=True)
     status = pw.TextField(null=True, index=True)
@@ -101,13 +111,14 @@ class CheckpointRequest(BaseModel):
 
     class Meta:
         primary_key = pw.CompositeKey("checkpoint", "position")
-        indexes = ((("checkpoint", "request_id"), True),)
+        indexes = ((("checkpoint", "request_id_digest"), True),)
 
 
 class McpSession(BaseModel):
     id = pw.BigIntegerField(primary_key=True)  # the legacy row's rowid, kept as identity
     source_digest = pw.CharField(max_length=32)
-    session_key = pw.TextField(unique=True)
+    session_key = pw.TextField()  # in its stored form (codec.stored_key)
+    session_key_digest = pw.CharField(max_length=32, unique=True)  # codec.key_digest: lookups and uniqueness
     agent_id = pw.TextField(null=True, index=True)
     conversation_id = pw.TextField(null=True)
     shape = pw.CharField(max_length=8)  # "plan", "daemon" or "other"

@@ -17,7 +17,8 @@ from weakref import WeakKeyDictionary
 
 import peewee as pw
 
-from migrator.codec import LegacyCell, UnreadableBlob, decode_cell, encode_cell
+from migrator import engines
+from migrator.codec import LegacyCell, UnreadableBlob, decode_cell, encode_cell, stored_key
 from migrator.legacy import LegacyRow, LegacyTable, display_key
 from migrator.models import Quarantine
 
@@ -94,8 +95,7 @@ def _build_insert_sql(database: pw.Database, table: TableMap) -> str:
 
 def insert_rows(database: pw.Database, table: TableMap, rows: Sequence[Row]) -> None:
     if rows:
-        cursor = database.cursor()
-        cursor.executemany(insert_sql(database, table), rows)
+        engines.bulk_insert(database, insert_sql(database, table), rows)
 
 
 def delete_identities(database: pw.Database, kind: BlobKind, rowids: Sequence[int]) -> None:
@@ -118,7 +118,7 @@ QUARANTINE = TableMap(Quarantine, QUARANTINE_COLUMNS)
 
 def quarantine_row(kind: BlobKind, row: LegacyRow, digest: str, reason: str) -> Row:
     cells = json.dumps([list(encode_cell(cell)) for cell in row[1:]])
-    key = display_key(kind.legacy.key_of(row))
+    key = stored_key(display_key(kind.legacy.key_of(row)))  # a key holding NUL is stored escaped
     return (kind.legacy.name, row[0], digest, key, reason, cells)
 
 

@@ -12,6 +12,8 @@ indexed for the plan's tool-usage query.
 
 from __future__ import annotations
 
+import peewee as pw
+
 from migrator.codec import (
     UnreadableBlob,
     apply_overlay,
@@ -22,9 +24,12 @@ from migrator.codec import (
     is_storable_text,
     join_array,
     json_type_name,
+    key_digest,
+    key_from_stored,
     parse_blob,
     parse_timestamp,
     storage_type,
+    stored_key,
 )
 from migrator.errors import RebuildError
 from migrator.legacy import MCP_SESSIONS, LegacyRow
@@ -59,6 +64,7 @@ SESSION_TABLE = TableMap(
         "id",
         "source_digest",
         "session_key",
+        "session_key_digest",
         "shape",
         *SESSION_DATA.columns,
         "last_seen_type",
@@ -76,7 +82,7 @@ TOOL_TABLE = TableMap(
     order=("position",),
 )
 
-_DATA = 4  # where SESSION_DATA's slots start in a session row
+_DATA = 5  # where SESSION_DATA's slots start in a session row
 _LAST_SEEN = _DATA + SESSION_DATA.width
 _TOOL = 3
 
@@ -100,10 +106,12 @@ def to_rows(row: LegacyRow, digest: str) -> Bundle:
     tools = [_tool_row(rowid, position, tool) for position, tool in enumerate(split.containers.get("tools", []))]
     tag, text = encode_cell(last_seen)
     parsed_last_seen = parse_timestamp(last_seen) if isinstance(last_seen, str) else None
+    key = stored_key(session_key)
     session = (
         rowid,
         digest,
-        session_key,
+        key,
+        key_digest(key),
         _shape(blob),
         *split.slots,
         tag,
@@ -144,7 +152,13 @@ def from_rows(bundle: Bundle) -> LegacyRow:
     canonical = join_record(SESSION_DATA, session[_DATA:], session[-3], session[-2], containers)
     data = apply_overlay(canonical, session[-1])
     last_seen = decode_cell(session[_LAST_SEEN], session[_LAST_SEEN + 1])
-    return (session[0], session[2], data, last_seen)
+    return (session[0], key_from_stored(session[2]), data, last_seen)
+
+
+def session_key_is(session_key: str) -> pw.Expression:
+    """The condition that finds a session by its key: through the digest, which is indexed,
+    unique and exact on every engine, of the key's stored form."""
+    return McpSession.session_key_digest == key_digest(stored_key(session_key))
 
 
 def _tool_text(tool: Row) -> str:

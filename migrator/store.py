@@ -38,9 +38,9 @@ from typing import Any
 
 import peewee as pw
 
-from migrator import checkpoints, sessions
+from migrator import checkpoints, engines, sessions
 from migrator.backfill import DEFAULT_BATCH_SIZE, BackfillReport, backfill
-from migrator.codec import LegacyCell, decode_sqlite_text
+from migrator.codec import LegacyCell, decode_sqlite_text, stored_key
 from migrator.equivalence import json_differences
 from migrator.errors import LegacyUnavailable, RebuildError, SourceNotFound, UnknownMode, UnreadableRecord
 from migrator.legacy import (
@@ -227,7 +227,7 @@ class RelationalTables:
 
     def session(self, session_key: str) -> LegacyRow | None:
         with self.database.atomic():
-            bundle = read_bundle(self.database, sessions.KIND, McpSession.session_key == session_key)
+            bundle = read_bundle(self.database, sessions.KIND, sessions.session_key_is(session_key))
             if bundle is not None:
                 return sessions.KIND.from_rows(bundle)
             return next(iter(self._quarantined_sessions(session_key)), None)
@@ -248,11 +248,12 @@ class RelationalTables:
 
     def tool_usage(self) -> dict[str, int]:
         sessions_using = pw.fn.COUNT(pw.fn.DISTINCT(McpSessionTool.session))
+        name = pw.fn.MIN(McpSessionTool.tool_name)  # every name in a group is the same name
         query = (
-            McpSessionTool.select(McpSessionTool.tool_name, sessions_using)
+            McpSessionTool.select(name, sessions_using)
             .where(McpSessionTool.tool_name.is_null(False))
-            .group_by(McpSessionTool.tool_name)
-            .order_by(sessions_using.desc(), McpSessionTool.tool_name)
+            .group_by(engines.exact_group_key(self.database, McpSessionTool.tool_name))
+            .order_by(sessions_using.desc(), name)
         )
         return dict(query.tuples())
 
@@ -274,7 +275,7 @@ class RelationalTables:
         return sorted(relational + quarantined)
 
     def session_rowids(self, session_key: str) -> tuple[int, ...]:
-        query = McpSession.select(McpSession.id).where(McpSession.session_key == session_key)
+        query = McpSession.select(McpSession.id).where(sessions.session_key_is(session_key))
         relational = [rowid for (rowid,) in query.tuples()]
         return (*relational, *(row[0] for row in self._quarantined_sessions(session_key)))
 
@@ -317,7 +318,7 @@ class RelationalTables:
 
     def _quarantined_sessions(self, session_key: str) -> Iterator[LegacyRow]:
         # row_key is a display form ("NULL" for a NULL key), so the key cell itself is compared.
-        for record in self._quarantined(MCP_SESSIONS).where(Quarantine.row_key == session_key):
+        for record in self._quarantined(MCP_SESSIONS).where(Quarantine.row_key == stored_key(session_key)):
             row = unquarantine_row(record.source_rowid, record.cells)
             if MCP_SESSIONS.key_of(row) == session_key:  # a BLOB key never equals text in Python either
                 yield row

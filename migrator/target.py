@@ -13,13 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import peewee as pw
-from playhouse.db_url import connect as connect_url
 
+from migrator import engines
 from migrator.errors import IncompatibleSchema, NotMigrated, TargetUnreachable
 from migrator.legacy import LegacySchema
 from migrator.models import ALL_MODELS, SCHEMA_VERSION, MigrationMeta, database_proxy
-
-SQLITE_PRAGMAS = {"foreign_keys": 1, "journal_mode": "wal", "synchronous": "normal"}
+from migrator.schema_migrations import STEPS, upgrade
 
 
 def is_url(target: str) -> bool:
@@ -31,21 +30,26 @@ def open_target(target: str | os.PathLike[str], *, must_exist: bool = False) -> 
     text = str(target)
     try:
         if is_url(text):
-            database = connect_url(text)
+            database = engines.connect(text)
         else:
             path = Path(text)
             if must_exist and not path.is_file():
                 raise TargetUnreachable(f"target database not found: {path}")
             if not path.parent.is_dir():
                 raise TargetUnreachable(f"target folder does not exist: {path.parent}")
-            database = pw.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS)
+            database = pw.SqliteDatabase(path, pragmas=engines.SQLITE_PRAGMAS)
         database.connect(reuse_if_open=True)
     except TargetUnreachable:
         raise
     except Exception as exc:
-        raise TargetUnreachable(f"cannot open target {text}: {exc}") from exc
+        raise TargetUnreachable(f"cannot open target {text}: {_one_line(exc)}") from exc
     database_proxy.initialize(database)
     return database
+
+
+def _one_line(exc: Exception) -> str:
+    # Drivers explain connection failures over several lines; the CLI reports errors in one.
+    return " ".join(str(exc).split())
 
 
 @contextmanager
@@ -68,15 +72,18 @@ def schema_version(database: pw.Database) -> int | None:
 
 
 def create_schema(database: pw.Database) -> None:
-    """Create every table and index; idempotent, and refuses a schema it does not know."""
+    """Create every table and index; idempotent. An older schema is upgraded in place with
+    `playhouse.migrate` (migrator.schema_migrations); an unknown or newer one is refused."""
     version = schema_version(database)
     if version is not None and version != SCHEMA_VERSION:
-        raise IncompatibleSchema(
-            f"target holds relational schema version {version}; this migrator writes version "
-            f"{SCHEMA_VERSION} and has no migration from it"
-        )
+        if version > SCHEMA_VERSION or version not in STEPS:
+            raise IncompatibleSchema(
+                f"target holds relational schema version {version}; this migrator writes version "
+                f"{SCHEMA_VERSION} and has no migration from it"
+            )
+        upgrade(database, version, SCHEMA_VERSION, lambda new: set_meta(database, "schema_version", str(new)))
     with database.atomic():
-        database.create_tables(ALL_MODELS, safe=True)
+        engines.create_tables(database, ALL_MODELS)
         set_meta(database, "schema_version", str(SCHEMA_VERSION))
 
 
@@ -85,15 +92,15 @@ def require_schema(database: pw.Database) -> None:
     if version is None:
         raise NotMigrated("target holds no migrated data (no ksi_migration_meta table)")
     if version != SCHEMA_VERSION:
+        hint = "; `ksi-migrate migrate` upgrades it" if version in STEPS and version < SCHEMA_VERSION else ""
         raise IncompatibleSchema(
-            f"target holds relational schema version {version}; this migrator reads version {SCHEMA_VERSION}"
+            f"target holds relational schema version {version}; this migrator reads version {SCHEMA_VERSION}{hint}"
         )
 
 
 def set_meta(database: pw.Database, key: str, value: str) -> None:
-    MigrationMeta.insert(key=key, value=value).on_conflict(
-        conflict_target=[MigrationMeta.key], preserve=[MigrationMeta.value]
-    ).execute()
+    insert = MigrationMeta.insert(key=key, value=value)
+    engines.insert_or_update(database, insert, MigrationMeta.key, MigrationMeta.value).execute()
 
 
 def get_meta(database: pw.Database, key: str) -> str | None:

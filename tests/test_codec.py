@@ -18,12 +18,17 @@ from migrator.codec import (
     dumps,
     encode_cell,
     first_duplicate_key,
+    is_storable_text,
     keep_duplicate_keys,
+    key_digest,
+    key_from_stored,
     parse_blob,
     parse_timestamp,
     storage_type,
+    stored_key,
 )
 from migrator.errors import RebuildError
+from migrator.legacy import row_digest
 
 
 def test_json_dumps_writes_every_pair_of_a_dupdict() -> None:
@@ -128,7 +133,51 @@ def test_invalid_utf8_text_is_kept_as_bytes() -> None:
         ("2025-06-21T01:17:27+02:00", datetime(2025, 6, 20, 23, 17, 27)),
         ("2025-06-20T23:17:27", datetime(2025, 6, 20, 23, 17, 27)),
         ("yesterday", None),
+        ("9999-12-31T23:59:59.999999", datetime(9999, 12, 31, 23, 59, 59, 999999)),
+        ("0999-12-31T23:59:59Z", None),  # before MySQL's DATETIME range
+        ("0001-01-01T00:00:00+01:00", None),  # in UTC, before year 1
     ],
 )
 def test_timestamps_get_a_parsed_copy(text: str, expected: datetime | None) -> None:
     assert parse_timestamp(text) == expected
+
+
+# --- text every engine can hold, and keys ------------------------------------------------------------
+
+KEYS = ["agent:conv", "", "a\x00b", "\x00", "\ud800 lone", "\x1b", "\x1b\"a\"", "🙂", "a ", "A"]
+
+
+def test_nul_and_lone_surrogates_are_not_storable_text() -> None:
+    assert is_storable_text("é 🙂 \x01")
+    assert not is_storable_text("a\x00b")  # PostgreSQL's text refuses NUL
+    assert not is_storable_text("\ud800")  # UTF-8 cannot encode a lone surrogate
+
+
+def test_text_cells_every_engine_cannot_hold_get_their_own_tag() -> None:
+    assert encode_cell("plain") == (None, "plain")
+    tag, text = encode_cell("a\x00b")
+    assert (tag, text) == ("text-json", '"a\\u0000b"')
+    assert is_storable_text(text)
+    assert decode_cell(tag, text) == "a\x00b"
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_every_key_has_a_storable_form_that_gives_it_back(key: str) -> None:
+    stored = stored_key(key)
+    assert is_storable_text(stored)
+    assert key_from_stored(stored) == key
+    assert (stored == key) == (is_storable_text(key) and not key.startswith("\x1b"))
+
+
+def test_no_two_keys_share_a_stored_form_or_a_digest() -> None:
+    stored = [stored_key(key) for key in KEYS]
+    assert len(set(stored)) == len(KEYS)
+    assert len({key_digest(form) for form in stored}) == len(KEYS)
+    assert {len(key_digest(form)) for form in stored} == {32}
+
+
+def test_row_digests_of_text_cells_do_not_depend_on_how_they_are_stored() -> None:
+    # Targets and archive manifests written before NUL text had its own tag hold digests of the
+    # text itself; a new tag must not make their rows look changed, or an archive look corrupt.
+    # The value is blake2b-128 of b"None:3:a\x00b", the digest version 0.1.0 wrote.
+    assert row_digest(["a\x00b"]) == "b3372ee8b869045f0cc18ab205a5bc5c"

@@ -18,10 +18,13 @@ from typing import Any
 import pytest
 
 import migrator
+from migrator import engines
 from migrator.backfill import backfill
 from migrator.fabricate import fabricate_snapshot
 from migrator.legacy import LegacySource
+from migrator.models import Checkpoint
 from migrator.target import target_database
+from verification.engines import Targets
 from verification.gate.checks import CHECK_TITLES, PERFORMANCE, QUARANTINE, ROWS_EXACT, SCHEMA
 from verification.snapshots import checkpoint_row, session_row, write_snapshot
 
@@ -167,6 +170,37 @@ def test_an_accepted_row_that_is_not_quarantined_fails_the_gate_as_a_stale_list(
     assert quarantine["problems"] == [
         "mcp_sessions agent:conv-1 is accepted but not quarantined for that reason: the accept list is stale"
     ]
+
+
+# --- a server target ---------------------------------------------------------------------------
+
+
+def scratch_namespaces(target: str) -> list[str]:
+    """The gate's scratch schemas (PostgreSQL) or databases (MySQL) on the target's server."""
+    with closing(engines.connect(target)) as server:
+        query = "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE %s"
+        return [name for (name,) in server.execute_sql(query, (r"ksi\_gate\_%",)).fetchall()]
+
+
+def test_a_server_target_signs_off_with_latencies_measured_on_a_scratch_copy_beside_it(
+    pytester: pytest.Pytester, fabricated_snapshot: Path, server_engine: Targets
+) -> None:
+    with server_engine.fresh() as target:
+        with LegacySource(fabricated_snapshot) as source, target_database(target) as database:
+            backfill(source, database)
+
+        result = run_gate(pytester, fabricated_snapshot, "--ksi-target", target, "-n", "2")
+
+        assert result.ret == pytest.ExitCode.OK
+        document = read_signoff(pytester)
+        assert verdicts(document) == dict.fromkeys(CHECK_TITLES, "PASS")
+        assert {name: figures["samples"] for name, figures in document["latencies"].items()} == {
+            "checkpoint_save": 3,
+            "session_lookup": 10,
+        }
+        with target_database(target) as database:  # the saves went to the copy, not the target
+            assert Checkpoint.select().count() == 3
+        assert scratch_namespaces(target) == []  # and the copy is gone
 
 
 # --- a damaged target --------------------------------------------------------------------------

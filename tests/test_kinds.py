@@ -99,7 +99,8 @@ def test_session_shapes_round_trip(name: str) -> None:
 
 def test_queue_items_keep_order_and_duplicates_in_rows() -> None:
     _, queues, items, requests = checkpoints.to_rows(checkpoint_row(1, CHECKPOINT_BLOBS["mixed queues"]), "d")
-    assert [(q[2], q[3], q[4]) for q in queues] == [
+    named = [checkpoints.QUEUE_TABLE.columns.index(c) for c in ("session_id", "shape", "queue_depth")]
+    assert [tuple(q[i] for i in named) for q in queues] == [
         ("a", "list", 2),
         ("b", "object", 1),
         ("c", "list", 0),

@@ -358,7 +358,8 @@ def account_for_quarantine(quarantined: list[dict[str, Any]], accepted: list[dic
         for entry in unaccepted
     ]
     problems += [
-        f"{entry['table']} {entry['key']} is accepted but not quarantined for that reason: the accept list is stale" for entry in stale
+        f"{entry['table']} {entry['key']} is accepted but not quarantined for that reason: the accept list is stale"
+        for entry in stale
     ]
     figures = {
         "quarantined": len(quarantined),

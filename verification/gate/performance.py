@@ -1,12 +1,13 @@
 """Check 5: the plan's latency goals, measured on the snapshot's own data through the store the
 cut-over daemon uses (`migrator.store`).
 
-The store runs in `relational_only` mode, the plan's end state, on a scratch copy of the target:
-saves write, and even opening a store records the schema version, so neither may touch the
-target itself. Saves are real checkpoints from the snapshot, each the daemon's `save_checkpoint`
-(one transaction through `write_legacy_rows`, pruning to the newest five as the daemon did).
-Lookups are a large sample of real session keys spread over the snapshot, each `get_session`
-rebuilding the session's whole blob.
+The store runs in `relational_only` mode, the plan's end state, on a scratch copy of the target
+(a file for SQLite, a schema or database on the same server for a URL): saves write, and even
+opening a store records the schema version, so neither may touch the target itself. Saves are
+real checkpoints from the snapshot, each the daemon's `save_checkpoint` (one transaction through
+`write_legacy_rows`, pruning to the newest five as the daemon did). Lookups are a large sample
+of real session keys spread over the snapshot, each `get_session` rebuilding the session's
+whole blob.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import math
 import sqlite3
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -23,11 +25,13 @@ from urllib.parse import quote
 
 import peewee as pw
 
+from migrator import engines
 from migrator.backfill import KINDS
 from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacySource, LegacyTable
-from migrator.models import Quarantine
+from migrator.models import ALL_MODELS, Quarantine
 from migrator.phases import Mode
 from migrator.store import Blob, Store, blob_of, open_store
+from migrator.target import is_url, target_database
 from verification.gate.checks import PERFORMANCE, CheckResult, source_rows_between
 
 STORE_MODE = Mode.RELATIONAL_ONLY  # after cut-over: the relational rows alone serve the daemon
@@ -84,17 +88,40 @@ def backup_sqlite(original: Path, copy: Path) -> None:
 
 
 @contextmanager
-def scratch_store(target: Path) -> Iterator[Store]:
-    """The daemon's store on a private copy of a SQLite target.
+def sqlite_copy(target: Path) -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="ksi-gate-store-") as folder:
+        copy = Path(folder) / "target-copy.db"
+        backup_sqlite(target, copy)
+        yield str(copy)
+
+
+@contextmanager
+def server_copy(target: str) -> Iterator[str]:
+    """A copy of a server target in a new namespace of the same server, dropped afterwards: the
+    latencies then include the server's own commits and round trips."""
+    name = f"ksi_gate_{uuid.uuid4().hex[:12]}"
+    with closing(engines.connect(target)) as server:
+        engines.create_namespace(server, name)
+        try:
+            copy = engines.url_in_namespace(target, name)
+            with target_database(copy) as database, database.atomic():
+                engines.create_tables(database, ALL_MODELS)
+                engines.copy_tables(database, ALL_MODELS, engines.current_namespace(server), name)
+            yield copy
+        finally:
+            engines.drop_namespace(server, name)
+
+
+@contextmanager
+def scratch_store(target: str) -> Iterator[Store]:
+    """The daemon's store on a private copy of the target.
 
     Opening it binds the models to the copy; the gate's `ksi_target` fixture binds them again
     for each test, so no other test reads the copy.
     """
-    with tempfile.TemporaryDirectory(prefix="ksi-gate-store-") as folder:
-        copy = Path(folder) / "target-copy.db"
-        backup_sqlite(target, copy)
-        with open_store(copy, mode=STORE_MODE) as store:
-            yield store
+    copy = server_copy(target) if is_url(target) else sqlite_copy(Path(target))
+    with copy as location, open_store(location, mode=STORE_MODE) as store:
+        yield store
 
 
 # --- sampling the snapshot ---------------------------------------------------------------------
@@ -161,14 +188,14 @@ def time_session_lookups(store: Store, keys: list[str]) -> tuple[list[float], li
     return durations, misses
 
 
-def checkpoint_save_latency(source: LegacySource, target: Path, limit_ms: float) -> CheckResult:
+def checkpoint_save_latency(source: LegacySource, target: str, limit_ms: float) -> CheckResult:
     with scratch_store(target) as store:
         blobs = checkpoint_blobs(source, quarantined_rowids(store.database, CHECKPOINTS), CHECKPOINT_SAVE_SAMPLE)
         durations = time_checkpoint_saves(store, blobs)
     return latency_result("checkpoint_save", durations, limit_ms, [])
 
 
-def session_lookup_latency(source: LegacySource, target: Path, limit_ms: float) -> CheckResult:
+def session_lookup_latency(source: LegacySource, target: str, limit_ms: float) -> CheckResult:
     with scratch_store(target) as store:
         keys = session_keys(source, quarantined_rowids(store.database, MCP_SESSIONS), SESSION_LOOKUP_SAMPLE)
         durations, misses = time_session_lookups(store, keys)

@@ -1,0 +1,248 @@
+"""What differs between the SQL engines a target can live on, kept in this one module.
+
+The models, the SQL peewee generates from them and the whole mapping are one code path for
+SQLite, PostgreSQL and MySQL/MariaDB. Whatever the engines disagree on in the *data* is settled
+upstream, once for all of them: text an engine cannot hold stays escaped in JSON
+(`codec.is_storable_text`), unique keys are digests (`codec.key_digest`), numbers beyond 64 bits
+and legacy REAL cells are text. This module holds the few decisions peewee leaves to each engine:
+
+* how to connect. MySQL: `utf8mb4` (its `utf8` has no 4-byte characters), strict SQL mode (a
+  value a column cannot hold is an error, never silently cut), LONGTEXT for text (TEXT holds
+  64 KiB) and DATETIME(6) (DATETIME drops the microseconds). PostgreSQL's TEXT, TIMESTAMP and
+  BIGINT need no change.
+* table options. MySQL: InnoDB, and a binary NO PAD collation, so that comparisons, lookups and
+  GROUP BY tell "a" from "A" and from "a " (`utf8mb4_bin` is PAD SPACE: "a" = "a ").
+* grouping by text. MySQL sorts and groups TEXT by its first `max_sort_length` bytes (1 KiB by
+  default, and a larger value needs a larger sort buffer), so it groups by a SHA-256 of the text.
+* indexes on text columns, which have no length bound. MySQL indexes TEXT only up to a prefix;
+  a PostgreSQL btree refuses entries over ~2.7 kB, so text columns get hash indexes there
+  (equality is all the plan's queries ask of them). Neither may carry a unique constraint.
+* the bulk insert: psycopg2's `execute_values` for PostgreSQL; pymysql's `executemany`, which
+  already rewrites the models' `INSERT ... VALUES (%s, ...)` into multi-row statements;
+  SQLite's `executemany`, which runs in-process.
+* namespaces: a scratch PostgreSQL schema or MySQL database, for the harness, the sign-off
+  gate's latency checks and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
+
+import peewee as pw
+from playhouse.db_url import connect as connect_url
+from playhouse.db_url import schemes
+
+from migrator.errors import UnsupportedEngine
+
+try:  # the driver of PostgreSQL targets; absent when only SQLite or MySQL targets are used
+    from psycopg2.extras import execute_values
+except ImportError:  # pragma: no cover - depends on the installed extras
+    execute_values = None
+
+SQLITE, POSTGRESQL, MYSQL = "sqlite", "postgresql", "mysql"
+
+TEXT_INDEX_PREFIX = 255
+"""Characters of a text column a MySQL index covers (MySQL indexes TEXT only up to a prefix)."""
+
+SQLITE_PRAGMAS = {"foreign_keys": 1, "journal_mode": "wal", "synchronous": "normal"}
+MYSQL_OPTIONS: dict[str, Any] = {
+    "charset": "utf8mb4",
+    "sql_mode": "TRADITIONAL",  # strict for every table, no zero dates, no engine substitution
+    "field_types": {"TEXT": "LONGTEXT", "DATETIME": "DATETIME(6)"},
+}
+MYSQL_NO_PAD_BINARY_COLLATIONS = ("utf8mb4_nopad_bin", "utf8mb4_0900_bin")  # MariaDB 10.2+, MySQL 8.0+
+EXECUTE_VALUES_PAGE = 1000  # rows a statement; a backfill batch is 2000 legacy rows by default
+
+
+def engine_of(database: pw.Database) -> str:
+    """The engine family of a connected (or configured) peewee database."""
+    if isinstance(database, pw.PostgresqlDatabase):
+        return POSTGRESQL
+    if isinstance(database, pw.MySQLDatabase):
+        return MYSQL
+    if isinstance(database, pw.SqliteDatabase):
+        return SQLITE
+    raise TypeError(f"unsupported database {type(database).__name__}")
+
+
+def engine_of_url(url: str) -> str:
+    """The engine family a `playhouse.db_url` URL names, without connecting."""
+    scheme = urlparse(url).scheme
+    database_class = schemes.get(scheme)
+    if database_class is None:
+        raise ValueError(f"unsupported database URL scheme {scheme!r}; use one of {', '.join(sorted(schemes))}")
+    for family, base in ((POSTGRESQL, pw.PostgresqlDatabase), (MYSQL, pw.MySQLDatabase), (SQLITE, pw.SqliteDatabase)):
+        if issubclass(database_class, base):
+            return family
+    raise ValueError(f"unsupported database URL scheme {scheme!r}")
+
+
+# --- connecting --------------------------------------------------------------------------------
+
+
+def connect(url: str) -> pw.Database:
+    """A peewee database for a URL, configured for exact storage on its engine (not yet connected)."""
+    return connect_url(url, **_connect_options(engine_of_url(url)))
+
+
+def _connect_options(engine: str) -> dict[str, Any]:
+    if engine == SQLITE:  # a `sqlite:///` URL opens the file as a path does
+        return {"pragmas": SQLITE_PRAGMAS}
+    return dict(MYSQL_OPTIONS) if engine == MYSQL else {}
+
+
+def mysql_collation(database: pw.Database) -> str:
+    """The binary NO PAD collation of utf8mb4 this MySQL or MariaDB server offers."""
+    marks = ", ".join(["%s"] * len(MYSQL_NO_PAD_BINARY_COLLATIONS))
+    cursor = database.execute_sql(
+        f"SELECT collation_name FROM information_schema.collations WHERE collation_name IN ({marks})",
+        MYSQL_NO_PAD_BINARY_COLLATIONS,
+    )
+    offered = {name for (name,) in cursor.fetchall()}
+    for name in MYSQL_NO_PAD_BINARY_COLLATIONS:
+        if name in offered:
+            return name
+    raise UnsupportedEngine(
+        "this MySQL server has no binary NO PAD utf8mb4 collation (one of "
+        f"{', '.join(MYSQL_NO_PAD_BINARY_COLLATIONS)}): use MariaDB 10.2+ or MySQL 8.0+"
+    )
+
+
+# --- the schema --------------------------------------------------------------------------------
+
+
+def create_tables(database: pw.Database, models: Sequence[type[pw.Model]]) -> None:
+    """Create the tables that do not exist yet, each with its indexes adapted to the engine.
+
+    A table that exists is left as it is: MySQL has no `CREATE INDEX IF NOT EXISTS`, so indexes
+    are only created together with their table.
+    """
+    for model in pw.sort_models(models):
+        if database.table_exists(model._meta.table_name):
+            continue
+        database.execute(_create_table_statement(database, model))
+        for index in model._meta.fields_to_index():
+            database.execute(engine_index(database, index).safe(database.safe_create_index))
+
+
+def _create_table_statement(database: pw.Database, model: type[pw.Model]) -> pw.Context:
+    statement = model._schema._create_table(safe=True)
+    if engine_of(database) == MYSQL:
+        collation = mysql_collation(database)
+        statement.literal(f" ENGINE=InnoDB ROW_FORMAT=DYNAMIC DEFAULT CHARSET=utf8mb4 COLLATE={collation}")
+    return statement
+
+
+def engine_index(database: pw.Database, index: pw.ModelIndex) -> pw.ModelIndex:
+    """A model's index as this engine can hold it, with the same columns and uniqueness."""
+    engine = engine_of(database)
+    text_columns = [e for e in index._expressions if isinstance(e, pw.TextField)]
+    if engine == SQLITE or not text_columns:
+        return index
+    if index._unique:  # a key column has a digest column for that (codec.key_digest)
+        raise TypeError(f"{index._name}: a unique index over unbounded text cannot be exact on {engine}")
+    if engine == POSTGRESQL:
+        if len(index._expressions) > 1:
+            raise TypeError(f"{index._name}: PostgreSQL hash indexes cover one column")
+        return pw.ModelIndex(index._model, index._expressions, using="hash", name=index._name)
+    expressions = [
+        pw.NodeList((e, pw.SQL(f"({TEXT_INDEX_PREFIX})")), glue="") if isinstance(e, pw.TextField) else e
+        for e in index._expressions
+    ]
+    return pw.ModelIndex(index._model, expressions, name=index._name)
+
+
+def exact_group_key(database: pw.Database, text: pw.Field) -> pw.Node:
+    """What to GROUP BY so that two text values share a group only when they are equal: MySQL
+    compares only the first `max_sort_length` bytes of TEXT when it groups, so it groups by a
+    SHA-256 of the whole text there."""
+    return pw.fn.SHA2(text, 256) if engine_of(database) == MYSQL else text
+
+
+def insert_or_update(database: pw.Database, query: pw.Insert, key: pw.Field, update: pw.Field) -> pw.Insert:
+    """`query` that updates `update` when a row with its `key` exists: MySQL's ON DUPLICATE KEY
+    names no conflict target, PostgreSQL's and SQLite's ON CONFLICT must."""
+    if engine_of(database) == MYSQL:
+        return query.on_conflict(preserve=[update])
+    return query.on_conflict(conflict_target=[key], preserve=[update])
+
+
+# --- the bulk insert ---------------------------------------------------------------------------
+
+
+def bulk_insert(database: pw.Database, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Send many rows through one INSERT statement of the form `INSERT ... VALUES (%s, ...)`."""
+    cursor = database.cursor()
+    if _is_psycopg2(cursor):
+        # psycopg2's executemany sends one statement a row; execute_values one a page of rows.
+        head, separator, row_template = sql.rpartition(" VALUES ")
+        execute_values(cursor, f"{head}{separator}%s", rows, template=row_template, page_size=EXECUTE_VALUES_PAGE)
+    else:
+        cursor.executemany(sql, rows)
+
+
+def _is_psycopg2(cursor: Any) -> bool:
+    # peewee may also drive PostgreSQL through psycopg 3, whose cursors execute_values cannot use.
+    return execute_values is not None and type(cursor).__module__.startswith("psycopg2")
+
+
+# --- namespaces --------------------------------------------------------------------------------
+
+_NAMESPACE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def _check_namespace(name: str) -> str:
+    if not _NAMESPACE.fullmatch(name):
+        raise ValueError(f"namespace names are lower-case letters, digits and _, got {name!r}")
+    return name
+
+
+def url_in_namespace(url: str, name: str) -> str:
+    """The URL of the same server with `name` as the namespace: MySQL's database, PostgreSQL's schema
+    (through the connection's `search_path`, so every unqualified name resolves there; it replaces
+    any `options` the URL had)."""
+    parsed = urlparse(url)
+    engine = engine_of_url(url)
+    if engine == MYSQL:
+        return urlunparse(parsed._replace(path=f"/{_check_namespace(name)}"))
+    if engine == POSTGRESQL:
+        query = [(k, v) for k, v in parse_qsl(parsed.query, keep_blank_values=True) if k != "options"]
+        query.append(("options", f"-c search_path={_check_namespace(name)}"))
+        return urlunparse(parsed._replace(query=urlencode(query)))
+    raise ValueError(f"{engine} has no namespaces: use another file")
+
+
+def current_namespace(database: pw.Database) -> str:
+    """The schema (PostgreSQL) or database (MySQL) that unqualified table names resolve to."""
+    function = "current_schema()" if engine_of(database) == POSTGRESQL else "DATABASE()"
+    return database.execute_sql(f"SELECT {function}").fetchone()[0]
+
+
+def create_namespace(database: pw.Database, name: str) -> None:
+    keyword = "SCHEMA" if engine_of(database) == POSTGRESQL else "DATABASE"
+    database.execute_sql(f"CREATE {keyword} {_quoted(database, _check_namespace(name))}")
+
+
+def drop_namespace(database: pw.Database, name: str) -> None:
+    if engine_of(database) == POSTGRESQL:
+        database.execute_sql(f"DROP SCHEMA IF EXISTS {_quoted(database, _check_namespace(name))} CASCADE")
+    else:
+        database.execute_sql(f"DROP DATABASE IF EXISTS {_quoted(database, _check_namespace(name))}")
+
+
+def _quoted(database: pw.Database, *names: str) -> str:
+    sql, _ = database.get_sql_context().sql(pw.Entity(*names)).query()
+    return sql
+
+
+def copy_tables(database: pw.Database, models: Sequence[type[pw.Model]], source: str, destination: str) -> None:
+    """Copy every row of these tables from one namespace to another of the same server; the
+    destination tables must exist, with the same columns in the same order."""
+    for model in pw.sort_models(models):
+        table = model._meta.table_name
+        database.execute_sql(
+            f"INSERT INTO {_quoted(database, destination, table)} SELECT * FROM {_quoted(database, source, table)}"
+        )

@@ -1,0 +1,89 @@
+"""Schema evolution with playhouse.migrate: a version-1 target is upgraded in place, keeps every
+row, and verifies exact afterwards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import peewee as pw
+import pytest
+from playhouse.migrate import SchemaMigrator, migrate
+
+from migrator.backfill import backfill
+from migrator.errors import IncompatibleSchema
+from migrator.legacy import LegacySource
+from migrator.models import McpSession
+from migrator.schema_migrations import V2_KEYS, foreign_keys_suspended
+from migrator.target import create_schema, require_schema, schema_version, set_meta, target_database
+from migrator.verify import verify
+from tests.conftest import SnapshotFactory
+from verification.snapshots import checkpoint_row, session_row
+
+NUL_KEY = "agent:conv\x00tail"
+CHECKPOINT = {"session_queues": {"s1": [], "s2": {"items": []}}, "active_completions": {"r1": {}, "r2": {}}}
+
+
+def _downgrade_to_version_1(database: pw.Database) -> None:
+    """The target as release 1 left it: unique keys on the key text, NUL keys stored raw."""
+    McpSession.update(session_key=NUL_KEY).where(McpSession.session_key != "plain:key").execute()
+    migrator = SchemaMigrator.from_database(database)
+    with foreign_keys_suspended(database):
+        _drop_digests(database, migrator)
+    set_meta(database, "schema_version", "1")
+
+
+def _drop_digests(database: pw.Database, migrator: SchemaMigrator) -> None:
+    for table, key_column, digest_column, _ in V2_KEYS:
+        unique = [index.name for index in database.get_indexes(table) if digest_column in index.columns]
+        old_columns = (key_column,) if table == "mcp_session" else ("checkpoint_id", key_column)
+        migrate(
+            *(migrator.drop_index(table, name) for name in unique),
+            migrator.drop_column(table, digest_column),
+            migrator.add_index(table, old_columns, unique=True),
+        )
+
+
+@pytest.fixture
+def version_1_target(snapshot_factory: SnapshotFactory, tmp_path: Path) -> tuple[Path, Path]:
+    snapshot = snapshot_factory(
+        [checkpoint_row(1, CHECKPOINT)],
+        [session_row(1, "plain:key", {"tools": ["Read"]}), session_row(2, NUL_KEY, {"agent_id": "a"})],
+    )
+    target = tmp_path / "v1.db"
+    with LegacySource(snapshot) as source, target_database(target) as database:
+        backfill(source, database)
+        _downgrade_to_version_1(database)
+    return snapshot, target
+
+
+def test_a_version_1_target_is_upgraded_in_place_and_stays_exact(version_1_target: tuple[Path, Path]) -> None:
+    snapshot, target = version_1_target
+    with target_database(target) as database:
+        assert schema_version(database) == 1
+        with pytest.raises(IncompatibleSchema, match="`ksi-migrate migrate` upgrades it"):
+            require_schema(database)
+        create_schema(database)
+        assert schema_version(database) == 2
+        for table, _, digest_column, unique_columns in V2_KEYS:
+            assert [i.columns for i in database.get_indexes(table) if i.unique and digest_column in i.columns] == [
+                list(unique_columns)
+            ]
+        with LegacySource(snapshot) as source:
+            report = verify(source, database)
+    assert report.ok, [str(m) for m in report.mismatches]
+
+
+def test_an_upgraded_target_catches_up_without_rewriting_rows(version_1_target: tuple[Path, Path]) -> None:
+    snapshot, target = version_1_target
+    with LegacySource(snapshot) as source, target_database(target) as database:
+        report = backfill(source, database)
+    assert [t.written for t in report.tables] == [0, 0]
+    assert [t.unchanged for t in report.tables] == [1, 2]
+
+
+def test_a_newer_schema_is_refused(version_1_target: tuple[Path, Path]) -> None:
+    _, target = version_1_target
+    with target_database(target) as database:
+        set_meta(database, "schema_version", "3")
+        with pytest.raises(IncompatibleSchema, match="version 3"):
+            create_schema(database)
