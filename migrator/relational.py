@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import heapq
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from operator import itemgetter
@@ -73,24 +73,30 @@ class BlobKind:
 # --- writing ----------------------------------------------------------------------------------
 
 
-_INSERT_SQL: WeakKeyDictionary[pw.Database, dict[TableMap, str]] = WeakKeyDictionary()
+_STATEMENTS: WeakKeyDictionary[pw.Database, dict[Hashable, str]] = WeakKeyDictionary()
+
+
+def statement(database: pw.Database, key: Hashable, build: Callable[[], pw.Query]) -> str:
+    """The SQL of a query peewee builds, made once per database and key, then reused.
+
+    Building a query costs more than running a small one; the hot paths (a row's lookup, a
+    checkpoint save) run the same few statements with new parameters each time.
+    """
+    cached = _STATEMENTS.setdefault(database, {})
+    if key not in cached:
+        cached[key] = database.get_sql_context().sql(build()).query()[0]
+    return cached[key]
 
 
 def insert_sql(database: pw.Database, table: TableMap) -> str:
-    """The INSERT for a table's columns, built by peewee once per database and table."""
-    cached = _INSERT_SQL.setdefault(database, {})
-    if table not in cached:
-        cached[table] = _build_insert_sql(database, table)
-    return cached[table]
+    """The INSERT for a table's columns, in the TableMap's column order."""
 
+    def build() -> pw.Query:
+        # insert_many keeps the given column order (a dict insert would reorder to the model's).
+        query = table.model.insert_many([(None,) * len(table.fields)], fields=table.fields)
+        return query.returning() if database.returning_clause else query  # executemany returns nothing
 
-def _build_insert_sql(database: pw.Database, table: TableMap) -> str:
-    # insert_many keeps the given column order (a dict insert would reorder to the model's).
-    query = table.model.insert_many([(None,) * len(table.fields)], fields=table.fields)
-    if database.returning_clause:
-        query = query.returning()  # no RETURNING: executemany has no rows to hand back
-    sql, _ = database.get_sql_context().sql(query).query()
-    return sql
+    return statement(database, ("insert", table), build)
 
 
 def insert_rows(database: pw.Database, table: TableMap, rows: Sequence[Row]) -> None:
@@ -100,9 +106,19 @@ def insert_rows(database: pw.Database, table: TableMap, rows: Sequence[Row]) -> 
 
 def delete_identities(database: pw.Database, kind: BlobKind, rowids: Sequence[int]) -> None:
     """Remove every relational row of these legacy rows, children first."""
+    if not rowids:
+        return
+    ids = list(rowids)
     for table in reversed(kind.tables):
-        table.model.delete().where(table.identity.in_(list(rowids))).execute()
-    quarantine_of(kind).where(Quarantine.source_rowid.in_(list(rowids))).execute()
+        build = lambda t=table: t.model.delete().where(t.identity.in_(ids))  # noqa: E731
+        sql = statement(database, ("delete", table, len(ids)), build)
+        database.execute_sql(sql, ids)
+    sql = statement(
+        database,
+        ("delete quarantine", kind.legacy.name, len(ids)),
+        lambda: quarantine_of(kind).where(Quarantine.source_rowid.in_(ids)),
+    )
+    database.execute_sql(sql, [kind.legacy.name, *ids])
 
 
 def quarantine_of(kind: BlobKind) -> pw.Delete:
@@ -214,13 +230,18 @@ def read_bundles_between(
         after = high
 
 
-def read_bundle(database: pw.Database, kind: BlobKind, where: pw.Expression) -> Bundle | None:
-    """The bundle of the one legacy row whose root row matches `where` (e.g. a session key)."""
-    roots = _fetch(database, _select(kind.root, where, limit=1))
+def read_bundle(database: pw.Database, kind: BlobKind, column: pw.Field, value: Any) -> Bundle | None:
+    """The bundle of the one legacy row whose root row has `column == value` (an indexed,
+    unique column: the id, or a session key's digest), in one query per table."""
+    root_sql = statement(database, ("bundle", kind.root, column), lambda: _select(kind.root, column == value, limit=1))
+    roots = database.execute_sql(root_sql, [value, 1]).fetchall()  # the value, then LIMIT 1
     if not roots:
         return None
     rowid = roots[0][0]
-    children = [_fetch(database, _select(child, child.identity == rowid)) for child in kind.tables[1:]]
+    children = []
+    for child in kind.tables[1:]:
+        sql = statement(database, ("children", child), lambda c=child: _select(c, c.identity == rowid))
+        children.append(database.execute_sql(sql, [rowid]).fetchall())
     return (roots, *children)
 
 

@@ -155,10 +155,10 @@ def from_rows(bundle: Bundle) -> LegacyRow:
     return (session[0], key_from_stored(session[2]), data, last_seen)
 
 
-def session_key_is(session_key: str) -> pw.Expression:
-    """The condition that finds a session by its key: through the digest, which is indexed,
-    unique and exact on every engine, of the key's stored form."""
-    return McpSession.session_key_digest == key_digest(stored_key(session_key))
+def session_key_lookup(session_key: str) -> tuple[pw.Field, str]:
+    """The column and value that find a session by its key: the digest of the key's stored
+    form, which is indexed, unique and exact on every engine."""
+    return McpSession.session_key_digest, key_digest(stored_key(session_key))
 
 
 def _tool_text(tool: Row) -> str:

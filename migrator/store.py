@@ -214,7 +214,7 @@ class RelationalTables:
 
     def checkpoint(self, checkpoint_id: int) -> LegacyRow | None:
         with self.database.atomic():
-            bundle = read_bundle(self.database, checkpoints.KIND, Checkpoint.id == checkpoint_id)
+            bundle = read_bundle(self.database, checkpoints.KIND, Checkpoint.id, checkpoint_id)
             if bundle is not None:
                 return checkpoints.KIND.from_rows(bundle)
             record = self._quarantined(CHECKPOINTS).where(Quarantine.source_rowid == checkpoint_id).first()
@@ -227,7 +227,7 @@ class RelationalTables:
 
     def session(self, session_key: str) -> LegacyRow | None:
         with self.database.atomic():
-            bundle = read_bundle(self.database, sessions.KIND, sessions.session_key_is(session_key))
+            bundle = read_bundle(self.database, sessions.KIND, *sessions.session_key_lookup(session_key))
             if bundle is not None:
                 return sessions.KIND.from_rows(bundle)
             return next(iter(self._quarantined_sessions(session_key)), None)
@@ -241,7 +241,7 @@ class RelationalTables:
         return {kind.legacy.key_of(row): blob_of(kind, row) for row in rows}
 
     def _bundle(self, kind: BlobKind, rowid: int) -> Bundle:
-        bundle = read_bundle(self.database, kind, kind.root.identity == rowid)
+        bundle = read_bundle(self.database, kind, kind.root.identity, rowid)
         if bundle is None:
             raise RebuildError(f"{kind.legacy.name} rowid {rowid} vanished while it was read")
         return bundle
@@ -275,7 +275,8 @@ class RelationalTables:
         return sorted(relational + quarantined)
 
     def session_rowids(self, session_key: str) -> tuple[int, ...]:
-        query = McpSession.select(McpSession.id).where(sessions.session_key_is(session_key))
+        column, digest = sessions.session_key_lookup(session_key)
+        query = McpSession.select(McpSession.id).where(column == digest)
         relational = [rowid for (rowid,) in query.tuples()]
         return (*relational, *(row[0] for row in self._quarantined_sessions(session_key)))
 
