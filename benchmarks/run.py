@@ -27,7 +27,7 @@ from typing import Any
 from migrator import __version__
 from migrator.fabricate import fabricate_snapshot
 from migrator.fakes import fake_checkpoint_blob, make_faker
-from migrator.legacy import CHECKPOINTS, LegacySource, LegacyWriter
+from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacySource
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".bench-cache"
@@ -153,17 +153,19 @@ def save_blob(rng: random.Random) -> dict[str, Any]:
 def save_latency(work: Path, samples: int) -> dict[str, Any]:
     """`store.save_checkpoint` in dual_write mode on a target holding 10,000 checkpoints.
 
-    The legacy file holds what the daemon keeps (the newest 5); each save adds one and prunes
-    one on both sides, so the target keeps its 10,000 rows throughout.
+    One SQLite file, as the runbook recommends: the relational rows of a long-kept snapshot
+    (10,000 checkpoints) beside the daemon's legacy table, which holds what the daemon keeps
+    (the newest 5). Each save writes both sides in one transaction and prunes one checkpoint
+    from both, so the relational side keeps its 10,000 rows throughout.
     """
     from migrator.store import open_store
 
     snapshot = cached_snapshot(0, SAVE_TARGET_CHECKPOINTS)
-    target, legacy = work / "save-target.db", work / "save-legacy.db"
+    target = work / "save-target.db"
     measure("migrate", snapshot, target, fresh=True)
-    _newest_checkpoints(snapshot, legacy, keep=5)
+    _add_newest_legacy_checkpoints(snapshot, target, keep=5)
     blob = save_blob(random.Random(SEED))
-    store = open_store(target, legacy=legacy, mode="dual_write")
+    store = open_store(target, mode="dual_write")
     try:
         for _ in range(20):  # warm-up, not measured
             store.save_checkpoint(blob)
@@ -177,16 +179,19 @@ def save_latency(work: Path, samples: int) -> dict[str, Any]:
         store.close()
     result: dict[str, Any] = percentiles(timings)
     result["pending_repairs"] = pending
+    result["blob_bytes"] = len(json.dumps(blob))
     return result
 
 
-def _newest_checkpoints(snapshot: Path, out: Path, keep: int) -> None:
-    out.unlink(missing_ok=True)
+def _add_newest_legacy_checkpoints(snapshot: Path, target: Path, keep: int) -> None:
+    """Give the target the daemon's legacy tables, `checkpoints` holding its newest rows."""
     with LegacySource(snapshot) as source:
-        rows = [row for batch in source.batches(CHECKPOINTS, 10_000) for row in batch][-keep:]
-        writer = LegacyWriter(out, source.schema())
-    writer.insert(CHECKPOINTS, rows)
-    writer.finish()
+        newest = [row for batch in source.batches(CHECKPOINTS, 10_000) for row in batch][-keep:]
+    with sqlite3.connect(target) as connection:
+        connection.execute(CHECKPOINTS.ddl)
+        connection.execute(MCP_SESSIONS.ddl)  # the daemon's database has both tables
+        connection.executemany("INSERT INTO checkpoints (id, timestamp, checkpoint_data) VALUES (?, ?, ?)",
+                               [row[1:] for row in newest])  # fmt: skip
 
 
 # --- the gate on -n 0 and -n 2 ------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 
 import peewee as pw
 
-from migrator import checkpoints, sessions
+from migrator import checkpoints, engines, sessions
 from migrator.legacy import LegacyRow, LegacySource, row_digest
 from migrator.models import Quarantine
 from migrator.relational import BlobKind, delete_identities, write_legacy_rows
@@ -60,19 +60,26 @@ def backfill(
     create_schema(database)
     save_legacy_schema(database, source.schema())
     report = BackfillReport()
-    for table in source.tables:
-        kind = KINDS[table.name]
-        table_report = TableReport(table.name, source_rows=source.count(table))
-        table_report.deleted = _delete_vanished(source, database, kind, batch_size)
-        target_is_empty = not _has_rows(kind)
-        for batch in source.batches(table, batch_size):
-            _sync_batch(database, kind, batch, table_report, assume_new=target_is_empty)
-            if progress:
-                progress(table.name, len(batch))
-        _count_totals(kind, table_report)
-        report.tables.append(table_report)
+    with engines.bulk_load(database):
+        for table in source.tables:
+            report.tables.append(_backfill_table(source, database, KINDS[table.name], batch_size, progress))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _backfill_table(
+    source: LegacySource, database: pw.Database, kind: BlobKind, batch_size: int, progress: Progress | None
+) -> TableReport:
+    table = kind.legacy
+    table_report = TableReport(table.name, source_rows=source.count(table))
+    table_report.deleted = _delete_vanished(source, database, kind, batch_size)
+    target_is_empty = not _has_rows(kind)
+    for batch in source.batches(table, batch_size):
+        _sync_batch(database, kind, batch, table_report, assume_new=target_is_empty)
+        if progress:
+            progress(table.name, len(batch))
+    _count_totals(kind, table_report)
+    return table_report
 
 
 def _has_rows(kind: BlobKind) -> bool:

@@ -27,7 +27,8 @@ and legacy REAL cells are text. This module holds the few decisions peewee leave
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
@@ -246,3 +247,25 @@ def copy_tables(database: pw.Database, models: Sequence[type[pw.Model]], source:
         database.execute_sql(
             f"INSERT INTO {_quoted(database, destination, table)} SELECT * FROM {_quoted(database, source, table)}"
         )
+
+
+# --- bulk loads --------------------------------------------------------------------------------
+
+BULK_CACHE_KIB = 64 * 1024
+"""SQLite's page cache during a backfill. The default (2 MiB) is smaller than the indexes of a
+million-row target, so inserts into them would go to disk; 64 MiB is a fixed bound, so memory
+stays flat however large the snapshot is."""
+
+
+@contextmanager
+def bulk_load(database: pw.Database) -> Iterator[None]:
+    """Settings chosen for a long bulk load, restored afterwards (the target stays as it was)."""
+    if not isinstance(database, pw.SqliteDatabase):
+        yield
+        return
+    previous = database.cache_size
+    database.cache_size = -BULK_CACHE_KIB  # negative: KiB rather than pages
+    try:
+        yield
+    finally:
+        database.cache_size = previous
