@@ -1,0 +1,344 @@
+"""Properties of the whole migration, checked on generated legacy data.
+
+Each property is a plain `check_*` function and the strategies of its arguments, listed in
+`PROPERTIES`, and each test below runs one of them under hypothesis. `test_seeded_faults.py`
+runs the very same checks against a deliberately broken migrator to show that they fail.
+
+"Identical" is always strict: cells by SQLite storage type and value (floats bit for bit), and the
+JSON column also by `migrator.equivalence.json_differences` (key order, repeated keys, `true` is
+not `1`, `1` is not `1.0`, `-0.0` is not `0.0`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+from hypothesis.strategies import SearchStrategy
+
+from migrator import checkpoints, sessions
+from migrator.codec import UnreadableBlob, cell_identity
+from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacyRow
+from migrator.relational import BlobKind, quarantine_row, unquarantine_row
+from verification.conftest import (
+    TableContents,
+    as_multisets,
+    contents_by_identity,
+    legacy_file_differences,
+    legacy_row_differences,
+    migrate,
+    read_legacy_rows,
+    rebuilt_row_differences,
+    restore_copy,
+    rows_written,
+    scratch_folder,
+    target_contents,
+    verify_target,
+)
+from verification.engines import SQLITE_TARGETS, Targets
+from verification.snapshots import checkpoint_row, session_row
+from verification.strategies import (
+    DAEMON_SCHEMA,
+    Formatting,
+    LegacySnapshot,
+    checkpoint_rows,
+    faker_checkpoint_blobs,
+    faker_session_blobs,
+    formattings,
+    legacy_snapshots,
+    primary_key_identity,
+    render,
+    session_rows,
+    unreadable_checkpoint_rows,
+    unreadable_session_rows,
+)
+
+BATCH_SIZES = st.integers(min_value=1, max_value=3)  # small, so every snapshot spans batches
+# In memory a row costs microseconds: check a few per example (distinct rowids, as in a table).
+IN_MEMORY_CHECKPOINTS = st.lists(checkpoint_rows(), min_size=1, max_size=6, unique_by=lambda row: row[0])
+IN_MEMORY_SESSIONS = st.lists(session_rows(), min_size=1, max_size=6, unique_by=lambda row: row[0])
+
+
+@dataclass(frozen=True)
+class Property:
+    """A property: what it claims, the strategies of its arguments, and its check."""
+
+    name: str
+    arguments: dict[str, SearchStrategy[Any]]
+    check: Callable[..., None]
+
+
+def _fail_unless_empty(problems: Sequence[str], claim: str) -> None:
+    assert not problems, f"{claim}:\n" + "\n".join(problems[:20])
+
+
+# --- rows to blob inverts blob to rows, in memory ---------------------------------------------
+
+
+def round_trip_in_memory(kind: BlobKind, row: LegacyRow) -> LegacyRow:
+    """The legacy row rebuilt from its relational rows, or from quarantine when unreadable."""
+    try:
+        bundle = kind.to_rows(row, "digest")
+    except UnreadableBlob as reason:
+        return unquarantine_row(row[0], quarantine_row(kind, row, "digest", str(reason))[-1])
+    return kind.from_rows(bundle)
+
+
+def check_checkpoint_round_trip(rows: list[LegacyRow]) -> None:
+    rebuilt = [round_trip_in_memory(checkpoints.KIND, row) for row in rows]
+    _fail_unless_empty(legacy_row_differences(CHECKPOINTS, rows, rebuilt), "from_rows(to_rows(row)) differs")
+
+
+def check_session_round_trip(rows: list[LegacyRow]) -> None:
+    rebuilt = [round_trip_in_memory(sessions.KIND, row) for row in rows]
+    _fail_unless_empty(legacy_row_differences(MCP_SESSIONS, rows, rebuilt), "from_rows(to_rows(row)) differs")
+
+
+# --- migrate through SQLite, then restore -----------------------------------------------------
+
+
+def check_migrate_then_restore(snapshot: LegacySnapshot, batch_size: int, targets: Targets = SQLITE_TARGETS) -> None:
+    with scratch_folder() as folder, targets.fresh() as target:
+        source = snapshot.write(folder / "legacy.db")
+        migrate(source, target, batch_size)
+        report = verify_target(source, target, batch_size)
+        _fail_unless_empty([str(problem) for problem in report.mismatches], "verify found differences")
+        assert report.ok, f"verify counted problems it did not name: {report.to_dict()}"
+        restored = restore_copy(target, folder / "restored.db", batch_size)
+        _fail_unless_empty(legacy_file_differences(source, restored), "the restored copy differs from the source")
+
+
+# --- migrating twice changes nothing ----------------------------------------------------------
+
+
+def check_migrating_twice(snapshot: LegacySnapshot, batch_size: int, targets: Targets = SQLITE_TARGETS) -> None:
+    with scratch_folder() as folder, targets.fresh() as target:
+        source = snapshot.write(folder / "legacy.db")
+        migrate(source, target, batch_size)
+        before = as_multisets(target_contents(target))
+        second = migrate(source, target, batch_size)
+        after = as_multisets(target_contents(target))
+        _fail_unless_empty(rebuilt_row_differences(source, target, batch_size), "after a second run, rows differ")
+    assert rows_written(second) == {"checkpoints": (0, 0), "mcp_sessions": (0, 0)}, (
+        f"the second run wrote or deleted rows (written, deleted): {rows_written(second)}"
+    )
+    changed = [name for name in before.keys() | after.keys() if before.get(name) != after.get(name)]
+    assert not changed, f"the second run changed table(s) {sorted(changed)}"
+
+
+# --- the order of rows in the source does not matter ------------------------------------------
+
+
+@st.composite
+def reorderings(draw: st.DrawFn) -> tuple[LegacySnapshot, LegacySnapshot]:
+    """A snapshot, and the same rows inserted in another order (sessions renumbered)."""
+    snapshot = draw(legacy_snapshots())
+    checkpoint_order = draw(st.permutations(range(len(snapshot.checkpoints))))
+    session_order = draw(st.permutations(range(len(snapshot.sessions))))
+    return snapshot, snapshot.reordered(checkpoint_order, session_order)
+
+
+def _migrated_contents(snapshot: LegacySnapshot, folder: Path, batch_size: int, targets: Targets) -> TableContents:
+    folder.mkdir()
+    with targets.fresh() as target:
+        source = snapshot.write(folder / "legacy.db")
+        migrate(source, target, batch_size)
+        _fail_unless_empty(rebuilt_row_differences(source, target, batch_size), "rows in this order do not round trip")
+        return target_contents(target)
+
+
+def check_source_order(
+    snapshots: tuple[LegacySnapshot, LegacySnapshot], batch_sizes: tuple[int, int], targets: Targets = SQLITE_TARGETS
+) -> None:
+    with scratch_folder() as folder:
+        first = _migrated_contents(snapshots[0], folder / "first", batch_sizes[0], targets)
+        second = _migrated_contents(snapshots[1], folder / "second", batch_sizes[1], targets)
+    first_view, second_view = as_multisets(contents_by_identity(first)), as_multisets(contents_by_identity(second))
+    changed = [name for name in first_view if first_view[name] != second_view.get(name)]
+    assert not changed, f"row order or batching changed the relational content of {sorted(changed)}"
+
+
+# --- quarantine is total ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuarantineCase:
+    """A snapshot, and which of its rows were built to be unreadable."""
+
+    snapshot: LegacySnapshot
+    unreadable: frozenset[tuple[str, int]]  # (legacy table, rowid)
+
+    def generated(self, table_name: str, rowid: int) -> LegacyRow:
+        rows = self.snapshot.checkpoints if table_name == "checkpoints" else self.snapshot.sessions
+        return next(row for row in rows if row[0] == rowid)
+
+
+def _tagged(rows: SearchStrategy[LegacyRow], unreadable: SearchStrategy[LegacyRow]) -> SearchStrategy:
+    """(row, built to be unreadable) pairs, both kinds mixed."""
+    return st.one_of(unreadable.map(lambda row: (row, True)), rows.map(lambda row: (row, False)))
+
+
+@st.composite
+def quarantine_cases(draw: st.DrawFn) -> QuarantineCase:
+    checkpoint_pairs = draw(
+        st.lists(_tagged(checkpoint_rows(), unreadable_checkpoint_rows()), max_size=5, unique_by=lambda p: p[0][0])
+    )
+    session_pairs = draw(
+        st.lists(
+            _tagged(session_rows(), unreadable_session_rows()),
+            max_size=5,
+            unique_by=(lambda pair: pair[0][0], lambda pair: primary_key_identity(pair[0][1])),
+        )
+    )
+    rows = (st.just([row for row, _ in checkpoint_pairs]), st.just([row for row, _ in session_pairs]))
+    unreadable = {("checkpoints", row[0]) for row, bad in checkpoint_pairs if bad}
+    unreadable |= {("mcp_sessions", row[0]) for row, bad in session_pairs if bad}
+    return QuarantineCase(draw(legacy_snapshots(*rows)), frozenset(unreadable))
+
+
+def check_quarantine_is_total(case: QuarantineCase, batch_size: int, targets: Targets = SQLITE_TARGETS) -> None:
+    with scratch_folder() as folder, targets.fresh() as target:
+        source = case.snapshot.write(folder / "legacy.db")
+        migrate(source, target, batch_size)
+        contents = target_contents(target)
+        stored = {table.name: read_legacy_rows(source, table) for table in (CHECKPOINTS, MCP_SESSIONS)}
+        restored = restore_copy(target, folder / "restored.db", batch_size)
+        _fail_unless_empty(legacy_file_differences(source, restored), "the restored copy differs from the source")
+    placed = _where_rows_went(contents)
+    problems = []
+    for table_name, rows in stored.items():
+        for row in rows:
+            places = placed.get((table_name, row[0]), [])
+            if len(places) != 1:
+                problems.append(f"{table_name} rowid {row[0]} is in {places or 'no table'}, not in exactly one")
+            elif places != ["quarantine"] and _built_unreadable_and_stored_as_built(case, table_name, row):
+                problems.append(f"{table_name} rowid {row[0]} cannot be read but was migrated: {row!r:.200}")
+    problems += _quarantine_not_verbatim(contents, stored)
+    _fail_unless_empty(problems, "quarantine is not total")
+
+
+def _where_rows_went(contents: TableContents) -> dict[tuple[str, int], list[str]]:
+    placed: dict[tuple[str, int], list[str]] = {}
+    for table_name, root in (("checkpoints", "checkpoint"), ("mcp_sessions", "mcp_session")):
+        for row in contents[root]:
+            placed.setdefault((table_name, row["id"]), []).append(root)
+    for row in contents["ksi_quarantine"]:
+        placed.setdefault((row["legacy_table"], row["source_rowid"]), []).append("quarantine")
+    return placed
+
+
+def _built_unreadable_and_stored_as_built(case: QuarantineCase, table_name: str, stored: LegacyRow) -> bool:
+    """A row built to be unreadable, unless SQLite's column affinity changed it on the way in
+    (an INTEGER key becomes TEXT in the daemon's `session_key TEXT` column, and is readable)."""
+    if (table_name, stored[0]) not in case.unreadable:
+        return False
+    generated = case.generated(table_name, stored[0])
+    return [cell_identity(cell) for cell in generated] == [cell_identity(cell) for cell in stored]
+
+
+def _quarantine_not_verbatim(contents: TableContents, stored: dict[str, list[LegacyRow]]) -> list[str]:
+    problems = []
+    for record in contents["ksi_quarantine"]:
+        table = CHECKPOINTS if record["legacy_table"] == "checkpoints" else MCP_SESSIONS
+        kept = unquarantine_row(record["source_rowid"], record["cells"])
+        source_row = [row for row in stored[table.name] if row[0] == record["source_rowid"]]
+        problems += legacy_row_differences(table, source_row, [kept])
+    return problems
+
+
+# --- the registry -----------------------------------------------------------------------------
+
+PROPERTIES: dict[str, Property] = {
+    prop.name: prop
+    for prop in (
+        Property("checkpoint-round-trip-in-memory", {"rows": IN_MEMORY_CHECKPOINTS}, check_checkpoint_round_trip),
+        Property("session-round-trip-in-memory", {"rows": IN_MEMORY_SESSIONS}, check_session_round_trip),
+        Property(
+            "migrate-then-restore",
+            {"snapshot": legacy_snapshots(), "batch_size": BATCH_SIZES},
+            check_migrate_then_restore,
+        ),
+        Property(
+            "migrating-twice-changes-nothing",
+            {"snapshot": legacy_snapshots(), "batch_size": BATCH_SIZES},
+            check_migrating_twice,
+        ),
+        Property(
+            "source-order-does-not-matter",
+            {"snapshots": reorderings(), "batch_sizes": st.tuples(BATCH_SIZES, BATCH_SIZES)},
+            check_source_order,
+        ),
+        Property(
+            "quarantine-is-total",
+            {"case": quarantine_cases(), "batch_size": BATCH_SIZES},
+            check_quarantine_is_total,
+        ),
+    )
+}
+
+
+# --- the tests --------------------------------------------------------------------------------
+
+
+@given(**PROPERTIES["checkpoint-round-trip-in-memory"].arguments)
+def test_checkpoint_rows_to_blob_inverts_blob_to_rows(rows: list[LegacyRow]) -> None:
+    check_checkpoint_round_trip(rows)
+
+
+@given(**PROPERTIES["session-round-trip-in-memory"].arguments)
+def test_session_rows_to_blob_inverts_blob_to_rows(rows: list[LegacyRow]) -> None:
+    check_session_round_trip(rows)
+
+
+# The `migrator.fakes` builders make whole blobs in the proportions the daemon wrote them. A seed
+# shrinks only to another seed, so they have tests of their own, apart from the properties whose
+# counterexamples must shrink to a few keys.
+
+
+@given(blob=faker_checkpoint_blobs(), formatting=formattings())
+def test_faker_built_checkpoints_round_trip(blob: dict, formatting: Formatting) -> None:
+    check_checkpoint_round_trip([checkpoint_row(1, render(blob, formatting))])
+
+
+@given(blob=faker_session_blobs(), formatting=formattings())
+def test_faker_built_sessions_round_trip(blob: dict, formatting: Formatting) -> None:
+    check_session_round_trip([session_row(1, "agent_1:conversation", render(blob, formatting))])
+
+
+# Found by this property: a JSON string holding a lone surrogate (`"\ud800"`) in a TEXT column
+# made SQLite refuse the insert and stopped the whole backfill.
+LONE_SURROGATES = LegacySnapshot(
+    DAEMON_SCHEMA,
+    (
+        checkpoint_row(1, '{"timestamp": "\\ud800", "reason": "\\udfff x"}'),
+        checkpoint_row(2, '{"session_queues": {"\\ud800": []}, "active_completions": {"\\udc00": {}}}'),
+    ),
+    (session_row(1, "agent:conversation", '{"agent_id": "\\ud83d", "tools": ["\\ud800", {"name": "\\ud800"}]}'),),
+)
+
+
+@example(snapshot=LONE_SURROGATES, batch_size=1)
+@given(**PROPERTIES["migrate-then-restore"].arguments)
+def test_migrate_then_restore_gives_identical_legacy_rows(snapshot: LegacySnapshot, batch_size: int) -> None:
+    check_migrate_then_restore(snapshot, batch_size)
+
+
+@given(**PROPERTIES["migrating-twice-changes-nothing"].arguments)
+def test_migrating_twice_changes_nothing(snapshot: LegacySnapshot, batch_size: int) -> None:
+    check_migrating_twice(snapshot, batch_size)
+
+
+@given(**PROPERTIES["source-order-does-not-matter"].arguments)
+def test_source_row_order_does_not_matter(
+    snapshots: tuple[LegacySnapshot, LegacySnapshot], batch_sizes: tuple[int, int]
+) -> None:
+    check_source_order(snapshots, batch_sizes)
+
+
+@given(**PROPERTIES["quarantine-is-total"].arguments)
+def test_quarantine_is_total(case: QuarantineCase, batch_size: int) -> None:
+    check_quarantine_is_total(case, batch_size)

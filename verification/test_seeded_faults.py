@@ -1,0 +1,397 @@
+"""The harness tested on itself: break the migrator on purpose, one fault at a time, and show that
+the property tests find a counterexample. A harness that cannot catch these has no value.
+
+Each fault is patched in memory (the functions of `migrator.records`, `migrator.codec`,
+`migrator.checkpoints`, `migrator.sessions`, `migrator.relational`, `migrator.backfill` that the
+mapping calls), and each property named in `caught_by` is searched with the fault active, using
+the very checks and strategies of `test_properties.py` and `test_lifecycle_state_machine.py`. A
+test id reads `<fault>-caught-by-<property>`.
+
+The search always uses the `ci` profile's settings (derandomised, the same example budget),
+whatever profile the run chose: that a fault is caught must not depend on luck or on the profile.
+It skips shrinking, which would only make a known-broken run slower; the failure message that
+names the difference is reported instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import traceback
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import Phase, find, settings
+from hypothesis import strategies as st
+from hypothesis.errors import NoSuchExample
+from hypothesis.stateful import run_state_machine_as_test
+
+from migrator import checkpoints, codec, records, relational, sessions
+from migrator.codec import InvalidText, keep_duplicate_keys, parse_timestamp
+from migrator.legacy import compare_legacy_files
+from migrator.records import Kind, RecordSpec, SplitRecord
+from verification.conftest import LEGACY_TABLE_NAMES, legacy_file_differences, scratch_folder
+from verification.strategies import UNTYPED_SCHEMA, LegacySnapshot
+from verification.test_lifecycle_state_machine import LegacyDatabaseLifecycle
+from verification.test_properties import PROPERTIES
+
+FAULT_SEARCH = settings(settings.get_profile("ci"), database=None, phases=(Phase.generate,))
+LIFECYCLE = "legacy-database-lifecycle"
+
+Patch = Callable[[pytest.MonkeyPatch], None]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A deliberate bug: how to put it in, and the properties that must each find it."""
+
+    name: str
+    patch: Patch
+    caught_by: tuple[str, ...]
+
+
+# --- how the faults are put in ----------------------------------------------------------------
+
+# `migrator.backfill` the module, not the function `migrator.backfill` that the package exports.
+backfill = importlib.import_module("migrator.backfill")
+MAPPING_MODULES = (checkpoints, sessions)  # they call split_record, parse_blob, encode_cell by name
+
+
+def _wrap_split_record(monkeypatch: pytest.MonkeyPatch, wrapper: Callable[..., SplitRecord]) -> None:
+    original = records.split_record
+
+    def faulty(spec: RecordSpec, obj: dict, where: Any) -> SplitRecord:
+        return wrapper(original, spec, obj, where)
+
+    for module in MAPPING_MODULES:
+        monkeypatch.setattr(module, "split_record", faulty)
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict:
+    """Pairs back into an object, keeping repeated keys (the fault must be the only change)."""
+    return keep_duplicate_keys(pairs)
+
+
+def _text_slots(spec: RecordSpec, split: SplitRecord, change: Callable[[str], str]) -> SplitRecord:
+    """Apply `change` to every text the record put in a TEXT or TIMESTAMP column."""
+    for position, kind in spec.slots.values():
+        if kind in (Kind.TEXT, Kind.TIMESTAMP) and isinstance(split.slots[position], str):
+            split.slots[position] = change(split.slots[position])
+    return split
+
+
+def _dumps_reparsed(monkeypatch: pytest.MonkeyPatch, **hooks: Callable[[str], Any]) -> None:
+    """Every JSON payload and extra value goes through a parse with `hooks` before it is stored."""
+    original = records.dumps
+
+    def faulty(value: Any) -> str:
+        text = original(value)
+        try:
+            return original(json.loads(text, object_pairs_hook=keep_duplicate_keys, **hooks))
+        except RecursionError:
+            return text
+
+    monkeypatch.setattr(records, "dumps", faulty)
+
+
+# --- the faults -------------------------------------------------------------------------------
+
+
+def drop_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys the schema does not model are forgotten, the last one of each object."""
+
+    def wrapper(original: Callable[..., SplitRecord], spec: RecordSpec, obj: dict, where: Any) -> SplitRecord:
+        pairs = list(obj.items())
+        unknown = [index for index, (key, _) in enumerate(pairs) if key not in spec.slots]
+        if unknown:
+            del pairs[unknown[-1]]
+        return original(spec, _object(pairs), where)
+
+    _wrap_split_record(monkeypatch, wrapper)
+
+
+def reorder_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The modelled keys come back first, in column order, as an ORM would write them."""
+
+    def wrapper(original: Callable[..., SplitRecord], spec: RecordSpec, obj: dict, where: Any) -> SplitRecord:
+        pairs = list(obj.items())
+        order = list(spec.slots)
+        pairs.sort(key=lambda pair: order.index(pair[0]) if pair[0] in spec.slots else len(order))
+        return original(spec, _object(pairs), where)
+
+    _wrap_split_record(monkeypatch, wrapper)
+
+
+def bool_becomes_int(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A boolean column read back as SQLite's 0/1 and written as a number."""
+    monkeypatch.setitem(records._ENCODERS, Kind.BOOL, lambda value: "null" if value is None else str(int(value)))
+
+
+def int_becomes_float(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Numbers inside JSON payloads go through a float (a REAL column, or JavaScript)."""
+    _dumps_reparsed(monkeypatch, parse_int=float)
+
+
+def negative_zero_becomes_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-0.0` inside JSON payloads loses its sign (`value + 0.0`, or a database that normalises)."""
+    _dumps_reparsed(monkeypatch, parse_float=lambda text: float(text) + 0.0)
+
+
+def normalise_blob_timestamps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A timestamp is stored as its parsed value's isoformat(): `...27Z` becomes `...27`."""
+
+    def normalised(text: str) -> str:
+        parsed = parse_timestamp(text)
+        return text if parsed is None else parsed.isoformat()
+
+    def wrapper(original: Callable[..., SplitRecord], spec: RecordSpec, obj: dict, where: Any) -> SplitRecord:
+        split = original(spec, obj, where)
+        for position, kind in spec.slots.values():  # container keys have no column: check the kind first
+            if kind is Kind.TIMESTAMP and isinstance(split.slots[position], str):
+                split.slots[position] = normalised(split.slots[position])
+        return split
+
+    _wrap_split_record(monkeypatch, wrapper)
+
+
+def normalise_last_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The `last_seen` column is kept as a parsed datetime, not as the text the daemon wrote."""
+
+    def faulty(value: Any) -> tuple[str | None, str | None]:
+        parsed = parse_timestamp(value) if isinstance(value, str) else None
+        return codec.encode_cell(value if parsed is None else parsed.isoformat())
+
+    monkeypatch.setattr(sessions, "encode_cell", faulty)
+
+
+def drop_a_requeued_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A queue loses an item whose request is already in it (a set of request ids, not a list)."""
+    original = checkpoints._queue_rows
+
+    def faulty(checkpoint_id: int, session_queues: dict) -> tuple[list, list]:
+        queues, items = original(checkpoint_id, session_queues)
+        seen: set[tuple[int, Any]] = set()
+        kept = []
+        for item in items:
+            identity = (item[1], item[3])  # (queue position, request_id)
+            if identity not in seen:
+                seen.add(identity)
+                kept.append(item)
+        return queues, kept
+
+    monkeypatch.setattr(checkpoints, "_queue_rows", faulty)
+
+
+def drop_a_duplicate_tool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session's tools are de-duplicated on the way in."""
+
+    def wrapper(original: Callable[..., SplitRecord], spec: RecordSpec, obj: dict, where: Any) -> SplitRecord:
+        split = original(spec, obj, where)
+        if spec is sessions.SESSION_DATA and split.containers.get("tools"):
+            seen: set[str] = set()
+            unique = []
+            for tool in split.containers["tools"]:
+                if json.dumps(tool) not in seen:
+                    seen.add(json.dumps(tool))
+                    unique.append(tool)
+            split.containers["tools"] = unique
+        return split
+
+    _wrap_split_record(monkeypatch, wrapper)
+
+
+def trim_text_at_nul(monkeypatch: pytest.MonkeyPatch) -> None:
+    """String values end at their first NUL on the way in, as a C string (or a naive "PostgreSQL
+    refuses NUL" clean-up) makes them. Text columns never hold a NUL (`codec.is_storable_text`),
+    so the cut is made where the strings still are: the values of each object."""
+
+    def wrapper(original: Callable[..., SplitRecord], spec: RecordSpec, obj: dict, where: Any) -> SplitRecord:
+        pairs = [(key, value.split("\x00")[0] if isinstance(value, str) else value) for key, value in obj.items()]
+        return original(spec, _object(pairs), where)
+
+    _wrap_split_record(monkeypatch, wrapper)
+
+
+def nfc_normalise_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Text columns are NFC-normalised (`e` + U+0301 becomes U+00E9), as some drivers do."""
+    _wrap_split_record(
+        monkeypatch,
+        lambda original, spec, obj, where: _text_slots(
+            spec, original(spec, obj, where), lambda t: unicodedata.normalize("NFC", t)
+        ),
+    )
+
+
+def lose_cell_storage_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cells beside the JSON (`timestamp`, `last_seen`) are kept as text whatever their type."""
+
+    def faulty(value: Any) -> tuple[str | None, str | None]:
+        if isinstance(value, int | float):
+            return codec.TEXT_TAG, str(value)
+        return codec.encode_cell(value)
+
+    for module in MAPPING_MODULES:
+        monkeypatch.setattr(module, "encode_cell", faulty)
+
+
+def drop_text_overlay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Non-canonical JSON comes back in json.dumps' formatting (the spelling is not kept)."""
+    original = codec.parse_blob
+    for module in MAPPING_MODULES:
+        monkeypatch.setattr(module, "parse_blob", lambda text: (original(text)[0], None))
+
+
+def quarantine_decodes_invalid_utf8(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Quarantine keeps TEXT that is not UTF-8 as decoded text with replacement characters."""
+
+    def faulty(value: Any) -> tuple[str | None, str | None]:
+        if isinstance(value, InvalidText):
+            return codec.TEXT_TAG, bytes(value).decode("utf-8", "replace")
+        return codec.encode_cell(value)
+
+    monkeypatch.setattr(relational, "encode_cell", faulty)
+
+
+def rerun_forgets_quarantine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-run compares digests of migrated rows only, so quarantined rows look new every time."""
+    original = backfill._known_digests
+
+    def faulty(kind: Any, low: int, high: int) -> dict[int, str]:
+        known = original(kind, low, high)
+        migrated = {rowid for (rowid,) in kind.root.model.select(kind.root.identity).tuples()}
+        return {rowid: digest for rowid, digest in known.items() if rowid in migrated}
+
+    monkeypatch.setattr(backfill, "_known_digests", faulty)
+
+
+def catch_up_keeps_pruned_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-run adds and updates rows but never removes what the daemon pruned or expired."""
+    monkeypatch.setattr(backfill, "_delete_vanished", lambda *args, **kwargs: 0)
+
+
+IN_MEMORY = ("checkpoint-round-trip-in-memory", "session-round-trip-in-memory")
+CHECKPOINT_MAPPING = ("checkpoint-round-trip-in-memory", "migrate-then-restore")
+SESSION_MAPPING = ("session-round-trip-in-memory", "migrate-then-restore")
+
+FAULTS = (
+    Fault("drop-a-key", drop_a_key, (*IN_MEMORY, "migrate-then-restore")),
+    Fault("reorder-keys", reorder_keys, (*IN_MEMORY, "migrate-then-restore")),
+    Fault("bool-becomes-int", bool_becomes_int, (*IN_MEMORY, "migrate-then-restore")),
+    Fault("int-becomes-float", int_becomes_float, (*IN_MEMORY, "migrate-then-restore")),
+    Fault("negative-zero-becomes-zero", negative_zero_becomes_zero, (*IN_MEMORY, "migrate-then-restore")),
+    Fault("normalise-blob-timestamps", normalise_blob_timestamps, (*IN_MEMORY, "migrate-then-restore")),
+    Fault("normalise-last-seen", normalise_last_seen, SESSION_MAPPING),
+    Fault("drop-a-requeued-item", drop_a_requeued_item, CHECKPOINT_MAPPING),
+    Fault("drop-a-duplicate-tool", drop_a_duplicate_tool, SESSION_MAPPING),
+    Fault("trim-text-at-nul", trim_text_at_nul, (*IN_MEMORY, "migrate-then-restore")),
+    Fault("nfc-normalise-text", nfc_normalise_text, (*IN_MEMORY, "migrate-then-restore")),
+    Fault("lose-cell-storage-type", lose_cell_storage_type, (*IN_MEMORY, "migrate-then-restore")),
+    Fault("drop-text-overlay", drop_text_overlay, (*IN_MEMORY, "migrate-then-restore")),
+    Fault("quarantine-decodes-invalid-utf8", quarantine_decodes_invalid_utf8, (*IN_MEMORY, "quarantine-is-total")),
+    Fault("rerun-forgets-quarantine", rerun_forgets_quarantine, ("migrating-twice-changes-nothing", LIFECYCLE)),
+    Fault("catch-up-keeps-pruned-rows", catch_up_keeps_pruned_rows, (LIFECYCLE,)),
+)
+
+
+# --- the search -------------------------------------------------------------------------------
+
+
+def property_failure(property_name: str) -> str | None:
+    """How the property fails under the active fault, or None when no example makes it fail."""
+    if property_name == LIFECYCLE:
+        return _lifecycle_failure()
+    prop = PROPERTIES[property_name]
+    failures: list[str] = []
+
+    def fails(arguments: dict[str, Any]) -> bool:
+        try:
+            prop.check(**arguments)
+        except Exception as exc:  # noqa: BLE001 - any way the check fails is the fault caught...
+            _refuse_errors_of_the_fault_itself(exc)
+            failures.append(f"{type(exc).__name__}: {exc}")
+            return True
+        return False
+
+    try:
+        find(st.fixed_dictionaries(prop.arguments), fails, settings=FAULT_SEARCH)
+    except NoSuchExample:
+        return None
+    return failures[-1]
+
+
+def _lifecycle_failure() -> str | None:
+    try:
+        run_state_machine_as_test(LegacyDatabaseLifecycle, settings=settings(FAULT_SEARCH, stateful_step_count=20))
+    except Exception as exc:  # noqa: BLE001 - any way the machine fails is the fault caught...
+        _refuse_errors_of_the_fault_itself(exc)
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _refuse_errors_of_the_fault_itself(exc: Exception) -> None:
+    """...except a crash in this module's own fault code, which would prove nothing."""
+    frames = list(traceback.walk_tb(exc.__traceback__))
+    if frames and frames[-1][0].f_code.co_filename == __file__:
+        raise AssertionError(f"the seeded fault itself crashed, so it proves nothing: {exc!r}") from exc
+
+
+CASES = [pytest.param(fault, name, id=f"{fault.name}-caught-by-{name}") for fault in FAULTS for name in fault.caught_by]
+
+
+# The first counterexample is kept unshrunk (see the module docstring), so it can be large.
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")
+@pytest.mark.parametrize(("fault", "property_name"), CASES)
+def test_seeded_fault_is_caught(monkeypatch: pytest.MonkeyPatch, fault: Fault, property_name: str) -> None:
+    fault.patch(monkeypatch)
+    failure = property_failure(property_name)
+    assert failure is not None, (
+        f"property {property_name!r} found no counterexample to fault {fault.name!r} "
+        f"in {FAULT_SEARCH.max_examples} examples: the harness is blind to it"
+    )
+
+
+# --- the comparison of legacy files, seeded with one changed cell -----------------------------
+
+CHANGED_CELLS = [
+    pytest.param("a\x00b", "a\x00c", id="text-after-a-nul"),
+    pytest.param(b"\x00a", b"\x00b", id="blob-after-a-nul"),
+    pytest.param(1, 1.0, id="integer-or-real"),
+    pytest.param("1", 1, id="text-or-integer"),
+    pytest.param(InvalidText(b"\xff"), b"\xff", id="invalid-text-or-blob"),
+    pytest.param("e\u0301", "\u00e9", id="nfd-or-nfc"),
+    pytest.param(-0.0, 0.0, id="negative-zero"),
+]
+
+
+def _one_cell_apart(folder: Path, original: Any, altered: Any) -> tuple[Path, Path]:
+    """Two legacy files whose only difference is one `timestamp` cell (untyped: kept as given)."""
+    files = []
+    for name, cell in (("expected.db", original), ("actual.db", altered)):
+        files.append(LegacySnapshot(UNTYPED_SCHEMA, ((1, 1, cell, "{}"),), ()).write(folder / name))
+    return files[0], files[1]
+
+
+@pytest.mark.parametrize(("original", "altered"), CHANGED_CELLS)
+def test_the_harness_sees_one_changed_cell(original: Any, altered: Any) -> None:
+    with scratch_folder() as folder:
+        assert legacy_file_differences(*_one_cell_apart(folder, original, altered))
+
+
+@pytest.mark.parametrize(
+    ("original", "altered"),
+    [
+        case
+        if case.id != "negative-zero"
+        else pytest.param(*case.values, id=case.id, marks=pytest.mark.xfail(strict=True, reason="SQL cannot see it"))
+        for case in CHANGED_CELLS
+    ],
+)
+def test_sqlite_alone_sees_one_changed_cell(original: Any, altered: Any) -> None:
+    """`compare_legacy_files` judges by SQLite alone; it needs `hex()` to see past a NUL, and no
+    core SQL function shows a zero's sign (hence the harness's own cell comparison beside it)."""
+    with scratch_folder() as folder:
+        assert compare_legacy_files(*_one_cell_apart(folder, original, altered), LEGACY_TABLE_NAMES)
