@@ -115,6 +115,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("ksi_shard", shards, ids=[shard.id for shard in shards])
 
 
+GATE_FOLDER = Path(__file__).resolve().parent
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    # With a snapshot only the gate runs (see below), so the other test modules are not even
+    # imported: every xdist worker would otherwise build the harness's strategies for nothing.
+    if RUN_KEY in config.stash and collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        return True if GATE_FOLDER not in collection_path.resolve().parents else None
+    return None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Without a snapshot, `pytest verification/` is the generative suite alone. With one, it is
     # the gate alone: the sign-off's exit status and latencies must not depend on other tests.
