@@ -37,9 +37,9 @@ from migrator.legacy import (
     LegacySchema,
     LegacySource,
     LegacyTable,
-    LegacyWriter,
     file_sha256,
     row_digest,
+    write_legacy_copy,
 )
 from migrator.rollback import RestoreReport, export_cell
 
@@ -249,29 +249,13 @@ def restore_archive(
     started = time.perf_counter()
     folder = Path(directory)
     manifest = check_archive(folder)  # never restore half an archive
-    writer = LegacyWriter(out, manifest.schema)
+    tables = [
+        (LEGACY_TABLES_BY_NAME[name], archived_rows(folder, LEGACY_TABLES_BY_NAME[name], manifest.tables[name]))
+        for name in manifest.schema.tables
+    ]
     report = RestoreReport(out=str(out))
-    try:
-        for name in manifest.schema.tables:
-            table = LEGACY_TABLES_BY_NAME[name]
-            report.rows[name] = 0
-            for batch in _batched(archived_rows(folder, table, manifest.tables[name]), batch_size):
-                writer.insert(table, batch)
-                report.rows[name] += len(batch)
-        writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
+    report.rows = write_legacy_copy(out, manifest.schema, tables, batch_size=batch_size)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _batched(rows: Iterator[LegacyRow], size: int) -> Iterator[list[LegacyRow]]:
-    batch: list[LegacyRow] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

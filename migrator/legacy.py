@@ -12,7 +12,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -309,3 +309,41 @@ def compare_legacy_files(expected: Path, actual: Path, tables: Sequence[str]) ->
         return problems
     finally:
         connection.close()
+
+
+def write_legacy_copy(
+    out: str | os.PathLike[str],
+    schema: LegacySchema,
+    tables: Iterable[tuple[LegacyTable, Iterable[LegacyRow]]],
+    *,
+    batch_size: int,
+    progress: Callable[[str, int], None] | None = None,
+) -> dict[str, int]:
+    """Write a new legacy file from streams of rows, a batch at a time; nothing is left behind
+    when a stream fails (a rebuild error, a damaged archive). Returns rows written per table."""
+    writer = LegacyWriter(out, schema)
+    counts: dict[str, int] = {}
+    try:
+        for table, rows in tables:
+            counts[table.name] = 0
+            for batch in batched(rows, batch_size):
+                writer.insert(table, batch)
+                counts[table.name] += len(batch)
+                if progress:
+                    progress(table.name, len(batch))
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    return counts
+
+
+def batched(rows: Iterable[LegacyRow], size: int) -> Iterator[list[LegacyRow]]:
+    batch: list[LegacyRow] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -15,11 +15,7 @@ import peewee as pw
 from migrator.backfill import KINDS
 from migrator.codec import LegacyCell, encode_cell
 from migrator.errors import OutputExists, RebuildError
-from migrator.legacy import (
-    LegacyRow,
-    LegacyWriter,
-    default_schema,
-)
+from migrator.legacy import LegacyRow, default_schema, write_legacy_copy
 from migrator.relational import BlobKind, rebuilt_rows
 from migrator.target import load_legacy_schema, require_schema
 
@@ -62,34 +58,11 @@ def restore(
     started = time.perf_counter()
     kinds = _kinds_to_restore(database)
     schema = load_legacy_schema(database) or default_schema(k.legacy for k in kinds)
-    writer = LegacyWriter(out, schema)
+    tables = [(kind.legacy, legacy_rows(database, kind, batch_size)) for kind in kinds]
     report = RestoreReport(out=str(out))
-    try:
-        for kind in kinds:
-            table = kind.legacy
-            report.rows[table.name] = 0
-            batch: list[LegacyRow] = []
-            for row in legacy_rows(database, kind, batch_size):
-                batch.append(row)
-                if len(batch) >= batch_size:
-                    _flush(writer, kind, batch, report, progress)
-            _flush(writer, kind, batch, report, progress)
-        writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
+    report.rows = write_legacy_copy(out, schema, tables, batch_size=batch_size, progress=progress)
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _flush(
-    writer: LegacyWriter, kind: BlobKind, batch: list[LegacyRow], report: RestoreReport, progress: Progress | None
-) -> None:
-    writer.insert(kind.legacy, batch)
-    report.rows[kind.legacy.name] += len(batch)
-    if progress and batch:
-        progress(kind.legacy.name, len(batch))
-    batch.clear()
 
 
 # --- JSONL export -----------------------------------------------------------------------------
