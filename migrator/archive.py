@@ -94,8 +94,18 @@ class RowTally:
     total: int = 0
 
     def add(self, row: LegacyRow) -> None:
+        # The rowid is digested with the cells: a row moved to another rowid is not the same row.
         self.rows += 1
         self.total = (self.total + int(row_digest(row), 16)) % CHECKSUM_MODULUS
+
+    def __add__(self, other: RowTally) -> RowTally:
+        """The tally of two disjoint sets of rows: a sum, so parts counted apart combine exactly."""
+        return RowTally(self.rows + other.rows, (self.total + other.total) % CHECKSUM_MODULUS)
+
+    @classmethod
+    def of(cls, rows: int, checksum: str) -> RowTally:
+        """A tally read back from its figures (the count and the hex checksum)."""
+        return cls(rows, int(checksum, 16))
 
     @property
     def checksum(self) -> str:
@@ -257,5 +267,3 @@ def restore_archive(
     report.rows = write_legacy_copy(out, manifest.schema, tables, batch_size=batch_size)
     report.seconds = time.perf_counter() - started
     return report
-
-

@@ -80,6 +80,17 @@ LEGACY_TABLES = (CHECKPOINTS, MCP_SESSIONS)
 LEGACY_TABLES_BY_NAME = {table.name: table for table in LEGACY_TABLES}
 
 
+BATCH_BYTES = 4 << 20
+"""A batch of legacy rows holds at most about this much cell data. Checkpoints run from a few KB
+to over 100 KB each; a row count alone would let a batch of large ones take hundreds of MB."""
+FETCH_ROWS = 64  # rows taken from the cursor at a time while a batch fills
+
+
+def row_bytes(row: LegacyRow) -> int:
+    """The size of a row's text and blob cells (numbers are small and fixed)."""
+    return sum(len(cell) for cell in row if isinstance(cell, str | bytes))
+
+
 def display_key(value: LegacyCell) -> str:
     """A row's key as a person reads it in a report: the text itself, or a typed rendering."""
     if isinstance(value, str):
@@ -176,11 +187,22 @@ class LegacySource:
     def count(self, table: LegacyTable) -> int:
         return self.connection.execute(f'SELECT count(*) FROM "{table.name}"').fetchone()[0]
 
-    def batches(self, table: LegacyTable, batch_size: int) -> Iterator[list[LegacyRow]]:
-        """Every row in rowid order, `batch_size` at a time, so memory stays flat."""
+    def batches(self, table: LegacyTable, batch_size: int, max_bytes: int = BATCH_BYTES) -> Iterator[list[LegacyRow]]:
+        """Every row in rowid order, in batches of `batch_size` rows or `max_bytes` of cells,
+        whichever comes first (always at least one row), so memory stays flat however many rows
+        there are and however large each blob is."""
         columns = ", ".join(f'"{c}"' for c in table.columns)
         cursor = self.connection.execute(f'SELECT rowid, {columns} FROM "{table.name}" ORDER BY rowid')
-        while batch := cursor.fetchmany(batch_size):
+        batch: list[LegacyRow] = []
+        size = 0
+        while chunk := cursor.fetchmany(FETCH_ROWS):
+            for row in chunk:
+                batch.append(row)
+                size += row_bytes(row)
+                if len(batch) >= batch_size or size >= max_bytes:
+                    yield batch
+                    batch, size = [], 0
+        if batch:
             yield batch
 
     def existing_rowids(self, table: LegacyTable, rowids: Sequence[int]) -> set[int]:

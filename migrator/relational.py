@@ -209,25 +209,29 @@ def read_bundles_between(
     root = kind.root
     in_range = _rowid_range(root.identity, low, high)
     after: int | None = None
+    limit = min(batch_size, FIRST_BUNDLE_BATCH)
     while True:
         where = in_range & (root.identity > after) if after is not None else in_range
-        roots = _fetch(database, _select(root, where, limit=batch_size))
+        roots = _fetch(database, _select(root, where, limit=limit))
         if not roots:
             return
-        low, high = roots[0][0], roots[-1][0]
-        groups = [
-            {
-                key: list(rows)
-                for key, rows in groupby(
-                    _fetch(database, _select(child, child.identity.between(low, high))), key=itemgetter(0)
-                )
-            }
-            for child in kind.tables[1:]
-        ]
+        first, last = roots[0][0], roots[-1][0]
+        children = [_fetch(database, _select(child, child.identity.between(first, last))) for child in kind.tables[1:]]
+        groups = [{key: list(rows) for key, rows in groupby(fetched, key=itemgetter(0))} for fetched in children]
         for root_row in roots:
             rowid = root_row[0]
             yield rowid, ([root_row], *(group.get(rowid, []) for group in groups))
-        after = high
+        after = last
+        fetched_rows = len(roots) + sum(len(rows) for rows in children)
+        limit = max(1, min(batch_size, len(roots) * MAX_BATCH_RELATIONAL_ROWS // fetched_rows))
+        del roots, children, groups  # before the next fetch, so two batches are never held at once
+
+
+FIRST_BUNDLE_BATCH = 100
+MAX_BATCH_RELATIONAL_ROWS = 20_000
+"""Bundles are read by legacy rowid range, and one legacy row may own hundreds of child rows (a
+checkpoint's queue items and completions). The first range is small; each next one is sized
+from the rows per legacy row just seen, so a batch holds about this many relational rows."""
 
 
 def read_bundle(database: pw.Database, kind: BlobKind, column: pw.Field, value: Any) -> Bundle | None:
@@ -297,12 +301,16 @@ def rebuilt_rows_between(
 
 
 def orphans(database: pw.Database, kind: BlobKind, limit: int = 20) -> list[str]:
-    """Child rows whose legacy row is gone: the target must hold nothing a source row lacks."""
+    """Child rows whose legacy row is gone: the target must hold nothing a source row lacks.
+
+    NOT EXISTS probes the parent's primary key per child row; NOT IN would first gather every
+    parent id into a temporary structure, which grows with the table (and so would memory).
+    """
     found: list[str] = []
     root = kind.root
     for child in kind.tables[1:]:
-        parent_ids = root.model.select(root.identity)
-        query = child.model.select(child.identity).where(child.identity.not_in(parent_ids)).distinct().limit(limit)
+        parent = root.model.select(pw.SQL("1")).where(root.identity == child.identity)
+        query = child.model.select(child.identity).where(~pw.fn.EXISTS(parent)).distinct().limit(limit)
         for (rowid,) in _fetch(database, query):
             found.append(f"{child.model._meta.table_name} rows for missing {kind.legacy.name} rowid {rowid}")
     return found

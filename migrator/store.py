@@ -57,6 +57,7 @@ from migrator.models import Checkpoint, McpSession, McpSessionTool, Quarantine
 from migrator.phases import Mode, recorded_cleanup
 from migrator.relational import BlobKind, Bundle, read_bundle, unquarantine_row, write_legacy_rows
 from migrator.target import create_schema, is_url, load_legacy_schema, open_target, save_legacy_schema, schema_version
+from migrator.wal import wal_checkpointer
 
 logger = logging.getLogger(__name__)
 
@@ -527,6 +528,8 @@ class Store:
         self._relational = RelationalTables(database)
         self._write_lock = threading.Lock()
         self._ledger = Ledger(mode)
+        written = [database] if legacy is None or legacy.database is database else [database, legacy.database]
+        self._checkpointers = [c for c in map(wal_checkpointer, written) if c is not None]
         self._shadow = ShadowReads(self._ledger, self._write_lock)
         self.aio = AsyncStore(self)
 
@@ -563,6 +566,13 @@ class Store:
         return bool(change.removed)
 
     def _write(self, on_legacy: LegacyWrite, on_relational: RelationalWrite) -> LegacyChange:
+        try:
+            return self._write_both(on_legacy, on_relational)
+        finally:
+            for checkpointer in self._checkpointers:
+                checkpointer.written()  # the WAL is checkpointed on another thread, not in this save
+
+    def _write_both(self, on_legacy: LegacyWrite, on_relational: RelationalWrite) -> LegacyChange:
         with self._write_lock:
             if self._legacy is None:
                 with write_transaction(self.database):
@@ -705,6 +715,8 @@ class Store:
 
     def close(self) -> None:
         self._shadow.close()
+        for checkpointer in self._checkpointers:
+            checkpointer.close()
         if self._legacy is not None and not self.one_file:
             self._legacy.database.close()
         self.database.close()

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from migrator import checkpoints, relational
 from migrator.backfill import backfill
 from migrator.codec import InvalidText
-from migrator.legacy import CHECKPOINTS, LegacySource, compare_legacy_files, snapshot_hashes
+from migrator.legacy import CHECKPOINTS, LegacySource, compare_legacy_files, row_bytes, snapshot_hashes
 from migrator.models import ALL_MODELS, CheckpointQueueItem, McpSessionTool, Quarantine
+from migrator.relational import rebuilt_rows
 from migrator.rollback import restore
 from migrator.target import target_database
 from migrator.verify import verify
@@ -182,3 +184,43 @@ def test_wal_snapshot_and_its_wal_file_stay_byte_identical(tmp_path: Path) -> No
     assert verify_target(snapshot, tmp_path / "t.db") == []
     assert snapshot_hashes(snapshot) == before
     assert sorted(p.name for p in snapshot.parent.iterdir()) == ["legacy.db", "legacy.db-wal"]
+
+
+# --- memory: batches bounded by bytes and by relational rows ------------------------------------
+
+
+def big_checkpoint(rowid: int, items: int) -> tuple[object, ...]:
+    queue = [{"request_id": f"r{i}", "data": {"prompt": "x" * 200}} for i in range(items)]
+    return checkpoint_row(rowid, {**BLOB, "session_queues": {"s1": queue}})
+
+
+def test_source_batches_end_at_the_byte_budget_and_keep_every_row_in_order(
+    snapshot_factory: SnapshotFactory,
+) -> None:
+    rows = [big_checkpoint(rowid, items=rowid % 4 * 5) for rowid in range(1, 41)]
+    path = snapshot_factory(rows, [])
+    with LegacySource(path) as source:
+        batches = list(source.batches(CHECKPOINTS, batch_size=1000, max_bytes=4000))
+    assert [row for batch in batches for row in batch] == [tuple(row) for row in rows]
+    assert len(batches) > 1
+    for batch in batches:  # a batch closes on the row that reaches the budget, never before
+        assert sum(row_bytes(row) for row in batch[:-1]) < 4000
+
+
+def test_bundles_read_in_batches_sized_by_child_rows_rebuild_the_same_rows(
+    snapshot_factory: SnapshotFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = snapshot_factory([big_checkpoint(rowid, items=rowid % 7 * 3) for rowid in range(1, 31)], [])
+    target = tmp_path / "t.db"
+    migrate(path, target)
+    with target_database(target) as database:
+        whole = list(rebuilt_rows(database, checkpoints.KIND, 2000))
+        monkeypatch.setattr(relational, "MAX_BATCH_RELATIONAL_ROWS", 10)  # a few legacy rows a batch
+        monkeypatch.setattr(relational, "FIRST_BUNDLE_BATCH", 2)
+        fetched: list[int] = []
+        fetch = relational._fetch
+        monkeypatch.setattr(relational, "_fetch", lambda db, query: fetched.append(1) or fetch(db, query))
+        small = list(rebuilt_rows(database, checkpoints.KIND, 2000))
+    assert [rowid for rowid, _ in small] == list(range(1, 31))
+    assert small == whole
+    assert len(fetched) > 5 * len(checkpoints.KIND.tables)  # many batches, not one

@@ -19,13 +19,25 @@ import pytest
 
 import migrator
 from migrator import engines
+from migrator.archive import RowTally
 from migrator.backfill import backfill
 from migrator.fabricate import fabricate_snapshot
 from migrator.legacy import LegacySource
 from migrator.models import Checkpoint
 from migrator.target import target_database
 from verification.engines import Targets
-from verification.gate.checks import CHECK_TITLES, PERFORMANCE, QUARANTINE, ROWS_EXACT, SCHEMA
+from verification.gate.checks import (
+    CHECK_TITLES,
+    COUNTS_CHECKSUMS,
+    NO_ORPHANS,
+    PERFORMANCE,
+    QUARANTINE,
+    ROWS_EXACT,
+    SCHEMA,
+    Shard,
+    shards_covering,
+    table_counts,
+)
 from verification.snapshots import checkpoint_row, session_row, write_snapshot
 
 GATE_TESTS = Path(__file__).resolve().parents[1] / "verification" / "gate" / "test_signoff.py"
@@ -206,15 +218,22 @@ def test_a_server_target_signs_off_with_latencies_measured_on_a_scratch_copy_bes
 # --- a damaged target --------------------------------------------------------------------------
 
 
+def damaged_target(pytester: pytest.Pytester, snapshot: Path, damage: str) -> Path:
+    """The snapshot migrated, then one row removed behind the migrator's back (foreign keys are
+    off on a plain sqlite3 connection, so nothing cascades)."""
+    target = pytester.path / "target.db"
+    with LegacySource(snapshot) as source, target_database(target) as database:
+        backfill(source, database)
+    with closing(sqlite3.connect(target)) as connection, connection:
+        assert connection.execute(damage).rowcount == 1
+    return target
+
+
 def test_a_relational_row_deleted_from_the_target_fails_the_gate_naming_its_legacy_row(
     pytester: pytest.Pytester, clean_snapshot: Path
 ) -> None:
-    target = pytester.path / "target.db"
-    with LegacySource(clean_snapshot) as source, target_database(target) as database:
-        backfill(source, database)
-    with closing(sqlite3.connect(target)) as connection, connection:
-        deleted = connection.execute("DELETE FROM mcp_session_tool WHERE session_id = 2 AND position = 1").rowcount
-    assert deleted == 1
+    one_tool = "DELETE FROM mcp_session_tool WHERE session_id = 2 AND position = 1"
+    target = damaged_target(pytester, clean_snapshot, one_tool)
 
     result = run_gate(pytester, clean_snapshot, "--ksi-target", str(target))
 
@@ -224,6 +243,81 @@ def test_a_relational_row_deleted_from_the_target_fails_the_gate_naming_its_lega
     assert rows_exact["verdict"] == "FAIL"
     assert rows_exact["problems"][0].startswith("rowid 2: mcp_sessions agent:conv-2: differs")
     assert "session_data $.tools[1]" in rows_exact["problems"][0]
+    counts = checks_by_name(read_signoff(pytester))[COUNTS_CHECKSUMS]  # added up from the shards
+    assert counts["verdict"] == "FAIL"
+    assert len(counts["problems"]) == 1
+    assert counts["problems"][0].startswith("mcp_sessions: checksum of the source ")
+
+
+def test_child_rows_left_without_their_legacy_row_fail_the_gate_as_orphans(
+    pytester: pytest.Pytester, clean_snapshot: Path
+) -> None:
+    target = damaged_target(pytester, clean_snapshot, "DELETE FROM mcp_session WHERE id = 3")
+
+    result = run_gate(pytester, clean_snapshot, "--ksi-target", str(target))
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    document = read_signoff(pytester)
+    assert checks_by_name(document)[NO_ORPHANS]["problems"] == [
+        "mcp_session_tool rows for missing mcp_sessions rowid 3"
+    ]
+    assert document["counts"]["mcp_sessions"] == {"source_rows": 6, "rebuilt_rows": 5}
+    assert verdicts(document)[ROWS_EXACT] == "FAIL"  # the shard misses the row; the orphans are its leftovers
+
+
+# --- counts added up from shard figures --------------------------------------------------------
+
+
+def shard_figures(shard: Shard, rows: list[tuple[Any, ...]], rebuilt: list[tuple[Any, ...]]) -> dict[str, Any]:
+    source_tally, rebuilt_tally = RowTally(), RowTally()
+    for row in rows:
+        source_tally.add(row)
+    for row in rebuilt:
+        rebuilt_tally.add(row)
+    return {
+        "shard": shard.id,
+        "table": shard.table,
+        "source_rows": source_tally.rows,
+        "source_checksum": source_tally.checksum,
+        "rebuilt_rows": rebuilt_tally.rows,
+        "rebuilt_checksum": rebuilt_tally.checksum,
+    }
+
+
+ROWS = [(1, "a", "{}"), (2, "b", "{}"), (3, "c", "[]")]
+TWO_SHARDS = shards_covering("mcp_sessions", [(1, 2, 2), (3, 3, 1)])
+
+
+def test_counts_added_up_from_shards_equal_the_whole_tables_tally() -> None:
+    reported = [shard_figures(TWO_SHARDS[0], ROWS[:2], ROWS[:2]), shard_figures(TWO_SHARDS[1], ROWS[2:], ROWS[2:])]
+
+    result = table_counts("mcp_sessions", TWO_SHARDS, reported)
+
+    whole = RowTally()
+    for row in ROWS:
+        whole.add(row)
+    assert result.passed, result.problems
+    assert (result.figures["source_rows"], result.figures["source_checksum"]) == (3, whole.checksum)
+    assert result.figures["rebuilt_checksum"] == whole.checksum
+
+
+def test_counts_fail_when_a_row_moved_between_rowids_or_a_shard_did_not_report() -> None:
+    moved = (4, *ROWS[2][1:])  # the same cells under another rowid: not the same row
+    reported = [shard_figures(TWO_SHARDS[0], ROWS[:2], ROWS[:2]), shard_figures(TWO_SHARDS[1], ROWS[2:], [moved])]
+
+    different = table_counts("mcp_sessions", TWO_SHARDS, reported)
+    unreported = table_counts("mcp_sessions", TWO_SHARDS, reported[:1])
+
+    assert not different.passed
+    assert different.problems[0].startswith("mcp_sessions: checksum of the source ")
+    assert unreported.problems == ["mcp_sessions: not known, 1 of 2 shards reported no figures"]
+
+
+def test_counts_fail_when_the_shards_read_fewer_rows_than_the_plan_indexed() -> None:
+    planned = shards_covering("mcp_sessions", [(1, 3, 3)])  # the plan counted 3 rows
+    result = table_counts("mcp_sessions", planned, [shard_figures(planned[0], ROWS[:2], ROWS[:2])])
+
+    assert result.problems == ["mcp_sessions: the rowid index counted 3 source rows but the shards read 2"]
 
 
 # --- what the signer cannot miss ---------------------------------------------------------------

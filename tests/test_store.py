@@ -8,6 +8,7 @@ import json
 import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from migrator import open_store, relational
+from migrator import open_store, relational, wal
 from migrator.equivalence import json_differences
 from migrator.errors import LegacyUnavailable, SourceNotFound, UnknownMode, UnreadableRecord
 from migrator.fakes import fake_checkpoint_blob, fake_session_blob, make_faker
@@ -486,3 +487,32 @@ def test_async_calls_leave_the_event_loop_free(one_file: Callable[..., Store], m
 
     checkpoint_id, report, was_waiting = asyncio.run(daemon())
     assert checkpoint_id == 1 and was_waiting and report.pending_repairs == []
+
+
+# --- WAL checkpoints off the write path --------------------------------------------------------
+
+
+def checkpoint_ids_in_the_database_file(path: Path) -> list[int]:
+    """The legacy checkpoints in the database file itself, as if there were no WAL (`immutable`):
+    what a WAL checkpoint has copied into it so far."""
+    with closing(sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)) as connection:
+        try:
+            return [rowid for (rowid,) in connection.execute("SELECT id FROM checkpoints")]
+        except sqlite3.OperationalError:  # the table itself is still only in the WAL
+            return []
+
+
+def test_a_background_thread_checkpoints_the_wal_so_that_saves_do_not(tmp_path: Path) -> None:
+    path = tmp_path / "ksi.db"
+    store = open_store(path, mode="dual_write")
+    try:
+        # The writer checkpoints itself only as a backstop, far beyond SQLite's 1,000 pages.
+        assert store.database.execute_sql("PRAGMA wal_autocheckpoint").fetchone()[0] == wal.BACKSTOP_PAGES
+        saved = store.save_checkpoint(CHECKPOINT)
+        deadline = time.monotonic() + 10
+        while saved not in checkpoint_ids_in_the_database_file(path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert saved in checkpoint_ids_in_the_database_file(path)
+    finally:
+        store.close()
+    assert [t.name for t in threading.enumerate() if t.name.startswith("ksi-wal-checkpoint")] == []

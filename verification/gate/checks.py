@@ -2,8 +2,10 @@
 accounting, and the untouched source. Each returns a `CheckResult`; the tests assert on it and the
 plugin carries it to the controller, which writes the sign-off.
 
-Everything streams: a shard reads its rowid range from both sides a batch at a time, and the
-whole-table passes keep a running count and checksum, so memory stays flat on any snapshot.
+Everything streams: a shard reads its rowid range from both sides a batch at a time, so memory
+stays flat on any snapshot. Each shard also counts and checksums both sides of its range; the
+controller adds those up per table (`table_counts`), so no test has to read a whole table again,
+and the gate scales with its workers.
 """
 
 from __future__ import annotations
@@ -13,21 +15,23 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import groupby, islice
+from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import peewee as pw
 
+from migrator.archive import RowTally
 from migrator.backfill import KINDS
-from migrator.legacy import LegacyRow, LegacySource, LegacyTable, display_key, row_digest, snapshot_hashes
+from migrator.legacy import LegacyRow, LegacySource, LegacyTable, display_key, snapshot_hashes
 from migrator.models import Quarantine
-from migrator.relational import orphans, rebuilt_rows, rebuilt_rows_between
+from migrator.relational import orphans, rebuilt_rows_between
 from migrator.verify import Mismatch, row_differences
 
 ROWS_EXACT = "rows_exact"
 COUNTS_CHECKSUMS = "counts_checksums"
+NO_ORPHANS = "no_orphans"
 QUARANTINE = "quarantine"
 SOURCE_UNTOUCHED = "source_untouched"
 PERFORMANCE = "performance"
@@ -36,6 +40,7 @@ SCHEMA = "schema"
 CHECK_TITLES = {
     ROWS_EXACT: "Per-row exactness",
     COUNTS_CHECKSUMS: "Counts and checksums",
+    NO_ORPHANS: "No orphaned rows",
     QUARANTINE: "Quarantine accepted",
     SOURCE_UNTOUCHED: "Source untouched",
     PERFORMANCE: "Performance",
@@ -45,9 +50,6 @@ CHECK_TITLES = {
 
 BATCH_ROWS = 500
 MAX_PROBLEMS = 20  # per test; the count of the rest is still given
-CHECKSUM_MODULUS = 2**128  # row digests are 128-bit; summing them keeps the checksum order-independent
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -81,12 +83,6 @@ class Problems:
 
     def lines(self) -> list[str]:
         return self.shown + ([f"... and {self.hidden:,} more"] if self.hidden else [])
-
-
-def in_batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch
 
 
 # --- reading the source by rowid range ---------------------------------------------------------
@@ -217,25 +213,44 @@ def compare_pair(
 
 
 def verify_shard(source: LegacySource, database: pw.Database, shard: Shard) -> CheckResult:
-    """Every row of the shard rebuilt from the target and compared with the source, cell by cell."""
+    """Every row of the shard rebuilt from the target and compared with the source, cell by cell,
+    and both sides counted and checksummed for the table's totals."""
     kind = KINDS[shard.table]
     started = time.perf_counter()
     outcomes: Counter[str] = Counter()
     problems = Problems()
+    tallies = ShardTallies()
     pairs = pair_by_rowid(
         source_rows_between(source, kind.legacy, shard.low, shard.high),
         rebuilt_rows_between(database, kind, BATCH_ROWS, shard.low, shard.high),
     )
     for rowid, expected, rebuilt in pairs:
+        tallies.add(expected, rebuilt)
         outcome, mismatch = compare_pair(kind.legacy, rowid, expected, rebuilt)
         outcomes[outcome] += 1
         if mismatch is not None:
             problems.add(f"rowid {rowid}: {mismatch}")
     seconds = time.perf_counter() - started
-    return shard_result(shard, outcomes, problems, seconds)
+    return shard_result(shard, outcomes, tallies, problems, seconds)
 
 
-def shard_result(shard: Shard, outcomes: Counter[str], problems: Problems, seconds: float) -> CheckResult:
+@dataclass
+class ShardTallies:
+    """The count and checksum of a shard's source rows and, apart, of the rows rebuilt from the target."""
+
+    source: RowTally = field(default_factory=RowTally)
+    rebuilt: RowTally = field(default_factory=RowTally)
+
+    def add(self, expected: LegacyRow | None, rebuilt: Rebuilt | None) -> None:
+        if expected is not None:
+            self.source.add(expected)
+        if rebuilt is not None and not isinstance(rebuilt, Exception):
+            self.rebuilt.add(rebuilt)
+
+
+def shard_result(
+    shard: Shard, outcomes: Counter[str], tallies: ShardTallies, problems: Problems, seconds: float
+) -> CheckResult:
     rows = outcomes["identical"] + outcomes["different"] + outcomes["missing"]  # the source's rows
     wrong = outcomes.total() - outcomes["identical"]
     rate = round(rows / seconds) if seconds > 0 else None
@@ -249,6 +264,9 @@ def shard_result(shard: Shard, outcomes: Counter[str], problems: Problems, secon
         "different": outcomes["different"],
         "missing": outcomes["missing"],
         "extra": outcomes["extra"],
+        "source_checksum": tallies.source.checksum,
+        "rebuilt_rows": tallies.rebuilt.rows,
+        "rebuilt_checksum": tallies.rebuilt.checksum,
         "seconds": round(seconds, 3),
         "rows_per_second": rate,
     }
@@ -257,71 +275,58 @@ def shard_result(shard: Shard, outcomes: Counter[str], problems: Problems, secon
     return CheckResult(ROWS_EXACT, wrong == 0, summary, figures, problems.lines())
 
 
-# --- 2. counts and checksums -------------------------------------------------------------------
+# --- 2. counts and checksums, added up from the shards -----------------------------------------
 
 
-@dataclass
-class RowTally:
-    """A count and an order-independent checksum: the sum of the rows' 128-bit digests."""
+def table_counts(table: str, planned: Sequence[Shard], reported: Sequence[dict[str, Any]]) -> CheckResult:
+    """A table's source and rebuilt rows, counted and checksummed, from its shards' figures.
 
-    rows: int = 0
-    checksum: int = 0
-
-    def add(self, row: LegacyRow) -> None:
-        # The rowid is digested with the cells: a row moved to another rowid is not the same row.
-        self.rows += 1
-        self.checksum = (self.checksum + int(row_digest(row), 16)) % CHECKSUM_MODULUS
-
-    @property
-    def hex(self) -> str:
-        return f"{self.checksum:032x}"
-
-
-def tally_source(source: LegacySource, table: LegacyTable) -> RowTally:
-    tally = RowTally()
-    for row in source_rows_between(source, table, None, None):
-        tally.add(row)
-    return tally
-
-
-def tally_target(source: LegacySource, database: pw.Database, table_name: str) -> tuple[RowTally, Problems]:
-    """Every row rebuilt from the target, counted and summed; rows the source lacks are problems."""
-    kind = KINDS[table_name]
-    tally, problems = RowTally(), Problems()
-    for batch in in_batches(rebuilt_rows(database, kind, BATCH_ROWS), BATCH_ROWS):
-        rowids = [rowid for rowid, _ in batch]
-        in_source = source.existing_rowids(kind.legacy, rowids) if kind.legacy in source.tables else set()
-        for rowid, rebuilt in batch:
-            if isinstance(rebuilt, Exception):
-                problems.add(f"{table_name} rowid {rowid} cannot be rebuilt: {rebuilt}")
-            else:
-                tally.add(rebuilt)
-            if rowid not in in_source:
-                problems.add(f"{table_name} rowid {rowid} is in the target but not in the source")
-    for orphan in orphans(database, kind):
-        problems.add(orphan)
-    return tally, problems
-
-
-def count_and_checksum(source: LegacySource, database: pw.Database, table_name: str) -> CheckResult:
-    expected = tally_source(source, KINDS[table_name].legacy)
-    rebuilt, strays = tally_target(source, database, table_name)
+    The plan counted the source's rows from its rowid index before any shard ran; the shards
+    read them again with their blobs. All three counts must agree, and both checksums.
+    """
+    planned_ids = [shard.id for shard in planned if shard.table == table]
+    figures_by_shard = {figures["shard"]: figures for figures in reported if figures["table"] == table}
+    source, rebuilt = RowTally(), RowTally()
+    for figures in figures_by_shard.values():
+        source += RowTally.of(figures["source_rows"], figures["source_checksum"])
+        rebuilt += RowTally.of(figures["rebuilt_rows"], figures["rebuilt_checksum"])
+    indexed = sum(shard.rows for shard in planned if shard.table == table)
     problems = []
-    if expected.rows != rebuilt.rows:
-        problems.append(f"{table_name}: {expected.rows:,} source rows but {rebuilt.rows:,} rebuilt from the target")
-    if expected.checksum != rebuilt.checksum:
-        problems.append(f"{table_name}: checksum of the source {expected.hex} != of the rebuilt rows {rebuilt.hex}")
-    problems += strays.lines()
+    unreported = [shard for shard in planned_ids if shard not in figures_by_shard]
+    if unreported:
+        problems.append(f"{table}: not known, {len(unreported)} of {len(planned_ids)} shards reported no figures")
+    else:
+        problems += count_problems(table, indexed, source, rebuilt)
     figures = {
-        "table": table_name,
-        "source_rows": expected.rows,
+        "table": table,
+        "indexed_rows": indexed,
+        "source_rows": source.rows,
         "rebuilt_rows": rebuilt.rows,
-        "source_checksum": expected.hex,
-        "rebuilt_checksum": rebuilt.hex,
+        "source_checksum": source.checksum,
+        "rebuilt_checksum": rebuilt.checksum,
+        "shards": len(planned_ids),
     }
-    same = "checksums equal" if expected.checksum == rebuilt.checksum else "checksums differ"
-    summary = f"{table_name}: {expected.rows:,} source rows, {rebuilt.rows:,} rebuilt, {same}"
+    same = "checksums equal" if source.total == rebuilt.total else "checksums differ"
+    summary = f"{table}: {source.rows:,} source rows, {rebuilt.rows:,} rebuilt, {same}"
     return CheckResult(COUNTS_CHECKSUMS, not problems, summary, figures, problems)
+
+
+def count_problems(table: str, indexed: int, source: RowTally, rebuilt: RowTally) -> list[str]:
+    problems = []
+    if indexed != source.rows:
+        problems.append(f"{table}: the rowid index counted {indexed:,} source rows but the shards read {source.rows:,}")
+    if source.rows != rebuilt.rows:
+        problems.append(f"{table}: {source.rows:,} source rows but {rebuilt.rows:,} rebuilt from the target")
+    if source.total != rebuilt.total:
+        problems.append(f"{table}: checksum of the source {source.checksum} != of the rebuilt rows {rebuilt.checksum}")
+    return problems
+
+
+def find_orphans(database: pw.Database, table: str) -> CheckResult:
+    """Relational child rows whose parent row is gone: no shard rebuilds them, so they are looked for apart."""
+    found = orphans(database, KINDS[table], limit=MAX_PROBLEMS)
+    summary = f"{table}: {'orphaned rows found' if found else 'no orphaned rows'}"
+    return CheckResult(NO_ORPHANS, not found, summary, {"table": table, "orphans_shown": len(found)}, found)
 
 
 # --- 3. quarantine accounting ------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from verification.gate.checks import CHECK_TITLES, MAX_PROBLEMS, ROWS_EXACT, CheckResult
+from verification.gate.checks import CHECK_TITLES, MAX_PROBLEMS, ROWS_EXACT, CheckResult, Shard, table_counts
 
 PASS, FAIL, SKIP, NOT_RUN = "PASS", "FAIL", "SKIP", "NOT RUN"
 OUTCOME_WEIGHT = {"passed": 0, "skipped": 1, "failed": 2}  # a test's worst phase is its outcome
@@ -57,8 +57,9 @@ class CheckVerdict:
 
 
 class Ledger:
-    def __init__(self, planned_shards: list[str]) -> None:
-        self.planned_shards = planned_shards
+    def __init__(self, planned: list[Shard]) -> None:
+        self.planned = planned
+        self.planned_shards = [shard.id for shard in planned]
         self.records: dict[str, dict[str, TestRecord]] = {name: {} for name in CHECK_TITLES}
 
     def note_report(
@@ -73,6 +74,20 @@ class Ledger:
     def note_result(self, test: str, result: CheckResult) -> None:
         """A result the controller measured itself (the source's hashes once every worker is done)."""
         self.note_report(result.check, test, "passed", vars(result), None)
+
+    def figures(self, check: str) -> list[dict[str, Any]]:
+        return [record.result["figures"] for record in self.records[check].values() if record.result]
+
+    def add_up_shards(self) -> None:
+        """Each table's counts and checksums, added up from the figures its shards reported.
+
+        Left not run when no shard ran at all (deselected, say): there is nothing to add up.
+        """
+        if not self.records[ROWS_EXACT]:
+            return
+        for table in dict.fromkeys(shard.table for shard in self.planned):
+            result = table_counts(table, self.planned, self.figures(ROWS_EXACT))
+            self.note_result(f"{table}, added up from its shards by the controller", result)
 
     def verdicts(self) -> list[CheckVerdict]:
         return [self.verdict_of(name) for name in CHECK_TITLES]

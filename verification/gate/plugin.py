@@ -12,9 +12,10 @@ How a run goes, with or without xdist:
    table, and per remaining check. Without `--ksi-snapshot` they are all deselected.
 4. A test stores its `CheckResult`; `pytest_runtest_makereport` puts it on the report as JSON
    text, which xdist carries to the controller like any report attribute.
-5. The controller tallies reports as they arrive (printing each shard's rows per second), and
-   at `pytest_sessionfinish` writes signoff.json and signoff.md and makes the exit status
-   non-zero unless the sign-off is PASS.
+5. The controller tallies reports as they arrive (printing each shard's rows per second). At
+   `pytest_sessionfinish` it adds up each table's counts and checksums from its shards' figures,
+   writes signoff.json and signoff.md, and makes the exit status non-zero unless the sign-off
+   is PASS.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except MigratorError as exc:
         raise pytest.UsageError(f"{SNAPSHOT_OPTION} {options.snapshot}: {exc}") from exc
     config.stash[RUN_KEY] = run
-    config.pluginmanager.register(SignoffController(config, run, [shard.id for shard in planned]), CONTROLLER_PLUGIN)
+    config.pluginmanager.register(SignoffController(config, run, planned), CONTROLLER_PLUGIN)
 
 
 # --- collection --------------------------------------------------------------------------------
@@ -205,10 +206,10 @@ def failure_message(report: pytest.TestReport) -> str | None:
 class SignoffController:
     """The controller's part: one migration before the workers start, one tally, one sign-off."""
 
-    def __init__(self, config: pytest.Config, run: GateRun, planned_shards: list[str]) -> None:
+    def __init__(self, config: pytest.Config, run: GateRun, planned: list[Shard]) -> None:
         self.config = config
         self.run = run
-        self.ledger = Ledger(planned_shards)
+        self.ledger = Ledger(planned)
         self.verdict: str | None = None
         self.written: tuple[Path, Path] | None = None
 
@@ -270,6 +271,7 @@ class SignoffController:
         # once more now that every worker is done.
         final = compare_source_hashes(self.run.options.snapshot, self.run.hashes_at_start)
         self.ledger.note_result("compared again by the controller after every test", final)
+        self.ledger.add_up_shards()
         document = signoff_document(self.facts(), self.ledger.verdicts(), datetime.now(UTC))
         self.verdict = document["verdict"]
         self.written = write_signoff(self.run.options.signoff_dir, document)
