@@ -29,11 +29,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
+from urllib.parse import parse_qsl, quote, urlencode, urlparse, urlunparse
 
 import peewee as pw
 from playhouse.db_url import connect as connect_url
+from playhouse.db_url import parse as parse_url
 from playhouse.db_url import schemes
 
 from migrator.errors import UnsupportedEngine
@@ -84,9 +86,35 @@ def engine_of_url(url: str) -> str:
 # --- connecting --------------------------------------------------------------------------------
 
 
-def connect(url: str) -> pw.Database:
-    """A peewee database for a URL, configured for exact storage on its engine (not yet connected)."""
-    return connect_url(url, **_connect_options(engine_of_url(url)))
+READ_ONLY_OPTIONS: dict[str, dict[str, Any]] = {
+    POSTGRESQL: {"options": "-c default_transaction_read_only=on"},  # libpq: for every transaction of the session
+    MYSQL: {"init_command": "SET SESSION TRANSACTION READ ONLY"},  # run by pymysql on each new connection
+}
+"""Connection options that make the server refuse every write on the connection."""
+
+
+def connect(url: str, *, read_only: bool = False) -> pw.Database:
+    """A peewee database for a URL, configured for exact storage on its engine (not yet connected).
+
+    `read_only` makes the server refuse writes on each of its connections (peewee opens one per
+    thread); a SQLite URL opens its file as `open_target` does for a path.
+    """
+    engine = engine_of_url(url)
+    if engine == SQLITE and read_only:
+        return sqlite_read_only(parse_url(url)["database"])
+    options = _connect_options(engine)
+    if read_only:
+        given = parse_url(url)
+        for key, value in READ_ONLY_OPTIONS[engine].items():
+            # PostgreSQL's `options` may already set the search_path (`url_in_namespace`): add to it.
+            options[key] = f"{given[key]} {value}" if key == "options" and given.get(key) else value
+    return connect_url(url, **options)
+
+
+def sqlite_read_only(path: str | Path) -> pw.SqliteDatabase:
+    """A SQLite file opened `mode=ro`: SQLite itself refuses every write, the WAL's included."""
+    uri = f"file:{quote(str(Path(path).resolve()))}?mode=ro"
+    return pw.SqliteDatabase(uri, uri=True, pragmas={"foreign_keys": 1})
 
 
 def _connect_options(engine: str) -> dict[str, Any]:

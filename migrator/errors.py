@@ -67,3 +67,7 @@ class ArchiveCorrupt(MigratorError):
 
 class CleanupRefused(MigratorError):
     """`cleanup` found a check that did not pass, so it dropped nothing."""
+
+
+class ReadOnlyStore(MigratorError):
+    """A write through a store opened read-only, or a read-only store in a mode that writes."""

@@ -42,7 +42,14 @@ from migrator import checkpoints, engines, sessions
 from migrator.backfill import DEFAULT_BATCH_SIZE, BackfillReport, backfill
 from migrator.codec import LegacyCell, decode_sqlite_text, stored_key
 from migrator.equivalence import json_differences
-from migrator.errors import LegacyUnavailable, RebuildError, SourceNotFound, UnknownMode, UnreadableRecord
+from migrator.errors import (
+    LegacyUnavailable,
+    ReadOnlyStore,
+    RebuildError,
+    SourceNotFound,
+    UnknownMode,
+    UnreadableRecord,
+)
 from migrator.legacy import (
     CHECKPOINTS,
     LEGACY_TABLES,
@@ -56,7 +63,15 @@ from migrator.legacy import (
 from migrator.models import Checkpoint, McpSession, McpSessionTool, Quarantine
 from migrator.phases import Mode, recorded_cleanup
 from migrator.relational import BlobKind, Bundle, read_bundle, unquarantine_row, write_legacy_rows
-from migrator.target import create_schema, is_url, load_legacy_schema, open_target, save_legacy_schema, schema_version
+from migrator.target import (
+    create_schema,
+    is_url,
+    load_legacy_schema,
+    open_target,
+    require_schema,
+    save_legacy_schema,
+    schema_version,
+)
 from migrator.wal import wal_checkpointer
 
 logger = logging.getLogger(__name__)
@@ -519,17 +534,24 @@ class Store:
     """Checkpoints and MCP sessions, read and written according to `mode` (see `open_store`)."""
 
     def __init__(
-        self, database: pw.Database, mode: Mode, legacy: DaemonTables | None = None, legacy_path: Path | None = None
+        self,
+        database: pw.Database,
+        mode: Mode,
+        legacy: DaemonTables | None = None,
+        legacy_path: Path | None = None,
+        *,
+        read_only: bool = False,
     ) -> None:
         self.database = database
         self.mode = mode
+        self.read_only = read_only
         self._legacy = legacy
         self._legacy_path = legacy_path
         self._relational = RelationalTables(database)
         self._write_lock = threading.Lock()
         self._ledger = Ledger(mode)
         written = [database] if legacy is None or legacy.database is database else [database, legacy.database]
-        self._checkpointers = [c for c in map(wal_checkpointer, written) if c is not None]
+        self._checkpointers = [] if read_only else [c for c in map(wal_checkpointer, written) if c is not None]
         self._shadow = ShadowReads(self._ledger, self._write_lock)
         self.aio = AsyncStore(self)
 
@@ -566,6 +588,8 @@ class Store:
         return bool(change.removed)
 
     def _write(self, on_legacy: LegacyWrite, on_relational: RelationalWrite) -> LegacyChange:
+        if self.read_only:
+            raise ReadOnlyStore("this store was opened read-only; open it without read_only to write")
         try:
             return self._write_both(on_legacy, on_relational)
         finally:
@@ -770,14 +794,22 @@ class AsyncStore:
 
 
 def open_store(
-    target: str | os.PathLike[str], *, legacy: str | os.PathLike[str] | None = None, mode: str | Mode | None = None
+    target: str | os.PathLike[str],
+    *,
+    legacy: str | os.PathLike[str] | None = None,
+    mode: str | Mode | None = None,
+    read_only: bool = False,
 ) -> Store:
     """Open the store on TARGET (a SQLite file or a database URL).
 
     `legacy` is the SQLite file of the legacy tables; by default they live in TARGET itself,
     beside the relational tables. `mode` defaults to $KSI_STORE_MODE, then `dual_write`.
+    `read_only` serves `relational_only` reads from a migrated target without writing anything,
+    not even the schema version: the engine itself refuses writes, and so does the store.
     """
     chosen = _mode(mode)
+    if read_only:
+        return _open_read_only(target, chosen)
     database = open_target(target)
     try:
         if chosen.writes_relational:
@@ -789,6 +821,18 @@ def open_store(
         database.close()
         raise
     return Store(database, chosen, legacy_tables, legacy_path)
+
+
+def _open_read_only(target: str | os.PathLike[str], mode: Mode) -> Store:
+    if mode is not Mode.RELATIONAL_ONLY:
+        raise ReadOnlyStore(f"a read-only store serves {Mode.RELATIONAL_ONLY.value} reads; {mode.value} writes")
+    database = open_target(target, read_only=True)
+    try:
+        require_schema(database)
+    except BaseException:
+        database.close()
+        raise
+    return Store(database, mode, read_only=True)
 
 
 def _mode(mode: str | Mode | None) -> Mode:

@@ -25,19 +25,22 @@ def is_url(target: str) -> bool:
     return "://" in target
 
 
-def open_target(target: str | os.PathLike[str], *, must_exist: bool = False) -> pw.Database:
-    """Connect to a target and bind the models to it."""
+def open_target(target: str | os.PathLike[str], *, must_exist: bool = False, read_only: bool = False) -> pw.Database:
+    """Connect to a target and bind the models to it; `read_only` makes the engine refuse writes."""
     text = str(target)
     try:
         if is_url(text):
-            database = engines.connect(text)
+            database = engines.connect(text, read_only=read_only)
         else:
             path = Path(text)
-            if must_exist and not path.is_file():
+            if (must_exist or read_only) and not path.is_file():
                 raise TargetUnreachable(f"target database not found: {path}")
             if not path.parent.is_dir():
                 raise TargetUnreachable(f"target folder does not exist: {path.parent}")
-            database = pw.SqliteDatabase(path, pragmas=engines.SQLITE_PRAGMAS)
+            if read_only:
+                database = engines.sqlite_read_only(path)
+            else:
+                database = pw.SqliteDatabase(path, pragmas=engines.SQLITE_PRAGMAS)
         database.connect(reuse_if_open=True)
     except TargetUnreachable:
         raise

@@ -24,7 +24,7 @@ from migrator.backfill import backfill
 from migrator.cli import main
 from migrator.codec import key_digest
 from migrator.equivalence import json_differences
-from migrator.errors import UnreadableRecord
+from migrator.errors import ReadOnlyStore, UnreadableRecord
 from migrator.legacy import LegacySource, compare_legacy_files
 from migrator.models import Checkpoint, CheckpointQueue, CheckpointRequest, McpSession, McpSessionTool
 from migrator.phases import recorded_cleanup
@@ -412,3 +412,33 @@ def test_a_sqlite_url_opens_the_target_as_a_path_does(tmp_path: Path) -> None:
     with target_database(f"sqlite:///{tmp_path / 'target.db'}") as database:
         assert database.execute_sql("PRAGMA foreign_keys").fetchone() == (1,)
         assert database.execute_sql("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_a_read_only_store_reads_every_session_and_the_engine_refuses_its_writes(
+    target: str, snapshot_factory: SnapshotFactory
+) -> None:
+    """The gate's lookups read the target itself: SQLite opens it `mode=ro`, PostgreSQL sets
+    `default_transaction_read_only` (beside the URL's own search_path), MySQL runs
+    `SET SESSION TRANSACTION READ ONLY` on every connection."""
+    blob = {"agent_id": "a", "tools": ["Read", {"name": "Bash"}], "n": 1.0}
+    source = snapshot_factory([], [session_row(1, "a:c1", blob), session_row(2, "a:c2", {"agent_id": "a"})])
+    assert main(["migrate", "--source", str(source), "--target", target]) == 0
+
+    with open_store(target, mode="relational_only", read_only=True) as store:
+        found = store.get_session("a:c1")
+        with pytest.raises(ReadOnlyStore):
+            store.save_session("a:c3", blob, "2025-06-21T10:00:00")
+        with pytest.raises(pw.DatabaseError):  # the engine itself, below the store
+            store.database.execute_sql(f"DELETE FROM {McpSession._meta.table_name}")
+
+    assert json_differences(blob, found) == []
+    with relational_store(target) as store:  # nothing was written
+        assert store.get_session("a:c2") == {"agent_id": "a"}
+        assert store.get_session("a:c3") is None
+
+
+def test_a_read_only_store_serves_only_relational_only_reads(target: str, snapshot_factory: SnapshotFactory) -> None:
+    source = snapshot_factory([], [session_row(1, "a:c1", {"agent_id": "a"})])
+    assert main(["migrate", "--source", str(source), "--target", target]) == 0
+    with pytest.raises(ReadOnlyStore, match="relational_only"):
+        open_store(target, mode="dual_write", read_only=True)

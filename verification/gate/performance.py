@@ -1,13 +1,13 @@
 """Check 5: the plan's latency goals, measured on the snapshot's own data through the store the
 cut-over daemon uses (`migrator.store`).
 
-The store runs in `relational_only` mode, the plan's end state, on a scratch copy of the target
-(a file for SQLite, a schema or database on the same server for a URL): saves write, and even
-opening a store records the schema version, so neither may touch the target itself. Saves are
-real checkpoints from the snapshot, each the daemon's `save_checkpoint` (one transaction through
-`write_legacy_rows`, pruning to the newest five as the daemon did). Lookups are a large sample
-of real session keys spread over the snapshot, each `get_session` rebuilding the session's
-whole blob.
+The store runs in `relational_only` mode, the plan's end state. Saves write, so they run on a
+scratch copy of the tables a save touches (a file for SQLite, a schema or database on the same
+server for a URL), never on the target itself; each is a real checkpoint from the snapshot, saved
+with the daemon's `save_checkpoint` (one transaction through `write_legacy_rows`, pruning to the
+newest five as the daemon did). Lookups only read: they run on the target itself through a store
+opened read-only, so a large target is not copied for them. They are a large sample of real
+session keys spread over the snapshot, each `get_session` rebuilding the session's whole blob.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ import peewee as pw
 from migrator import engines
 from migrator.backfill import KINDS
 from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacySource, LegacyTable
-from migrator.models import ALL_MODELS, Quarantine
+from migrator.models import ALL_MODELS, MigrationMeta, Quarantine
 from migrator.phases import Mode
 from migrator.store import Blob, Store, blob_of, open_store
-from migrator.target import is_url, target_database
+from migrator.target import create_schema, is_url, target_database
 from verification.gate.checks import PERFORMANCE, CheckResult, source_rows_between
 
 STORE_MODE = Mode.RELATIONAL_ONLY  # after cut-over: the relational rows alone serve the daemon
@@ -77,28 +77,41 @@ def latency_result(operation: str, durations_ms: list[float], limit_ms: float, p
     return CheckResult(PERFORMANCE, not problems, summary, figures, problems)
 
 
-# --- the scratch store -------------------------------------------------------------------------
+# --- the stores --------------------------------------------------------------------------------
+
+SAVE_MODELS = (*(table.model for table in KINDS[CHECKPOINTS.name].tables), Quarantine, MigrationMeta)
+"""What a checkpoint save reads and writes: the checkpoint tables, quarantine (a save replaces a
+quarantined row of its id) and the schema version. Only these are copied for the saves."""
 
 
-def backup_sqlite(original: Path, copy: Path) -> None:
-    """A consistent copy of a SQLite file, its WAL included, read without writing the original."""
-    source = sqlite3.connect(f"file:{quote(str(original.resolve()))}?mode=ro", uri=True)
-    with closing(source), closing(sqlite3.connect(copy)) as duplicate:
-        source.backup(duplicate)
+def copy_sqlite_tables(original: Path, copy: Path, models: Sequence[type[pw.Model]]) -> None:
+    """A new SQLite target holding these tables' rows of `original`, read without writing it."""
+    with target_database(copy) as database:
+        create_schema(database)
+    with closing(sqlite3.connect(copy)) as connection:
+        connection.execute("ATTACH DATABASE ? AS original", (f"file:{quote(str(original.resolve()))}?mode=ro",))
+        with connection:
+            for model in pw.sort_models(models):
+                columns = ", ".join(f'"{field.column_name}"' for field in model._meta.sorted_fields)
+                table = model._meta.table_name
+                connection.execute(
+                    f'INSERT OR REPLACE INTO main."{table}" ({columns}) SELECT {columns} FROM original."{table}"'
+                )
+        connection.execute("DETACH DATABASE original")
 
 
 @contextmanager
-def sqlite_copy(target: Path) -> Iterator[str]:
+def sqlite_copy(target: Path, models: Sequence[type[pw.Model]]) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="ksi-gate-store-") as folder:
         copy = Path(folder) / "target-copy.db"
-        backup_sqlite(target, copy)
+        copy_sqlite_tables(target, copy, models)
         yield str(copy)
 
 
 @contextmanager
-def server_copy(target: str) -> Iterator[str]:
-    """A copy of a server target in a new namespace of the same server, dropped afterwards: the
-    latencies then include the server's own commits and round trips."""
+def server_copy(target: str, models: Sequence[type[pw.Model]]) -> Iterator[str]:
+    """A copy of these tables of a server target, in a new namespace of the same server, dropped
+    afterwards: the latencies then include the server's own commits and round trips."""
     name = f"ksi_gate_{uuid.uuid4().hex[:12]}"
     with closing(engines.connect(target)) as server:
         engines.create_namespace(server, name)
@@ -106,21 +119,28 @@ def server_copy(target: str) -> Iterator[str]:
             copy = engines.url_in_namespace(target, name)
             with target_database(copy) as database, database.atomic():
                 engines.create_tables(database, ALL_MODELS)
-                engines.copy_tables(database, ALL_MODELS, engines.current_namespace(server), name)
+                engines.copy_tables(database, models, engines.current_namespace(server), name)
             yield copy
         finally:
             engines.drop_namespace(server, name)
 
 
 @contextmanager
-def scratch_store(target: str) -> Iterator[Store]:
-    """The daemon's store on a private copy of the target.
+def scratch_store(target: str, models: Sequence[type[pw.Model]]) -> Iterator[Store]:
+    """The daemon's store on a private copy of the target's `models` tables, for writes.
 
     Opening it binds the models to the copy; the gate's `ksi_target` fixture binds them again
     for each test, so no other test reads the copy.
     """
-    copy = server_copy(target) if is_url(target) else sqlite_copy(Path(target))
+    copy = server_copy(target, models) if is_url(target) else sqlite_copy(Path(target), models)
     with copy as location, open_store(location, mode=STORE_MODE) as store:
+        yield store
+
+
+@contextmanager
+def reading_store(target: str) -> Iterator[Store]:
+    """The daemon's store on the target itself, opened read-only: reads need no copy."""
+    with open_store(target, mode=STORE_MODE, read_only=True) as store:
         yield store
 
 
@@ -189,14 +209,14 @@ def time_session_lookups(store: Store, keys: list[str]) -> tuple[list[float], li
 
 
 def checkpoint_save_latency(source: LegacySource, target: str, limit_ms: float) -> CheckResult:
-    with scratch_store(target) as store:
+    with scratch_store(target, SAVE_MODELS) as store:
         blobs = checkpoint_blobs(source, quarantined_rowids(store.database, CHECKPOINTS), CHECKPOINT_SAVE_SAMPLE)
         durations = time_checkpoint_saves(store, blobs)
     return latency_result("checkpoint_save", durations, limit_ms, [])
 
 
 def session_lookup_latency(source: LegacySource, target: str, limit_ms: float) -> CheckResult:
-    with scratch_store(target) as store:
+    with reading_store(target) as store:
         keys = session_keys(source, quarantined_rowids(store.database, MCP_SESSIONS), SESSION_LOOKUP_SAMPLE)
         durations, misses = time_session_lookups(store, keys)
     problems = [f"session {key!r} was not found by its key" for key in misses[:MAX_MISSES_SHOWN]]

@@ -38,7 +38,15 @@ from migrator.errors import MigratorError
 from migrator.legacy import LegacySource, snapshot_hashes
 from migrator.target import target_database
 from verification.gate.artifacts import RunFacts, remove_stale_signoff, signoff_document, write_signoff
-from verification.gate.checks import SOURCE_UNTOUCHED, CheckResult, Shard, compare_source_hashes, plan_shards
+from verification.gate.checks import (
+    NO_ORPHANS,
+    PERFORMANCE,
+    SOURCE_UNTOUCHED,
+    CheckResult,
+    Shard,
+    compare_source_hashes,
+    plan_shards,
+)
 from verification.gate.ledger import PASS, Ledger
 from verification.gate.options import SNAPSHOT_OPTION, GateOptions, add_gate_options, read_gate_options
 
@@ -117,6 +125,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 GATE_FOLDER = Path(__file__).resolve().parent
+RUN_ORDER = {PERFORMANCE: 0, NO_ORPHANS: 0, SOURCE_UNTOUCHED: 2}  # every other check: 1 (a stable sort)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -134,9 +143,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     kept = [item for item in items if (check_of(item) is not None) == gate_on]
     if len(kept) < len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
-    # The source is compared with its hashes from the session's start as late as possible.
-    last = [item for item in kept if check_of(item) == SOURCE_UNTOUCHED]
-    items[:] = [item for item in kept if item not in last] + last
+    # The long single tests first, so that under xdist no worker is left alone with one at the
+    # end while the others idle; the many short shards fill in around them. The source is
+    # compared with its hashes from the session's start as late as possible.
+    items[:] = sorted(kept, key=lambda item: RUN_ORDER.get(check_of(item) or "", 1))
 
 
 # --- results onto reports ----------------------------------------------------------------------
