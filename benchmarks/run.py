@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -36,6 +35,10 @@ QUICK_SIZES = (10_000,)
 SESSIONS_PER_CHECKPOINT = 50
 SAVE_TARGET_CHECKPOINTS = 10_000
 SEED = 20261126
+GATE_ALSO_AT = 100_000  # the gate is judged at the largest size, and also reported here
+JUDGED_FROM = 100_000  # the gate's bars, and memory's, are judged from this size up (see verdicts)
+GATE_BARS = ("gate_speedup_n2", "gate_n2_vs_backfill_throughput")
+MET_WORDS = {True: "yes", False: "NO", None: f"not judged below {JUDGED_FROM:,} sessions"}
 
 # The bar (issue 6), checked and reported, never asserted: benchmarks inform, the gate decides.
 BAR = {
@@ -211,10 +214,16 @@ def gate_seconds(source: Path, target: Path, workers: int, work: Path) -> float:
     return seconds
 
 
-def gate_scaling(source: Path, target: Path, work: Path) -> dict[str, float]:
+def gate_scaling(source: Path, target: Path, work: Path, rows: int) -> dict[str, float]:
     serial = gate_seconds(source, target, 0, work)
     parallel = gate_seconds(source, target, 2, work)
-    return {"n0_seconds": serial, "n2_seconds": parallel, "speedup": serial / parallel}
+    return {
+        "n0_seconds": serial,
+        "n2_seconds": parallel,
+        "speedup": serial / parallel,
+        "n0_rows_per_s": rows / serial,
+        "n2_rows_per_s": rows / parallel,
+    }
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -222,13 +231,16 @@ def gate_scaling(source: Path, target: Path, work: Path) -> dict[str, float]:
 
 def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     by_size = results["sizes"]
-    largest = by_size[max(by_size, key=int)]
+    largest_size = max(by_size, key=int)
+    largest = by_size[largest_size]
+    gate = results["gate"][largest_size]
     checks: dict[str, tuple[float, float, Callable[[float, float], bool]]] = {
         "backfill_vs_reference": (largest["backfill_vs_reference"], BAR["backfill_vs_reference"], float.__le__),
         "verify_vs_backfill_throughput": (largest["verify_vs_backfill_throughput"], 1.0, float.__ge__),
+        "gate_n2_vs_backfill_throughput": (gate["n2_rows_per_s"] / largest["migrate"]["rows_per_s"], 1.0, float.__ge__),
         "lookup_p99_ms": (results["lookup"]["p99_ms"], BAR["lookup_p99_ms"], float.__le__),
         "save_p99_ms": (results["save"]["p99_ms"], BAR["save_p99_ms"], float.__le__),
-        "gate_speedup_n2": (results["gate"]["speedup"], BAR["gate_speedup_n2"], float.__ge__),
+        "gate_speedup_n2": (gate["speedup"], BAR["gate_speedup_n2"], float.__ge__),
     }
     sizes = sorted(by_size, key=int)
     for small, large in pairwise(sizes):
@@ -238,8 +250,20 @@ def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 checks[f"{step}_rss_{large}_vs_{small}"] = (rss, BAR["rss_ratio_10x"], float.__le__)
             seconds = by_size[large]["migrate"]["seconds"] / by_size[small]["migrate"]["seconds"]
             checks[f"migrate_time_{large}_vs_{small}"] = (seconds, BAR["time_ratio_10x"], float.__le__)
-    return {name: {"measured": round(value, 3), "bar": bar, "met": meets(float(value), float(bar))}
-            for name, (value, bar, meets) in checks.items()}  # fmt: skip
+    judged = {name: {"measured": round(value, 3), "bar": bar, "met": meets(float(value), float(bar))}
+              for name, (value, bar, meets) in checks.items()}  # fmt: skip
+    if int(largest_size) < JUDGED_FROM:
+        # A gate run on a small snapshot is mostly pytest and xdist start-up (about a second per
+        # process): its scaling is reported, but the bar is about production-size snapshots.
+        for name in GATE_BARS:
+            judged[name]["met"] = None
+    for small, large in pairwise(sizes):
+        if int(small) < JUDGED_FROM and f"migrate_rss_{large}_vs_{small}" in judged:
+            # Below 100k sessions the bounded caches (SQLite's 64 MiB during a backfill) are not
+            # yet full, so memory still grows; the bar (issue 6) is 1M against 100k.
+            for step in ("migrate", "verify"):
+                judged[f"{step}_rss_{large}_vs_{small}"]["met"] = None
+    return judged
 
 
 def write_markdown(results: dict[str, Any], path: Path) -> None:
@@ -259,15 +283,17 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         lines.append(
             f"| {name} | {r['p50_ms']:.3f} | {r['p95_ms']:.3f} | {r['p99_ms']:.3f} | {r['max_ms']:.3f} | {r['n']} |"
         )
-    gate = results["gate"]
-    lines += [
-        "",
-        f"Gate: -n 0 {gate['n0_seconds']:.1f} s, -n 2 {gate['n2_seconds']:.1f} s, speedup {gate['speedup']:.2f}x",
-        "",
-    ]
+    lines += ["", "| gate on (sessions) | -n 0 s | -n 2 s | speedup | -n 0 rows/s | -n 2 rows/s |"]
+    lines += ["| --- | --- | --- | --- | --- | --- |"]
+    for size, gate in sorted(results["gate"].items(), key=lambda item: int(item[0])):
+        lines.append(
+            f"| {int(size):,} | {gate['n0_seconds']:.1f} | {gate['n2_seconds']:.1f} | {gate['speedup']:.2f}x | "
+            f"{gate['n0_rows_per_s']:,.0f} | {gate['n2_rows_per_s']:,.0f} |"
+        )
+    lines.append("")
     lines += ["| bar | measured | target | met |", "| --- | --- | --- | --- |"]
     for name, verdict in results["verdicts"].items():
-        lines.append(f"| {name} | {verdict['measured']} | {verdict['bar']} | {'yes' if verdict['met'] else 'NO'} |")
+        lines.append(f"| {name} | {verdict['measured']} | {verdict['bar']} | {MET_WORDS[verdict['met']]} |")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -292,6 +318,15 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
         throughput.plot(
             [int(s) for s in sizes], [results["sizes"][s][step]["rows_per_s"] for s in sizes], marker="o", label=step
         )
+    gated = sorted(results["gate"], key=int)
+    for workers in (0, 2):
+        throughput.plot(
+            [int(s) for s in gated],
+            [results["gate"][s][f"n{workers}_rows_per_s"] for s in gated],
+            marker="s",
+            linestyle="--",
+            label=f"gate -n {workers}",
+        )
     throughput.set_xscale("log")
     throughput.set_xlabel("sessions in the snapshot")
     throughput.set_ylabel("legacy rows per second")
@@ -311,6 +346,7 @@ def run(sizes: Sequence[int], repeats: int, out: Path, lookup_samples: int, save
         "machine": f"{os.cpu_count()} cores, Python {sys.version.split()[0]}",
         "version": __version__,
         "sizes": {},
+        "gate": {},
     }
     with tempfile.TemporaryDirectory(prefix="ksi-bench-") as scratch:
         work = Path(scratch)
@@ -321,10 +357,10 @@ def run(sizes: Sequence[int], repeats: int, out: Path, lookup_samples: int, save
             if sessions == sizes[-1]:
                 log(f"session lookups on {sessions:,} sessions")
                 results["lookup"] = lookup_latency(work / "migrate.db", lookup_samples)
-            if sessions == min(sizes[-1], 100_000):
-                log("the gate on -n 0 and -n 2")
-                shutil.copy(work / "migrate.db", work / "gate-target.db")
-                results["gate"] = gate_scaling(source, work / "gate-target.db", work)
+            if sessions == sizes[-1] or sessions == GATE_ALSO_AT:
+                log(f"the gate on -n 0 and -n 2, {sessions:,} sessions")
+                rows = results["sizes"][str(sessions)]["rows"]
+                results["gate"][str(sessions)] = gate_scaling(source, work / "migrate.db", work, rows)
         log(f"checkpoint saves on {SAVE_TARGET_CHECKPOINTS:,} checkpoints")
         results["save"] = save_latency(work, save_samples)
     results["verdicts"] = verdicts(results)
@@ -343,6 +379,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
     repeats = args.repeats or (2 if args.quick else 3)
     results = run(sizes, repeats, Path(args.out), lookup_samples=2000 if args.quick else 20000,
-                  save_samples=100 if args.quick else 500)  # fmt: skip
+                  save_samples=500 if args.quick else 1000)  # fmt: skip
     print((Path(args.out) / "results.md").read_text(encoding="utf-8"))
-    return 0 if all(v["met"] for v in results["verdicts"].values()) else 1
+    return 0 if all(v["met"] is not False for v in results["verdicts"].values()) else 1
