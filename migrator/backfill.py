@@ -60,7 +60,9 @@ def backfill(
     create_schema(database)
     save_legacy_schema(database, source.schema())
     report = BackfillReport()
-    with engines.bulk_load(database):
+    fresh = [KINDS[table.name] for table in source.tables if not _has_rows(KINDS[table.name])]
+    fresh_models = [table.model for kind in fresh for table in kind.tables]
+    with engines.bulk_load(database), engines.indexes_built_after(database, fresh_models):
         for table in source.tables:
             report.tables.append(_backfill_table(source, database, KINDS[table.name], batch_size, progress))
     report.seconds = time.perf_counter() - started

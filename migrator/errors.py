@@ -71,3 +71,7 @@ class CleanupRefused(MigratorError):
 
 class ReadOnlyStore(MigratorError):
     """A write through a store opened read-only, or a read-only store in a mode that writes."""
+
+
+class DuplicateKeys(MigratorError):
+    """Rows that must have distinct keys share one, so a unique index cannot be built."""

@@ -87,6 +87,7 @@ def create_schema(database: pw.Database) -> None:
         upgrade(database, version, SCHEMA_VERSION, lambda new: set_meta(database, "schema_version", str(new)))
     with database.atomic():
         engines.create_tables(database, ALL_MODELS)
+        engines.ensure_indexes(database, ALL_MODELS)
         set_meta(database, "schema_version", str(SCHEMA_VERSION))
 
 

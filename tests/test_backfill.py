@@ -6,13 +6,17 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import sys
+from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from migrator import checkpoints, relational
 from migrator.backfill import backfill
 from migrator.codec import InvalidText
+from migrator.errors import DuplicateKeys
 from migrator.legacy import CHECKPOINTS, LegacySource, compare_legacy_files, row_bytes, snapshot_hashes
 from migrator.models import ALL_MODELS, CheckpointQueueItem, McpSessionTool, Quarantine
 from migrator.relational import rebuilt_rows
@@ -224,3 +228,63 @@ def test_bundles_read_in_batches_sized_by_child_rows_rebuild_the_same_rows(
     assert [rowid for rowid, _ in small] == list(range(1, 31))
     assert small == whole
     assert len(fetched) > 5 * len(checkpoints.KIND.tables)  # many batches, not one
+
+
+# --- indexes built after a fresh load ----------------------------------------------------------
+
+
+def index_names(target: Path) -> set[str]:
+    with closing(sqlite3.connect(target)) as connection:
+        query = "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        return {name for (name,) in connection.execute(query)}
+
+
+backfill_module = sys.modules["migrator.backfill"]  # `migrator.backfill` is also the function's name
+MODEL_INDEXES = {index._name for model in ALL_MODELS for index in model._meta.fields_to_index()}
+
+
+def test_a_fresh_load_ends_with_every_index_the_models_declare(snapshot: Path, tmp_path: Path) -> None:
+    migrate(snapshot, tmp_path / "t.db")
+    assert index_names(tmp_path / "t.db") == MODEL_INDEXES
+
+
+def test_a_load_that_fails_half_way_still_builds_every_index(
+    snapshot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built_during_load: list[set[str]] = []
+    sync = backfill_module._sync_batch
+
+    def failing_second_batch(database: Any, kind: Any, batch: Any, report: Any, *, assume_new: bool) -> None:
+        built_during_load.append(index_names(tmp_path / "t.db"))
+        if len(built_during_load) == 2:
+            raise RuntimeError("the machine went away")
+        sync(database, kind, batch, report, assume_new=assume_new)
+
+    monkeypatch.setattr(backfill_module, "_sync_batch", failing_second_batch)
+    with pytest.raises(RuntimeError, match="went away"):
+        migrate(snapshot, tmp_path / "t.db")
+    assert built_during_load[0] < MODEL_INDEXES  # the load ran without the secondary indexes ...
+    assert index_names(tmp_path / "t.db") == MODEL_INDEXES  # ... and they were built all the same
+
+
+def test_indexes_a_killed_load_left_unbuilt_are_built_when_the_target_is_next_opened(
+    snapshot: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "t.db"
+    migrate(snapshot, target)
+    with closing(sqlite3.connect(target)) as connection:
+        connection.execute('DROP INDEX "mcp_session_agent_id"')  # as a kill -9 mid-load leaves it
+    assert "mcp_session_agent_id" not in index_names(target)
+    assert verify_target(snapshot, target) == []  # reads need no index ...
+    migrate(snapshot, target)  # ... and the next run (or store) that opens the target builds it
+    assert index_names(target) == MODEL_INDEXES
+
+
+def test_two_source_rows_with_one_session_key_fail_the_unique_index_by_name(tmp_path: Path) -> None:
+    source = tmp_path / "no-primary-key.db"
+    with closing(sqlite3.connect(source)) as connection, connection:
+        connection.execute("CREATE TABLE mcp_sessions (session_key TEXT, session_data TEXT NOT NULL, last_seen TEXT)")
+        row = ("a:c1", json.dumps(SESSION), "2025-06-21T10:00:00")
+        connection.executemany("INSERT INTO mcp_sessions VALUES (?, ?, ?)", [row, row])
+    with pytest.raises(DuplicateKeys, match="mcp_session_session_key_digest: the snapshot holds two rows"):
+        migrate(source, tmp_path / "t.db")
