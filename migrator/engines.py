@@ -316,6 +316,19 @@ def indexes_built_after(database: pw.Database, models: Sequence[type[pw.Model]])
     try:
         yield
     finally:
+        _build_indexes(database, indexes)
+
+
+INDEX_BUILD_CACHE_KIB = 4 * 1024
+"""SQLite's sorter holds up to a page cache's worth of keys in memory before it writes sorted runs
+to a temporary file and merges them. Building the indexes of a 1M-session target, measured: a
+64 MiB cache took 11.9 s and 137 MB more memory; 4 MiB took 6.9 s and 6 MB more."""
+
+
+def _build_indexes(database: pw.Database, indexes: Sequence[pw.ModelIndex]) -> None:
+    previous = database.cache_size
+    database.cache_size = -INDEX_BUILD_CACHE_KIB
+    try:
         for index in indexes:
             try:
                 database.execute(engine_index(database, index).safe(True))
@@ -324,6 +337,8 @@ def indexes_built_after(database: pw.Database, models: Sequence[type[pw.Model]])
                     f"{index._name}: the snapshot holds two rows with the same key, so the unique index "
                     f"cannot be built ({exc}); the rest of the target is complete"
                 ) from exc
+    finally:
+        database.cache_size = previous
 
 
 @contextmanager
