@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlparse, urlunparse
@@ -138,6 +138,13 @@ def mysql_collation(database: pw.Database) -> str:
         "this MySQL server has no binary NO PAD utf8mb4 collation (one of "
         f"{', '.join(MYSQL_NO_PAD_BINARY_COLLATIONS)}): use MariaDB 10.2+ or MySQL 8.0+"
     )
+
+
+def write_transaction(database: pw.Database) -> AbstractContextManager[Any]:
+    """A transaction that reads, then writes. SQLite's IMMEDIATE takes the write lock before the
+    first read, so it waits for another writer (the busy timeout) instead of failing half way with
+    SQLITE_BUSY: a read snapshot cannot be upgraded once another connection has committed."""
+    return database.atomic("IMMEDIATE") if isinstance(database, pw.SqliteDatabase) else database.atomic()
 
 
 # --- the schema --------------------------------------------------------------------------------

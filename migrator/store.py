@@ -30,7 +30,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import AbstractContextManager, closing
+from contextlib import closing
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,12 +104,6 @@ def blob_of(kind: BlobKind, row: LegacyRow) -> Blob:
 
 def maybe_blob(kind: BlobKind, row: LegacyRow | None) -> Blob | None:
     return None if row is None else blob_of(kind, row)
-
-
-def write_transaction(database: pw.Database) -> AbstractContextManager[Any]:
-    # IMMEDIATE takes SQLite's write lock before the first read, so a read-then-write transaction
-    # waits for another writer instead of failing half way with SQLITE_BUSY.
-    return database.atomic("IMMEDIATE") if isinstance(database, pw.SqliteDatabase) else database.atomic()
 
 
 @dataclass(frozen=True)
@@ -599,11 +593,11 @@ class Store:
     def _write_both(self, on_legacy: LegacyWrite, on_relational: RelationalWrite) -> LegacyChange:
         with self._write_lock:
             if self._legacy is None:
-                with write_transaction(self.database):
+                with engines.write_transaction(self.database):
                     change = on_relational(self._relational)
                     self._mirror(change)
                 return change
-            with write_transaction(self._legacy.database):
+            with engines.write_transaction(self._legacy.database):
                 change = on_legacy(self._legacy)
                 if self.mode.writes_relational and self.one_file:
                     self._mirror_or_defer(change)  # a savepoint inside the legacy write's transaction

@@ -85,7 +85,7 @@ def create_schema(database: pw.Database) -> None:
                 f"{SCHEMA_VERSION} and has no migration from it"
             )
         upgrade(database, version, SCHEMA_VERSION, lambda new: set_meta(database, "schema_version", str(new)))
-    with database.atomic():
+    with engines.write_transaction(database):  # reads what exists, then creates: see write_transaction
         engines.create_tables(database, ALL_MODELS)
         engines.ensure_indexes(database, ALL_MODELS)
         set_meta(database, "schema_version", str(SCHEMA_VERSION))

@@ -35,7 +35,12 @@ class WalCheckpointer:
         database.pragma("wal_autocheckpoint", BACKSTOP_PAGES, permanent=True)  # every connection, from now on
         self._wake = threading.Event()
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name=f"ksi-wal-checkpoint:{self.path.name}", daemon=True)
+        # Opened here, so a file the thread could not open fails the store's opening, not the thread.
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=rw"
+        connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        self._thread = threading.Thread(
+            target=self._run, args=(connection,), name=f"ksi-wal-checkpoint:{self.path.name}", daemon=True
+        )
         self._thread.start()
 
     def written(self) -> None:
@@ -47,9 +52,7 @@ class WalCheckpointer:
         self._wake.set()
         self._thread.join()
 
-    def _run(self) -> None:
-        uri = f"file:{quote(str(self.path.resolve()))}?mode=rw"
-        connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    def _run(self, connection: sqlite3.Connection) -> None:
         try:
             while True:
                 self._wake.wait()

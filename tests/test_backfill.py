@@ -11,6 +11,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import peewee
 import pytest
 
 from migrator import checkpoints, relational
@@ -21,7 +22,7 @@ from migrator.legacy import CHECKPOINTS, LegacySource, compare_legacy_files, row
 from migrator.models import ALL_MODELS, CheckpointQueueItem, McpSessionTool, Quarantine
 from migrator.relational import rebuilt_rows
 from migrator.rollback import restore
-from migrator.target import target_database
+from migrator.target import create_schema, target_database
 from migrator.verify import verify
 from tests.conftest import SnapshotFactory
 from verification.snapshots import checkpoint_row, session_row
@@ -288,3 +289,38 @@ def test_two_source_rows_with_one_session_key_fail_the_unique_index_by_name(tmp_
         connection.executemany("INSERT INTO mcp_sessions VALUES (?, ?, ?)", [row, row])
     with pytest.raises(DuplicateKeys, match="mcp_session_session_key_digest: the snapshot holds two rows"):
         migrate(source, tmp_path / "t.db")
+
+
+def test_creating_the_schema_holds_the_write_lock_so_a_concurrent_writer_cannot_break_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon keeps writing while `migrate` starts on the same file. Had the schema's
+    transaction begun with a read, a commit by the daemon in between would make its first write
+    fail at once (SQLITE_BUSY_SNAPSHOT, which no busy timeout waits out)."""
+    target = tmp_path / "ksi.db"
+    with closing(sqlite3.connect(target)) as daemon:
+        daemon.execute("PRAGMA journal_mode=wal")
+        daemon.execute("CREATE TABLE daemon_writes (n INTEGER)")
+        daemon.commit()
+    daemon_outcomes: list[str] = []
+
+    def exists_while_the_daemon_commits(self: Any, table_name: str, schema: str | None = None) -> bool:
+        found = original_table_exists(self, table_name, schema)
+        if not self.in_transaction():
+            return found  # the version check before the schema's transaction
+        with closing(sqlite3.connect(target, timeout=0.05)) as daemon:
+            try:
+                daemon.execute("INSERT INTO daemon_writes VALUES (1)")
+                daemon.commit()
+                daemon_outcomes.append("committed")
+            except sqlite3.OperationalError:
+                daemon_outcomes.append("waited")  # the schema's transaction holds the lock
+        return found
+
+    original_table_exists = peewee.SqliteDatabase.table_exists
+    monkeypatch.setattr(peewee.SqliteDatabase, "table_exists", exists_while_the_daemon_commits)
+    with target_database(target) as database:
+        create_schema(database)
+    monkeypatch.undo()
+    assert daemon_outcomes and set(daemon_outcomes) == {"waited"}
+    assert index_names(target) >= MODEL_INDEXES
