@@ -95,8 +95,12 @@ class RowTally:
 
     def add(self, row: LegacyRow) -> None:
         # The rowid is digested with the cells: a row moved to another rowid is not the same row.
+        self.add_digest(int(row_digest(row), 16))
+
+    def add_digest(self, digest: int) -> None:
+        """A row whose digest is already known."""
         self.rows += 1
-        self.total = (self.total + int(row_digest(row), 16)) % CHECKSUM_MODULUS
+        self.total = (self.total + digest) % CHECKSUM_MODULUS
 
     def __add__(self, other: RowTally) -> RowTally:
         """The tally of two disjoint sets of rows: a sum, so parts counted apart combine exactly."""

@@ -60,22 +60,29 @@ def backfill(
     create_schema(database)
     save_legacy_schema(database, source.schema())
     report = BackfillReport()
-    fresh = [KINDS[table.name] for table in source.tables if not _has_rows(KINDS[table.name])]
-    fresh_models = [table.model for kind in fresh for table in kind.tables]
+    kinds = [KINDS[table.name] for table in source.tables]
+    empty = {kind.legacy.name: not _has_rows(kind) for kind in kinds}  # a first load: nothing to compare with
+    fresh_models = [table.model for kind in kinds if empty[kind.legacy.name] for table in kind.tables]
     with engines.bulk_load(database), engines.indexes_built_after(database, fresh_models):
-        for table in source.tables:
-            report.tables.append(_backfill_table(source, database, KINDS[table.name], batch_size, progress))
+        for kind in kinds:
+            table_report = _backfill_table(source, database, kind, batch_size, progress, empty[kind.legacy.name])
+            report.tables.append(table_report)
     report.seconds = time.perf_counter() - started
     return report
 
 
 def _backfill_table(
-    source: LegacySource, database: pw.Database, kind: BlobKind, batch_size: int, progress: Progress | None
+    source: LegacySource,
+    database: pw.Database,
+    kind: BlobKind,
+    batch_size: int,
+    progress: Progress | None,
+    target_is_empty: bool,
 ) -> TableReport:
     table = kind.legacy
     table_report = TableReport(table.name, source_rows=source.count(table))
-    table_report.deleted = _delete_vanished(source, database, kind, batch_size)
-    target_is_empty = not _has_rows(kind)
+    if not target_is_empty:
+        table_report.deleted = _delete_vanished(source, database, kind, batch_size)
     for batch in source.batches(table, batch_size):
         _sync_batch(database, kind, batch, table_report, assume_new=target_is_empty)
         if progress:

@@ -100,11 +100,11 @@ def connect(url: str, *, read_only: bool = False) -> pw.Database:
     thread); a SQLite URL opens its file as `open_target` does for a path.
     """
     engine = engine_of_url(url)
-    if engine == SQLITE and read_only:
-        return sqlite_read_only(parse_url(url)["database"])
     options = _connect_options(engine)
     if read_only:
         given = parse_url(url)
+        if engine == SQLITE:
+            return sqlite_read_only(given["database"])
         for key, value in READ_ONLY_OPTIONS[engine].items():
             # PostgreSQL's `options` may already set the search_path (`url_in_namespace`): add to it.
             options[key] = f"{given[key]} {value}" if key == "options" and given.get(key) else value

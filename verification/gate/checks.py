@@ -24,7 +24,7 @@ import peewee as pw
 
 from migrator.archive import RowTally
 from migrator.backfill import KINDS
-from migrator.legacy import LegacyRow, LegacySource, LegacyTable, display_key, snapshot_hashes
+from migrator.legacy import LegacyRow, LegacySource, LegacyTable, display_key, row_digest, snapshot_hashes
 from migrator.models import Quarantine
 from migrator.relational import orphans, rebuilt_rows_between
 from migrator.verify import Mismatch, row_differences
@@ -225,8 +225,8 @@ def verify_shard(source: LegacySource, database: pw.Database, shard: Shard) -> C
         rebuilt_rows_between(database, kind, BATCH_ROWS, shard.low, shard.high),
     )
     for rowid, expected, rebuilt in pairs:
-        tallies.add(expected, rebuilt)
         outcome, mismatch = compare_pair(kind.legacy, rowid, expected, rebuilt)
+        tallies.add(expected, rebuilt, identical=outcome == "identical")
         outcomes[outcome] += 1
         if mismatch is not None:
             problems.add(f"rowid {rowid}: {mismatch}")
@@ -241,10 +241,15 @@ class ShardTallies:
     source: RowTally = field(default_factory=RowTally)
     rebuilt: RowTally = field(default_factory=RowTally)
 
-    def add(self, expected: LegacyRow | None, rebuilt: Rebuilt | None) -> None:
-        if expected is not None:
-            self.source.add(expected)
-        if rebuilt is not None and not isinstance(rebuilt, Exception):
+    def add(self, expected: LegacyRow | None, rebuilt: Rebuilt | None, *, identical: bool) -> None:
+        digest = int(row_digest(expected), 16) if expected is not None else None
+        if digest is not None:
+            self.source.add_digest(digest)
+        if rebuilt is None or isinstance(rebuilt, Exception):
+            return
+        if identical and digest is not None:
+            self.rebuilt.add_digest(digest)  # the same cells and storage types digest alike: hash once
+        else:
             self.rebuilt.add(rebuilt)
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "json_objects",
     "json_scalars",
     "json_values",
+    "non_text_cells",
     "not_json_texts",
     "object_from_pairs",
     "sqlite_cells",
@@ -349,8 +350,17 @@ def sqlite_texts() -> SearchStrategy[str]:
 @cache
 def sqlite_cells(*, nullable: bool = True) -> SearchStrategy[Any]:
     """A cell of any SQLite storage type: TEXT, INTEGER, REAL, BLOB, NULL, and non-UTF-8 TEXT."""
+    return weighted((2, sqlite_texts()), *_non_text_branches(nullable))
+
+
+@cache
+def non_text_cells(*, nullable: bool = True) -> SearchStrategy[Any]:
+    """A cell of any SQLite storage type but valid TEXT: what no JSON column can be read from."""
+    return weighted(*_non_text_branches(nullable))
+
+
+def _non_text_branches(nullable: bool) -> list[tuple[int, SearchStrategy[Any]]]:
     branches: list[tuple[int, SearchStrategy[Any]]] = [
-        (2, sqlite_texts()),
         (1, sqlite_integers()),
         (1, sqlite_reals()),
         (1, st.binary(max_size=12)),
@@ -358,4 +368,4 @@ def sqlite_cells(*, nullable: bool = True) -> SearchStrategy[Any]:
     ]
     if nullable:
         branches.append((1, st.none()))
-    return weighted(*branches)
+    return branches

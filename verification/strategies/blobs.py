@@ -157,6 +157,8 @@ def _with_repeats(values: SearchStrategy[list[Any]]) -> SearchStrategy[list[Any]
 
 # --- checkpoints ------------------------------------------------------------------------------
 
+# The keys production blobs carry (ksi-legacy-formats.md), written out rather than taken from the
+# mapping's record specs: a key the mapping stopped typing must still be drawn, and kept exactly.
 _ITEM_KEYS = ("request_id", "timestamp", "data")
 _QUEUE_TYPED_KEYS = ("is_active", "active_request")  # never `items`: a second one is its own test
 _COMPLETION_KEYS = (

@@ -21,13 +21,11 @@ from migrator.codec import InvalidText
 from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacyRow, LegacySchema, LegacyWriter, default_schema
 from verification.strategies import blobs, content
 from verification.strategies.adversarial import (
-    invalid_texts,
     json_values,
+    non_text_cells,
     not_json_texts,
     object_from_pairs,
     sqlite_cells,
-    sqlite_integers,
-    sqlite_reals,
     sqlite_texts,
     weighted,
 )
@@ -123,19 +121,6 @@ def _too_deep() -> SearchStrategy[RawJson]:
 
 
 @cache
-def _non_text_cells(nullable: bool) -> SearchStrategy[Any]:
-    branches: list[tuple[int, SearchStrategy[Any]]] = [
-        (1, sqlite_integers()),
-        (1, sqlite_reals()),
-        (1, st.binary(max_size=12)),
-        (1, invalid_texts()),
-    ]
-    if nullable:
-        branches.append((1, st.none()))
-    return weighted(*branches)
-
-
-@cache
 def unreadable_checkpoint_data(*, nullable: bool = True) -> SearchStrategy[Any]:
     """`checkpoint_data` cells no reader can map: each must be quarantined verbatim."""
     ids = content.session_ids()
@@ -152,7 +137,7 @@ def unreadable_checkpoint_data(*, nullable: bool = True) -> SearchStrategy[Any]:
         blobs.checkpoint_blobs(active_completions=_maps_repeating_a_key(content.request_ids(), blobs.completions())),
         blobs.checkpoint_blobs(extra_keys=st.tuples(st.just("deep"), _too_deep()).map(lambda pair: [pair])),
     )
-    return weighted((2, rendered(wrong_shapes)), (2, not_json_texts()), (1, _non_text_cells(nullable)))
+    return weighted((2, rendered(wrong_shapes)), (2, not_json_texts()), (1, non_text_cells(nullable=nullable)))
 
 
 @cache
@@ -163,7 +148,7 @@ def unreadable_session_data(*, nullable: bool = True) -> SearchStrategy[Any]:
         blobs.session_blobs(tools=_not_arrays()),
         blobs.session_blobs(agent_info=_too_deep()),
     )
-    return weighted((2, rendered(wrong_shapes)), (2, not_json_texts()), (1, _non_text_cells(nullable)))
+    return weighted((2, rendered(wrong_shapes)), (2, not_json_texts()), (1, non_text_cells(nullable=nullable)))
 
 
 # --- the JSON cell ----------------------------------------------------------------------------
@@ -219,7 +204,7 @@ def last_seen_cells(*, nullable: bool = True) -> SearchStrategy[Any]:
 @cache
 def session_key_cells(*, nullable: bool = True) -> SearchStrategy[Any]:
     """Mostly `agent:conversation` text; sometimes odd text, or no text at all (quarantined)."""
-    return weighted((6, content.session_keys()), (2, sqlite_texts()), (1, _non_text_cells(nullable)))
+    return weighted((6, content.session_keys()), (2, sqlite_texts()), (1, non_text_cells(nullable=nullable)))
 
 
 # --- rows -------------------------------------------------------------------------------------
@@ -270,7 +255,7 @@ def unreadable_session_rows(*, nullable: bool = True) -> SearchStrategy[LegacyRo
     """A session whose data cannot be read, or whose key is not text."""
     return st.one_of(
         session_rows(data=unreadable_session_data(nullable=nullable), nullable=nullable),
-        session_rows(key=_non_text_cells(nullable), nullable=nullable),
+        session_rows(key=non_text_cells(nullable=nullable), nullable=nullable),
     )
 
 
