@@ -83,7 +83,8 @@ CHECKPOINT_TABLE = TableMap(
         "legacy_timestamp_type",
         "legacy_timestamp",
         *CHECKPOINT_DATA.columns,
-        "status",
+        "status",  # the plan's lifecycle, not legacy data: every migrated checkpoint is "active"
+        "restored_at",  # the plan's lifecycle too: legacy rows never record one
         "layout",
         "extra",
         "text_overlay",
@@ -138,7 +139,7 @@ def to_rows(row: LegacyRow, digest: str) -> Bundle:
     queues, items = _queue_rows(checkpoint_id, split.containers.get("session_queues", {}))
     requests = _request_rows(checkpoint_id, split.containers.get("active_completions", {}))
     tag, text = encode_cell(timestamp)
-    checkpoint = (checkpoint_id, digest, tag, text, *slots, "active", split.layout, split.extra, overlay)
+    checkpoint = (checkpoint_id, digest, tag, text, *slots, "active", None, split.layout, split.extra, overlay)
     return [checkpoint], queues, items, requests
 
 
@@ -147,6 +148,7 @@ def _queue_rows(checkpoint_id: int, session_queues: dict) -> tuple[list[Row], li
     queues: list[Row] = []
     items: list[Row] = []
     for position, (session_id, queue) in enumerate(session_queues.items()):
+
         def where(session_id: str = session_id) -> str:
             return f"checkpoint_data.session_queues[{session_id!r}]"
 
@@ -163,6 +165,7 @@ def _queue_rows(checkpoint_id: int, session_queues: dict) -> tuple[list[Row], li
         else:
             raise UnreadableBlob(f"{where()} is a JSON {json_type_name(queue)}, expected an array or object")
         for item_position, item in enumerate(entries):
+
             def item_where(item_position: int = item_position) -> str:
                 return f"{where()}.items[{item_position}]"
 
@@ -177,6 +180,7 @@ def _request_rows(checkpoint_id: int, completions: dict) -> list[Row]:
     _refuse_duplicate_keys(completions, "checkpoint_data.active_completions")
     rows: list[Row] = []
     for position, (request_id, completion) in enumerate(completions.items()):
+
         def where(request_id: str = request_id) -> str:
             return f"checkpoint_data.active_completions[{request_id!r}]"
 

@@ -20,10 +20,10 @@ from migrator import __version__
 from migrator.archive import restore_archive, write_archive
 from migrator.backfill import DEFAULT_BATCH_SIZE, BackfillReport, backfill
 from migrator.errors import MigratorError
-from migrator.legacy import LegacySource
+from migrator.legacy import LegacySource, UnmappedColumns
 from migrator.phases import CleanupPlan, cleanup
 from migrator.rollback import export, restore
-from migrator.target import target_database
+from migrator.target import planning_database, target_database
 from migrator.verify import VerifyReport, verify
 
 EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
@@ -78,15 +78,25 @@ def cmd_fabricate(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    with LegacySource(args.source) as source, target_database(args.target) as database:
+    opened = planning_database(args.target) if args.dry_run else target_database(args.target)
+    with LegacySource(args.source) as source, opened as database:
         with progress_bar(_source_total(source), "migrate") as advance:
-            report = backfill(source, database, batch_size=args.batch_size, progress=advance)
+            report = backfill(
+                source,
+                database,
+                batch_size=args.batch_size,
+                progress=advance,
+                recheck=args.recheck,
+                dry_run=args.dry_run,
+                replace_all=args.replace,
+            )
     print(format_backfill(report))
     return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    with LegacySource(args.source) as source, target_database(args.target, must_exist=True) as database:
+    source_opened = LegacySource(args.source, unmapped=UnmappedColumns.REPORT)
+    with source_opened as source, target_database(args.target, must_exist=True) as database:
         with progress_bar(_source_total(source), "verify") as advance:
             report = verify(source, database, batch_size=args.batch_size, progress=advance)
     if args.report:
@@ -143,23 +153,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def format_backfill(report: BackfillReport) -> str:
     lines = []
     for t in report.tables:
+        if report.dry_run:
+            lines.append(
+                f"{t.table}: {t.source_rows} source rows; a run would write {t.written - t.rewritten} new, "
+                f"rewrite {t.rewritten}, keep {t.unchanged} unchanged, remove {t.deleted}"
+                + (f" and {t.orphans_removed} orphaned child rows" if report.recheck else "")
+            )
+            continue
         lines.append(
             f"{t.table}: {t.source_rows} source rows; {t.migrated} migrated, {t.quarantined} quarantined, "
-            f"{t.noncanonical} non-canonical; this run wrote {t.written}, kept {t.unchanged} unchanged, "
-            f"removed {t.deleted}"
+            f"{t.noncanonical} non-canonical; this run wrote {t.written - t.rewritten} new, rewrote {t.rewritten}, "
+            f"kept {t.unchanged} unchanged, removed {t.deleted}"
+            + (f" and {t.orphans_removed} orphaned child rows" if report.recheck else "")
         )
-    lines.append(f"done in {report.seconds:.1f}s")
+    lines.append(
+        f"dry run: nothing was written ({report.seconds:.1f}s)" if report.dry_run else f"done in {report.seconds:.1f}s"
+    )
     return "\n".join(lines)
 
 
 def format_verify(report: VerifyReport) -> str:
     lines = [str(m) for m in report.mismatches]
+    if report.problems > len(report.mismatches):
+        lines.append(f"... and {report.problems - len(report.mismatches)} more problem(s); --report FILE lists counts")
     for t in report.tables:
         lines.append(
-            f"{t.table}: {t.matched}/{t.source_rows} rows identical; {t.mismatched} differ, "
+            f"{t.table}: {t.matched}/{t.source_rows} rows held exactly both ways; {t.mismatched} differ, "
             f"{t.missing} missing from the target, {t.extra} extra in the target"
         )
-    verdict = "OK: every legacy row is rebuilt exactly" if report.ok else f"FAILED: {report.problems} problem(s)"
+    verdict = (
+        "OK: the target holds every legacy row exactly, and rebuilds each one exactly"
+        if report.ok
+        else f"FAILED: {report.problems} problem(s)"
+    )
     lines.append(f"{verdict} ({report.seconds:.1f}s)")
     return "\n".join(lines)
 
@@ -228,7 +254,22 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("migrate", "verify", "export", "cleanup"):
         sub[name].add_argument("--target", required=True, help="SQLite file or database URL")
     for name in ("migrate", "verify", "restore", "export"):
-        sub[name].add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE, help="rows per batch")
+        sub[name].add_argument(
+            "--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE, help="rows per batch (default: %(default)s)"
+        )
+    sub["migrate"].add_argument(
+        "--recheck",
+        action="store_true",
+        help="compare every target row with the mapping of its source row, not only digests, and rewrite what differs",
+    )
+    sub["migrate"].add_argument(
+        "--dry-run", action="store_true", help="print what a run would write, keep, rewrite and remove; change nothing"
+    )
+    sub["migrate"].add_argument(
+        "--replace",
+        action="store_true",
+        help="allow a catch-up from a snapshot that shares no row with the target (it replaces every row)",
+    )
     restore_from = sub["restore"].add_mutually_exclusive_group(required=True)
     restore_from.add_argument("--target", help="rebuild from this SQLite file or database URL")
     restore_from.add_argument("--archive", help="bring back the tables of this archive folder")

@@ -27,8 +27,10 @@ and legacy REAL cells are text. This module holds the few decisions peewee leave
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlparse, urlunparse
@@ -81,6 +83,42 @@ def engine_of_url(url: str) -> str:
         if issubclass(database_class, base):
             return family
     raise ValueError(f"unsupported database URL scheme {scheme!r}")
+
+
+# --- how values are stored ---------------------------------------------------------------------
+
+
+def sqlite_datetime_text(value: datetime) -> str:
+    """How a parsed timestamp copy is stored in SQLite (which has no datetime type): the text that
+    Python's sqlite3 wrote by default before that default was deprecated (Python 3.12), so
+    targets written by every version of this tool hold the same text."""
+    return value.isoformat(" ")
+
+
+sqlite3.register_adapter(datetime, sqlite_datetime_text)
+
+Adapter = Callable[[Any], Any]
+
+
+def _optional(adapt: Adapter) -> Adapter:
+    return lambda value: None if value is None else adapt(value)
+
+
+def stored_value_adapters(database: pw.Database, fields: Sequence[pw.Field]) -> list[Adapter | None]:
+    """Per column, how a value the mapping makes comes back when the engine is read with plain
+    SQL (None: unchanged), so that a row read from the target can be compared exactly, by type
+    and value, with the row the mapping makes. SQLite keeps datetimes as text and booleans as
+    0/1; MySQL keeps booleans as 0/1 (TINYINT); PostgreSQL hands both back as they were sent."""
+    engine = engine_of(database)
+    adapters: list[Adapter | None] = []
+    for field in fields:
+        if isinstance(field, pw.DateTimeField) and engine == SQLITE:
+            adapters.append(_optional(sqlite_datetime_text))
+        elif isinstance(field, pw.BooleanField) and engine != POSTGRESQL:
+            adapters.append(_optional(int))
+        else:
+            adapters.append(None)
+    return adapters
 
 
 # --- connecting --------------------------------------------------------------------------------

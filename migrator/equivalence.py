@@ -120,6 +120,14 @@ def describe_text_difference(expected: str, actual: str) -> str:
     )
 
 
+def text_difference(path: str, expected: str, actual: str) -> Difference:
+    """Where two texts first differ, as a Difference showing a little context from each."""
+    index = _common_prefix_length(expected, actual)
+    return Difference(
+        f"{path} (text from character {index})", _text_context(expected, index), _text_context(actual, index)
+    )
+
+
 # --- the walk ------------------------------------------------------------------------
 
 

@@ -21,6 +21,14 @@ class NoLegacyTables(MigratorError):
     """The source database holds neither `checkpoints` nor `mcp_sessions`."""
 
 
+class UnsupportedSource(MigratorError):
+    """A legacy table is declared in a way the mapping cannot carry exactly (named in the message)."""
+
+
+class UnmappedColumn(UnsupportedSource):
+    """A legacy table has a column the mapping does not carry: migrating it would lose that column."""
+
+
 class TargetUnreachable(MigratorError):
     """The target database cannot be opened or connected to."""
 
@@ -71,6 +79,10 @@ class CleanupRefused(MigratorError):
 
 class ReadOnlyStore(MigratorError):
     """A write through a store opened read-only, or a read-only store in a mode that writes."""
+
+
+class SnapshotMismatch(MigratorError):
+    """A catch-up from a snapshot that shares no row with the target, which would replace it all."""
 
 
 class DuplicateKeys(MigratorError):

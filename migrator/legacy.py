@@ -13,21 +13,26 @@ import shutil
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
-from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from migrator.codec import TEXT_TAG, InvalidText, LegacyCell, decode_sqlite_text, encode_cell
-from migrator.errors import MigratorError, NoLegacyTables, OutputExists, SourceNotFound
+from migrator.errors import (
+    MigratorError,
+    NoLegacyTables,
+    OutputExists,
+    RebuildError,
+    SourceNotFound,
+    UnmappedColumn,
+    UnsupportedSource,
+)
 
 LegacyRow = tuple[Any, ...]
 """(rowid, cell, cell, ...) with the cells in the legacy table's column order."""
-
-# Python's sqlite3 adapts datetimes this way by default; saying so explicitly keeps it working
-# after the default adapters' deprecation (Python 3.12) for the parsed timestamp copies.
-sqlite3.register_adapter(datetime, lambda value: value.isoformat(" "))
 
 
 @dataclass(frozen=True)
@@ -142,11 +147,98 @@ class LegacySchema:
     encoding: str
     tables: list[str]
 
+    def statements_of(self, table: str) -> list[str]:
+        """The statements that create `table` and the objects on it, in the order they ran."""
+        return statements_by_table(self.statements).get(table, [])
+
+    def updated_by(self, newer: LegacySchema) -> LegacySchema:
+        """This schema with every table `newer` describes replaced by `newer`'s account of it.
+
+        A snapshot may hold one table only (the daemon keeps each in its own file), so a table
+        it lacks keeps what an earlier run recorded; a table it holds is recorded exactly as it
+        is now, so a changed DDL never leaves its old statements behind.
+        """
+        kept = [table for table in self.tables if table not in newer.tables]
+        groups = statements_by_table(self.statements)
+        by_table = {**{table: groups.get(table, []) for table in kept}, **statements_by_table(newer.statements)}
+        tables = [table.name for table in LEGACY_TABLES if table.name in by_table or table.name in newer.tables]
+        sequences = {table: seq for table, seq in self.sequences.items() if table in kept}
+        sequences.update(newer.sequences)
+        return LegacySchema(_creation_order(by_table, tables), sequences, newer.encoding, tables)
+
+
+def statements_by_table(statements: Sequence[str]) -> dict[str, list[str]]:
+    """Each statement under the table it creates or belongs to (an index's or trigger's table),
+    as SQLite itself says: the statements are run in a scratch in-memory database."""
+    groups: dict[str, list[str]] = {}
+    with closing(sqlite3.connect(":memory:")) as scratch:
+        seen: set[str] = set()
+        for statement in statements:
+            try:
+                scratch.execute(statement)
+            except sqlite3.Error as exc:
+                raise RebuildError(f"legacy DDL statement cannot be run: {exc}: {statement[:80]!r}") from exc
+            objects = scratch.execute("SELECT name, tbl_name, sql FROM sqlite_master").fetchall()
+            # A statement may also create objects of SQLite's own (sqlite_sequence, an autoindex),
+            # which have no SQL text: the object with text is the one the statement wrote.
+            owners = [table for name, table, sql in objects if name not in seen and sql is not None]
+            seen.update(name for name, _, _ in objects)
+            if owners:
+                groups.setdefault(owners[0], []).append(statement)
+    return groups
+
+
+def _creation_order(by_table: dict[str, list[str]], tables: Sequence[str]) -> list[str]:
+    """Every table's CREATE TABLE first, then the statements on them (an index or trigger may
+    name another table), as `LegacySource.schema` orders a snapshot's own statements."""
+    groups = [by_table.get(table, []) for table in tables]
+    return [group[0] for group in groups if group] + [statement for group in groups for statement in group[1:]]
+
+
+Query = Callable[[str, Sequence[Any]], Iterable[tuple[Any, ...]]]
+"""Runs one SQL statement with parameters and gives its rows (`sqlite3.Connection.execute`, or a
+peewee database's `execute_sql`)."""
+
+
+def read_legacy_schema(query: Query, names: Sequence[str]) -> LegacySchema:
+    """The DDL, AUTOINCREMENT counters and encoding of these legacy tables in a SQLite database."""
+    marks = ", ".join("?" * len(names))
+    statements = [
+        row[0]
+        for row in query(
+            f"SELECT sql FROM sqlite_master WHERE tbl_name IN ({marks}) AND sql IS NOT NULL "
+            "ORDER BY CASE type WHEN 'table' THEN 0 ELSE 1 END, rowid",
+            list(names),
+        )
+    ]
+    sequences: dict[str, int] = {}
+    if list(query("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'", [])):
+        sequences = {name: seq for name, seq in query("SELECT name, seq FROM sqlite_sequence", []) if name in names}
+    encoding = next(iter(query("PRAGMA encoding", [])))[0]
+    return LegacySchema(statements, sequences, encoding, list(names))
+
+
+class UnmappedColumns(StrEnum):
+    """What a `LegacySource` does with a column of a legacy table that the mapping does not read."""
+
+    REFUSE = "refuse"  # raise `UnmappedColumn`: migrating would lose it
+    REPORT = "report"  # list it in `LegacySource.unmapped`; rows hold the mapped columns only
+    CARRY = "carry"  # list it, and read it too: rows hold it after the mapped columns (archive)
+
+
+ROWID_NAMES = ("rowid", "oid", "_rowid_")
+
 
 class LegacySource:
-    """A legacy snapshot opened strictly read-only, read in one consistent read transaction."""
+    """A legacy snapshot opened strictly read-only, read in one consistent read transaction.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    Each legacy table is inspected before anything is read, so a table the mapping cannot carry
+    exactly is refused with one line that names it (`UnsupportedSource`): a view, a table
+    WITHOUT ROWID, a column that hides the rowid, an unexpected primary key, a missing column.
+    A column the mapping does not read is handled as `unmapped` says.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, unmapped: UnmappedColumns = UnmappedColumns.REFUSE) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise SourceNotFound(f"source database not found: {self.path}")
@@ -155,16 +247,29 @@ class LegacySource:
         self.connection.text_factory = decode_sqlite_text
         try:
             self.connection.execute("BEGIN")
-            names = {row[0] for row in self.connection.execute("SELECT name FROM sqlite_master")}
+            kinds = dict(self.connection.execute("SELECT name, type FROM sqlite_master").fetchall())
         except sqlite3.DatabaseError as exc:
             self.close()
             raise MigratorError(f"source is not a readable SQLite database: {self.path}: {exc}") from exc
-        self.tables = [table for table in LEGACY_TABLES if table.name in names]
+        self.tables = [table for table in LEGACY_TABLES if table.name in kinds]
         if not self.tables:
             self.close()
             raise NoLegacyTables(f"source has neither a checkpoints nor an mcp_sessions table: {self.path}")
-        for table in self.tables:
-            self._check_columns(table)
+        try:
+            self.unmapped = [(table.name, column) for table in self.tables for column in self._inspect(table, kinds)]
+        except BaseException:
+            self.close()
+            raise
+        self._carried = {table.name: [c for t, c in self.unmapped if t == table.name] for table in self.tables}
+        if unmapped is UnmappedColumns.REFUSE and self.unmapped:
+            self.close()
+            named = ", ".join(f"{table}.{column}" for table, column in self.unmapped)
+            raise UnmappedColumn(
+                f"source column(s) {named} in {self.path} are not carried by the mapping, so migrating would lose "
+                "them; move them out of the legacy table, or extend the mapping, before migrating"
+            )
+        if unmapped is not UnmappedColumns.CARRY:
+            self._carried = {table.name: [] for table in self.tables}
 
     def _connect_read_only(self) -> sqlite3.Connection:
         # mode=ro never writes the database or its WAL. But reading a WAL database creates its
@@ -178,11 +283,49 @@ class LegacySource:
         uri = f"file:{quote(str(location.resolve()))}?mode=ro"
         return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
 
-    def _check_columns(self, table: LegacyTable) -> None:
-        found = [row[1] for row in self.connection.execute(f'PRAGMA table_info("{table.name}")')]
-        missing = [column for column in table.columns if column not in found]
+    def _inspect(self, table: LegacyTable, kinds: dict[str, str]) -> list[str]:
+        """Refuse a table the mapping cannot carry exactly; return its columns the mapping does not read."""
+        where = f"source {table.name} in {self.path}"
+        if kinds[table.name] != "table":
+            raise UnsupportedSource(f"{where} is a {kinds[table.name]}, not a table")
+        listed = self.connection.execute("SELECT wr FROM pragma_table_list WHERE name = ?", (table.name,)).fetchone()
+        if listed and listed[0]:
+            raise UnsupportedSource(f"{where} is a WITHOUT ROWID table: its rows have no rowid to be kept by")
+        info = self.connection.execute(f'PRAGMA table_xinfo("{table.name}")').fetchall()
+        names = [row[1] for row in info]
+        hiding = [name for name in names if name.lower() in ROWID_NAMES]
+        if hiding:
+            raise UnsupportedSource(f"{where}: column {hiding[0]} hides SQLite's rowid, which rows are kept by")
+        missing = [column for column in table.columns if column not in names]
         if missing:
-            raise MigratorError(f"source table {table.name} lacks column(s) {', '.join(missing)}: {self.path}")
+            raise UnsupportedSource(f"{where} lacks column(s) {', '.join(missing)}")
+        generated = [row[1] for row in info if row[6] in (2, 3)]  # hidden: 2 virtual, 3 stored generated
+        if generated:
+            raise UnsupportedSource(f"{where}: column {generated[0]} is generated; its values cannot be restored")
+        self._check_primary_key(table, info, where)
+        return [name for name in names if name not in table.columns]
+
+    def _check_primary_key(self, table: LegacyTable, info: list[tuple[Any, ...]], where: str) -> None:
+        """The daemon's keys: `checkpoints.id` is the rowid itself (INTEGER PRIMARY KEY), and
+        `mcp_sessions.session_key` is a primary key of its own. A table declared otherwise would
+        restore with other rowids or other uniqueness, so it is refused."""
+        key = [row[1] for row in sorted(info, key=lambda row: row[5]) if row[5]]
+        # A primary key that is not the rowid has an index of its own (origin "pk"); the rowid alias has none.
+        own_index = any(
+            row[3] == "pk" for row in self.connection.execute(f'PRAGMA index_list("{table.name}")').fetchall()
+        )
+        is_rowid = table.rowid_alias
+        if key != [table.key_column] or own_index == is_rowid:
+            expected = "INTEGER PRIMARY KEY (the rowid)" if is_rowid else "a PRIMARY KEY that is not the rowid"
+            found = f"({', '.join(key)})" if key else "none"
+            alias = "the rowid" if key and not own_index else "not the rowid"
+            raise UnsupportedSource(
+                f"{where} has primary key {found}, {alias}; the daemon's {table.key_column} is {expected}"
+            )
+
+    def columns_of(self, table: LegacyTable) -> tuple[str, ...]:
+        """The columns a row of this table holds: the mapped ones, then any carried ones."""
+        return (*table.columns, *self._carried[table.name])
 
     def count(self, table: LegacyTable) -> int:
         return self.connection.execute(f'SELECT count(*) FROM "{table.name}"').fetchone()[0]
@@ -191,7 +334,7 @@ class LegacySource:
         """Every row in rowid order, in batches of `batch_size` rows or `max_bytes` of cells,
         whichever comes first (always at least one row), so memory stays flat however many rows
         there are and however large each blob is."""
-        columns = ", ".join(f'"{c}"' for c in table.columns)
+        columns = ", ".join(f'"{c}"' for c in self.columns_of(table))
         cursor = self.connection.execute(f'SELECT rowid, {columns} FROM "{table.name}" ORDER BY rowid')
         batch: list[LegacyRow] = []
         size = 0
@@ -211,24 +354,7 @@ class LegacySource:
         return {row[0] for row in self.connection.execute(query, list(rowids))}
 
     def schema(self) -> LegacySchema:
-        names = [table.name for table in self.tables]
-        marks = ", ".join("?" * len(names))
-        statements = [
-            row[0]
-            for row in self.connection.execute(
-                f"SELECT sql FROM sqlite_master WHERE tbl_name IN ({marks}) AND sql IS NOT NULL "
-                "ORDER BY CASE type WHEN 'table' THEN 0 ELSE 1 END, rowid",
-                names,
-            )
-        ]
-        sequences: dict[str, int] = {}
-        has_sequence = self.connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone()
-        if has_sequence:
-            for name, seq in self.connection.execute("SELECT name, seq FROM sqlite_sequence"):
-                if name in names:
-                    sequences[name] = seq
-        encoding = self.connection.execute("PRAGMA encoding").fetchone()[0]
-        return LegacySchema(statements, sequences, encoding, names)
+        return read_legacy_schema(self.connection.execute, [table.name for table in self.tables])
 
     def close(self) -> None:
         self.connection.close()

@@ -6,8 +6,10 @@ so it plans first and acts only when every check passes:
 1. the archive is complete and readable (every file present, its sha256, every row parsed);
 2. the archive matches the source: same tables, DDL, AUTOINCREMENT counters, row counts and
    row checksums;
-3. the target rebuilds every source row exactly (`verify`; rows the target holds beyond the
-   source are allowed, as nothing of the source is lost by them).
+3. every column of the legacy tables is one the target carries (a column the mapping does not
+   read would be lost with the drop);
+4. the target holds every source row exactly, both ways (`verify`; rows the target holds
+   beyond the source are allowed, as nothing of the source is lost by them).
 
 The drop runs in one `BEGIN IMMEDIATE` transaction that first counts and checksums the source
 again: a daemon that wrote between the checks and the drop makes it refuse, not lose that row.
@@ -28,8 +30,9 @@ import peewee as pw
 
 from migrator.archive import MANIFEST, ArchivedTable, Manifest, RowTally, check_archive, source_tally, tally
 from migrator.codec import decode_sqlite_text
+from migrator.compare import LOSES_SOURCE_DATA
 from migrator.errors import ArchiveCorrupt, ArchiveIncomplete, CleanupRefused, MigratorError
-from migrator.legacy import LEGACY_TABLES_BY_NAME, LegacySource, file_sha256
+from migrator.legacy import LEGACY_TABLES_BY_NAME, LegacySource, UnmappedColumns, file_sha256
 from migrator.target import get_meta, set_meta
 from migrator.verify import verify
 
@@ -56,7 +59,6 @@ CLEANUP_META_KEY = "legacy_cleanup"
 """Target metadata written when cleanup dropped the legacy tables: when, from where, which archive."""
 
 REFUSED = "cleanup refused, nothing was changed"
-EXTRA_ROW_PROBLEM = "in the target but not in the source"  # verify's wording for a row the source lacks
 
 
 @dataclass(frozen=True)
@@ -109,10 +111,11 @@ def plan_cleanup(
     source: str | os.PathLike[str], database: pw.Database, archive: str | os.PathLike[str], *, batch_size: int = 2000
 ) -> CleanupPlan:
     manifest, readable = _check_archive_readable(Path(archive))
-    with LegacySource(source) as legacy:
+    with LegacySource(source, unmapped=UnmappedColumns.REPORT) as legacy:
         checks = [
             readable,
             _check_archive_matches_source(legacy, manifest),
+            _check_columns_carried(legacy),
             _check_target_rebuilds_source(legacy, database, batch_size),
         ]
         tables = [table.name for table in legacy.tables]
@@ -159,18 +162,27 @@ def tally_differences(table: str, found: RowTally, archived: ArchivedTable) -> l
     return problems
 
 
+def _check_columns_carried(source: LegacySource) -> Check:
+    name = "every source column carried"
+    if source.unmapped:
+        named = ", ".join(f"{table}.{column}" for table, column in source.unmapped)
+        return Check(name, False, f"{named}: in no target table, so dropping the legacy tables would lose it")
+    return Check(name, True, "every column of the legacy tables is carried by the target")
+
+
 def _check_target_rebuilds_source(source: LegacySource, database: pw.Database, batch_size: int) -> Check:
-    name = "target rebuilds every source row"
+    name = "target holds every source row exactly"
     try:
         report = verify(source, database, batch_size=batch_size)
     except MigratorError as exc:
         return Check(name, False, str(exc))
     present = {table.name for table in source.tables}
     tables = [t for t in report.tables if t.table in present]
+    losing = [m for m in report.mismatches if m.kind in LOSES_SOURCE_DATA]
     lost = sum(t.mismatched + t.missing for t in tables)
-    if lost:
-        examples = [str(m).splitlines()[0] for m in report.mismatches if m.problem != EXTRA_ROW_PROBLEM][:3]
-        return Check(name, False, f"{lost} source row(s) not rebuilt exactly, e.g. {' | '.join(examples)}")
+    if lost or losing:
+        examples = " | ".join(m.headline() for m in losing[:3])
+        return Check(name, False, f"{lost} source row(s) not held exactly, e.g. {examples}")
     detail = f"{sum(t.matched for t in tables)} source rows rebuilt exactly"
     extra = sum(t.extra for t in tables)
     return Check(name, True, detail + (f"; the target also holds {extra} row(s) the source lacks" if extra else ""))

@@ -12,9 +12,9 @@ from typing import Any
 
 import peewee as pw
 
-from migrator.backfill import KINDS
 from migrator.codec import LegacyCell, encode_cell
 from migrator.errors import OutputExists, RebuildError
+from migrator.kinds import KINDS
 from migrator.legacy import LegacyRow, default_schema, write_legacy_copy
 from migrator.relational import BlobKind, rebuilt_rows
 from migrator.target import load_legacy_schema, require_schema

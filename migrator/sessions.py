@@ -78,7 +78,8 @@ SESSION_TABLE = TableMap(
 )
 TOOL_TABLE = TableMap(
     McpSessionTool,
-    ("session_id", "position", "form", *TOOL.columns, "layout", "extra"),
+    # added_at is a plan column that legacy rows never record: it is mapped to NULL.
+    ("session_id", "position", "form", *TOOL.columns, "added_at", "layout", "extra"),
     order=("position",),
 )
 
@@ -135,12 +136,12 @@ def _shape(blob: dict) -> str:
 
 def _tool_row(session_id: int, position: int, tool: object) -> Row:
     if type(tool) is str and is_storable_text(tool):
-        return (session_id, position, "name", tool, *[None] * (TOOL.width - 1), None, None)
+        return (session_id, position, "name", tool, *[None] * (TOOL.width - 1), None, None, None)
     if isinstance(tool, dict):
         split = split_record(TOOL, tool, lambda: f"session_data.tools[{position}]")
-        return (session_id, position, "object", *split.slots, split.layout, split.extra)
+        return (session_id, position, "object", *split.slots, None, split.layout, split.extra)
     # Anything else the list holds (null, a number, a nested list) is kept as it is.
-    return (session_id, position, "json", *[None] * TOOL.width, None, dumps(tool))
+    return (session_id, position, "json", *[None] * TOOL.width, None, None, dumps(tool))
 
 
 # --- relational rows -> legacy row ------------------------------------------------------------

@@ -55,9 +55,11 @@ from migrator.legacy import (
     LEGACY_TABLES,
     MCP_SESSIONS,
     LegacyRow,
+    LegacySchema,
     LegacySource,
     LegacyTable,
     default_schema,
+    read_legacy_schema,
     row_digest,
 )
 from migrator.models import Checkpoint, McpSession, McpSessionTool, Quarantine
@@ -114,6 +116,7 @@ class LegacyChange:
     key: str  # the row's id or session key, for reports
     row: LegacyRow | None  # the row as the legacy table now holds it; None when only removed
     removed: tuple[int, ...] = ()  # rowids that left the table (pruned, replaced or deleted)
+    sequence: int | None = None  # the table's AUTOINCREMENT counter after the write, when it has one
 
     @property
     def rowids(self) -> tuple[int, ...]:
@@ -146,6 +149,10 @@ class DaemonTables:
     def __init__(self, database: pw.Database) -> None:  # always SQLite: the daemon's own database
         self.database = database
 
+    def schema(self) -> LegacySchema:
+        present = [table.name for table in LEGACY_TABLES if table.name not in self.missing()]
+        return read_legacy_schema(self.database.execute_sql, present)
+
     def missing(self) -> list[str]:
         cursor = self.database.execute_sql("SELECT name FROM sqlite_master WHERE type = 'table'")
         names = {name for (name,) in cursor.fetchall()}
@@ -163,7 +170,9 @@ class DaemonTables:
         kept = f"id NOT IN (SELECT id FROM checkpoints ORDER BY id DESC LIMIT {KEPT_CHECKPOINTS})"
         pruned = self._rowids(f"SELECT id FROM checkpoints WHERE {kept}")
         self.database.execute_sql(f"DELETE FROM checkpoints WHERE {kept}")
-        return LegacyChange(checkpoints.KIND, str(checkpoint_id), self.row(CHECKPOINTS, checkpoint_id), pruned)
+        counter = self.database.execute_sql("SELECT seq FROM sqlite_sequence WHERE name = 'checkpoints'").fetchone()
+        row = self.row(CHECKPOINTS, checkpoint_id)
+        return LegacyChange(checkpoints.KIND, str(checkpoint_id), row, pruned, counter[0] if counter else None)
 
     def put_session(self, session_key: str, data: str, last_seen: LegacyCell) -> LegacyChange:
         replaced = self._rowids("SELECT rowid FROM mcp_sessions WHERE session_key = ?", (session_key,))
@@ -612,6 +621,17 @@ class Store:
         # key would refuse the insert, so they are replaced too (a catch-up would remove them).
         same_key = self._relational.session_rowids(change.key) if change.kind is sessions.KIND else ()
         write_legacy_rows(self.database, change.kind, rows, replace=sorted({*change.rowids, *same_key}))
+        if change.sequence is not None:
+            self._record_sequence(change.kind.legacy, change.sequence)
+
+    def _record_sequence(self, table: LegacyTable, sequence: int) -> None:
+        """Keep the recorded AUTOINCREMENT counter in step with the legacy table's, so that the
+        target stays exactly what a catch-up would make of the legacy file (verify checks it)."""
+        recorded = load_legacy_schema(self.database)
+        if recorded is not None and recorded.sequences.get(table.name) == sequence:
+            return
+        base = recorded or self._legacy_tables().schema()
+        save_legacy_schema(self.database, replace(base, sequences={**base.sequences, table.name: sequence}))
 
     def _mirror_or_defer(self, change: LegacyChange) -> None:
         try:
@@ -697,7 +717,8 @@ class Store:
         if self._legacy_path is None:
             raise LegacyUnavailable(f"the store runs in {self.mode.value} mode, without legacy tables")
         with self._write_lock, LegacySource(self._legacy_path) as source:
-            report = backfill(source, self.database, batch_size=batch_size)
+            # The store's own legacy tables are the daemon's: a catch-up from them is never another daemon's file.
+            report = backfill(source, self.database, batch_size=batch_size, replace_all=True)
         self.settle_repairs()
         return report
 
@@ -854,6 +875,8 @@ def _legacy_side(
     if missing:
         _refuse_missing_legacy(database, path, missing)
         tables.create()
+        if schema_version(database) is not None and load_legacy_schema(database) is None:
+            save_legacy_schema(database, tables.schema())  # as the first catch-up would record it
     return tables, path
 
 

@@ -10,12 +10,13 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import peewee as pw
 
 from migrator import engines
-from migrator.errors import IncompatibleSchema, NotMigrated, TargetUnreachable
+from migrator.errors import IncompatibleSchema, NotMigrated, RebuildError, TargetUnreachable
 from migrator.legacy import LegacySchema
 from migrator.models import ALL_MODELS, SCHEMA_VERSION, MigrationMeta, database_proxy
 from migrator.schema_migrations import STEPS, upgrade
@@ -58,6 +59,19 @@ def _one_line(exc: Exception) -> str:
 @contextmanager
 def target_database(target: str | os.PathLike[str], *, must_exist: bool = False) -> Iterator[pw.Database]:
     database = open_target(target, must_exist=must_exist)
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+@contextmanager
+def planning_database(target: str | os.PathLike[str]) -> Iterator[pw.Database]:
+    """The target for a dry run, opened so that nothing can be written: read-only when it exists,
+    and an empty in-memory database when a SQLite target does not exist yet (so none is created)."""
+    text = str(target)
+    exists = is_url(text) or Path(text).is_file()
+    database = open_target(text, read_only=True) if exists else open_target(":memory:")
     try:
         yield database
     finally:
@@ -113,24 +127,24 @@ def get_meta(database: pw.Database, key: str) -> str | None:
 
 
 def save_legacy_schema(database: pw.Database, schema: LegacySchema) -> None:
-    """Remember the snapshot's own DDL, so a rollback recreates the tables exactly."""
+    """Remember the snapshot's own DDL, counters and encoding, so a rollback recreates the tables
+    exactly: each table the snapshot holds as it is now, each other table as recorded before."""
     previous = load_legacy_schema(database)
-    tables = sorted(set(schema.tables) | set(previous.tables if previous else []))
-    statements = list(schema.statements)
-    if previous:  # keep a table the source no longer has but the target still describes
-        statements += [s for s in previous.statements if s not in statements]
-    record = {
-        "statements": statements,
-        "sequences": {**(previous.sequences if previous else {}), **schema.sequences},
-        "encoding": schema.encoding,
-        "tables": tables,
-    }
-    set_meta(database, "legacy_schema", json.dumps(record))
+    recorded = previous.updated_by(schema) if previous else schema
+    set_meta(database, LEGACY_SCHEMA_KEY, json.dumps(asdict(recorded)))
+
+
+LEGACY_SCHEMA_KEY = "legacy_schema"
 
 
 def load_legacy_schema(database: pw.Database) -> LegacySchema | None:
-    text = get_meta(database, "legacy_schema")
+    """The recorded legacy schema; None when none was recorded. A record that cannot be read
+    raises `RebuildError`: the rollback depends on it."""
+    text = get_meta(database, LEGACY_SCHEMA_KEY)
     if text is None:
         return None
-    record = json.loads(text)
-    return LegacySchema(record["statements"], record["sequences"], record["encoding"], record["tables"])
+    try:
+        record = json.loads(text)
+        return LegacySchema(record["statements"], record["sequences"], record["encoding"], record["tables"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RebuildError(f"ksi_migration_meta.{LEGACY_SCHEMA_KEY} cannot be read: {exc!r}") from exc

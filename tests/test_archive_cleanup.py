@@ -161,7 +161,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(migrated: Migrated, capsys:
     before = snapshot_hashes(migrated.legacy)
     assert cleanup(migrated, "--dry-run") == 0
     out = capsys.readouterr().out
-    assert out.count("[ok]") == 3
+    assert out.count("[ok]") == 4
     assert 'would run: DROP TABLE "checkpoints"' in out and "nothing was changed" in out
     assert snapshot_hashes(migrated.legacy) == before
 
@@ -226,10 +226,10 @@ def damage_remove_a_relational_checkpoint(paths: Migrated) -> None:
         (damage_lose_the_last_row, "checkpoints.jsonl.gz holds 9 rows; the manifest counts 10"),
         (damage_change_an_archived_byte, "archive complete and readable: checkpoints.jsonl.gz: sha256 differs"),
         (damage_change_a_source_row, "archive matches the source: mcp_sessions: row checksum differs"),
-        (damage_remove_a_relational_row, "target rebuilds every source row: 1 source row(s) not rebuilt exactly"),
+        (damage_remove_a_relational_row, "target holds every source row exactly: 1 source row(s) not held exactly"),
         (
             damage_remove_a_relational_checkpoint,
-            "target rebuilds every source row: 1 source row(s) not rebuilt exactly",
+            "target holds every source row exactly: 1 source row(s) not held exactly",
         ),
     ],
 )

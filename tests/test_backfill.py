@@ -14,12 +14,12 @@ from typing import Any
 import peewee
 import pytest
 
-from migrator import checkpoints, relational
+from migrator import checkpoints, engines, relational, sessions
 from migrator.backfill import backfill
 from migrator.codec import InvalidText
 from migrator.errors import DuplicateKeys
 from migrator.legacy import CHECKPOINTS, LegacySource, compare_legacy_files, row_bytes, snapshot_hashes
-from migrator.models import ALL_MODELS, CheckpointQueueItem, McpSessionTool, Quarantine
+from migrator.models import ALL_MODELS, CheckpointQueueItem, McpSession, McpSessionTool, Quarantine
 from migrator.relational import rebuilt_rows
 from migrator.rollback import restore
 from migrator.target import create_schema, target_database
@@ -127,10 +127,10 @@ def test_catch_up_applies_inserts_changes_and_deletes(snapshot: Path, tmp_path: 
 @pytest.mark.parametrize(
     ("model", "where", "change", "named"),
     [
-        (CheckpointQueueItem, CheckpointQueueItem.checkpoint == 9, None, "checkpoints 9:"),
-        (McpSessionTool, McpSessionTool.session == 5, None, "mcp_sessions a:c3:"),
-        (CheckpointQueueItem, CheckpointQueueItem.checkpoint == 3, {"request_id": "r2"}, "checkpoints 3:"),
-        (McpSessionTool, McpSessionTool.session == 1, {"tool_name": "bash"}, "mcp_sessions a:conv:1:"),
+        (CheckpointQueueItem, CheckpointQueueItem.checkpoint == 9, None, "checkpoints 9 (rowid 9):"),
+        (McpSessionTool, McpSessionTool.session == 5, None, "mcp_sessions a:c3 (rowid 5):"),
+        (CheckpointQueueItem, CheckpointQueueItem.checkpoint == 3, {"request_id": "r2"}, "checkpoints 3 (rowid 3):"),
+        (McpSessionTool, McpSessionTool.session == 1, {"tool_name": "bash"}, "mcp_sessions a:conv:1 (rowid 1):"),
     ],
 )
 def test_verify_names_the_row_when_one_relational_row_is_changed(
@@ -143,8 +143,9 @@ def test_verify_names_the_row_when_one_relational_row_is_changed(
         query = model.delete() if change is None else model.update(change)
         assert query.where(where, model.position == victim.position).execute() == 1
     problems = verify_target(snapshot, target)
-    assert [p for p in problems if p.startswith(named)], problems
-    assert len(problems) == 1
+    # One row, seen both ways: its relational rows are not the mapping's, and its rebuild differs.
+    assert len(problems) == 2 and all(p.startswith(named) for p in problems), problems
+    assert "differ from what the mapping makes" in problems[0] and "rebuilt legacy row differs" in problems[1]
 
 
 def test_verify_reports_json_path_of_a_type_change(snapshot: Path, tmp_path: Path) -> None:
@@ -167,7 +168,7 @@ def test_verify_reports_rows_the_source_lacks(
     migrate(snapshot, target)
     smaller = snapshot_factory(ROWS_CHECKPOINTS[:1], ROWS_SESSIONS)
     problems = verify_target(smaller, target)
-    assert any("checkpoints 9: in the target but not in the source" in p for p in problems)
+    assert any("checkpoints 9 (rowid 9): in the target but not in the source" in p for p in problems)
 
 
 def test_wal_snapshot_and_its_wal_file_stay_byte_identical(tmp_path: Path) -> None:
@@ -223,8 +224,8 @@ def test_bundles_read_in_batches_sized_by_child_rows_rebuild_the_same_rows(
         monkeypatch.setattr(relational, "MAX_BATCH_RELATIONAL_ROWS", 10)  # a few legacy rows a batch
         monkeypatch.setattr(relational, "FIRST_BUNDLE_BATCH", 2)
         fetched: list[int] = []
-        fetch = relational._fetch
-        monkeypatch.setattr(relational, "_fetch", lambda db, query: fetched.append(1) or fetch(db, query))
+        fetch = relational.fetch
+        monkeypatch.setattr(relational, "fetch", lambda db, query: fetched.append(1) or fetch(db, query))
         small = list(rebuilt_rows(database, checkpoints.KIND, 2000))
     assert [rowid for rowid, _ in small] == list(range(1, 31))
     assert small == whole
@@ -255,11 +256,11 @@ def test_a_load_that_fails_half_way_still_builds_every_index(
     built_during_load: list[set[str]] = []
     sync = backfill_module._sync_batch
 
-    def failing_second_batch(database: Any, kind: Any, batch: Any, report: Any, *, assume_new: bool) -> None:
+    def failing_second_batch(database: Any, kind: Any, batch: Any, report: Any, run: Any, *, assume_new: bool) -> None:
         built_during_load.append(index_names(tmp_path / "t.db"))
         if len(built_during_load) == 2:
             raise RuntimeError("the machine went away")
-        sync(database, kind, batch, report, assume_new=assume_new)
+        sync(database, kind, batch, report, run, assume_new=assume_new)
 
     monkeypatch.setattr(backfill_module, "_sync_batch", failing_second_batch)
     with pytest.raises(RuntimeError, match="went away"):
@@ -281,14 +282,16 @@ def test_indexes_a_killed_load_left_unbuilt_are_built_when_the_target_is_next_op
     assert index_names(target) == MODEL_INDEXES
 
 
-def test_two_source_rows_with_one_session_key_fail_the_unique_index_by_name(tmp_path: Path) -> None:
-    source = tmp_path / "no-primary-key.db"
-    with closing(sqlite3.connect(source)) as connection, connection:
-        connection.execute("CREATE TABLE mcp_sessions (session_key TEXT, session_data TEXT NOT NULL, last_seen TEXT)")
-        row = ("a:c1", json.dumps(SESSION), "2025-06-21T10:00:00")
-        connection.executemany("INSERT INTO mcp_sessions VALUES (?, ?, ?)", [row, row])
-    with pytest.raises(DuplicateKeys, match="mcp_session_session_key_digest: the snapshot holds two rows"):
-        migrate(source, tmp_path / "t.db")
+def test_two_rows_with_one_session_key_fail_the_unique_index_by_name(tmp_path: Path) -> None:
+    """A source without the daemon's primary key is refused before it is read (test_legacy.py);
+    should two rows with one key reach the load all the same, the index build names the key."""
+    target = tmp_path / "t.db"
+    row = session_row(1, "a:c1", SESSION)
+    with target_database(target) as database:
+        create_schema(database)
+        with pytest.raises(DuplicateKeys) as refused, engines.indexes_built_after(database, [McpSession]):
+            relational.write_legacy_rows(database, sessions.KIND, [(row, "d1"), ((2, *row[1:]), "d2")])
+    assert "mcp_session_session_key_digest: the snapshot holds two rows" in str(refused.value)
 
 
 def test_creating_the_schema_holds_the_write_lock_so_a_concurrent_writer_cannot_break_it(

@@ -56,7 +56,7 @@ def test_migrate_verify_restore_export(snapshot: Path, tmp_path: Path, capsys: p
     assert "mcp_sessions: 2 source rows; 1 migrated, 1 quarantined" in out
     report = tmp_path / "report.json"
     assert main(["verify", "--source", str(snapshot), "--target", str(target), "--report", str(report)]) == 0
-    assert "OK: every legacy row is rebuilt exactly" in capsys.readouterr().out
+    assert "OK: the target holds every legacy row exactly, and rebuilds each one exactly" in capsys.readouterr().out
     assert json.loads(report.read_text())["ok"] is True
     assert main(["restore", "--target", str(target), "--out", str(restored)]) == 0
     assert compare_legacy_files(snapshot, restored, ["checkpoints", "mcp_sessions"]) == []
@@ -81,7 +81,9 @@ def test_verify_fails_and_names_the_tampered_row(
     before = snapshot_hashes(snapshot)
     assert main(["verify", "--source", str(snapshot), "--target", str(target)]) == 1
     out = capsys.readouterr().out
-    assert "mcp_sessions a:c: differs" in out
+    assert "mcp_sessions a:c (rowid 1): relational rows differ from what the mapping makes of the source row" in out
+    assert "mcp_session_tool[session_id=1, position=1]:" in out and "<missing>" in out
+    assert "mcp_sessions a:c (rowid 1): rebuilt legacy row differs from the source row" in out
     assert "session_data $.tools: length 2 != 1" in out
     assert snapshot_hashes(snapshot) == before
 

@@ -131,12 +131,12 @@ def test_a_fabricated_snapshot_passes_under_xdist_and_both_artifacts_say_so(
     assert set(document["latencies"]) == {"checkpoint_save", "session_lookup"}
     markdown = (pytester.path / "signoff" / "signoff.md").read_text(encoding="utf-8")
     assert markdown.startswith("PASS")
-    assert "| Per-row exactness | PASS |" in markdown
+    assert "| Per-row exactness, both ways, and reads | PASS |" in markdown
     # progress: each shard's rows per second, printed by the controller
     result.stdout.re_match_lines([r".*test_rows_exact\[mcp_sessions-rowid-1-4\] ok: 4 rows, 0 wrong, .* rows/s\)"])
     suite = ElementTree.parse(junit).getroot().find("testsuite")
     assert suite is not None
-    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("11", "0", "0")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("13", "0", "0")
 
 
 # --- quarantine --------------------------------------------------------------------------------
@@ -241,8 +241,12 @@ def test_a_relational_row_deleted_from_the_target_fails_the_gate_naming_its_lega
     result.stdout.re_match_lines([r"FAILED .*test_rows_exact\[mcp_sessions-rowid-1-4\]"])
     rows_exact = checks_by_name(read_signoff(pytester))[ROWS_EXACT]
     assert rows_exact["verdict"] == "FAIL"
-    assert rows_exact["problems"][0].startswith("rowid 2: mcp_sessions agent:conv-2: differs")
-    assert "session_data $.tools[1]" in rows_exact["problems"][0]
+    forward, backward, read = rows_exact["problems"][:3]
+    assert forward.startswith("mcp_sessions agent:conv-2 (rowid 2): relational rows differ from what the mapping makes")
+    assert "mcp_session_tool[session_id=2, position=1]" in forward
+    assert backward.startswith("mcp_sessions agent:conv-2 (rowid 2): rebuilt legacy row differs")
+    assert "session_data $.tools[1]" in backward
+    assert read.startswith("mcp_sessions agent:conv-2 (rowid 2): the store's read differs") and "read $.tools" in read
     counts = checks_by_name(read_signoff(pytester))[COUNTS_CHECKSUMS]  # added up from the shards
     assert counts["verdict"] == "FAIL"
     assert len(counts["problems"]) == 1
@@ -340,7 +344,7 @@ def test_a_latency_over_its_limit_fails_the_gate_with_its_percentiles(
 def test_a_check_that_did_not_run_makes_the_sign_off_fail(pytester: pytest.Pytester, clean_snapshot: Path) -> None:
     result = run_gate(pytester, clean_snapshot, "-k", "not test_schema_complete")
 
-    assert result.parseoutcomes()["passed"] == 9  # every test that ran passed ...
+    assert result.parseoutcomes()["passed"] == 11  # every test that ran passed ...
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # ... and still no sign-off without the schema check
     document = read_signoff(pytester)
     assert (document["verdict"], verdicts(document)[SCHEMA]) == ("FAIL", "NOT RUN")
@@ -351,7 +355,7 @@ def test_without_a_snapshot_the_gate_collects_nothing_and_signs_nothing(pytester
     result = run_gate_in_process(pytester)
 
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
-    assert result.parseoutcomes() == {"deselected": 8}
+    assert result.parseoutcomes() == {"deselected": 10}
     assert not (pytester.path / "signoff").exists()
 
 

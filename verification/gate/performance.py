@@ -26,7 +26,7 @@ from urllib.parse import quote
 import peewee as pw
 
 from migrator import engines
-from migrator.backfill import KINDS
+from migrator.kinds import KINDS
 from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacySource, LegacyTable
 from migrator.models import ALL_MODELS, MigrationMeta, Quarantine
 from migrator.phases import Mode

@@ -35,7 +35,9 @@ import pytest
 
 from migrator.backfill import backfill
 from migrator.errors import MigratorError
-from migrator.legacy import LegacySource, snapshot_hashes
+from migrator.legacy import LegacySource, UnmappedColumns, snapshot_hashes
+from migrator.phases import Mode
+from migrator.store import Store, open_store
 from migrator.target import target_database
 from verification.gate.artifacts import RunFacts, remove_stale_signoff, signoff_document, write_signoff
 from verification.gate.checks import (
@@ -65,13 +67,20 @@ class GateRun:
     hashes_at_start: dict[str, str | None]
     target: str | None = None
     migration: dict[str, Any] | None = None
+    migration_error: str | None = None  # why the scratch migration could not be made
     scratch_dir: Path | None = None
 
     @cached_property
     def shards(self) -> list[Shard]:
         # Every process plans the same shards from the same read-only file, as xdist requires.
-        with LegacySource(self.options.snapshot) as source:
-            return plan_shards(source, self.options.rows_per_shard)
+        with open_snapshot(self.options.snapshot) as source:
+            return plan_shards(source, self.options.rows_per_shard, self.options.read_sample)
+
+
+def open_snapshot(path: Path) -> LegacySource:
+    """The snapshot as the gate reads it: a column the mapping does not carry is not refused here
+    but reported, by its own check, so the sign-off names it."""
+    return LegacySource(path, unmapped=UnmappedColumns.REPORT)
 
 
 RUN_KEY = pytest.StashKey[GateRun]()
@@ -177,15 +186,32 @@ def ksi_run(pytestconfig: pytest.Config) -> GateRun:
 
 @pytest.fixture(scope="session")
 def ksi_source(ksi_run: GateRun) -> Iterator[LegacySource]:
-    with LegacySource(ksi_run.options.snapshot) as source:
+    with open_snapshot(ksi_run.options.snapshot) as source:
         yield source
+
+
+def target_of(run: GateRun) -> str:
+    """The target the checks read; a test fails with the reason when there is none."""
+    if run.target is None:
+        pytest.fail(f"no target to check: {run.migration_error or 'the scratch migration did not run'}", pytrace=False)
+    return run.target
 
 
 @pytest.fixture
 def ksi_target(ksi_run: GateRun) -> Iterator[pw.Database]:
     # Opened for each test: opening binds the models process-wide, so no test inherits another's binding.
-    with target_database(ksi_run.target or "", must_exist=True) as database:
+    with target_database(target_of(ksi_run), must_exist=True) as database:
         yield database
+
+
+@pytest.fixture
+def ksi_store(ksi_run: GateRun) -> Iterator[Store]:
+    """The target as the cut-over daemon reads it: the store, `relational_only`, read-only."""
+    store = open_store(target_of(ksi_run), mode=Mode.RELATIONAL_ONLY, read_only=True)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 @pytest.fixture
@@ -244,8 +270,13 @@ class SignoffController:
         self.run.scratch_dir = Path(tempfile.mkdtemp(prefix="ksi-gate-"))
         target = self.run.scratch_dir / "target.db"
         self.say(f"migrating {self.run.options.snapshot} into a scratch target")
-        with LegacySource(self.run.options.snapshot) as source, target_database(target) as database:
-            report = backfill(source, database)
+        try:
+            with LegacySource(self.run.options.snapshot) as source, target_database(target) as database:
+                report = backfill(source, database)
+        except MigratorError as exc:  # every check that needs the target fails with this reason
+            self.run.migration_error = f"the snapshot cannot be migrated: {exc}"
+            self.say(self.run.migration_error)
+            return
         self.run.target = str(target)
         self.run.migration = report.to_dict()
         rows = sum(table.source_rows for table in report.tables)
