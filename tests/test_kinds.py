@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from migrator import checkpoints, sessions
 from migrator.codec import UnreadableBlob
+from migrator.compare import legacy_row_differences
 from migrator.legacy import LegacyRow
 from migrator.relational import BlobKind
-from migrator.compare import legacy_row_differences
 from verification.snapshots import checkpoint_row, session_row
 
 OLD_QUEUE = [{"request_id": "req_1", "data": {"prompt": "hi", "model": "claude"}}, {"request_id": "req_1", "data": {}}]
