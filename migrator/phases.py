@@ -30,7 +30,7 @@ import peewee as pw
 
 from migrator.archive import MANIFEST, ArchivedTable, Manifest, RowTally, check_archive, source_tally, tally
 from migrator.codec import decode_sqlite_text
-from migrator.compare import LOSES_SOURCE_DATA
+from migrator.compare import LOSES_SOURCE_DATA, MismatchKind
 from migrator.errors import ArchiveCorrupt, ArchiveIncomplete, CleanupRefused, MigratorError
 from migrator.legacy import LEGACY_TABLES_BY_NAME, LegacySource, UnmappedColumns, file_sha256
 from migrator.target import get_meta, set_meta
@@ -178,11 +178,16 @@ def _check_target_rebuilds_source(source: LegacySource, database: pw.Database, b
         return Check(name, False, str(exc))
     present = {table.name for table in source.tables}
     tables = [t for t in report.tables if t.table in present]
-    losing = [m for m in report.mismatches if m.kind in LOSES_SOURCE_DATA]
-    lost = sum(t.mismatched + t.missing for t in tables)
-    if lost or losing:
-        examples = " | ".join(m.headline() for m in losing[:3])
-        return Check(name, False, f"{lost} source row(s) not held exactly, e.g. {examples}")
+    rows = sum(t.mismatched + t.missing for t in tables)
+    metadata, unmapped = report.kinds[MismatchKind.METADATA], report.kinds[MismatchKind.UNMAPPED_COLUMN]
+    losses = [
+        f"{rows} source row(s) not held exactly" if rows else "",
+        f"{metadata} migration record(s) not the source's" if metadata else "",
+        f"{unmapped} source column(s) not carried" if unmapped else "",
+    ]
+    if any(losses):
+        examples = [m.headline() for m in report.mismatches if m.kind in LOSES_SOURCE_DATA][:3]
+        return Check(name, False, f"{'; '.join(filter(None, losses))}, e.g. {' | '.join(examples)}")
     detail = f"{sum(t.matched for t in tables)} source rows rebuilt exactly"
     extra = sum(t.extra for t in tables)
     return Check(name, True, detail + (f"; the target also holds {extra} row(s) the source lacks" if extra else ""))

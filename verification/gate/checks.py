@@ -255,12 +255,15 @@ def read_mismatch(kind: BlobKind, store: Store, row: LegacyRow) -> Mismatch | ob
 
 
 def _observe(read: Callable[[], Blob | None]) -> tuple[str, Blob | None]:
-    """What a read gave: "a blob" with its value, "nothing", or "not a JSON object" (both sides
-    raise `UnreadableRecord` for a quarantined row, and that is a match)."""
+    """What a read gave: "a blob" with its value, "nothing", or what it raised. Both sides raise
+    `UnreadableRecord` for a quarantined row, and that is a match; anything else raised by the
+    store (a row that cannot be rebuilt) is a difference to report, not a crash of the check."""
     try:
         value = read()
     except UnreadableRecord:
         return "not a JSON object", None
+    except Exception as exc:  # noqa: BLE001 - the daemon would get this exception: report it
+        return f"raised {type(exc).__name__}: {exc}", None
     return ("nothing", None) if value is None else ("a blob", value)
 
 
