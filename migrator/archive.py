@@ -41,6 +41,7 @@ from migrator.legacy import (
     row_digest,
     write_legacy_copy,
 )
+from migrator.private import make_folder, open_new, write_new_text
 from migrator.rollback import RestoreReport, export_cell
 
 FORMAT = "ksi-legacy-archive"
@@ -194,11 +195,11 @@ def write_archive(
     # Written under a temporary name, so a crash never leaves a folder that looks like an archive.
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    make_folder(partial)
     try:
         entries = {table.name: _write_table(source, table, partial, batch_size) for table in source.tables}
         manifest = Manifest(entries, source.schema(), str(source.path.resolve()), _utc_now())
-        (partial / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
+        write_new_text(partial / MANIFEST, manifest.to_json())
         os.replace(partial, folder)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -210,7 +211,7 @@ def _write_table(source: LegacySource, table: LegacyTable, folder: Path, batch_s
     name = f"{table.name}.jsonl.gz"
     counted = RowTally()
     # mtime=0 and no file name in the gzip header: the same rows always give the same bytes.
-    with open(folder / name, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+    with open_new(folder / name, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
         for batch in source.batches(table, batch_size):
             packed.write("".join(archive_line(table, row) + "\n" for row in batch).encode("ascii"))
             for row in batch:

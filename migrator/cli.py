@@ -2,7 +2,7 @@
 
 Domain errors (`MigratorError`) become one line on stderr and exit status 2; `-v` shows the
 traceback as well. `verify` exits 1 when rows differ, so scripts can tell "not equal" from "could
-not run".
+not run". Whatever a command creates is its owner's alone (umask 077; `migrator.private`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from migrator.backfill import DEFAULT_BATCH_SIZE, BackfillReport, backfill
 from migrator.errors import MigratorError
 from migrator.legacy import LegacySource
 from migrator.phases import CleanupPlan, cleanup
+from migrator.private import private_umask, write_new_text
 from migrator.rollback import export, restore
 from migrator.target import target_database
 from migrator.verify import VerifyReport, verify
@@ -90,7 +91,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         with progress_bar(_source_total(source), "verify") as advance:
             report = verify(source, database, batch_size=args.batch_size, progress=advance)
     if args.report:
-        Path(args.report).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        write_new_text(args.report, json.dumps(report.to_dict(), indent=2) + "\n")
     print(format_verify(report))
     return EXIT_OK if report.ok else EXIT_MISMATCH
 
@@ -251,19 +252,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = COMMANDS[args.command][0]
-    try:
-        return handler(args)
-    except MigratorError as exc:
-        if args.verbose:
-            traceback.print_exc()
-        print(f"ksi-migrate: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("ksi-migrate: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `ksi-migrate verify ... | head` is not an error
-        sys.stderr.close()
-        return EXIT_OK
+    with private_umask():
+        try:
+            return handler(args)
+        except MigratorError as exc:
+            if args.verbose:
+                traceback.print_exc()
+            print(f"ksi-migrate: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            print("ksi-migrate: interrupted", file=sys.stderr)
+            return 130
+        except BrokenPipeError:  # `ksi-migrate verify ... | head` is not an error
+            sys.stderr.close()
+            return EXIT_OK
 
 
 def run() -> None:

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from migrator.codec import TEXT_TAG, InvalidText, LegacyCell, decode_sqlite_text, encode_cell
 from migrator.errors import MigratorError, NoLegacyTables, OutputExists, SourceNotFound
+from migrator.private import create_file
 
 LegacyRow = tuple[Any, ...]
 """(rowid, cell, cell, ...) with the cells in the legacy table's column order."""
@@ -261,6 +262,7 @@ class LegacyWriter:
         self.partial = self.out.with_name(self.out.name + ".partial")
         self.partial.unlink(missing_ok=True)
         self.schema = schema
+        create_file(self.partial)  # 0600 before SQLite writes a byte; its journal takes that mode
         self.connection = sqlite3.connect(self.partial, isolation_level=None)
         # The encoding must be set before the first table exists; text round-trips either way,
         # but an exact copy keeps the file's encoding too.

@@ -13,11 +13,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import peewee as pw
+from playhouse.db_url import parse as parse_url
 
 from migrator import engines
 from migrator.errors import IncompatibleSchema, NotMigrated, TargetUnreachable
 from migrator.legacy import LegacySchema
 from migrator.models import ALL_MODELS, SCHEMA_VERSION, MigrationMeta, database_proxy
+from migrator.private import create_file
 from migrator.schema_migrations import STEPS, upgrade
 
 
@@ -30,6 +32,8 @@ def open_target(target: str | os.PathLike[str], *, must_exist: bool = False, rea
     text = str(target)
     try:
         if is_url(text):
+            if not read_only:
+                _create_private_sqlite_file(text)
             database = engines.connect(text, read_only=read_only)
         else:
             path = Path(text)
@@ -40,6 +44,7 @@ def open_target(target: str | os.PathLike[str], *, must_exist: bool = False, rea
             if read_only:
                 database = engines.sqlite_read_only(path)
             else:
+                create_file(path, exist_ok=True)  # a new target is 0600 (its -wal and -shm take its mode)
                 database = pw.SqliteDatabase(path, pragmas=engines.SQLITE_PRAGMAS)
         database.connect(reuse_if_open=True)
     except TargetUnreachable:
@@ -53,6 +58,14 @@ def open_target(target: str | os.PathLike[str], *, must_exist: bool = False, rea
 def _one_line(exc: Exception) -> str:
     # Drivers explain connection failures over several lines; the CLI reports errors in one.
     return " ".join(str(exc).split())
+
+
+def _create_private_sqlite_file(url: str) -> None:
+    """A `sqlite:///` URL's new file is created 0600 first, as a path's is."""
+    if engines.engine_of_url(url) == engines.SQLITE:
+        path = parse_url(url)["database"]
+        if path and path != ":memory:" and not path.startswith("file:"):
+            create_file(path, exist_ok=True)
 
 
 @contextmanager

@@ -49,6 +49,7 @@ from verification.gate.checks import (
 )
 from verification.gate.ledger import PASS, Ledger
 from verification.gate.options import SNAPSHOT_OPTION, GateOptions, add_gate_options, read_gate_options
+from verification.gate.privacy import PRIVACY_PLUGIN, GatePrivacy
 
 GATE_MARKER = "ksi_gate"
 REPORT_ATTRIBUTE = "ksi_gate"  # JSON text {"check", "result"} on every report of a gate test
@@ -101,6 +102,7 @@ def pytest_configure(config: pytest.Config) -> None:
     options = read_gate_options(config)
     if options is None:
         return
+    config.pluginmanager.register(GatePrivacy(), PRIVACY_PLUGIN)
     if is_worker(config):
         workerinput = config.workerinput  # type: ignore[attr-defined]
         config.stash[RUN_KEY] = GateRun(options, workerinput[WORKER_SOURCE_HASHES], workerinput[WORKER_TARGET])
