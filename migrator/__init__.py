@@ -29,6 +29,7 @@ from migrator.errors import (
 )
 from migrator.legacy import LegacySource
 from migrator.phases import Mode
+from migrator.redaction import mask_url
 from migrator.rollback import export, restore
 from migrator.store import AsyncStore, Store, open_store
 from migrator.target import open_target
@@ -63,6 +64,7 @@ __all__ = [
     "export",
     "json_differences",
     "json_equal",
+    "mask_url",
     "open_store",
     "open_target",
     "restore",

@@ -2,7 +2,8 @@
 
 Domain errors (`MigratorError`) become one line on stderr and exit status 2; `-v` shows the
 traceback as well. `verify` exits 1 when rows differ, so scripts can tell "not equal" from "could
-not run". Whatever a command creates is its owner's alone (umask 077; `migrator.private`).
+not run". Whatever is printed shows database URLs with their passwords masked, and whatever a
+command creates is its owner's alone (umask 077; `migrator.private`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from migrator.errors import MigratorError
 from migrator.legacy import LegacySource
 from migrator.phases import CleanupPlan, cleanup
 from migrator.private import private_umask, write_new_text
+from migrator.redaction import mask_secrets, secrets_of
 from migrator.rollback import export, restore
 from migrator.target import target_database
 from migrator.verify import VerifyReport, verify
@@ -252,20 +254,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = COMMANDS[args.command][0]
+    secrets = secrets_of(vars(args).values())  # the passwords of the URLs given, masked wherever they show
     with private_umask():
         try:
             return handler(args)
-        except MigratorError as exc:
-            if args.verbose:
-                traceback.print_exc()
-            print(f"ksi-migrate: error: {exc}", file=sys.stderr)
-            return exc.exit_code
-        except KeyboardInterrupt:
-            print("ksi-migrate: interrupted", file=sys.stderr)
-            return 130
         except BrokenPipeError:  # `ksi-migrate verify ... | head` is not an error
             sys.stderr.close()
             return EXIT_OK
+        except (MigratorError, OSError) as exc:  # OSError: the system's answer (no such folder, a full disk)
+            if args.verbose:
+                print(mask_secrets(traceback.format_exc(), secrets), end="", file=sys.stderr)
+            print(f"ksi-migrate: error: {mask_secrets(str(exc), secrets)}", file=sys.stderr)
+            return exc.exit_code if isinstance(exc, MigratorError) else EXIT_ERROR
+        except KeyboardInterrupt:
+            print("ksi-migrate: interrupted", file=sys.stderr)
+            return 130
+        except Exception:  # noqa: BLE001 - a bug or a driver's own error: its traceback, masked, exit 2
+            print(mask_secrets(traceback.format_exc(), secrets), end="", file=sys.stderr)
+            return EXIT_ERROR
 
 
 def run() -> None:

@@ -62,6 +62,7 @@ from migrator.legacy import (
 )
 from migrator.models import Checkpoint, McpSession, McpSessionTool, Quarantine
 from migrator.phases import Mode, recorded_cleanup
+from migrator.redaction import mask_url
 from migrator.relational import BlobKind, Bundle, read_bundle, unquarantine_row, write_legacy_rows
 from migrator.target import (
     create_schema,
@@ -842,7 +843,8 @@ def _legacy_side(
     target: str | os.PathLike[str], legacy: str | os.PathLike[str] | None, database: pw.Database
 ) -> tuple[DaemonTables, Path]:
     if legacy is None and is_url(str(target)):
-        raise LegacyUnavailable(f"the legacy tables need a SQLite file: pass legacy=PATH beside {target}")
+        beside = mask_url(str(target))
+        raise LegacyUnavailable(f"the legacy tables need a SQLite file: pass legacy=PATH beside {beside}")
     path = Path(legacy if legacy is not None else target)
     if not is_url(str(target)) and path.resolve() == Path(target).resolve():
         tables = DaemonTables(database)  # one file: both sides commit together

@@ -20,6 +20,7 @@ from migrator.errors import IncompatibleSchema, NotMigrated, TargetUnreachable
 from migrator.legacy import LegacySchema
 from migrator.models import ALL_MODELS, SCHEMA_VERSION, MigrationMeta, database_proxy
 from migrator.private import create_file
+from migrator.redaction import mask_secrets, mask_url, url_secrets
 from migrator.schema_migrations import STEPS, upgrade
 
 
@@ -50,7 +51,9 @@ def open_target(target: str | os.PathLike[str], *, must_exist: bool = False, rea
     except TargetUnreachable:
         raise
     except Exception as exc:
-        raise TargetUnreachable(f"cannot open target {text}: {_one_line(exc)}") from exc
+        # Drivers may echo the connection's password (a libpq DSN, the arguments): masked.
+        message = mask_secrets(_one_line(exc), url_secrets(text))
+        raise TargetUnreachable(f"cannot open target {mask_url(text)}: {message}") from exc
     database_proxy.initialize(database)
     return database
 
