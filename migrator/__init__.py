@@ -12,6 +12,7 @@ from migrator.equivalence import Difference, json_differences, json_equal
 from migrator.errors import (
     ArchiveCorrupt,
     ArchiveIncomplete,
+    ArchiveRefused,
     CleanupRefused,
     DuplicateKeys,
     IncompatibleSchema,
@@ -22,6 +23,7 @@ from migrator.errors import (
     OutputExists,
     ReadOnlyStore,
     RebuildError,
+    SchemaRefused,
     SourceNotFound,
     TargetUnreachable,
     UnknownMode,
@@ -38,6 +40,7 @@ from migrator.verify import VerifyReport, verify
 __all__ = [
     "ArchiveCorrupt",
     "ArchiveIncomplete",
+    "ArchiveRefused",
     "AsyncStore",
     "BackfillReport",
     "CleanupRefused",
@@ -53,6 +56,7 @@ __all__ = [
     "OutputExists",
     "ReadOnlyStore",
     "RebuildError",
+    "SchemaRefused",
     "SourceNotFound",
     "Store",
     "TargetUnreachable",

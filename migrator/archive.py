@@ -13,6 +13,10 @@ AUTOINCREMENT counters from the manifest, `restore_archive` recreates the tables
 The row checksum is the sum, mod 2**128, of every row's `row_digest` (rowid and cells, storage
 types included). A sum does not depend on row order, so the source and the archive can be
 compared however each is read, and any changed, missing or extra row changes it.
+
+A manifest is data, never code (`load_manifest`): every file it names is a plain name inside the
+archive folder, and its DDL only creates the legacy tables and their indexes (`migrator.ddl`).
+Anything else refuses the whole archive before a file is read or a statement run.
 """
 
 from __future__ import annotations
@@ -30,7 +34,15 @@ from typing import Any
 
 from migrator import __version__
 from migrator.codec import LegacyCell, decode_cell
-from migrator.errors import ArchiveCorrupt, ArchiveIncomplete, OutputExists, RebuildError
+from migrator.ddl import check_legacy_schema, refuse_unrestorable_schema
+from migrator.errors import (
+    ArchiveCorrupt,
+    ArchiveIncomplete,
+    ArchiveRefused,
+    OutputExists,
+    RebuildError,
+    SchemaRefused,
+)
 from migrator.legacy import (
     LEGACY_TABLES_BY_NAME,
     LegacyRow,
@@ -167,19 +179,46 @@ class Manifest:
 
 
 def load_manifest(directory: Path) -> Manifest:
+    """The manifest of the archive in `directory`, refused (`ArchiveRefused`) unless every file it
+    names is a plain name inside the folder and its DDL only creates the legacy tables."""
     path = directory / MANIFEST
+    problem = file_name_problem(directory, MANIFEST)
+    if problem:
+        raise ArchiveRefused(f"{path}: {problem}")
     if not path.is_file():
         raise ArchiveIncomplete(f"archive has no {MANIFEST}: {directory}")
     try:
         manifest = Manifest.from_json(path.read_text(encoding="utf-8"))
     except (ValueError, KeyError, TypeError) as exc:
         raise ArchiveIncomplete(f"{path} cannot be read: {exc!r}") from exc
+    for name, entry in manifest.tables.items():
+        problem = file_name_problem(directory, entry.file)
+        if problem:
+            raise ArchiveRefused(f"{path} refused: tables.{name}.file {entry.file!r}: {problem}")
+    try:
+        check_legacy_schema(manifest.schema)
+    except SchemaRefused as exc:
+        raise ArchiveRefused(f"{path} refused: schema.{exc}") from None
     unknown = [name for name in manifest.tables if name not in LEGACY_TABLES_BY_NAME]
     if unknown or sorted(manifest.tables) != sorted(manifest.schema.tables):
         raise ArchiveIncomplete(
             f"manifest lists files for {sorted(manifest.tables)} but the legacy tables {manifest.schema.tables}"
         )
     return manifest
+
+
+def file_name_problem(directory: Path, name: object) -> str | None:
+    """Why `name` is not the plain name of a file inside the archive folder, or None when it is."""
+    if not isinstance(name, str) or not name:
+        return "not a file name"
+    if os.path.isabs(name):
+        return "an absolute path; an archive names its files by their plain names inside its folder"
+    if name in (".", "..") or any(separator in name for separator in ("/", "\\", os.sep, "\0")):
+        return "not a plain file name (a path separator or '..'); an archive's files are inside its folder"
+    path = directory / name
+    if path.is_symlink() and path.resolve().parent != directory.resolve():
+        return "a symbolic link to a file outside the archive folder"
+    return None
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -192,6 +231,7 @@ def write_archive(
     folder = Path(out)
     if folder.exists():
         raise OutputExists(f"refusing to overwrite existing archive folder: {folder}")
+    refuse_unrestorable_schema(source, "archive")
     # Written under a temporary name, so a crash never leaves a folder that looks like an archive.
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)

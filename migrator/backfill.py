@@ -15,6 +15,7 @@ from typing import Any
 import peewee as pw
 
 from migrator import checkpoints, engines, sessions
+from migrator.ddl import refuse_unrestorable_schema
 from migrator.legacy import LegacyRow, LegacySource, row_digest
 from migrator.models import Quarantine
 from migrator.relational import BlobKind, delete_identities, write_legacy_rows
@@ -57,6 +58,7 @@ def backfill(
 ) -> BackfillReport:
     """Create the schema if needed, then catch the target up with every legacy table present."""
     started = time.perf_counter()
+    refuse_unrestorable_schema(source, "migrate")  # now, not at the rollback that needs it
     create_schema(database)
     save_legacy_schema(database, source.schema())
     report = BackfillReport()

@@ -259,17 +259,25 @@ class LegacyWriter:
         self.out = Path(out)
         if self.out.exists():
             raise OutputExists(f"refusing to overwrite existing file: {self.out}")
+        from migrator.ddl import check_legacy_schema, run_legacy_ddl  # migrator.ddl imports this module
+
+        # The statements come from an archive or a target, files anyone may have edited: checked
+        # in a scratch database before a file is created, then run under the same rules.
+        check_legacy_schema(schema)
         self.partial = self.out.with_name(self.out.name + ".partial")
         self.partial.unlink(missing_ok=True)
         self.schema = schema
         create_file(self.partial)  # 0600 before SQLite writes a byte; its journal takes that mode
         self.connection = sqlite3.connect(self.partial, isolation_level=None)
-        # The encoding must be set before the first table exists; text round-trips either way,
-        # but an exact copy keeps the file's encoding too.
-        self.connection.execute(f"PRAGMA encoding = '{schema.encoding}'")
-        self.connection.execute("BEGIN")
-        for statement in schema.statements:
-            self.connection.execute(statement)
+        try:
+            # The encoding must be set before the first table exists; text round-trips either way,
+            # but an exact copy keeps the file's encoding too.
+            self.connection.execute(f"PRAGMA encoding = '{schema.encoding}'")
+            self.connection.execute("BEGIN")
+            run_legacy_ddl(self.connection, schema.statements)
+        except BaseException:
+            self.abort()
+            raise
 
     def insert(self, table: LegacyTable, rows: Sequence[LegacyRow]) -> None:
         plain = [row for row in rows if not any(isinstance(c, InvalidText) for c in row)]

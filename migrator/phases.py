@@ -28,7 +28,7 @@ import peewee as pw
 
 from migrator.archive import MANIFEST, ArchivedTable, Manifest, RowTally, check_archive, source_tally, tally
 from migrator.codec import decode_sqlite_text
-from migrator.errors import ArchiveCorrupt, ArchiveIncomplete, CleanupRefused, MigratorError
+from migrator.errors import ArchiveCorrupt, ArchiveIncomplete, ArchiveRefused, CleanupRefused, MigratorError
 from migrator.legacy import LEGACY_TABLES_BY_NAME, LegacySource, file_sha256
 from migrator.target import get_meta, set_meta
 from migrator.verify import verify
@@ -123,7 +123,7 @@ def _check_archive_readable(archive: Path) -> tuple[Manifest | None, Check]:
     name = "archive complete and readable"
     try:
         manifest = check_archive(archive)
-    except (ArchiveIncomplete, ArchiveCorrupt) as exc:
+    except (ArchiveIncomplete, ArchiveCorrupt, ArchiveRefused) as exc:
         return None, Check(name, False, str(exc))
     rows = sum(entry.rows for entry in manifest.tables.values())
     detail = f"{len(manifest.tables)} table file(s), {rows} rows, sha256 and row checksums as the manifest says"
