@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -21,7 +20,7 @@ from urllib.parse import quote
 
 from migrator.codec import TEXT_TAG, InvalidText, LegacyCell, decode_sqlite_text, encode_cell
 from migrator.errors import MigratorError, NoLegacyTables, OutputExists, SourceNotFound
-from migrator.private import create_file
+from migrator.private import copy_file, create_file
 
 LegacyRow = tuple[Any, ...]
 """(rowid, cell, cell, ...) with the cells in the legacy table's column order."""
@@ -126,6 +125,24 @@ def file_sha256(path: Path) -> str | None:
     return digest.hexdigest()
 
 
+def sidecar(path: Path, kind: str) -> Path:
+    """A database's `-wal`, `-shm` or `-journal` file."""
+    return Path(f"{path}-{kind}")
+
+
+WAL_FORMAT = 2  # file format version bytes 18 and 19 of the header: 1 rollback journal, 2 WAL
+
+
+def is_wal_mode(path: Path) -> bool:
+    """Whether the database file is in WAL mode, from its header (reading it changes nothing)."""
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(20)
+    except OSError:
+        return False  # SQLite says why when it tries
+    return len(header) == 20 and header[18] == header[19] == WAL_FORMAT
+
+
 def snapshot_hashes(path: Path) -> dict[str, str | None]:
     """sha256 of the snapshot and of its WAL file, to prove neither changed."""
     return {"db": file_sha256(path), "wal": file_sha256(Path(f"{path}-wal"))}
@@ -168,15 +185,21 @@ class LegacySource:
             self._check_columns(table)
 
     def _connect_read_only(self) -> sqlite3.Connection:
-        # mode=ro never writes the database or its WAL. But reading a WAL database creates its
-        # -shm index when that is missing, as in a copied snapshot: read a private copy then.
+        # mode=ro never writes the database or its WAL. But SQLite creates a WAL database's -wal and
+        # -shm beside it when they are missing, as in a copied snapshot, and cannot read it at all
+        # where it cannot create them (read-only media, a read-only folder).
+        parameters = "mode=ro"
         location = self.path
-        if Path(f"{self.path}-wal").exists() and not Path(f"{self.path}-shm").exists():
+        if not sidecar(self.path, "wal").exists() and is_wal_mode(self.path):
+            # No WAL content to read: immutable=1 reads the file alone, with no sidecar and no lock.
+            parameters = "mode=ro&immutable=1"
+        elif not sidecar(self.path, "shm").exists() and sidecar(self.path, "wal").exists():
+            # A WAL to read, but no index of it: read a private copy, where SQLite may build one.
             self._scratch = tempfile.TemporaryDirectory(prefix="ksi-source-")
             location = Path(self._scratch.name) / self.path.name
-            shutil.copyfile(self.path, location)
-            shutil.copyfile(f"{self.path}-wal", f"{location}-wal")
-        uri = f"file:{quote(str(location.resolve()))}?mode=ro"
+            copy_file(self.path, location)
+            copy_file(sidecar(self.path, "wal"), sidecar(location, "wal"))
+        uri = f"file:{quote(str(location.resolve()))}?{parameters}"
         return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
 
     def _check_columns(self, table: LegacyTable) -> None:

@@ -4,6 +4,7 @@ through the library (which does not rely on the CLI's umask)."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from migrator.backfill import backfill
 from migrator.cli import main
 from migrator.demo import run_demo
 from migrator.fabricate import fabricate_snapshot
-from migrator.legacy import LegacySource
+from migrator.legacy import LegacySource, sidecar
 from migrator.private import copy_file, create_file, make_folder, open_new, write_new_text
 from migrator.rollback import export, restore
 from migrator.target import target_database
@@ -116,7 +117,7 @@ def test_library_functions_create_private_files_without_the_cli(
     out.mkdir(mode=0o700)
     with LegacySource(private_source) as source, target_database(out / "target.db") as database:
         backfill(source, database)
-        live = [out / "target.db", Path(f"{out / 'target.db'}-wal"), Path(f"{out / 'target.db'}-shm")]
+        live = [out / "target.db", sidecar(out / "target.db", "wal"), sidecar(out / "target.db", "shm")]
         assert {path.name: oct(mode(path)) for path in live} == {path.name: "0o600" for path in live}
         write_archive(source, out / "archive")
         restore(database, out / "restored.db")
@@ -140,3 +141,24 @@ SIGNOFF = {  # the least signoff_markdown reads
     "quarantine": None,
     "accepted_quarantine_file": None,
 }
+
+
+def test_the_private_copy_of_a_snapshot_is_private(private_source: Path, tmp_path: Path, loose_umask: None) -> None:
+    """A WAL with no -shm index is read from a copy: the copy is 0600 in a 0700 folder."""
+    wal_source = tmp_path / "wal" / "legacy.db"
+    wal_source.parent.mkdir()
+    with sqlite3.connect(private_source) as daemon:
+        daemon.execute("PRAGMA journal_mode = wal")
+        daemon.execute("PRAGMA wal_autocheckpoint = 0")
+        daemon.execute("UPDATE mcp_sessions SET last_seen = last_seen")
+        for name in ("", "-wal"):
+            Path(f"{wal_source}{name}").write_bytes(Path(f"{private_source}{name}").read_bytes())
+    daemon.close()
+    with LegacySource(wal_source) as source:
+        copy = Path(source.connection.execute("PRAGMA database_list").fetchone()[2])
+        assert copy.parent != wal_source.parent
+        assert {path.name: oct(mode(path)) for path in (copy, copy.parent, sidecar(copy, "wal"))} == {
+            copy.name: "0o600",
+            copy.parent.name: "0o700",
+            f"{copy.name}-wal": "0o600",
+        }
