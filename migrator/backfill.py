@@ -23,6 +23,7 @@ import peewee as pw
 from migrator import engines, sessions
 from migrator.codec import key_digest, stored_key
 from migrator.compare import compare_rows
+from migrator.ddl import refuse_unrestorable_schema
 from migrator.errors import SnapshotMismatch
 from migrator.kinds import KINDS
 from migrator.legacy import LegacyRow, LegacySource, row_digest
@@ -94,6 +95,7 @@ def backfill(
     """
     started = time.perf_counter()
     run = Run(batch_size, progress, recheck, dry_run)
+    refuse_unrestorable_schema(source, "migrate")  # now, not at the rollback that needs it
     has_schema = schema_version(database) is not None
     if not dry_run:
         create_schema(database)

@@ -2,7 +2,8 @@
 
 Domain errors (`MigratorError`) become one line on stderr and exit status 2; `-v` shows the
 traceback as well. `verify` exits 1 when rows differ, so scripts can tell "not equal" from "could
-not run".
+not run". Whatever is printed shows database URLs with their passwords masked, and whatever a
+command creates is its owner's alone (umask 077; `migrator.private`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from migrator.backfill import DEFAULT_BATCH_SIZE, BackfillReport, backfill
 from migrator.errors import MigratorError
 from migrator.legacy import LegacySource, UnmappedColumns
 from migrator.phases import CleanupPlan, cleanup
+from migrator.private import private_umask, write_new_text
+from migrator.redaction import mask_secrets, secrets_of
 from migrator.rollback import export, restore
 from migrator.target import planning_database, target_database
 from migrator.verify import VerifyReport, verify
@@ -100,7 +103,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         with progress_bar(_source_total(source), "verify") as advance:
             report = verify(source, database, batch_size=args.batch_size, progress=advance)
     if args.report:
-        Path(args.report).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        write_new_text(args.report, json.dumps(report.to_dict(), indent=2) + "\n")
     print(format_verify(report))
     return EXIT_OK if report.ok else EXIT_MISMATCH
 
@@ -125,7 +128,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_archive(args: argparse.Namespace) -> int:
-    with LegacySource(args.source) as source:
+    with LegacySource(args.source, unmapped=UnmappedColumns.REPORT) as source:  # every column is archived
         manifest = write_archive(source, args.out)
     rows = ", ".join(f"{entry.rows} {table}" for table, entry in manifest.tables.items())
     print(f"archived {rows} to {args.out} (manifest.json holds the counts, sha256 values and row checksums)")
@@ -292,19 +295,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = COMMANDS[args.command][0]
-    try:
-        return handler(args)
-    except MigratorError as exc:
-        if args.verbose:
-            traceback.print_exc()
-        print(f"ksi-migrate: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("ksi-migrate: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `ksi-migrate verify ... | head` is not an error
-        sys.stderr.close()
-        return EXIT_OK
+    secrets = secrets_of(vars(args).values())  # the passwords of the URLs given, masked wherever they show
+    with private_umask():
+        try:
+            return handler(args)
+        except BrokenPipeError:  # `ksi-migrate verify ... | head` is not an error
+            sys.stderr.close()
+            return EXIT_OK
+        except (MigratorError, OSError) as exc:  # OSError: the system's answer (no such folder, a full disk)
+            if args.verbose:
+                print(mask_secrets(traceback.format_exc(), secrets), end="", file=sys.stderr)
+            print(f"ksi-migrate: error: {mask_secrets(str(exc), secrets)}", file=sys.stderr)
+            return exc.exit_code if isinstance(exc, MigratorError) else EXIT_ERROR
+        except KeyboardInterrupt:
+            print("ksi-migrate: interrupted", file=sys.stderr)
+            return 130
+        except Exception:  # noqa: BLE001 - a bug or a driver's own error: its traceback, masked, exit 2
+            print(mask_secrets(traceback.format_exc(), secrets), end="", file=sys.stderr)
+            return EXIT_ERROR
 
 
 def run() -> None:

@@ -31,9 +31,10 @@ import peewee as pw
 
 from migrator import engines
 from migrator.codec import LegacyCell, cell_identity, keep_duplicate_keys, storage_type
+from migrator.ddl import statements_by_table
 from migrator.equivalence import Difference, json_differences, text_difference
-from migrator.errors import RebuildError
-from migrator.legacy import LegacyRow, LegacySchema, LegacyTable, display_key, statements_by_table
+from migrator.errors import RebuildError, SchemaRefused
+from migrator.legacy import LegacyRow, LegacySchema, LegacyTable, display_key
 from migrator.relational import (
     QUARANTINE,
     BlobKind,
@@ -404,10 +405,9 @@ META_TABLE = "ksi_migration_meta"
 def metadata_mismatches(source: LegacySchema, database: pw.Database) -> list[Mismatch]:
     """The target's recorded legacy schema against the source's; a record that cannot be read is one."""
     try:
-        recorded = load_legacy_schema(database)
-    except RebuildError as exc:
+        return compare_metadata(source, load_legacy_schema(database))
+    except (RebuildError, SchemaRefused) as exc:  # a record that cannot be read, or runs what it must not
         return [Mismatch(MismatchKind.METADATA, META_TABLE, LEGACY_SCHEMA_KEY, None, detail=str(exc))]
-    return compare_metadata(source, recorded)
 
 
 def compare_metadata(source: LegacySchema, recorded: LegacySchema | None) -> list[Mismatch]:

@@ -87,3 +87,14 @@ class SnapshotMismatch(MigratorError):
 
 class DuplicateKeys(MigratorError):
     """Rows that must have distinct keys share one, so a unique index cannot be built."""
+
+
+class SchemaRefused(MigratorError):
+    """Legacy DDL (from an archive, a target, or a source) holds something other than a CREATE TABLE
+    of a legacy table or a CREATE INDEX on one: an ATTACH, a trigger, a view, another table, several
+    statements in one string. It is never run."""
+
+
+class ArchiveRefused(MigratorError):
+    """An archive's manifest names a file outside the archive folder, or holds DDL that is not the
+    legacy tables' (`SchemaRefused`): nothing of it is read or run."""

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -25,11 +23,11 @@ from migrator.errors import (
     MigratorError,
     NoLegacyTables,
     OutputExists,
-    RebuildError,
     SourceNotFound,
     UnmappedColumn,
     UnsupportedSource,
 )
+from migrator.private import copy_file, create_file
 
 LegacyRow = tuple[Any, ...]
 """(rowid, cell, cell, ...) with the cells in the legacy table's column order."""
@@ -130,6 +128,24 @@ def file_sha256(path: Path) -> str | None:
     return digest.hexdigest()
 
 
+def sidecar(path: Path, kind: str) -> Path:
+    """A database's `-wal`, `-shm` or `-journal` file."""
+    return Path(f"{path}-{kind}")
+
+
+WAL_FORMAT = 2  # file format version bytes 18 and 19 of the header: 1 rollback journal, 2 WAL
+
+
+def is_wal_mode(path: Path) -> bool:
+    """Whether the database file is in WAL mode, from its header (reading it changes nothing)."""
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(20)
+    except OSError:
+        return False  # SQLite says why when it tries
+    return len(header) == 20 and header[18] == header[19] == WAL_FORMAT
+
+
 def snapshot_hashes(path: Path) -> dict[str, str | None]:
     """sha256 of the snapshot and of its WAL file, to prove neither changed."""
     return {"db": file_sha256(path), "wal": file_sha256(Path(f"{path}-wal"))}
@@ -146,53 +162,6 @@ class LegacySchema:
     sequences: dict[str, int]  # sqlite_sequence entries (AUTOINCREMENT high-water marks)
     encoding: str
     tables: list[str]
-
-    def statements_of(self, table: str) -> list[str]:
-        """The statements that create `table` and the objects on it, in the order they ran."""
-        return statements_by_table(self.statements).get(table, [])
-
-    def updated_by(self, newer: LegacySchema) -> LegacySchema:
-        """This schema with every table `newer` describes replaced by `newer`'s account of it.
-
-        A snapshot may hold one table only (the daemon keeps each in its own file), so a table
-        it lacks keeps what an earlier run recorded; a table it holds is recorded exactly as it
-        is now, so a changed DDL never leaves its old statements behind.
-        """
-        kept = [table for table in self.tables if table not in newer.tables]
-        groups = statements_by_table(self.statements)
-        by_table = {**{table: groups.get(table, []) for table in kept}, **statements_by_table(newer.statements)}
-        tables = [table.name for table in LEGACY_TABLES if table.name in by_table or table.name in newer.tables]
-        sequences = {table: seq for table, seq in self.sequences.items() if table in kept}
-        sequences.update(newer.sequences)
-        return LegacySchema(_creation_order(by_table, tables), sequences, newer.encoding, tables)
-
-
-def statements_by_table(statements: Sequence[str]) -> dict[str, list[str]]:
-    """Each statement under the table it creates or belongs to (an index's or trigger's table),
-    as SQLite itself says: the statements are run in a scratch in-memory database."""
-    groups: dict[str, list[str]] = {}
-    with closing(sqlite3.connect(":memory:")) as scratch:
-        seen: set[str] = set()
-        for statement in statements:
-            try:
-                scratch.execute(statement)
-            except sqlite3.Error as exc:
-                raise RebuildError(f"legacy DDL statement cannot be run: {exc}: {statement[:80]!r}") from exc
-            objects = scratch.execute("SELECT name, tbl_name, sql FROM sqlite_master").fetchall()
-            # A statement may also create objects of SQLite's own (sqlite_sequence, an autoindex),
-            # which have no SQL text: the object with text is the one the statement wrote.
-            owners = [table for name, table, sql in objects if name not in seen and sql is not None]
-            seen.update(name for name, _, _ in objects)
-            if owners:
-                groups.setdefault(owners[0], []).append(statement)
-    return groups
-
-
-def _creation_order(by_table: dict[str, list[str]], tables: Sequence[str]) -> list[str]:
-    """Every table's CREATE TABLE first, then the statements on them (an index or trigger may
-    name another table), as `LegacySource.schema` orders a snapshot's own statements."""
-    groups = [by_table.get(table, []) for table in tables]
-    return [group[0] for group in groups if group] + [statement for group in groups for statement in group[1:]]
 
 
 Query = Callable[[str, Sequence[Any]], Iterable[tuple[Any, ...]]]
@@ -222,8 +191,7 @@ class UnmappedColumns(StrEnum):
     """What a `LegacySource` does with a column of a legacy table that the mapping does not read."""
 
     REFUSE = "refuse"  # raise `UnmappedColumn`: migrating would lose it
-    REPORT = "report"  # list it in `LegacySource.unmapped`; rows hold the mapped columns only
-    CARRY = "carry"  # list it, and read it too: rows hold it after the mapped columns (archive)
+    REPORT = "report"  # list it in `LegacySource.unmapped`; `stored_table` reads it as well (archive)
 
 
 ROWID_NAMES = ("rowid", "oid", "_rowid_")
@@ -260,7 +228,6 @@ class LegacySource:
         except BaseException:
             self.close()
             raise
-        self._carried = {table.name: [c for t, c in self.unmapped if t == table.name] for table in self.tables}
         if unmapped is UnmappedColumns.REFUSE and self.unmapped:
             self.close()
             named = ", ".join(f"{table}.{column}" for table, column in self.unmapped)
@@ -268,19 +235,23 @@ class LegacySource:
                 f"source column(s) {named} in {self.path} are not carried by the mapping, so migrating would lose "
                 "them; move them out of the legacy table, or extend the mapping, before migrating"
             )
-        if unmapped is not UnmappedColumns.CARRY:
-            self._carried = {table.name: [] for table in self.tables}
 
     def _connect_read_only(self) -> sqlite3.Connection:
-        # mode=ro never writes the database or its WAL. But reading a WAL database creates its
-        # -shm index when that is missing, as in a copied snapshot: read a private copy then.
+        # mode=ro never writes the database or its WAL. But SQLite creates a WAL database's -wal and
+        # -shm beside it when they are missing, as in a copied snapshot, and cannot read it at all
+        # where it cannot create them (read-only media, a read-only folder).
+        parameters = "mode=ro"
         location = self.path
-        if Path(f"{self.path}-wal").exists() and not Path(f"{self.path}-shm").exists():
+        if not sidecar(self.path, "wal").exists() and is_wal_mode(self.path):
+            # No WAL content to read: immutable=1 reads the file alone, with no sidecar and no lock.
+            parameters = "mode=ro&immutable=1"
+        elif not sidecar(self.path, "shm").exists() and sidecar(self.path, "wal").exists():
+            # A WAL to read, but no index of it: read a private copy, where SQLite may build one.
             self._scratch = tempfile.TemporaryDirectory(prefix="ksi-source-")
             location = Path(self._scratch.name) / self.path.name
-            shutil.copyfile(self.path, location)
-            shutil.copyfile(f"{self.path}-wal", f"{location}-wal")
-        uri = f"file:{quote(str(location.resolve()))}?mode=ro"
+            copy_file(self.path, location)
+            copy_file(sidecar(self.path, "wal"), sidecar(location, "wal"))
+        uri = f"file:{quote(str(location.resolve()))}?{parameters}"
         return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
 
     def _inspect(self, table: LegacyTable, kinds: dict[str, str]) -> list[str]:
@@ -323,9 +294,11 @@ class LegacySource:
                 f"{where} has primary key {found}, {alias}; the daemon's {table.key_column} is {expected}"
             )
 
-    def columns_of(self, table: LegacyTable) -> tuple[str, ...]:
-        """The columns a row of this table holds: the mapped ones, then any carried ones."""
-        return (*table.columns, *self._carried[table.name])
+    def stored_table(self, table: LegacyTable) -> LegacyTable:
+        """The table with every column it holds in this snapshot: the mapped ones, then the others.
+        Its rows are what an archive keeps, so that nothing of a legacy row is left behind."""
+        others = tuple(column for name, column in self.unmapped if name == table.name)
+        return replace(table, columns=(*table.columns, *others)) if others else table
 
     def count(self, table: LegacyTable) -> int:
         return self.connection.execute(f'SELECT count(*) FROM "{table.name}"').fetchone()[0]
@@ -334,7 +307,7 @@ class LegacySource:
         """Every row in rowid order, in batches of `batch_size` rows or `max_bytes` of cells,
         whichever comes first (always at least one row), so memory stays flat however many rows
         there are and however large each blob is."""
-        columns = ", ".join(f'"{c}"' for c in self.columns_of(table))
+        columns = ", ".join(f'"{c}"' for c in table.columns)
         cursor = self.connection.execute(f'SELECT rowid, {columns} FROM "{table.name}" ORDER BY rowid')
         batch: list[LegacyRow] = []
         size = 0
@@ -384,16 +357,25 @@ class LegacyWriter:
         self.out = Path(out)
         if self.out.exists():
             raise OutputExists(f"refusing to overwrite existing file: {self.out}")
+        from migrator.ddl import check_legacy_schema, run_legacy_ddl  # migrator.ddl imports this module
+
+        # The statements come from an archive or a target, files anyone may have edited: checked
+        # in a scratch database before a file is created, then run under the same rules.
+        check_legacy_schema(schema)
         self.partial = self.out.with_name(self.out.name + ".partial")
         self.partial.unlink(missing_ok=True)
         self.schema = schema
+        create_file(self.partial)  # 0600 before SQLite writes a byte; its journal takes that mode
         self.connection = sqlite3.connect(self.partial, isolation_level=None)
-        # The encoding must be set before the first table exists; text round-trips either way,
-        # but an exact copy keeps the file's encoding too.
-        self.connection.execute(f"PRAGMA encoding = '{schema.encoding}'")
-        self.connection.execute("BEGIN")
-        for statement in schema.statements:
-            self.connection.execute(statement)
+        try:
+            # The encoding must be set before the first table exists; text round-trips either way,
+            # but an exact copy keeps the file's encoding too.
+            self.connection.execute(f"PRAGMA encoding = '{schema.encoding}'")
+            self.connection.execute("BEGIN")
+            run_legacy_ddl(self.connection, schema.statements)
+        except BaseException:
+            self.abort()
+            raise
 
     def insert(self, table: LegacyTable, rows: Sequence[LegacyRow]) -> None:
         plain = [row for row in rows if not any(isinstance(c, InvalidText) for c in row)]

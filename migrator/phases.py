@@ -31,8 +31,8 @@ import peewee as pw
 from migrator.archive import MANIFEST, ArchivedTable, Manifest, RowTally, check_archive, source_tally, tally
 from migrator.codec import decode_sqlite_text
 from migrator.compare import LOSES_SOURCE_DATA, MismatchKind
-from migrator.errors import ArchiveCorrupt, ArchiveIncomplete, CleanupRefused, MigratorError
-from migrator.legacy import LEGACY_TABLES_BY_NAME, LegacySource, UnmappedColumns, file_sha256
+from migrator.errors import ArchiveCorrupt, ArchiveIncomplete, ArchiveRefused, CleanupRefused, MigratorError
+from migrator.legacy import LegacySource, UnmappedColumns, file_sha256
 from migrator.target import get_meta, set_meta
 from migrator.verify import verify
 
@@ -126,7 +126,7 @@ def _check_archive_readable(archive: Path) -> tuple[Manifest | None, Check]:
     name = "archive complete and readable"
     try:
         manifest = check_archive(archive)
-    except (ArchiveIncomplete, ArchiveCorrupt) as exc:
+    except (ArchiveIncomplete, ArchiveCorrupt, ArchiveRefused) as exc:
         return None, Check(name, False, str(exc))
     rows = sum(entry.rows for entry in manifest.tables.values())
     detail = f"{len(manifest.tables)} table file(s), {rows} rows, sha256 and row checksums as the manifest says"
@@ -144,9 +144,15 @@ def _check_archive_matches_source(source: LegacySource, manifest: Manifest | Non
     schema = source.schema()
     if schema.statements != manifest.schema.statements or schema.sequences != manifest.schema.sequences:
         problems.append("the source's DDL or AUTOINCREMENT counters differ from the archived ones")
-    for table in source.tables:
-        if table.name in manifest.tables:
-            problems += tally_differences(table.name, source_tally(source, table), manifest.tables[table.name])
+    for table in map(source.stored_table, source.tables):
+        archived = manifest.tables.get(table.name)
+        if archived is None:
+            continue
+        if archived.table(table.name).columns != table.columns:
+            columns = ", ".join(archived.table(table.name).columns)
+            problems.append(f"{table.name}: the source has columns {', '.join(table.columns)}, the archive {columns}")
+            continue
+        problems += tally_differences(table.name, source_tally(source, table), archived)
     if problems:
         return Check(name, False, "; ".join(problems))
     counts = ", ".join(f"{entry.rows} {table}" for table, entry in manifest.tables.items())
@@ -222,7 +228,11 @@ def execute_cleanup(plan: CleanupPlan, database: pw.Database) -> CleanupPlan:
 def _source_drift(connection: sqlite3.Connection, manifest: Manifest) -> list[str]:
     problems: list[str] = []
     for name, archived in manifest.tables.items():
-        table = LEGACY_TABLES_BY_NAME[name]
+        table = archived.table(name)
+        present = {row[1] for row in connection.execute(f'PRAGMA table_info("{name}")')}
+        if present != set(table.columns):
+            problems.append(f"{name}: its columns are now {sorted(present)}, the archive holds {list(table.columns)}")
+            continue
         columns = ", ".join(f'"{column}"' for column in table.columns)
         try:
             rows = connection.execute(f'SELECT rowid, {columns} FROM "{name}"')

@@ -16,6 +16,7 @@ from migrator.codec import LegacyCell, encode_cell
 from migrator.errors import OutputExists, RebuildError
 from migrator.kinds import KINDS
 from migrator.legacy import LegacyRow, default_schema, write_legacy_copy
+from migrator.private import open_new
 from migrator.relational import BlobKind, rebuilt_rows
 from migrator.target import load_legacy_schema, require_schema
 
@@ -97,8 +98,9 @@ def export(
         raise OutputExists(f"refusing to overwrite existing file: {path}")
     counts: dict[str, int] = {}
     partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)  # left by a run that broke
     try:
-        with partial.open("w", encoding="utf-8") as handle:
+        with open_new(partial, "w", encoding="utf-8") as handle:
             for kind in _kinds_to_restore(database):
                 counts[kind.legacy.name] = 0
                 for row in legacy_rows(database, kind, batch_size):

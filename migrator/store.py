@@ -64,12 +64,14 @@ from migrator.legacy import (
 )
 from migrator.models import Checkpoint, McpSession, McpSessionTool, Quarantine
 from migrator.phases import Mode, recorded_cleanup
+from migrator.redaction import mask_url
 from migrator.relational import BlobKind, Bundle, read_bundle, unquarantine_row, write_legacy_rows
 from migrator.target import (
     create_schema,
     is_url,
     load_legacy_schema,
     open_target,
+    record_legacy_schema,
     require_schema,
     save_legacy_schema,
     schema_version,
@@ -323,7 +325,9 @@ class RelationalTables:
         schema = load_legacy_schema(self.database) or default_schema(LEGACY_TABLES)
         ids = self.checkpoint_ids()
         allocated = max([schema.sequences.get(CHECKPOINTS.name, 0), *ids[-1:]]) + 1
-        save_legacy_schema(self.database, replace(schema, sequences={**schema.sequences, CHECKPOINTS.name: allocated}))
+        record_legacy_schema(
+            self.database, replace(schema, sequences={**schema.sequences, CHECKPOINTS.name: allocated})
+        )
         return allocated
 
     def _next_rowid(self, kind: BlobKind) -> int:
@@ -630,8 +634,10 @@ class Store:
         recorded = load_legacy_schema(self.database)
         if recorded is not None and recorded.sequences.get(table.name) == sequence:
             return
-        base = recorded or self._legacy_tables().schema()
-        save_legacy_schema(self.database, replace(base, sequences={**base.sequences, table.name: sequence}))
+        if recorded is None:  # nothing recorded yet: the legacy side's own schema, as a catch-up records it
+            save_legacy_schema(self.database, self._legacy_tables().schema())
+            recorded = load_legacy_schema(self.database)
+        record_legacy_schema(self.database, replace(recorded, sequences={**recorded.sequences, table.name: sequence}))
 
     def _mirror_or_defer(self, change: LegacyChange) -> None:
         try:
@@ -863,7 +869,8 @@ def _legacy_side(
     target: str | os.PathLike[str], legacy: str | os.PathLike[str] | None, database: pw.Database
 ) -> tuple[DaemonTables, Path]:
     if legacy is None and is_url(str(target)):
-        raise LegacyUnavailable(f"the legacy tables need a SQLite file: pass legacy=PATH beside {target}")
+        beside = mask_url(str(target))
+        raise LegacyUnavailable(f"the legacy tables need a SQLite file: pass legacy=PATH beside {beside}")
     path = Path(legacy if legacy is not None else target)
     if not is_url(str(target)) and path.resolve() == Path(target).resolve():
         tables = DaemonTables(database)  # one file: both sides commit together

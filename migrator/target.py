@@ -14,11 +14,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 import peewee as pw
+from playhouse.db_url import parse as parse_url
 
 from migrator import engines
+from migrator.ddl import updated_schema
 from migrator.errors import IncompatibleSchema, NotMigrated, RebuildError, TargetUnreachable
 from migrator.legacy import LegacySchema
 from migrator.models import ALL_MODELS, SCHEMA_VERSION, MigrationMeta, database_proxy
+from migrator.private import create_file
+from migrator.redaction import mask_secrets, mask_url, url_secrets
 from migrator.schema_migrations import STEPS, upgrade
 
 
@@ -31,6 +35,8 @@ def open_target(target: str | os.PathLike[str], *, must_exist: bool = False, rea
     text = str(target)
     try:
         if is_url(text):
+            if not read_only:
+                _create_private_sqlite_file(text)
             database = engines.connect(text, read_only=read_only)
         else:
             path = Path(text)
@@ -41,12 +47,15 @@ def open_target(target: str | os.PathLike[str], *, must_exist: bool = False, rea
             if read_only:
                 database = engines.sqlite_read_only(path)
             else:
+                create_file(path, exist_ok=True)  # a new target is 0600 (its -wal and -shm take its mode)
                 database = pw.SqliteDatabase(path, pragmas=engines.SQLITE_PRAGMAS)
         database.connect(reuse_if_open=True)
     except TargetUnreachable:
         raise
     except Exception as exc:
-        raise TargetUnreachable(f"cannot open target {text}: {_one_line(exc)}") from exc
+        # Drivers may echo the connection's password (a libpq DSN, the arguments): masked.
+        message = mask_secrets(_one_line(exc), url_secrets(text))
+        raise TargetUnreachable(f"cannot open target {mask_url(text)}: {message}") from exc
     database_proxy.initialize(database)
     return database
 
@@ -54,6 +63,14 @@ def open_target(target: str | os.PathLike[str], *, must_exist: bool = False, rea
 def _one_line(exc: Exception) -> str:
     # Drivers explain connection failures over several lines; the CLI reports errors in one.
     return " ".join(str(exc).split())
+
+
+def _create_private_sqlite_file(url: str) -> None:
+    """A `sqlite:///` URL's new file is created 0600 first, as a path's is."""
+    if engines.engine_of_url(url) == engines.SQLITE:
+        path = parse_url(url)["database"]
+        if path and path != ":memory:" and not path.startswith("file:"):
+            create_file(path, exist_ok=True)
 
 
 @contextmanager
@@ -130,8 +147,12 @@ def save_legacy_schema(database: pw.Database, schema: LegacySchema) -> None:
     """Remember the snapshot's own DDL, counters and encoding, so a rollback recreates the tables
     exactly: each table the snapshot holds as it is now, each other table as recorded before."""
     previous = load_legacy_schema(database)
-    recorded = previous.updated_by(schema) if previous else schema
-    set_meta(database, LEGACY_SCHEMA_KEY, json.dumps(asdict(recorded)))
+    record_legacy_schema(database, updated_schema(previous, schema) if previous else schema)
+
+
+def record_legacy_schema(database: pw.Database, schema: LegacySchema) -> None:
+    """Write the legacy schema record as it is (the store moves a counter with this, on every save)."""
+    set_meta(database, LEGACY_SCHEMA_KEY, json.dumps(asdict(schema)))
 
 
 LEGACY_SCHEMA_KEY = "legacy_schema"

@@ -13,7 +13,14 @@ import pytest
 
 from migrator.cli import main
 from migrator.errors import UnmappedColumn, UnsupportedSource
-from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacySource, UnmappedColumns, snapshot_hashes
+from migrator.legacy import (
+    CHECKPOINTS,
+    MCP_SESSIONS,
+    LegacySource,
+    UnmappedColumns,
+    compare_legacy_files,
+    snapshot_hashes,
+)
 from verification.snapshots import checkpoint_row, session_row, write_snapshot
 
 SESSION = {"agent_id": "a", "tools": ["Read"]}
@@ -79,6 +86,29 @@ def test_a_column_added_after_migration_fails_verify_and_cleanup_by_name(
         assert connection.execute("SELECT count(*) FROM mcp_sessions WHERE owner_email IS NOT NULL").fetchone() == (1,)
 
 
+def test_the_archive_keeps_a_column_the_mapping_does_not_and_cleanup_still_refuses(
+    with_owner_email: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`owner_email` is archived and restored with every row; the target cannot hold it, so the
+    one command allowed to destroy data refuses to drop the table it lives in."""
+    archive, restored = tmp_path / "archive", tmp_path / "restored.db"
+    assert cli("archive", "--source", with_owner_email, "--out", archive) == 0
+    manifest = json.loads((archive / "manifest.json").read_text())
+    assert manifest["tables"]["mcp_sessions"]["columns"][-1] == "owner_email"
+    assert cli("restore", "--archive", archive, "--out", restored) == 0
+    assert compare_legacy_files(with_owner_email, restored, ["checkpoints"]) == []
+    with closing(sqlite3.connect(with_owner_email)) as source, closing(sqlite3.connect(restored)) as copy:
+        query = "SELECT rowid, * FROM mcp_sessions ORDER BY rowid"
+        assert copy.execute(query).fetchall() == source.execute(query).fetchall()
+    target = tmp_path / "t.db"
+    capsys.readouterr()
+    assert cli("migrate", "--source", with_owner_email, "--target", target) == 2  # refused, as above
+    assert cli("cleanup", "--source", with_owner_email, "--target", target, "--archive", archive) == 2
+    assert "target database not found" in capsys.readouterr().err
+    with closing(sqlite3.connect(with_owner_email)) as source:
+        assert source.execute("SELECT count(*) FROM mcp_sessions WHERE owner_email IS NOT NULL").fetchone() == (2,)
+
+
 def test_the_source_reports_or_carries_unmapped_columns_when_asked(with_owner_email: Path) -> None:
     with pytest.raises(UnmappedColumn, match=r"mcp_sessions\.owner_email"):
         LegacySource(with_owner_email)
@@ -86,8 +116,7 @@ def test_the_source_reports_or_carries_unmapped_columns_when_asked(with_owner_em
         assert source.unmapped == [("mcp_sessions", "owner_email")]
         (rows,) = list(source.batches(source.tables[1], 10))
         assert [len(row) for row in rows] == [4, 4]  # rowid and the mapped columns
-    with LegacySource(with_owner_email, unmapped=UnmappedColumns.CARRY) as source:
-        (rows,) = list(source.batches(source.tables[1], 10))
+        (rows,) = list(source.batches(source.stored_table(source.tables[1]), 10))
         assert [row[-1] for row in rows] == ["owner1@example.com", "owner2@example.com"]
 
 
@@ -149,7 +178,7 @@ def test_a_table_the_mapping_cannot_carry_is_refused_by_every_command_in_one_lin
     statements, message = SHAPES[shape]
     source = snapshot_with(tmp_path / "odd.db", *statements)
     with pytest.raises(UnsupportedSource, match=message):
-        LegacySource(source, unmapped=UnmappedColumns.CARRY)
+        LegacySource(source, unmapped=UnmappedColumns.REPORT)
     target = tmp_path / "t.db"
     for argv in (
         ("migrate", "--source", source, "--target", target),

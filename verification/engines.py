@@ -28,6 +28,7 @@ import pytest
 
 from migrator import engines
 from migrator.models import ALL_MODELS
+from migrator.redaction import mask_secrets, mask_url, url_secrets
 
 SERVER_URLS = {
     engines.POSTGRESQL: os.environ.get("KSI_TEST_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/test"),
@@ -115,7 +116,7 @@ def _quoted(database: pw.Database, name: str) -> str:
 
 def server_unavailable(engine: str, reason: str) -> None:
     """Fail under CI, where the servers are part of the set-up; skip with the reason elsewhere."""
-    message = f"{engine} server at {SERVER_URLS[engine]} cannot be used: {reason}"
+    message = f"{engine} server at {mask_url(SERVER_URLS[engine])} cannot be used: {reason}"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
@@ -135,7 +136,8 @@ class EngineRegistry:
             try:
                 self._opened[engine] = ServerTargets(engine, SERVER_URLS[engine])
             except Exception as exc:  # noqa: BLE001 - a missing driver or a refused connection alike
-                self._unavailable[engine] = " ".join(str(exc).split()) or type(exc).__name__
+                reason = mask_secrets(" ".join(str(exc).split()), url_secrets(SERVER_URLS[engine]))
+                self._unavailable[engine] = reason or type(exc).__name__
                 server_unavailable(engine, self._unavailable[engine])
         return self._opened[engine]
 

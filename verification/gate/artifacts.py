@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from migrator import __version__
+from migrator.private import make_folder, write_new_text
 from verification.gate.checks import COUNTS_CHECKSUMS, PERFORMANCE, QUARANTINE
 from verification.gate.ledger import FAIL, PASS, CheckVerdict
 
@@ -154,14 +155,13 @@ def table_cell(text: str) -> str:
 
 def write_atomically(path: Path, text: str) -> Path:
     """Readers see the old file or the new one, never half of one."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
+    partial = write_new_text(path.with_name(path.name + ".partial"), text)  # 0600
     os.replace(partial, path)
     return path
 
 
 def write_signoff(folder: Path, document: dict[str, Any]) -> tuple[Path, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder, exist_ok=True)  # 0700 when the run makes it
     text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     return (
         write_atomically(folder / JSON_NAME, text),

@@ -395,7 +395,7 @@ def check_source_columns(source: LegacySource) -> CheckResult:
     """Every column of the legacy tables is one the mapping carries: a column it does not read
     would be lost at cleanup, however exact every other cell is."""
     problems = [str(mismatch) for mismatch in unmapped_column_mismatches(source.unmapped)]
-    columns = sum(len(source.columns_of(table)) for table in source.tables) + len(source.unmapped)
+    columns = sum(len(source.stored_table(table).columns) for table in source.tables)
     summary = (
         f"{len(source.unmapped)} of {columns} source columns not carried"
         if problems

@@ -37,6 +37,7 @@ from migrator.backfill import backfill
 from migrator.errors import MigratorError
 from migrator.legacy import LegacySource, UnmappedColumns, snapshot_hashes
 from migrator.phases import Mode
+from migrator.redaction import mask_url, secrets_of
 from migrator.store import Store, open_store
 from migrator.target import target_database
 from verification.gate.artifacts import RunFacts, remove_stale_signoff, signoff_document, write_signoff
@@ -51,6 +52,7 @@ from verification.gate.checks import (
 )
 from verification.gate.ledger import PASS, Ledger
 from verification.gate.options import SNAPSHOT_OPTION, GateOptions, add_gate_options, read_gate_options
+from verification.gate.privacy import PRIVACY_PLUGIN, GatePrivacy
 
 GATE_MARKER = "ksi_gate"
 REPORT_ATTRIBUTE = "ksi_gate"  # JSON text {"check", "result"} on every report of a gate test
@@ -110,6 +112,8 @@ def pytest_configure(config: pytest.Config) -> None:
     options = read_gate_options(config)
     if options is None:
         return
+    privacy = GatePrivacy(secrets_of([options.target]), json_attributes=(REPORT_ATTRIBUTE,))
+    config.pluginmanager.register(privacy, PRIVACY_PLUGIN)
     if is_worker(config):
         workerinput = config.workerinput  # type: ignore[attr-defined]
         config.stash[RUN_KEY] = GateRun(options, workerinput[WORKER_SOURCE_HASHES], workerinput[WORKER_TARGET])
@@ -283,7 +287,7 @@ class SignoffController:
         self.say(f"migrated {rows:,} rows in {report.seconds:.1f} s")
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
-        target = self.run.options.target or "a scratch SQLite target migrated from it"
+        target = mask_url(self.run.options.target or "a scratch SQLite target migrated from it")
         return [
             f"ksi-gate: snapshot {self.run.options.snapshot} (sha256 {self.run.hashes_at_start['db']})",
             f"ksi-gate: target {target}; {len(self.ledger.planned_shards)} shards; "
@@ -324,7 +328,7 @@ class SignoffController:
         return RunFacts(
             snapshot=options.snapshot,
             snapshot_hashes=self.run.hashes_at_start,
-            target=options.target,
+            target=mask_url(options.target) if options.target else None,
             migration=self.run.migration,
             thresholds={
                 "checkpoint_save_p99_ms": options.max_checkpoint_save_ms,
