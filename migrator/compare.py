@@ -189,6 +189,7 @@ class _Comparer:
         self.kind = kind
         self.tables = (*kind.tables, QUARANTINE)
         self.layouts = [_TableLayout(table, database) for table in self.tables]
+        self.digest_positions = (kind.root.position(CATCH_UP_DIGEST), QUARANTINE.position(CATCH_UP_DIGEST))
 
     def compare(self, rowid: int, row: LegacyRow | None, record: TargetRecord | None) -> RowComparison:
         table = self.kind.legacy
@@ -203,7 +204,7 @@ class _Comparer:
             key_row = rebuilt if rebuilt is not None else None
             return RowComparison(rowid, None, rebuilt, [self.mismatch(MismatchKind.EXTRA, rowid, key_row)])
         mismatches = []
-        forward = self.forward_differences(map_legacy_row(self.kind, row, ""), record)
+        forward = self.forward_differences(map_legacy_row(self.kind, row, self.digest_held(record)), record)
         if forward:
             mismatches.append(self.mismatch(MismatchKind.RELATIONAL, rowid, row, forward))
         if failure is not None:
@@ -213,6 +214,13 @@ class _Comparer:
             if backward:
                 mismatches.append(self.mismatch(MismatchKind.REBUILT, rowid, row, backward))
         return RowComparison(rowid, row, rebuilt, mismatches)
+
+    def digest_held(self, record: TargetRecord) -> str:
+        """The catch-up digest the target holds for the row, given to the mapping so that the
+        rows it makes carry the same one: the digest is not compared (see CATCH_UP_DIGEST)."""
+        if record.root is not None:
+            return record.root[self.digest_positions[0]]
+        return record.quarantined[0][self.digest_positions[1]] if record.quarantined else ""
 
     def forward_differences(self, mapped: Mapped, record: TargetRecord) -> list[Difference]:
         expected_tables = [*(mapped.bundle or [[] for _ in self.kind.tables]), _listed(mapped.quarantined)]
@@ -254,20 +262,22 @@ class _TableLayout:
         self.key_positions = [table.position(column) for column in table.key]
         self.skipped = [index for index, column in enumerate(table.columns) if column == CATCH_UP_DIGEST]
 
-    def stored(self, row: Row) -> list[Any]:
+    def stored(self, row: Row) -> Row:
+        if not self.adapters:
+            return row
         cells = list(row)
         for index, adapt in self.adapters:
             cells[index] = adapt(cells[index])
-        return cells
+        return tuple(cells)
 
     def key_of(self, row: Sequence[Any]) -> tuple[Any, ...]:
         return tuple(row[index] for index in self.key_positions)
 
     def differences(self, expected_rows: list[Row], actual_rows: list[Row]) -> list[Difference]:
         expected = [self.stored(row) for row in expected_rows]
-        actual = [list(row) for row in actual_rows]
-        if len(expected) == len(actual) and all(map(self.same_row, expected, actual)):
-            return []  # the usual case: the same rows in the same order
+        actual = list(actual_rows)
+        if len(expected) == len(actual) and all(map(_same_row, expected, actual)):
+            return []  # the usual case: the same rows in the same order (the digest given is the target's)
         actual_by_key = {_identity(self.key_of(row)): row for row in actual}
         unmatched_expected = []
         differences: list[Difference] = []
@@ -288,11 +298,6 @@ class _TableLayout:
             differences.append(Difference(self.row_path(row), "<none>", _render_row(row)))
         return differences
 
-    def same_row(self, expected: list[Any], actual: list[Any]) -> bool:
-        for index in self.skipped:
-            expected[index] = actual[index]
-        return expected == actual and all(type(e) is type(a) for e, a in zip(expected, actual, strict=True))
-
     def cell_differences(
         self, expected: list[Any], actual: list[Any], *, compare_key: bool = False
     ) -> list[Difference]:
@@ -311,6 +316,11 @@ class _TableLayout:
         pairs = zip(self.table.key, self.key_positions, strict=True)
         key = ", ".join(f"{column}={_render_key(row[index])}" for column, index in pairs)
         return f"{self.table.name}[{key}]"
+
+
+def _same_row(expected: Row, actual: Row) -> bool:
+    """Equal by value and by type, cell by cell (`1 == True == 1.0` in Python, not here)."""
+    return expected == actual and list(map(type, expected)) == list(map(type, actual))
 
 
 def _identity(values: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -365,11 +375,12 @@ def legacy_cell_differences(
             left = json.loads(expected, object_pairs_hook=keep_duplicate_keys)
             right = json.loads(actual, object_pairs_hook=keep_duplicate_keys)
         except (ValueError, RecursionError):
-            return [text_difference(column, expected, actual)]
+            return [difference for difference in [text_difference(column, expected, actual)] if difference]
         found = json_differences(left, right)
         if found:
             return [Difference(f"{column} {d.path}", d.expected, d.actual) for d in found]
-        return [text_difference(f"{column} (same JSON value)", expected, actual)]
+        spelling = text_difference(f"{column}, the same JSON value,", expected, actual)
+        return [spelling] if spelling else []
     return [Difference(column, _render_legacy(expected), _render_legacy(actual))]
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from itertools import zip_longest
 from typing import Any, Final, TypeAlias
 
-__all__ = ["Difference", "describe_text_difference", "json_differences", "json_equal"]
+__all__ = ["Difference", "json_differences", "json_equal", "text_difference"]
 
 # Width of a rendered value in a difference message: long enough to recognise a value,
 # short enough that a report of twenty differences stays readable.
@@ -103,29 +103,19 @@ def json_equal(expected: Any, actual: Any) -> bool:
     return next(_walk(expected, actual), None) is None
 
 
-def describe_text_difference(expected: str, actual: str) -> str:
-    """Describe where two texts first differ, with a little context from each.
+def text_difference(path: str, expected: str, actual: str) -> Difference | None:
+    """Where two texts first differ, with a little context from each; None when they are equal.
 
     Used when two JSON texts decode to equal values but are spelled differently
     (whitespace, escapes, number spelling), so the reader can see the spelling change.
     """
     index = _common_prefix_length(expected, actual)
     if index == len(expected) == len(actual):
-        return "texts are identical"
+        return None
     line = expected.count("\n", 0, index) + 1
     column = index - (expected.rfind("\n", 0, index) + 1) + 1
-    return (
-        f"texts differ at character {index} (line {line}, column {column}): "
-        f"{_text_context(expected, index)} != {_text_context(actual, index)}"
-    )
-
-
-def text_difference(path: str, expected: str, actual: str) -> Difference:
-    """Where two texts first differ, as a Difference showing a little context from each."""
-    index = _common_prefix_length(expected, actual)
-    return Difference(
-        f"{path} (text from character {index})", _text_context(expected, index), _text_context(actual, index)
-    )
+    where = f"{path} (text differs at character {index}, line {line}, column {column})"
+    return Difference(where, _text_context(expected, index), _text_context(actual, index))
 
 
 # --- the walk ------------------------------------------------------------------------

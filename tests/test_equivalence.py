@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from migrator.equivalence import (
     Difference,
-    describe_text_difference,
     json_differences,
     json_equal,
+    text_difference,
 )
 
 
@@ -325,35 +325,38 @@ def test_deep_values_are_rendered_without_recursion() -> None:
 # --- text differences ----------------------------------------------------------------
 
 
-def test_describe_text_difference() -> None:
-    assert describe_text_difference('{"a": 1.0}', '{"a": 1.00}') == (
-        'texts differ at character 9 (line 1, column 10): "{\\"a\\": 1.0}" != "{\\"a\\": 1.00}"'
+def test_text_difference() -> None:
+    assert str(text_difference("data", '{"a": 1.0}', '{"a": 1.00}')) == (
+        'data (text differs at character 9, line 1, column 10): "{\\"a\\": 1.0}" != "{\\"a\\": 1.00}"'
     )
 
 
-def test_describe_text_difference_multiline_and_context() -> None:
+def test_text_difference_multiline_and_context() -> None:
     expected = '{\n  "name": "' + "x" * 40 + '",\n  "n": 1\n}'
     actual = expected.replace('"n": 1', '"n": 1.0')
-    message = describe_text_difference(expected, actual)
+    difference = text_difference("data", expected, actual)
+    assert difference is not None
     index = expected.index('"n": 1') + len('"n": 1')
-    assert message.startswith(f"texts differ at character {index} (line 3, column 9): ")
-    assert message.endswith('..."xxxxxxxxx\\",\\n  \\"n\\": 1\\n}" != ..."xxxxxxxxx\\",\\n  \\"n\\": 1.0\\n}"')
+    assert difference.path == f"data (text differs at character {index}, line 3, column 9)"
+    assert difference.expected == '..."xxxxxxxxx\\",\\n  \\"n\\": 1\\n}"'
+    assert difference.actual == '..."xxxxxxxxx\\",\\n  \\"n\\": 1.0\\n}"'
 
 
-def test_describe_text_difference_marks_end_of_text() -> None:
-    assert describe_text_difference("abc", "abcd") == (
-        'texts differ at character 3 (line 1, column 4): "abc"<end> != "abcd"'
+def test_text_difference_marks_end_of_text() -> None:
+    assert (
+        str(text_difference("t", "abc", "abcd"))
+        == 't (text differs at character 3, line 1, column 4): "abc"<end> != "abcd"'
     )
-    assert describe_text_difference("", "x") == ('texts differ at character 0 (line 1, column 1): ""<end> != "x"')
+    assert str(text_difference("t", "", "x")) == 't (text differs at character 0, line 1, column 1): ""<end> != "x"'
 
 
-def test_describe_text_difference_shows_escapes() -> None:
-    message = describe_text_difference('"caf\u00e9"', '"cafe\u0301"')
-    assert message == ('texts differ at character 4 (line 1, column 5): "\\"caf\\u00e9\\"" != "\\"cafe\\u0301\\""')
+def test_text_difference_shows_escapes() -> None:
+    difference = text_difference("t", '"caf\u00e9"', '"cafe\u0301"')
+    assert (difference.expected, difference.actual) == ('"\\"caf\\u00e9\\""', '"\\"cafe\\u0301\\""')  # type: ignore[union-attr]
 
 
-def test_describe_identical_texts() -> None:
-    assert describe_text_difference("same", "same") == "texts are identical"
+def test_identical_texts_have_no_difference() -> None:
+    assert text_difference("t", "same", "same") is None
 
 
 # --- properties ----------------------------------------------------------------------

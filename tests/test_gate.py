@@ -253,6 +253,24 @@ def test_a_relational_row_deleted_from_the_target_fails_the_gate_naming_its_lega
     assert counts["problems"][0].startswith("mcp_sessions: checksum of the source ")
 
 
+def test_a_wrong_parsed_time_fails_the_gate_though_every_legacy_row_rebuilds_exactly(
+    pytester: pytest.Pytester, clean_snapshot: Path
+) -> None:
+    """The parsed `last_seen` is what every "seen since" query reads, and no rebuild reads it."""
+    damage = "UPDATE mcp_session SET last_seen = '1999-01-01 00:00:00' WHERE id = 2"
+    target = damaged_target(pytester, clean_snapshot, damage)
+
+    result = run_gate(pytester, clean_snapshot, "--ksi-target", str(target))
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    checks = checks_by_name(read_signoff(pytester))
+    assert checks[ROWS_EXACT]["verdict"] == "FAIL"
+    [problem] = checks[ROWS_EXACT]["problems"]  # forward only: the rebuilt row is the source's
+    assert problem.startswith("mcp_sessions agent:conv-2 (rowid 2): relational rows differ")
+    assert "mcp_session[id=2].last_seen: " in problem and "'1999-01-01 00:00:00'" in problem
+    assert checks[COUNTS_CHECKSUMS]["verdict"] == "PASS"  # the checksums of rebuilt rows cannot see it
+
+
 def test_child_rows_left_without_their_legacy_row_fail_the_gate_as_orphans(
     pytester: pytest.Pytester, clean_snapshot: Path
 ) -> None:
