@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,9 +27,10 @@ from migrator.compare import compare_rows
 from migrator.ddl import refuse_unrestorable_schema
 from migrator.errors import SnapshotMismatch
 from migrator.kinds import KINDS
-from migrator.legacy import LegacyRow, LegacySource, row_digest
+from migrator.legacy import LegacyRow, LegacySource, row_digest, snapshot_hashes
 from migrator.models import McpSession, Quarantine
 from migrator.relational import BlobKind, delete_identities, delete_orphans, orphans, write_legacy_rows
+from migrator.status import record_last_migrate
 from migrator.target import create_schema, save_legacy_schema, schema_version
 
 DEFAULT_BATCH_SIZE = 2000
@@ -108,10 +110,15 @@ def backfill(
         save_legacy_schema(database, source.schema())
     report = BackfillReport(dry_run=dry_run, recheck=recheck)
     fresh_models = [table.model for kind in kinds if empty[kind.legacy.name] for table in kind.tables]
-    with engines.bulk_load(database), engines.indexes_built_after(database, [] if dry_run else fresh_models):
-        for kind in kinds:
-            report.tables.append(_backfill_table(source, database, kind, run, empty[kind.legacy.name]))
-    report.seconds = time.perf_counter() - started
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ksi-hash") as hasher:
+        # The snapshot's sha256 for the record of this run, taken on the other core meanwhile.
+        hashes = None if dry_run else hasher.submit(snapshot_hashes, source.path)
+        with engines.bulk_load(database), engines.indexes_built_after(database, [] if dry_run else fresh_models):
+            for kind in kinds:
+                report.tables.append(_backfill_table(source, database, kind, run, empty[kind.legacy.name]))
+        report.seconds = time.perf_counter() - started
+        if hashes is not None:
+            record_last_migrate(database, source, hashes.result(), report.to_dict())
     return report
 
 

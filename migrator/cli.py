@@ -12,9 +12,10 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from migrator import __version__
@@ -24,8 +25,9 @@ from migrator.errors import MigratorError
 from migrator.legacy import LegacySource, UnmappedColumns
 from migrator.phases import CleanupPlan, cleanup
 from migrator.private import private_umask, write_new_text
-from migrator.redaction import mask_secrets, secrets_of
+from migrator.redaction import mask_secrets, mask_url, secrets_of
 from migrator.rollback import export, restore
+from migrator.status import Status, target_status
 from migrator.target import planning_database, target_database
 from migrator.verify import VerifyReport, verify
 
@@ -37,12 +39,21 @@ Handler = Callable[[argparse.Namespace], int]
 # --- progress ---------------------------------------------------------------------------------
 
 
+PROGRESS_LINE_SECONDS = 5.0
+"""Without a terminal (a CI log, a pipe), progress is one line on stderr this often."""
+
+
 @contextmanager
 def progress_bar(total: int, description: str) -> Iterator[Callable[[str, int], None]]:
-    """A tqdm bar on a terminal, nothing when stderr is a pipe or a file (CI logs stay clean)."""
+    """A tqdm bar on a terminal; elsewhere a line every few seconds: rows, rows/s, table."""
+    if not sys.stderr.isatty():
+        lines = ProgressLines(total, description)
+        yield lines.advance
+        lines.finish()
+        return
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=description, unit="row", disable=not sys.stderr.isatty(), file=sys.stderr)
+    bar = tqdm(total=total, desc=description, unit="row", file=sys.stderr)
 
     def advance(table: str, rows: int) -> None:
         bar.set_postfix_str(table, refresh=False)
@@ -52,6 +63,36 @@ def progress_bar(total: int, description: str) -> Iterator[Callable[[str, int], 
         yield advance
     finally:
         bar.close()
+
+
+class ProgressLines:
+    """Progress for a log: `migrate: mcp_sessions, 40,000 of 100,000 rows, 12,345 rows/s`."""
+
+    def __init__(self, total: int, description: str) -> None:
+        self.total, self.description, self.every = total, description, PROGRESS_LINE_SECONDS
+        self.done = 0
+        self.started = self.last = time.monotonic()
+        self.table = ""
+
+    def advance(self, table: str, rows: int) -> None:
+        self.done += rows
+        self.table = table
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            self.say(now)
+
+    def finish(self) -> None:
+        if self.last != self.started:  # said something already: say where it ended
+            self.say(time.monotonic())
+
+    def say(self, now: float) -> None:
+        rate = self.done / max(now - self.started, 1e-9)
+        print(
+            f"{self.description}: {self.table}, {self.done:,} of {self.total:,} rows, {rate:,.0f} rows/s",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _source_total(source: LegacySource) -> int:
@@ -93,7 +134,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 dry_run=args.dry_run,
                 replace_all=args.replace,
             )
-    print(format_backfill(report))
+    print(json.dumps(report.to_dict()) if args.json else format_backfill(report))
     return EXIT_OK
 
 
@@ -104,7 +145,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             report = verify(source, database, batch_size=args.batch_size, progress=advance)
     if args.report:
         write_new_text(args.report, json.dumps(report.to_dict(), indent=2) + "\n")
-    print(format_verify(report))
+    print(json.dumps(report.to_dict()) if args.json else format_verify(report))
     return EXIT_OK if report.ok else EXIT_MISMATCH
 
 
@@ -138,8 +179,16 @@ def cmd_archive(args: argparse.Namespace) -> int:
 def cmd_cleanup(args: argparse.Namespace) -> int:
     with target_database(args.target, must_exist=True) as database:
         plan = cleanup(args.source, database, args.archive, dry_run=args.dry_run)
-    print(format_cleanup(plan))
+    print(json.dumps(plan.to_dict()) if args.json else format_cleanup(plan))
     return EXIT_OK if plan.ready else EXIT_MISMATCH
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    source = LegacySource(args.source, unmapped=UnmappedColumns.REPORT) if args.source else nullcontext()
+    with source as legacy, target_database(args.target, must_exist=True, read_only=True) as database:
+        report = target_status(database, legacy)
+    print(json.dumps(report.to_dict()) if args.json else format_status(args.target, report))
+    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -147,6 +196,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     folder = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="ksi-demo-"))
     passed = run_demo(folder, checkpoints=args.checkpoints, sessions=args.sessions, seed=args.seed)
+    print(f"the demo's files are in {folder} (snapshot, target, restored copy); remove it when done: rm -r {folder}")
     return EXIT_OK if passed else EXIT_MISMATCH
 
 
@@ -207,6 +257,41 @@ def format_cleanup(plan: CleanupPlan) -> str:
     return "\n".join(lines)
 
 
+def format_status(target: str, status: Status) -> str:
+    if status.schema_version is None:
+        return f"{mask_url(target)}: no migrated data (no ksi_migration_meta table); run `ksi-migrate migrate` first"
+    lines = [f"{mask_url(target)}: relational schema version {status.schema_version}"]
+    for table, counts in status.tables.items():
+        lines.append(
+            f"  {table}: {counts['relational']} relational, {counts['quarantined']} quarantined, "
+            f"{counts['noncanonical']} non-canonical"
+        )
+    last = status.last_migrate
+    if last is None:
+        lines.append("last migrate: none recorded")
+    else:
+        lines.append(
+            f"last migrate: {last.get('finished_at')} from {last.get('source')} "
+            f"(sha256 {last.get('source_sha256')}), ksi-migrator {last.get('tool_version')}"
+        )
+    cleaned = status.cleanup
+    lines.append(
+        "cleanup: not run, the legacy tables are in place"
+        if cleaned is None
+        else f"cleanup: dropped {', '.join(cleaned.get('tables', []))}; archive {cleaned.get('archive')} "
+        f"(manifest sha256 {cleaned.get('manifest_sha256')})"
+    )
+    if status.source is not None:
+        same = (
+            "the snapshot the last migrate read"
+            if status.source["is_last_migrated"]
+            else "changed since the last migrate (or another file)"
+        )
+        rows = ", ".join(f"{count} {table}" for table, count in status.source["rows"].items())
+        lines.append(f"source {status.source['path']}: {rows}; sha256 {status.source['sha256']}: {same}")
+    return "\n".join(lines)
+
+
 # --- argument parsing -------------------------------------------------------------------------
 
 
@@ -232,6 +317,7 @@ COMMANDS: dict[str, tuple[Handler, str]] = {
     "export": (cmd_export, "write every rebuilt legacy row as one JSON line"),
     "archive": (cmd_archive, "write the legacy tables as gzip JSONL with a manifest of counts and sha256 values"),
     "cleanup": (cmd_cleanup, "drop the legacy tables once the archive and the target are proven complete"),
+    "status": (cmd_status, "what a target holds, when and from which snapshot it was migrated, whether cleanup ran"),
     "demo": (cmd_demo, "fabricate, migrate, verify and restore in a scratch folder, then summarise"),
 }
 
@@ -243,8 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
+    # -v is also accepted after the command name; SUPPRESS keeps a -v given before it.
+    anywhere = argparse.ArgumentParser(add_help=False)
+    anywhere.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub = {name: commands.add_parser(name, help=text, description=text) for name, (_, text) in COMMANDS.items()}
+    sub = {
+        name: commands.add_parser(name, help=text, description=text, parents=[anywhere])
+        for name, (_, text) in COMMANDS.items()
+    }
 
     sub["fabricate"].add_argument("out", help="the new snapshot file (never overwritten)")
     sub["fabricate"].add_argument("--checkpoints", type=_count, default=2000, help="checkpoint rows (default 2000)")
@@ -254,8 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in ("migrate", "verify", "archive"):
         sub[name].add_argument("--source", required=True, help="the legacy SQLite snapshot (read only)")
-    for name in ("migrate", "verify", "export", "cleanup"):
+    for name in ("migrate", "verify", "export", "cleanup", "status"):
         sub[name].add_argument("--target", required=True, help="SQLite file or database URL")
+    for name in ("migrate", "verify", "cleanup", "status"):
+        sub[name].add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    sub["status"].add_argument("--source", help="also compare this snapshot with the one the last migrate read")
     for name in ("migrate", "verify", "restore", "export"):
         sub[name].add_argument(
             "--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE, help="rows per batch (default: %(default)s)"

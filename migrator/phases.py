@@ -21,9 +21,10 @@ import json
 import os
 import sqlite3
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import peewee as pw
@@ -85,6 +86,17 @@ class CleanupPlan:
     @property
     def ready(self) -> bool:
         return all(check.passed for check in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": str(self.source),
+            "archive": str(self.archive),
+            "ready": self.ready,
+            "executed": self.executed,
+            "checks": [asdict(check) for check in self.checks],
+            "tables": self.tables,
+            "statements": self.statements,
+        }
 
     def refusal(self) -> str:
         failed = "; ".join(f"{check.name}: {check.detail}" for check in self.checks if not check.passed)

@@ -74,8 +74,10 @@ def _create_private_sqlite_file(url: str) -> None:
 
 
 @contextmanager
-def target_database(target: str | os.PathLike[str], *, must_exist: bool = False) -> Iterator[pw.Database]:
-    database = open_target(target, must_exist=must_exist)
+def target_database(
+    target: str | os.PathLike[str], *, must_exist: bool = False, read_only: bool = False
+) -> Iterator[pw.Database]:
+    database = open_target(target, must_exist=must_exist, read_only=read_only)
     try:
         yield database
     finally:
