@@ -44,7 +44,9 @@ from migrator.errors import (
     SchemaRefused,
 )
 from migrator.legacy import (
+    CELLS,
     LEGACY_TABLES_BY_NAME,
+    ROWID,
     LegacyRow,
     LegacySchema,
     LegacySource,
@@ -68,8 +70,8 @@ RESTORE_BATCH_SIZE = 2000
 
 
 def archive_line(table: LegacyTable, row: LegacyRow) -> str:
-    record: dict[str, Any] = {"rowid": row[0]}
-    for column, cell in zip(table.columns, row[1:], strict=True):
+    record: dict[str, Any] = {"rowid": row[ROWID]}
+    for column, cell in zip(table.columns, row[CELLS], strict=True):
         record[column] = export_cell(cell)
     return json.dumps(record)
 

@@ -27,7 +27,7 @@ from migrator.compare import compare_rows
 from migrator.ddl import refuse_unrestorable_schema
 from migrator.errors import SnapshotMismatch
 from migrator.kinds import KINDS
-from migrator.legacy import LegacyRow, LegacySource, row_digest, snapshot_hashes
+from migrator.legacy import CELLS, ROWID, LegacyRow, LegacySource, row_digest, snapshot_hashes
 from migrator.models import McpSession, Quarantine
 from migrator.relational import BlobKind, delete_identities, delete_orphans, orphans, write_legacy_rows
 from migrator.status import record_last_migrate
@@ -170,8 +170,8 @@ def _shares_a_row(source: LegacySource, kind: BlobKind, batch_size: int) -> bool
     """True at the first source row the target holds with the same rowid and content, or, for a
     session, under the same key (the daemon rewrites sessions in place, giving them new rowids)."""
     for batch in source.batches(kind.legacy, batch_size):
-        known = _known_digests(kind, batch[0][0], batch[-1][0])
-        if any(known.get(row[0]) == row_digest(row[1:]) for row in batch):
+        known = _known_digests(kind, batch[0][ROWID], batch[-1][ROWID])
+        if any(known.get(row[ROWID]) == row_digest(row[CELLS]) for row in batch):
             return True
         if kind is sessions.KIND:
             keys = [kind.legacy.key_of(row) for row in batch]
@@ -197,7 +197,7 @@ def _target_rowids(kind: BlobKind, batch_size: int) -> Iterator[list[int]]:
                 query = query.where(where)
             if after is not None:
                 query = query.where(column > after)
-            rowids = [row[0] for row in query.tuples()]
+            rowids = [rowid for (rowid,) in query.tuples()]
             if not rowids:
                 break
             yield rowids
@@ -248,21 +248,21 @@ def _changed_rows(
 ) -> tuple[list[tuple[LegacyRow, str]], set[int]]:
     """The rows of a batch that must be written, with their digests, and the rowids the target
     held before. Plain runs trust the digests; a recheck compares every row in full."""
-    known = {} if assume_new else _known_digests(kind, batch[0][0], batch[-1][0])
-    digests = [row_digest(row[1:]) for row in batch]
+    known = {} if assume_new else _known_digests(kind, batch[0][ROWID], batch[-1][ROWID])
+    digests = [row_digest(row[CELLS]) for row in batch]
     if run.recheck and not assume_new:
         comparisons = compare_rows(
-            kind, batch, database, batch_size=run.batch_size, low=batch[0][0], high=batch[-1][0] + 1
+            kind, batch, database, batch_size=run.batch_size, low=batch[0][ROWID], high=batch[-1][ROWID] + 1
         )
         differing = {c.rowid for c in comparisons if c.source is not None and c.mismatches}
         # A row that is right but carries a stale digest is written too, so plain runs trust it again.
         changed = [
             (row, digest)
             for row, digest in zip(batch, digests, strict=True)
-            if row[0] in differing or known.get(row[0]) != digest
+            if row[ROWID] in differing or known.get(row[ROWID]) != digest
         ]
     else:
-        changed = [(row, digest) for row, digest in zip(batch, digests, strict=True) if known.get(row[0]) != digest]
+        changed = [(row, digest) for row, digest in zip(batch, digests, strict=True) if known.get(row[ROWID]) != digest]
     return changed, set(known)
 
 
@@ -278,11 +278,11 @@ def _sync_batch(
     changed, held = _changed_rows(database, kind, batch, run, assume_new=assume_new)
     report.unchanged += len(batch) - len(changed)
     report.written += len(changed)
-    report.rewritten += sum(1 for row, _ in changed if row[0] in held)
+    report.rewritten += sum(1 for row, _ in changed if row[ROWID] in held)
     if changed and not run.dry_run:
         # Every rowid about to be written is cleared first, not only those with a known digest:
         # child rows left behind under a new rowid (an orphan) would otherwise collide with its keys.
-        replace = [] if assume_new else [row[0] for row, _ in changed]
+        replace = [] if assume_new else [row[ROWID] for row, _ in changed]
         write_legacy_rows(database, kind, changed, replace=replace)
 
 

@@ -34,7 +34,7 @@ from migrator.codec import LegacyCell, cell_identity, keep_duplicate_keys, stora
 from migrator.ddl import statements_by_table
 from migrator.equivalence import Difference, json_differences, text_difference
 from migrator.errors import RebuildError, SchemaRefused
-from migrator.legacy import LegacyRow, LegacySchema, LegacyTable, display_key
+from migrator.legacy import ROWID, LegacyRow, LegacySchema, LegacyTable, display_key
 from migrator.relational import (
     QUARANTINE,
     BlobKind,
@@ -175,7 +175,7 @@ def merged_by_rowid(
 
 
 def _source_rowid(row: LegacyRow) -> int:
-    return row[0]
+    return row[ROWID]
 
 
 def _record_rowid(record: TargetRecord) -> int:
@@ -220,7 +220,7 @@ class _Comparer:
         rows it makes carry the same one: the digest is not compared (see CATCH_UP_DIGEST)."""
         if record.root is not None:
             return record.root[self.digest_positions[0]]
-        return record.quarantined[0][self.digest_positions[1]] if record.quarantined else ""
+        return next((row[self.digest_positions[1]] for row in record.quarantined), "")
 
     def forward_differences(self, mapped: Mapped, record: TargetRecord) -> list[Difference]:
         expected_tables = [*(mapped.bundle or [[] for _ in self.kind.tables]), _listed(mapped.quarantined)]

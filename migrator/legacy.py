@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -28,9 +29,16 @@ from migrator.errors import (
     UnsupportedSource,
 )
 from migrator.private import copy_file, create_file
+from migrator.rows import offsets, row_builder
 
 LegacyRow = tuple[Any, ...]
 """(rowid, cell, cell, ...) with the cells in the legacy table's column order."""
+
+
+ROWID = 0
+"""Where a `LegacyRow` holds its rowid: first, before the cells."""
+CELLS = slice(1, None)
+"""A `LegacyRow`'s cells, in the table's column order."""
 
 
 @dataclass(frozen=True)
@@ -42,11 +50,29 @@ class LegacyTable:
     ddl: str  # the CREATE TABLE the daemon ran, used when the snapshot's own is not recorded
     rowid_alias: bool  # True when the key column *is* the rowid (INTEGER PRIMARY KEY)
 
+    @cached_property
+    def at(self) -> Any:
+        """Each cell's offset in a `LegacyRow` by column name, the rowid's included (`at.rowid`)."""
+        return offsets(self.name, ("rowid", *self.columns))
+
+    @cached_property
+    def build(self) -> Callable[..., LegacyRow]:
+        """`build(rowid=..., **cells)`: a `LegacyRow` from its cells by column name."""
+        return row_builder(self.name, ("rowid", *self.columns))
+
+    @cached_property
+    def key_at(self) -> int:
+        return CELLS.start + self.columns.index(self.key_column)
+
+    @cached_property
+    def data_at(self) -> int:
+        return CELLS.start + self.columns.index(self.data_column)
+
     def key_of(self, row: LegacyRow) -> LegacyCell:
-        return row[1 + self.columns.index(self.key_column)]
+        return row[self.key_at]
 
     def data_of(self, row: LegacyRow) -> LegacyCell:
-        return row[1 + self.columns.index(self.data_column)]
+        return row[self.data_at]
 
 
 CHECKPOINTS = LegacyTable(
@@ -324,7 +350,7 @@ class LegacySource:
     def existing_rowids(self, table: LegacyTable, rowids: Sequence[int]) -> set[int]:
         marks = ", ".join("?" * len(rowids))
         query = f'SELECT rowid FROM "{table.name}" WHERE rowid IN ({marks})'
-        return {row[0] for row in self.connection.execute(query, list(rowids))}
+        return {rowid for (rowid,) in self.connection.execute(query, list(rowids))}
 
     def schema(self) -> LegacySchema:
         return read_legacy_schema(self.connection.execute, [table.name for table in self.tables])
@@ -387,7 +413,7 @@ class LegacyWriter:
     def _insert_sql(self, table: LegacyTable, row: LegacyRow | None) -> str:
         # Text that is not valid UTF-8 can only be bound as bytes, then cast back to TEXT.
         names = list(table.columns) if table.rowid_alias else ["rowid", *table.columns]
-        cells = row[1:] if row is not None else [None] * len(table.columns)
+        cells = row[CELLS] if row is not None else [None] * len(table.columns)
         marks = ["CAST(? AS TEXT)" if isinstance(c, InvalidText) else "?" for c in cells]
         if not table.rowid_alias:
             marks.insert(0, "?")
@@ -396,8 +422,8 @@ class LegacyWriter:
 
     @staticmethod
     def _params(table: LegacyTable, row: LegacyRow) -> list[Any]:
-        cells = [bytes(c) if isinstance(c, InvalidText) else c for c in row[1:]]
-        return cells if table.rowid_alias else [row[0], *cells]
+        cells = [bytes(c) if isinstance(c, InvalidText) else c for c in row[CELLS]]
+        return cells if table.rowid_alias else [row[ROWID], *cells]
 
     def finish(self) -> Path:
         for name, seq in self.schema.sequences.items():

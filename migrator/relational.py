@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
 from typing import Any
@@ -19,23 +19,32 @@ import peewee as pw
 from migrator import engines
 from migrator.codec import LegacyCell, UnreadableBlob, decode_cell, encode_cell, stored_key
 from migrator.errors import RebuildError
-from migrator.legacy import LegacyRow, LegacyTable, display_key
+from migrator.legacy import CELLS, ROWID, LegacyRow, LegacyTable, display_key
 from migrator.models import Quarantine
+from migrator.records import RecordSpec
+from migrator.rows import RECORD, offsets, row_builder
 
 Row = tuple[Any, ...]
 Bundle = tuple[list[Row], ...]
 """The relational rows of one legacy row: the root table's row, then each child table's rows."""
+ROOT = 0  # a Bundle's (and a BlobKind's) first table is the root table
+IDENTITY = 0  # every TableMap's first column is the legacy identity: the root's id, or a child's parent id
 
 
 @dataclass(frozen=True)
 class TableMap:
-    """Which columns of a model a blob kind fills, in tuple order.
+    """Which columns of a model a blob kind fills, named once, in tuple order.
 
-    The first column is always the legacy identity (the root's id, or a child's parent id), and
-    `order` gives the order children come back in. A TableMap names every column of its model:
-    the mapping states the value of each one (a plan column that legacy rows never fill is
-    mapped to NULL), so that the forward check can hold every cell to it. The only exceptions
-    are listed in `unmapped`, each with the reason no read, query or rebuild depends on it.
+    `columns` lists the column names, with a `RecordSpec` standing for the run of columns its
+    JSON object's record fills. Rows are built by name (`build(**cells)`, the record's columns as
+    `record=...`) and read by name (`row[TABLE.at.layout]`, `row[TABLE.record]`), so this list
+    is the only place the order lives. The first column is always the legacy identity (the
+    root's id, or a child's parent id), and `order` gives the order children come back in.
+
+    A TableMap names every column of its model: the mapping states the value of each one (a plan
+    column that legacy rows never fill is mapped to NULL), so that the forward check can hold
+    every cell to it. The only exceptions are listed in `unmapped`, each with the reason no read,
+    query or rebuild depends on it.
     """
 
     model: type[pw.Model]
@@ -43,8 +52,14 @@ class TableMap:
     order: tuple[str, ...] = ()
     unmapped: tuple[str, ...] = ()
     key: tuple[str, ...] = ()  # the columns that name one row; the model's primary key by default
+    record: slice = field(init=False, repr=False)  # where the RecordSpec's columns sit in a row
+    at: Any = field(init=False, repr=False)  # each column's offset by name
+    build: Callable[..., Row] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        declared: tuple[str | RecordSpec, ...] = self.columns
+        names = tuple(name for part in declared for name in (part.columns if isinstance(part, RecordSpec) else (part,)))
+        object.__setattr__(self, "columns", names)
         known = self.model._meta.columns
         unknown = [c for c in (*self.columns, *self.unmapped) if c not in known]
         if unknown:
@@ -54,6 +69,15 @@ class TableMap:
             raise TypeError(f"{self.model.__name__} column(s) {forgotten} are neither mapped nor declared unmapped")
         if not self.key:
             object.__setattr__(self, "key", _primary_key_columns(self.model))
+        parts = [(RECORD, part.width) if isinstance(part, RecordSpec) else part for part in declared]
+        specs = [part for part in declared if isinstance(part, RecordSpec)]
+        start = names.index(specs[0].columns[0]) if specs and specs[0].columns else len(names)
+        object.__setattr__(self, "record", slice(start, start + (specs[0].width if specs else 0)))
+        object.__setattr__(self, "at", offsets(self.name, names))
+        object.__setattr__(self, "build", row_builder(self.name, parts))
+
+    def __hash__(self) -> int:  # statements are cached by table: identity is enough
+        return id(self)
 
     @property
     def name(self) -> str:
@@ -92,7 +116,11 @@ class BlobKind:
 
     @property
     def root(self) -> TableMap:
-        return self.tables[0]
+        return self.tables[ROOT]
+
+    @property
+    def children(self) -> tuple[TableMap, ...]:
+        return self.tables[ROOT + 1 :]
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -164,9 +192,16 @@ QUARANTINE = TableMap(
 
 
 def quarantine_row(kind: BlobKind, row: LegacyRow, digest: str, reason: str) -> Row:
-    cells = json.dumps([list(encode_cell(cell)) for cell in row[1:]])
+    cells = json.dumps([list(encode_cell(cell)) for cell in row[CELLS]])
     key = stored_key(display_key(kind.legacy.key_of(row)))  # a key holding NUL is stored escaped
-    return (kind.legacy.name, row[0], digest, key, reason, cells)
+    return QUARANTINE.build(
+        legacy_table=kind.legacy.name,
+        source_rowid=row[ROWID],
+        source_digest=digest,
+        row_key=key,
+        reason=reason,
+        cells=cells,
+    )
 
 
 def unquarantine_row(source_rowid: int, cells: str) -> LegacyRow:
@@ -256,7 +291,7 @@ class TargetRecord:
 
     @property
     def root(self) -> Row | None:
-        return self.tables[0][0] if self.tables[0] else None
+        return next(iter(self.tables[ROOT]), None)
 
     def rebuild(self, kind: BlobKind) -> LegacyRow:
         """The legacy row these rows stand for, as the store's reads serve it: the relational rows
@@ -264,7 +299,8 @@ class TargetRecord:
         if self.root is not None:
             return kind.from_rows(tuple(self.tables))
         if self.quarantined:
-            return unquarantine_row(self.rowid, self.quarantined[0][QUARANTINE.position("cells")])
+            quarantined = next(iter(self.quarantined))
+            return unquarantine_row(self.rowid, quarantined[QUARANTINE.at.cells])
         raise RebuildError(f"{kind.legacy.name} rowid {self.rowid} has child rows but no {kind.root.name} row")
 
 
@@ -299,14 +335,14 @@ def target_records(
             .order_by(quarantine_rowid)
             .limit(limit),
         )
-        full = [rows[-1][index] for rows, index in ((roots, 0), (quarantined, 1)) if len(rows) == limit]
+        at = QUARANTINE.at.source_rowid
+        full = [rows[-1][index] for rows, index in ((roots, IDENTITY), (quarantined, at)) if len(rows) == limit]
         upper = min(full) if full else None  # None: this window reaches `high`
         if upper is not None:
-            roots = [row for row in roots if row[0] <= upper]
-            quarantined = [row for row in quarantined if row[1] <= upper]
+            roots = [row for row in roots if row[IDENTITY] <= upper]
+            quarantined = [row for row in quarantined if row[at] <= upper]
         children = [
-            fetch(database, _select(child, _window(child.identity, low, high, after, upper)))
-            for child in kind.tables[1:]
+            fetch(database, _select(child, _window(child.identity, low, high, after, upper))) for child in kind.children
         ]
         yield from _records(roots, children, quarantined)
         if upper is None:
@@ -330,7 +366,11 @@ def _window(
 
 
 def _records(roots: list[Row], children: list[list[Row]], quarantined: list[Row]) -> Iterator[TargetRecord]:
-    groups = [_by_identity(roots, 0), *(_by_identity(rows, 0) for rows in children), _by_identity(quarantined, 1)]
+    groups = [
+        _by_identity(roots, IDENTITY),
+        *(_by_identity(rows, IDENTITY) for rows in children),
+        _by_identity(quarantined, QUARANTINE.at.source_rowid),
+    ]
     rowids = sorted(set().union(*groups))
     for rowid in rowids:
         tables = [group.get(rowid, []) for group in groups[:-1]]
@@ -348,9 +388,10 @@ def read_bundle(database: pw.Database, kind: BlobKind, column: pw.Field, value: 
     roots = database.execute_sql(root_sql, [value, 1]).fetchall()  # the value, then LIMIT 1
     if not roots:
         return None
-    rowid = roots[0][0]
+    (root,) = roots
+    rowid = root[IDENTITY]
     children = []
-    for child in kind.tables[1:]:
+    for child in kind.children:
         sql = statement(database, ("children", child), lambda c=child: _select(c, c.identity == rowid))
         children.append(database.execute_sql(sql, [rowid]).fetchall())
     return (roots, *children)
@@ -377,7 +418,7 @@ def orphans(database: pw.Database, kind: BlobKind, limit: int = 20) -> list[tupl
     parent id into a temporary structure, which grows with the table (and so would memory).
     """
     found: list[tuple[str, int]] = []
-    for child in kind.tables[1:]:
+    for child in kind.children:
         query = _orphaned(kind, child).select(child.identity).distinct().limit(limit)
         found += [(child.name, rowid) for (rowid,) in fetch(database, query)]
     return found
@@ -387,7 +428,7 @@ def delete_orphans(database: pw.Database, kind: BlobKind) -> int:
     """Remove every child row whose legacy row is gone (a repair): children first, as they cascade."""
     removed = 0
     with database.atomic():
-        for child in reversed(kind.tables[1:]):
+        for child in reversed(kind.children):
             removed += _orphaned(kind, child, delete=True).execute(database)
     return removed
 

@@ -15,7 +15,7 @@ import peewee as pw
 from migrator.codec import LegacyCell, encode_cell
 from migrator.errors import OutputExists, RebuildError
 from migrator.kinds import KINDS
-from migrator.legacy import LegacyRow, default_schema, write_legacy_copy
+from migrator.legacy import CELLS, LegacyRow, default_schema, write_legacy_copy
 from migrator.private import open_new
 from migrator.relational import BlobKind, rebuilt_rows
 from migrator.target import load_legacy_schema, require_schema
@@ -79,7 +79,7 @@ def export_cell(value: LegacyCell) -> Any:
 
 def export_line(kind: BlobKind, row: LegacyRow) -> str:
     record: dict[str, Any] = {"table": kind.legacy.name}
-    for column, cell in zip(kind.legacy.columns, row[1:], strict=True):
+    for column, cell in zip(kind.legacy.columns, row[CELLS], strict=True):
         record[column] = export_cell(cell)
     return json.dumps(record)
 

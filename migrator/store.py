@@ -51,9 +51,11 @@ from migrator.errors import (
     UnreadableRecord,
 )
 from migrator.legacy import (
+    CELLS,
     CHECKPOINTS,
     LEGACY_TABLES,
     MCP_SESSIONS,
+    ROWID,
     LegacyRow,
     LegacySchema,
     LegacySource,
@@ -96,7 +98,7 @@ def timestamp_utc() -> str:
 def blob_of(kind: BlobKind, row: LegacyRow) -> Blob:
     """The JSON object a legacy row holds, as the daemon reads it (`json.loads`)."""
     data = kind.legacy.data_of(row)
-    where = f"{kind.legacy.name} rowid {row[0]}: {kind.legacy.data_column}"
+    where = f"{kind.legacy.name} rowid {row[ROWID]}: {kind.legacy.data_column}"
     try:
         value = json.loads(data) if isinstance(data, str) else None
     except (ValueError, RecursionError) as exc:
@@ -122,7 +124,7 @@ class LegacyChange:
 
     @property
     def rowids(self) -> tuple[int, ...]:
-        return (*self.removed, *((self.row[0],) if self.row is not None else ()))
+        return (*self.removed, *((self.row[ROWID],) if self.row is not None else ()))
 
 
 # --- the legacy side --------------------------------------------------------------------------
@@ -213,7 +215,7 @@ def stored_form(table: LegacyTable, row: LegacyRow) -> LegacyRow:
     """A row as the legacy table would store it: its column affinities decide the storage types
     (a TIMESTAMP column turns `1.0` into `1`). Used when there is no legacy table to ask."""
     names = list(table.columns) if table.rowid_alias else ["rowid", *table.columns]
-    values = row[1:] if table.rowid_alias else row
+    values = row[CELLS] if table.rowid_alias else row
     marks = ", ".join("?" * len(names))
     with closing(sqlite3.connect(":memory:")) as scratch:
         scratch.execute(table.ddl)
@@ -299,13 +301,16 @@ class RelationalTables:
         column, digest = sessions.session_key_lookup(session_key)
         query = McpSession.select(McpSession.id).where(column == digest)
         relational = [rowid for (rowid,) in query.tuples()]
-        return (*relational, *(row[0] for row in self._quarantined_sessions(session_key)))
+        return (*relational, *(row[ROWID] for row in self._quarantined_sessions(session_key)))
 
     # changes the legacy table would make, for `relational_only`
 
     def insert_checkpoint(self, timestamp: str, data: str) -> LegacyChange:
         checkpoint_id = self._allocate_checkpoint_id()
-        row = stored_form(CHECKPOINTS, (checkpoint_id, checkpoint_id, timestamp, data))
+        row = stored_form(
+            CHECKPOINTS,
+            CHECKPOINTS.build(rowid=checkpoint_id, id=checkpoint_id, timestamp=timestamp, checkpoint_data=data),
+        )
         newest_last = [*self.checkpoint_ids(), checkpoint_id]
         pruned = tuple(newest_last[:-KEPT_CHECKPOINTS])
         return LegacyChange(checkpoints.KIND, str(checkpoint_id), row, pruned)
@@ -313,7 +318,10 @@ class RelationalTables:
     def put_session(self, session_key: str, data: str, last_seen: LegacyCell) -> LegacyChange:
         replaced = self.session_rowids(session_key)
         rowid = self._next_rowid(sessions.KIND)  # INSERT OR REPLACE gives the row a new rowid
-        row = stored_form(MCP_SESSIONS, (rowid, session_key, data, last_seen))
+        row = stored_form(
+            MCP_SESSIONS,
+            MCP_SESSIONS.build(rowid=rowid, session_key=session_key, session_data=data, last_seen=last_seen),
+        )
         return LegacyChange(sessions.KIND, session_key, row, replaced)
 
     def delete_session(self, session_key: str) -> LegacyChange:
@@ -620,7 +628,7 @@ class Store:
 
     def _mirror(self, change: LegacyChange) -> None:
         """Make the relational rows of the changed legacy rowids equal the legacy table's."""
-        rows = [(change.row, row_digest(change.row[1:]))] if change.row is not None else []
+        rows = [(change.row, row_digest(change.row[CELLS]))] if change.row is not None else []
         # Rows of the same session key under another rowid can only be a divergence; the unique
         # key would refuse the insert, so they are replaced too (a catch-up would remove them).
         same_key = self._relational.session_rowids(change.key) if change.kind is sessions.KIND else ()
@@ -740,7 +748,7 @@ class Store:
         legacy = self._legacy_tables()
         for rowid in repair.rowids:
             row = legacy.row(kind.legacy, rowid)
-            if (row_digest(row[1:]) if row is not None else None) != self._relational.digest(kind, rowid):
+            if (row_digest(row[CELLS]) if row is not None else None) != self._relational.digest(kind, rowid):
                 return False
         return True
 
