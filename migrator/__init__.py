@@ -30,10 +30,9 @@ from migrator.errors import (
     UnreadableRecord,
 )
 from migrator.legacy import LegacySource
-from migrator.phases import Mode
 from migrator.redaction import mask_url
 from migrator.rollback import export, restore
-from migrator.store import AsyncStore, Store, open_store
+from migrator.store import AsyncStore, Mode, Store, open_store
 from migrator.target import open_target
 from migrator.verify import VerifyReport, verify
 

@@ -113,7 +113,8 @@ def backfill(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ksi-hash") as hasher:
         # The snapshot's sha256 for the record of this run, taken on the other core meanwhile.
         hashes = None if dry_run else hasher.submit(snapshot_hashes, source.path)
-        with engines.bulk_load(database), engines.indexes_built_after(database, [] if dry_run else fresh_models):
+        loading = engines.engine(database)
+        with loading.bulk_load(), loading.indexes_built_after([] if dry_run else fresh_models):
             for kind in kinds:
                 report.tables.append(_backfill_table(source, database, kind, run, empty[kind.legacy.name]))
         report.seconds = time.perf_counter() - started

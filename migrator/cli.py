@@ -21,9 +21,9 @@ from pathlib import Path
 from migrator import __version__
 from migrator.archive import restore_archive, write_archive
 from migrator.backfill import DEFAULT_BATCH_SIZE, BackfillReport, backfill
+from migrator.cleanup import CleanupPlan, cleanup
 from migrator.errors import MigratorError
 from migrator.legacy import LegacySource, UnmappedColumns
-from migrator.phases import CleanupPlan, cleanup
 from migrator.private import private_umask, write_new_text
 from migrator.redaction import mask_secrets, mask_url, secrets_of
 from migrator.rollback import export, restore

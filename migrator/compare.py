@@ -256,7 +256,7 @@ class _TableLayout:
         self.table = table
         self.adapters = [
             (index, adapt)
-            for index, adapt in enumerate(engines.stored_value_adapters(database, table.fields))
+            for index, adapt in enumerate(engines.engine(database).stored_value_adapters(table.fields))
             if adapt is not None
         ]
         self.key_positions = [table.position(column) for column in table.key]

@@ -154,7 +154,7 @@ def insert_sql(database: pw.Database, table: TableMap) -> str:
 
 def insert_rows(database: pw.Database, table: TableMap, rows: Sequence[Row]) -> None:
     if rows:
-        engines.bulk_insert(database, insert_sql(database, table), rows)
+        engines.engine(database).bulk_insert(insert_sql(database, table), rows)
 
 
 def delete_identities(database: pw.Database, kind: BlobKind, rowids: Sequence[int]) -> None:

@@ -20,9 +20,8 @@ from migrator import __version__
 from migrator.kinds import KINDS
 from migrator.legacy import LegacySource, snapshot_hashes
 from migrator.models import Quarantine
-from migrator.phases import CLEANUP_META_KEY
 from migrator.relational import BlobKind
-from migrator.target import get_meta, schema_version, set_meta
+from migrator.target import CLEANUP_META_KEY, get_meta, schema_version, set_meta
 
 LAST_MIGRATE_KEY = "last_migrate"
 """A log of the last run, for people and scripts: no read, query or rebuild depends on it, so the

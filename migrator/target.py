@@ -67,7 +67,7 @@ def _one_line(exc: Exception) -> str:
 
 def _create_private_sqlite_file(url: str) -> None:
     """A `sqlite:///` URL's new file is created 0600 first, as a path's is."""
-    if engines.engine_of_url(url) == engines.SQLITE:
+    if engines.engine_for_url(url) is engines.SQLiteEngine:
         path = parse_url(url)["database"]
         if path and path != ":memory:" and not path.startswith("file:"):
             create_file(path, exist_ok=True)
@@ -118,9 +118,9 @@ def create_schema(database: pw.Database) -> None:
                 f"{SCHEMA_VERSION} and has no migration from it"
             )
         upgrade(database, version, SCHEMA_VERSION, lambda new: set_meta(database, "schema_version", str(new)))
-    with engines.write_transaction(database):  # reads what exists, then creates: see write_transaction
+    with engines.engine(database).write_transaction():  # reads what exists, then creates
         engines.create_tables(database, ALL_MODELS)
-        engines.ensure_indexes(database, ALL_MODELS)
+        engines.engine(database).ensure_indexes(ALL_MODELS)
         set_meta(database, "schema_version", str(SCHEMA_VERSION))
 
 
@@ -137,7 +137,7 @@ def require_schema(database: pw.Database) -> None:
 
 def set_meta(database: pw.Database, key: str, value: str) -> None:
     insert = MigrationMeta.insert(key=key, value=value)
-    engines.insert_or_update(database, insert, MigrationMeta.key, MigrationMeta.value).execute()
+    engines.engine(database).upsert(insert, MigrationMeta.key, MigrationMeta.value).execute()
 
 
 def get_meta(database: pw.Database, key: str) -> str | None:
@@ -171,3 +171,13 @@ def load_legacy_schema(database: pw.Database) -> LegacySchema | None:
         return LegacySchema(record["statements"], record["sequences"], record["encoding"], record["tables"])
     except (ValueError, KeyError, TypeError) as exc:
         raise RebuildError(f"ksi_migration_meta.{LEGACY_SCHEMA_KEY} cannot be read: {exc!r}") from exc
+
+
+CLEANUP_META_KEY = "legacy_cleanup"
+"""Target metadata written when cleanup dropped the legacy tables: when, from where, which archive."""
+
+
+def recorded_cleanup(database: pw.Database) -> dict | None:
+    """What `cleanup` recorded in the target, or None when it never dropped legacy tables there."""
+    text = get_meta(database, CLEANUP_META_KEY)
+    return json.loads(text) if text else None

@@ -15,13 +15,13 @@ import pytest
 
 from migrator import open_store
 from migrator.archive import check_archive
+from migrator.cleanup import execute_cleanup, plan_cleanup
 from migrator.cli import main
 from migrator.codec import InvalidText
 from migrator.errors import ArchiveCorrupt, CleanupRefused, LegacyUnavailable
 from migrator.fabricate import fabricate_snapshot
 from migrator.legacy import LegacySource, compare_legacy_files, file_sha256, snapshot_hashes
 from migrator.models import Checkpoint, McpSessionTool
-from migrator.phases import execute_cleanup, plan_cleanup
 from migrator.target import target_database
 from tests.conftest import SnapshotFactory
 from verification.snapshots import checkpoint_row, session_row

@@ -290,7 +290,7 @@ def test_two_rows_with_one_session_key_fail_the_unique_index_by_name(tmp_path: P
     row = session_row(1, "a:c1", SESSION)
     with target_database(target) as database:
         create_schema(database)
-        with pytest.raises(DuplicateKeys) as refused, engines.indexes_built_after(database, [McpSession]):
+        with pytest.raises(DuplicateKeys) as refused, engines.engine(database).indexes_built_after([McpSession]):
             relational.write_legacy_rows(database, sessions.KIND, [(row, "d1"), ((2, *row[1:]), "d2")])
     assert "mcp_session_session_key_digest: the snapshot holds two rows" in str(refused.value)
 

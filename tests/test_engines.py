@@ -27,10 +27,9 @@ from migrator.equivalence import json_differences
 from migrator.errors import ReadOnlyStore, UnreadableRecord
 from migrator.legacy import LegacySource, compare_legacy_files
 from migrator.models import Checkpoint, CheckpointQueue, CheckpointRequest, McpSession, McpSessionTool
-from migrator.phases import recorded_cleanup
 from migrator.relational import TableMap, insert_sql
 from migrator.store import Store
-from migrator.target import create_schema, target_database
+from migrator.target import create_schema, recorded_cleanup, target_database
 from migrator.verify import verify
 from tests.conftest import SnapshotFactory
 from verification.engines import EngineRegistry
@@ -333,7 +332,7 @@ def test_mysql_tables_hold_long_text_microseconds_and_4_byte_characters_and_tell
     that fold case or trailing spaces: LONGTEXT, DATETIME(6), utf8mb4, a binary NO PAD collation."""
     with target_database(mysql_target) as database:
         create_schema(database)
-        collation = engines.mysql_collation(database)
+        collation = engines.engine(database).collation()
         columns = mysql_columns(database, "mcp_session")
         table = database.execute_sql(
             "SELECT engine, table_collation FROM information_schema.tables "
@@ -385,7 +384,7 @@ def test_postgresql_bulk_inserts_go_through_execute_values(
     with target_database(postgresql_target) as database:
         create_schema(database)
         table = TableMap(McpSession, SESSION_COLUMNS, unmapped=OTHER_SESSION_COLUMNS)
-        engines.bulk_insert(database, insert_sql(database, table), session_rows(500))
+        engines.engine(database).bulk_insert(insert_sql(database, table), session_rows(500))
         assert calls == [500]
         assert McpSession.select().count() == 500
 
@@ -397,7 +396,7 @@ def test_mysql_bulk_inserts_are_rewritten_into_multi_row_statements(mysql_target
         create_schema(database)
         table = TableMap(McpSession, SESSION_COLUMNS, unmapped=OTHER_SESSION_COLUMNS)
         before = inserts_run(database)
-        engines.bulk_insert(database, insert_sql(database, table), session_rows(500))
+        engines.engine(database).bulk_insert(insert_sql(database, table), session_rows(500))
         assert inserts_run(database) - before == 1
         assert McpSession.select().count() == 500
 

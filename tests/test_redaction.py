@@ -138,7 +138,7 @@ def mysql_user_with_password(engine_registry: EngineRegistry) -> Iterator[tuple[
     targets: Targets = engine_registry.targets(engines.MYSQL)
     user = f"ksi_{uuid.uuid4().hex[:8]}"
     with targets.fresh() as fresh, closing(engines.connect(fresh)) as server:
-        database = engines.current_namespace(server)
+        database = engines.engine(server).current_namespace()
         server.execute_sql(f"CREATE USER '{user}'@'%%' IDENTIFIED BY '{PASSWORD}'")
         try:
             server.execute_sql(f"GRANT ALL ON `{database}`.* TO '{user}'@'%%'")

@@ -23,9 +23,10 @@ from migrator.errors import LegacyUnavailable, SourceNotFound, UnknownMode, Unre
 from migrator.fakes import fake_checkpoint_blob, fake_session_blob, make_faker
 from migrator.legacy import LegacySource, compare_legacy_files
 from migrator.models import Checkpoint, CheckpointQueueItem, McpSession, McpSessionTool
-from migrator.phases import Mode
 from migrator.rollback import restore
-from migrator.store import DaemonTables, RelationalTables, Store, StoreReport
+from migrator.store import Mode, Store, StoreReport
+from migrator.store.legacy_side import DaemonTables
+from migrator.store.relational_side import RelationalTables
 from migrator.verify import verify
 from verification.snapshots import checkpoint_row, session_row, write_snapshot
 

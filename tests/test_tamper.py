@@ -18,9 +18,8 @@ from migrator.cli import main
 from migrator.compare import CATCH_UP_DIGEST
 from migrator.kinds import KINDS
 from migrator.models import SCHEMA_VERSION
-from migrator.phases import Mode
 from migrator.relational import QUARANTINE, TableMap
-from migrator.store import open_store
+from migrator.store import Mode, open_store
 from verification.gate.checks import check_metadata, plan_shards, verify_shard
 from verification.gate.plugin import open_snapshot
 from verification.snapshots import checkpoint_row, session_row, write_snapshot

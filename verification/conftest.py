@@ -91,6 +91,7 @@ def read_legacy_rows(path: Path, table: LegacyTable) -> list[LegacyRow]:
 def legacy_row_differences(table: LegacyTable, expected: Sequence[LegacyRow], actual: Sequence[LegacyRow]) -> list[str]:
     """Every way two versions of a legacy table differ (each given in rowid order): cell by cell,
     storage type included, the JSON column value by value, through the one comparison engine."""
+
     def in_rowid_order(rows: Sequence[LegacyRow]) -> list[LegacyRow]:
         return sorted(rows, key=lambda row: row[0])
 

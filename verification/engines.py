@@ -78,7 +78,7 @@ class ServerTargets:
     @contextmanager
     def fresh(self) -> Iterator[str]:
         name = self._free.pop() if self._free else self._create()
-        url = engines.url_in_namespace(self.url, name)
+        url = engines.engine_for_url(self.url).namespace_url(self.url, name)
         _empty(url)
         try:
             yield url
@@ -88,14 +88,14 @@ class ServerTargets:
     def _create(self) -> str:
         name = f"{self._prefix}_{len(self._created)}"
         with closing(engines.connect(self.url)) as server:
-            engines.create_namespace(server, name)
+            engines.engine(server).create_namespace(name)
         self._created.append(name)
         return name
 
     def close(self) -> None:
         with closing(engines.connect(self.url)) as server:
             for name in self._created:
-                engines.drop_namespace(server, name)
+                engines.engine(server).drop_namespace(name)
         self._created.clear()
         self._free.clear()
 
@@ -106,12 +106,7 @@ def _empty(url: str) -> None:
         with database.atomic():
             for table in _TABLES_CHILDREN_FIRST:
                 if table in present:
-                    database.execute_sql(f"DELETE FROM {_quoted(database, table)}")
-
-
-def _quoted(database: pw.Database, name: str) -> str:
-    sql, _ = database.get_sql_context().sql(pw.Entity(name)).query()
-    return sql
+                    database.execute_sql(f"DELETE FROM {engines.engine(database).quoted(table)}")
 
 
 def server_unavailable(engine: str, reason: str) -> None:

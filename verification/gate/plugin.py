@@ -36,9 +36,8 @@ import pytest
 from migrator.backfill import backfill
 from migrator.errors import MigratorError
 from migrator.legacy import LegacySource, UnmappedColumns, snapshot_hashes
-from migrator.phases import Mode
 from migrator.redaction import mask_url, secrets_of
-from migrator.store import Store, open_store
+from migrator.store import Mode, Store, open_store
 from migrator.target import target_database
 from verification.gate.artifacts import RunFacts, remove_stale_signoff, signoff_document, write_signoff
 from verification.gate.checks import (

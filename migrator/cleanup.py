@@ -1,4 +1,4 @@
-"""The plan's phases: which side the store writes and reads in each, and the gate of the last one.
+"""The cleanup of phase 4: the plan that drops the legacy tables, and the checks before it.
 
 Phase 4 drops the legacy tables. `cleanup` is the one command that writes to a legacy database,
 so it plans first and acts only when every check passes:
@@ -22,7 +22,6 @@ import os
 import sqlite3
 from contextlib import closing
 from dataclasses import asdict, dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -34,30 +33,8 @@ from migrator.codec import decode_sqlite_text
 from migrator.compare import LOSES_SOURCE_DATA, MismatchKind
 from migrator.errors import ArchiveCorrupt, ArchiveIncomplete, ArchiveRefused, CleanupRefused, MigratorError
 from migrator.legacy import LegacySource, UnmappedColumns, file_sha256
-from migrator.target import get_meta, set_meta
+from migrator.target import CLEANUP_META_KEY, set_meta
 from migrator.verify import verify
-
-
-class Mode(StrEnum):
-    """The store's one switch: which side it writes, and which it serves reads from."""
-
-    LEGACY = "legacy"  # phase 1: the daemon as it was; backfill catches the target up beside it
-    DUAL_WRITE = "dual_write"  # phase 2: write both sides, serve the JSON
-    SHADOW = "shadow"  # phase 3: write both, serve the JSON, compare the relational rebuild off the read path
-    RELATIONAL = "relational"  # phase 3: write both, serve relational rows; JSON when they lack the key
-    RELATIONAL_ONLY = "relational_only"  # phase 4: the legacy tables are gone
-
-    @property
-    def writes_legacy(self) -> bool:
-        return self is not Mode.RELATIONAL_ONLY
-
-    @property
-    def writes_relational(self) -> bool:
-        return self is not Mode.LEGACY
-
-
-CLEANUP_META_KEY = "legacy_cleanup"
-"""Target metadata written when cleanup dropped the legacy tables: when, from where, which archive."""
 
 REFUSED = "cleanup refused, nothing was changed"
 
@@ -264,9 +241,3 @@ def _record_cleanup(database: pw.Database, plan: CleanupPlan) -> None:
         "archived_at": plan.manifest.created_at if plan.manifest else None,
     }
     set_meta(database, CLEANUP_META_KEY, json.dumps(record))
-
-
-def recorded_cleanup(database: pw.Database) -> dict | None:
-    """What `cleanup` recorded in the target, or None when it never dropped legacy tables there."""
-    text = get_meta(database, CLEANUP_META_KEY)
-    return json.loads(text) if text else None
