@@ -53,8 +53,8 @@ from migrator.legacy import (
     LegacyTable,
     file_sha256,
     row_digest,
-    write_legacy_copy,
 )
+from migrator.legacy_copy import write_legacy_copy
 from migrator.private import make_folder, open_new, write_new_text
 from migrator.rollback import RestoreReport, export_cell
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from migrator.backfill import backfill
 from migrator.fabricate import fabricate_snapshot
-from migrator.legacy import LegacySource, compare_legacy_files, snapshot_hashes
+from migrator.legacy import LegacySource, snapshot_hashes
+from migrator.legacy_copy import compare_legacy_files
 from migrator.models import Quarantine
 from migrator.private import make_folder
 from migrator.rollback import restore

@@ -15,7 +15,8 @@ import peewee as pw
 from migrator.codec import LegacyCell, encode_cell
 from migrator.errors import OutputExists, RebuildError
 from migrator.kinds import KINDS
-from migrator.legacy import CELLS, LegacyRow, default_schema, write_legacy_copy
+from migrator.legacy import CELLS, LegacyRow
+from migrator.legacy_copy import default_schema, write_legacy_copy
 from migrator.private import open_new
 from migrator.relational import BlobKind, rebuilt_rows
 from migrator.target import load_legacy_schema, require_schema

@@ -20,7 +20,8 @@ from migrator.cli import main
 from migrator.codec import InvalidText
 from migrator.errors import ArchiveCorrupt, CleanupRefused, LegacyUnavailable
 from migrator.fabricate import fabricate_snapshot
-from migrator.legacy import LegacySource, compare_legacy_files, file_sha256, snapshot_hashes
+from migrator.legacy import LegacySource, file_sha256, snapshot_hashes
+from migrator.legacy_copy import compare_legacy_files
 from migrator.models import Checkpoint, McpSessionTool
 from migrator.target import target_database
 from tests.conftest import SnapshotFactory

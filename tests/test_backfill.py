@@ -19,7 +19,8 @@ from migrator.backfill import backfill
 from migrator.cli import main
 from migrator.codec import InvalidText
 from migrator.errors import DuplicateKeys
-from migrator.legacy import CHECKPOINTS, LegacySource, compare_legacy_files, file_sha256, row_bytes, snapshot_hashes
+from migrator.legacy import CHECKPOINTS, LegacySource, file_sha256, row_bytes, snapshot_hashes
+from migrator.legacy_copy import compare_legacy_files
 from migrator.models import ALL_MODELS, CheckpointQueueItem, McpSession, McpSessionTool, Quarantine
 from migrator.relational import rebuilt_rows
 from migrator.rollback import restore

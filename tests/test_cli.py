@@ -13,7 +13,8 @@ import pytest
 
 from migrator import __version__
 from migrator.cli import COMMANDS, main
-from migrator.legacy import compare_legacy_files, snapshot_hashes
+from migrator.legacy import snapshot_hashes
+from migrator.legacy_copy import compare_legacy_files
 from migrator.models import McpSessionTool, MigrationMeta
 from migrator.target import target_database
 from tests.conftest import SnapshotFactory

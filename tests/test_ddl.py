@@ -12,7 +12,8 @@ import pytest
 from migrator.cli import main
 from migrator.ddl import check_legacy_schema
 from migrator.errors import SchemaRefused
-from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacySchema, LegacySource, compare_legacy_files
+from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacySchema, LegacySource
+from migrator.legacy_copy import compare_legacy_files
 from migrator.rollback import restore
 from migrator.target import record_legacy_schema, target_database
 from tests.conftest import SnapshotFactory

@@ -25,7 +25,8 @@ from migrator.cli import main
 from migrator.codec import key_digest
 from migrator.equivalence import json_differences
 from migrator.errors import ReadOnlyStore, UnreadableRecord
-from migrator.legacy import LegacySource, compare_legacy_files
+from migrator.legacy import LegacySource
+from migrator.legacy_copy import compare_legacy_files
 from migrator.models import Checkpoint, CheckpointQueue, CheckpointRequest, McpSession, McpSessionTool
 from migrator.relational import TableMap, insert_sql
 from migrator.store import Store

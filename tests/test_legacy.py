@@ -17,7 +17,8 @@ import pytest
 
 from migrator.cli import main
 from migrator.fabricate import fabricate_snapshot
-from migrator.legacy import LegacySource, compare_legacy_files, is_wal_mode
+from migrator.legacy import LegacySource, is_wal_mode
+from migrator.legacy_copy import compare_legacy_files
 from tests.test_gate import LIMITS_OUT_OF_REACH, WITHOUT_FAKER
 
 GATE_TESTS = Path(__file__).resolve().parents[1] / "verification" / "gate" / "test_signoff.py"

@@ -13,14 +13,8 @@ import pytest
 
 from migrator.cli import main
 from migrator.errors import UnmappedColumn, UnsupportedSource
-from migrator.legacy import (
-    CHECKPOINTS,
-    MCP_SESSIONS,
-    LegacySource,
-    UnmappedColumns,
-    compare_legacy_files,
-    snapshot_hashes,
-)
+from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacySource, UnmappedColumns, snapshot_hashes
+from migrator.legacy_copy import compare_legacy_files
 from verification.snapshots import checkpoint_row, session_row, write_snapshot
 
 SESSION = {"agent_id": "a", "tools": ["Read"]}

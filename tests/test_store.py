@@ -21,7 +21,8 @@ from migrator import open_store, relational, wal
 from migrator.equivalence import json_differences
 from migrator.errors import LegacyUnavailable, SourceNotFound, UnknownMode, UnreadableRecord
 from migrator.fakes import fake_checkpoint_blob, fake_session_blob, make_faker
-from migrator.legacy import LegacySource, compare_legacy_files
+from migrator.legacy import LegacySource
+from migrator.legacy_copy import compare_legacy_files
 from migrator.models import Checkpoint, CheckpointQueueItem, McpSession, McpSessionTool
 from migrator.rollback import restore
 from migrator.store import Mode, Store, StoreReport

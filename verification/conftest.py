@@ -23,7 +23,8 @@ from migrator.backfill import BackfillReport, Progress, backfill
 from migrator.codec import InvalidText, cell_identity
 from migrator.compare import compare_legacy_rows, compare_rows
 from migrator.kinds import KINDS
-from migrator.legacy import LEGACY_TABLES, LegacyRow, LegacySource, LegacyTable, compare_legacy_files
+from migrator.legacy import LEGACY_TABLES, LegacyRow, LegacySource, LegacyTable
+from migrator.legacy_copy import compare_legacy_files
 from migrator.rollback import restore
 from migrator.target import target_database
 from migrator.verify import VerifyReport, verify

@@ -33,7 +33,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from migrator import checkpoints, codec, records, relational, sessions
 from migrator.codec import InvalidText, keep_duplicate_keys, parse_timestamp
-from migrator.legacy import compare_legacy_files
+from migrator.legacy_copy import compare_legacy_files
 from migrator.records import Kind, RecordSpec, SplitRecord
 from verification.conftest import LEGACY_TABLE_NAMES, legacy_file_differences, scratch_folder
 from verification.strategies import UNTYPED_SCHEMA, LegacySnapshot

@@ -13,15 +13,8 @@ from migrator.codec import LegacyCell, stored_key
 from migrator.errors import (
     RebuildError,
 )
-from migrator.legacy import (
-    CHECKPOINTS,
-    LEGACY_TABLES,
-    MCP_SESSIONS,
-    ROWID,
-    LegacyRow,
-    LegacyTable,
-    default_schema,
-)
+from migrator.legacy import CHECKPOINTS, LEGACY_TABLES, MCP_SESSIONS, ROWID, LegacyRow, LegacyTable
+from migrator.legacy_copy import default_schema
 from migrator.models import Checkpoint, McpSession, McpSessionTool, Quarantine
 from migrator.relational import BlobKind, Bundle, read_bundle, unquarantine_row
 from migrator.store.common import (
