@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from migrator import __version__
+from migrator.batching import DEFAULT_BATCH_SIZE
 from migrator.codec import LegacyCell, decode_cell
 from migrator.ddl import check_legacy_schema, refuse_unrestorable_schema
 from migrator.errors import (
@@ -63,7 +64,6 @@ FORMAT_VERSION = 2  # 2: each table lists its columns (a column the mapping does
 READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 CHECKSUM_MODULUS = 2**128  # row digests are 128-bit blake2b values
-RESTORE_BATCH_SIZE = 2000
 
 
 # --- rows as lines ----------------------------------------------------------------------------
@@ -139,7 +139,7 @@ def tally(rows: Iterable[LegacyRow]) -> RowTally:
     return counted
 
 
-def source_tally(source: LegacySource, table: LegacyTable, batch_size: int = RESTORE_BATCH_SIZE) -> RowTally:
+def source_tally(source: LegacySource, table: LegacyTable, batch_size: int = DEFAULT_BATCH_SIZE) -> RowTally:
     return tally(row for batch in source.batches(table, batch_size) for row in batch)
 
 
@@ -257,7 +257,7 @@ def file_name_problem(directory: Path, name: object) -> str | None:
 
 
 def write_archive(
-    source: LegacySource, out: str | os.PathLike[str], *, batch_size: int = RESTORE_BATCH_SIZE
+    source: LegacySource, out: str | os.PathLike[str], *, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> Manifest:
     """Archive every legacy table of `source` into the new folder `out`; returns its manifest."""
     folder = Path(out)
@@ -332,7 +332,7 @@ def check_archive(directory: str | os.PathLike[str]) -> Manifest:
 
 
 def restore_archive(
-    directory: str | os.PathLike[str], out: str | os.PathLike[str], *, batch_size: int = RESTORE_BATCH_SIZE
+    directory: str | os.PathLike[str], out: str | os.PathLike[str], *, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> RestoreReport:
     """Write a new SQLite file holding the archived legacy tables exactly (DDL, rows, counters)."""
     started = time.perf_counter()

@@ -14,7 +14,7 @@ is refused before anything is written, unless `replace_all` says that is intende
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 import peewee as pw
 
 from migrator import engines, sessions
+from migrator.batching import DEFAULT_BATCH_SIZE, Progress
 from migrator.codec import key_digest, stored_key
 from migrator.compare import compare_rows
 from migrator.ddl import refuse_unrestorable_schema
@@ -32,11 +33,6 @@ from migrator.models import McpSession, Quarantine
 from migrator.relational import BlobKind, delete_identities, delete_orphans, orphans, write_legacy_rows
 from migrator.status import record_last_migrate
 from migrator.target import create_schema, save_legacy_schema, schema_version
-
-DEFAULT_BATCH_SIZE = 2000
-
-Progress = Callable[[str, int], None]
-"""Called with (legacy table name, rows just handled)."""
 
 
 @dataclass

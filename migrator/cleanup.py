@@ -29,6 +29,7 @@ from urllib.parse import quote
 import peewee as pw
 
 from migrator.archive import MANIFEST, ArchivedTable, Manifest, RowTally, check_archive, source_tally, tally
+from migrator.batching import DEFAULT_BATCH_SIZE
 from migrator.codec import decode_sqlite_text
 from migrator.compare import LOSES_SOURCE_DATA, MismatchKind
 from migrator.errors import ArchiveCorrupt, ArchiveIncomplete, ArchiveRefused, CleanupRefused, MigratorError
@@ -86,7 +87,7 @@ def cleanup(
     archive: str | os.PathLike[str],
     *,
     dry_run: bool = False,
-    batch_size: int = 2000,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> CleanupPlan:
     """Plan the drop of the legacy tables; unless `dry_run`, run it (or raise `CleanupRefused`)."""
     plan = plan_cleanup(source, database, archive, batch_size=batch_size)
@@ -97,7 +98,11 @@ def cleanup(
 
 
 def plan_cleanup(
-    source: str | os.PathLike[str], database: pw.Database, archive: str | os.PathLike[str], *, batch_size: int = 2000
+    source: str | os.PathLike[str],
+    database: pw.Database,
+    archive: str | os.PathLike[str],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> CleanupPlan:
     manifest, readable = _check_archive_readable(Path(archive))
     with LegacySource(source, unmapped=UnmappedColumns.REPORT) as legacy:

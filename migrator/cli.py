@@ -20,7 +20,8 @@ from pathlib import Path
 
 from migrator import __version__
 from migrator.archive import restore_archive, write_archive
-from migrator.backfill import DEFAULT_BATCH_SIZE, BackfillReport, backfill
+from migrator.backfill import BackfillReport, backfill
+from migrator.batching import DEFAULT_BATCH_SIZE
 from migrator.cleanup import CleanupPlan, cleanup
 from migrator.errors import MigratorError
 from migrator.legacy import LegacySource, UnmappedColumns

@@ -275,7 +275,7 @@ def sqlite_read_only(path: str | Path) -> pw.SqliteDatabase:
 
 # --- PostgreSQL --------------------------------------------------------------------------------
 
-EXECUTE_VALUES_PAGE = 1000  # rows a statement; a backfill batch is 2000 legacy rows by default
+EXECUTE_VALUES_PAGE = 1000  # rows a statement; a backfill batch is batching.DEFAULT_BATCH_SIZE legacy rows
 
 
 class PostgreSQLEngine(Engine):

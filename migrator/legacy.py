@@ -236,6 +236,7 @@ class LegacySource:
         if not self.path.is_file():
             raise SourceNotFound(f"source database not found: {self.path}")
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        self._counts: dict[str, int] = {}
         self.connection = self._connect_read_only()
         self.connection.text_factory = decode_sqlite_text
         try:
@@ -326,7 +327,11 @@ class LegacySource:
         return replace(table, columns=(*table.columns, *others)) if others else table
 
     def count(self, table: LegacyTable) -> int:
-        return self.connection.execute(f'SELECT count(*) FROM "{table.name}"').fetchone()[0]
+        """The table's rows, counted once: the whole source is read in one read transaction, so
+        the count cannot change while it is open (the progress bar and the report share it)."""
+        if table.name not in self._counts:
+            self._counts[table.name] = self.connection.execute(f'SELECT count(*) FROM "{table.name}"').fetchone()[0]
+        return self._counts[table.name]
 
     def batches(self, table: LegacyTable, batch_size: int, max_bytes: int = BATCH_BYTES) -> Iterator[list[LegacyRow]]:
         """Every row in rowid order, in batches of `batch_size` rows or `max_bytes` of cells,

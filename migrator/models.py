@@ -121,7 +121,7 @@ class McpSession(BaseModel):
     session_key_digest = pw.CharField(max_length=32, unique=True)  # codec.key_digest: lookups and uniqueness
     agent_id = pw.TextField(null=True, index=True)
     conversation_id = pw.TextField(null=True)
-    shape = pw.CharField(max_length=8)  # "plan", "daemon" or "other"
+    shape = pw.CharField(max_length=8)  # "plan", "daemon", "mixed" (keys of both) or "other"
     thin_handshake = pw.BooleanField(null=True)
     created_at_text = pw.TextField(null=True)  # plan shape's "created_at", verbatim
     created_at = pw.DateTimeField(null=True, index=True)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import peewee as pw
 
+from migrator.batching import DEFAULT_BATCH_SIZE, Progress
 from migrator.compare import (
     Mismatch,
     MismatchKind,
@@ -32,9 +33,6 @@ from migrator.relational import BlobKind
 from migrator.target import require_schema
 
 MAX_REPORTED_MISMATCHES = 100
-DEFAULT_BATCH_SIZE = 2000
-
-Progress = Callable[[str, int], None]
 
 
 @dataclass

@@ -19,7 +19,8 @@ from typing import Any
 
 import peewee as pw
 
-from migrator.backfill import BackfillReport, Progress, backfill
+from migrator.backfill import BackfillReport, backfill
+from migrator.batching import Progress
 from migrator.codec import InvalidText, cell_identity
 from migrator.compare import compare_legacy_rows, compare_rows
 from migrator.kinds import KINDS

@@ -35,7 +35,8 @@ from pathlib import Path
 import peewee as pw
 
 from migrator import checkpoints, engines, sessions
-from migrator.backfill import DEFAULT_BATCH_SIZE, BackfillReport, backfill
+from migrator.backfill import BackfillReport, backfill
+from migrator.batching import DEFAULT_BATCH_SIZE
 from migrator.errors import (
     LegacyUnavailable,
     ReadOnlyStore,
