@@ -53,7 +53,7 @@ def round_trip_problems(source: Path, target: str, tmp_path: Path) -> list[str]:
 @contextmanager
 def relational_store(target: str) -> Iterator[Store]:
     """The daemon's store after cut-over: the relational rows alone answer."""
-    with open_store(target, mode="relational_only") as store:
+    with open_store(target, mode="relational_only", create=True) as store:
         yield store
 
 
@@ -272,7 +272,7 @@ def test_the_store_writes_both_sides_with_its_relational_tables_on_any_engine(
     legacy = snapshot_factory()
     checkpoint = {"reason": "dev", "session_queues": {"s\x00": [], "S": []}, "active_completions": {"r": {}}}
     session = {"agent_id": "a", "tools": ["Read", "Read "], "n": 2**70}
-    with open_store(target, legacy=legacy, mode="relational") as store:
+    with open_store(target, legacy=legacy, mode="relational", create=True) as store:
         checkpoint_id = store.save_checkpoint(checkpoint)
         store.save_session("a\x00:c", session, "2025-06-21T10:00:00.5")
         store.save_session("A:c", {"agent_id": "A"}, "2025-06-21T10:00:00")

@@ -17,12 +17,14 @@ would hold, `json.loads` of the blob.
 
 Threads. Each thread gets its own SQLite connection (peewee's default); writes are serialised by
 one lock per store and take SQLite's write lock up front (`BEGIN IMMEDIATE`). The models are
-bound to one target per process (`models.database_proxy`), so a process holds one store.
+bound to the store's own target in each of its calls (`models.bound_to`), so stores on
+different targets can share a process, and opening another target redirects none of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -31,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 import peewee as pw
 
@@ -49,7 +52,7 @@ from migrator.legacy import (
     LegacyTable,
     row_digest,
 )
-from migrator.models import Checkpoint, McpSession
+from migrator.models import Checkpoint, McpSession, bound_to
 from migrator.relational import BlobKind, write_legacy_rows
 from migrator.store.common import (
     KEPT_CHECKPOINTS,
@@ -76,6 +79,7 @@ from migrator.target import (
 from migrator.wal import wal_checkpointer
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 __all__ = [
     "KEPT_CHECKPOINTS",
@@ -96,6 +100,17 @@ __all__ = [
 
 LegacyWrite = Callable[[DaemonTables], LegacyChange]
 RelationalWrite = Callable[[RelationalTables], LegacyChange]
+
+
+def _on_its_target(method: Callable[..., T]) -> Callable[..., T]:
+    """Run a store method with the models bound to this store's target, whichever thread calls it."""
+
+    @functools.wraps(method)
+    def bound(self: Store, *args: Any, **kwargs: Any) -> T:
+        with bound_to(self.database):
+            return method(self, *args, **kwargs)
+
+    return bound
 
 
 class Store:
@@ -130,6 +145,7 @@ class Store:
 
     # --- writes ---
 
+    @_on_its_target
     def save_checkpoint(self, blob: Blob) -> int:
         data = json.dumps(blob)  # the daemon's encoding: default arguments, keys in the caller's order
         timestamp = timestamp_utc()
@@ -139,6 +155,7 @@ class Store:
         )
         return int(change.key)
 
+    @_on_its_target
     def save_session(self, session_key: str, blob: Blob, last_seen: str | datetime) -> None:
         data = json.dumps(blob)
         seen = last_seen.isoformat() if isinstance(last_seen, datetime) else last_seen  # the daemon's text
@@ -147,6 +164,7 @@ class Store:
             lambda relational: relational.put_session(session_key, data, seen),
         )
 
+    @_on_its_target
     def delete_session(self, session_key: str) -> bool:
         """Remove a session (the daemon's expiry); True when there was one."""
         change = self._write(
@@ -208,6 +226,7 @@ class Store:
 
     # --- reads ---
 
+    @_on_its_target
     def load_checkpoint(self, checkpoint_id: int) -> Blob | None:
         return self._read(
             Read(
@@ -218,6 +237,7 @@ class Store:
             )
         )
 
+    @_on_its_target
     def latest_checkpoint(self) -> Blob | None:
         return self._read(
             Read(
@@ -228,6 +248,7 @@ class Store:
             )
         )
 
+    @_on_its_target
     def get_session(self, session_key: str) -> Blob | None:
         return self._read(
             Read(
@@ -265,20 +286,24 @@ class Store:
 
     # --- the plan's queries, always answered by the relational rows ---
 
+    @_on_its_target
     def sessions_for_agent(self, agent_id: str) -> dict[str, Blob]:
         """session key -> session blob, for every session of this agent."""
         return self._relational.blobs(sessions.KIND, McpSession.agent_id == agent_id)
 
+    @_on_its_target
     def checkpoints_by_reason(self, reason: str) -> dict[int, Blob]:
         """checkpoint id -> checkpoint blob, for every checkpoint with this `reason`."""
         return self._relational.blobs(checkpoints.KIND, Checkpoint.reason == reason)
 
+    @_on_its_target
     def tool_usage(self) -> dict[str, int]:
         """tool name -> how many sessions list it, most used first."""
         return self._relational.tool_usage()
 
     # --- catch-up and the report ---
 
+    @_on_its_target
     def catch_up(self, *, batch_size: int = DEFAULT_BATCH_SIZE) -> BackfillReport:
         """Backfill from the legacy tables while this store's writes wait, then settle repairs."""
         if self._legacy_path is None:
@@ -289,6 +314,7 @@ class Store:
         self.settle_repairs()
         return report
 
+    @_on_its_target
     def settle_repairs(self) -> int:
         """Forget pending repairs whose rows now agree on both sides (after any catch-up, also one
         run by `ksi-migrate migrate`); returns how many settled."""
@@ -381,6 +407,7 @@ def open_store(
     legacy: str | os.PathLike[str] | None = None,
     mode: str | Mode | None = None,
     read_only: bool = False,
+    create: bool = False,
 ) -> Store:
     """Open the store on TARGET (a SQLite file or a database URL).
 
@@ -388,11 +415,13 @@ def open_store(
     beside the relational tables. `mode` defaults to $KSI_STORE_MODE, then `dual_write`.
     `read_only` serves `relational_only` reads from a migrated target without writing anything,
     not even the schema version: the engine itself refuses writes, and so does the store.
+    A SQLite file that does not exist is refused (a typo must not start an empty database)
+    unless `create` asks for a new one.
     """
     chosen = _mode(mode)
     if read_only:
         return _open_read_only(target, chosen)
-    database = open_target(target)
+    database = open_target(target, must_exist=not create)
     try:
         if chosen.writes_relational:
             create_schema(database)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Callable
@@ -85,7 +86,8 @@ class ShadowReads:
             if len(self._in_flight) >= SHADOW_BACKLOG:
                 self._ledger.tally(shadow_skipped=1)
                 return
-            future = self._pool.submit(self._compare, read, legacy_row)
+            # In the caller's context, so the comparison reads the same store's target (models.bound_to).
+            future = self._pool.submit(contextvars.copy_context().run, self._compare, read, legacy_row)
             self._in_flight.add(future)
         future.add_done_callback(self._finished)
 
