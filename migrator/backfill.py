@@ -44,6 +44,7 @@ class TableReport:
     unchanged: int = 0
     deleted: int = 0  # rows gone from the source, removed from the target
     orphans_removed: int = 0  # child rows without their legacy row, removed (recheck)
+    changed_meanwhile: int = 0  # rows a daemon changed or removed during the run: left to it, or the next run
     migrated: int = 0  # rows now held relationally (after the run)
     quarantined: int = 0  # rows now held verbatim in quarantine
     noncanonical: int = 0  # migrated rows whose JSON is not in json.dumps' default format
@@ -103,7 +104,10 @@ def backfill(
     if not replace_all:
         _refuse_disjoint_snapshot(source, kinds, empty, batch_size)
     if not dry_run:
-        save_legacy_schema(database, source.schema())
+        with engines.engine(database).write_transaction():
+            # As the file holds it now when a daemon wrote meanwhile: its dual writes keep the
+            # recorded counter in step, and a catch-up must not move it back to the snapshot's.
+            save_legacy_schema(database, source.schema(now=source.written_since()))
     report = BackfillReport(dry_run=dry_run, recheck=recheck)
     fresh_models = [table.model for kind in kinds if empty[kind.legacy.name] for table in kind.tables]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ksi-hash") as hasher:
@@ -129,7 +133,7 @@ def _backfill_table(
         if run.recheck:
             table_report.orphans_removed = _remove_orphans(database, kind, run)
     for batch in source.batches(table, run.batch_size):
-        _sync_batch(database, kind, batch, table_report, run, assume_new=target_is_empty)
+        _sync_batch(database, source, kind, batch, table_report, run, assume_new=target_is_empty)
         if run.progress:
             run.progress(table.name, len(batch))
     if target_is_empty and run.dry_run:
@@ -208,8 +212,12 @@ def _delete_vanished(source: LegacySource, database: pw.Database, kind: BlobKind
         vanished.extend(rowid for rowid in rowids if rowid not in present)
     if not run.dry_run:
         for start in range(0, len(vanished), run.batch_size):
-            with database.atomic():
-                delete_identities(database, kind, vanished[start : start + run.batch_size])
+            with engines.engine(database).write_transaction():
+                batch = vanished[start : start + run.batch_size]
+                if source.written_since():  # a row a daemon wrote again since the snapshot stays
+                    back = source.rows_now(kind.legacy, batch)
+                    batch = [rowid for rowid in batch if rowid not in back]
+                delete_identities(database, kind, batch)
     return len(vanished)
 
 
@@ -265,6 +273,7 @@ def _changed_rows(
 
 def _sync_batch(
     database: pw.Database,
+    source: LegacySource,
     kind: BlobKind,
     batch: Sequence[LegacyRow],
     report: TableReport,
@@ -274,13 +283,55 @@ def _sync_batch(
 ) -> None:
     changed, held = _changed_rows(database, kind, batch, run, assume_new=assume_new)
     report.unchanged += len(batch) - len(changed)
+    if changed and not run.dry_run:
+        changed = _write_as_read(database, source, kind, changed, report, assume_new=assume_new)
     report.written += len(changed)
     report.rewritten += sum(1 for row, _ in changed if row[ROWID] in held)
-    if changed and not run.dry_run:
-        # Every rowid about to be written is cleared first, not only those with a known digest:
-        # child rows left behind under a new rowid (an orphan) would otherwise collide with its keys.
-        replace = [] if assume_new else [row[ROWID] for row, _ in changed]
-        write_legacy_rows(database, kind, changed, replace=replace)
+
+
+WRITE_ATTEMPTS = 3
+"""A batch whose keys collide with rows a daemon committed meanwhile (a server's unique index
+notices only at commit) is checked and written again, this many times in all."""
+
+
+def _write_as_read(
+    database: pw.Database,
+    source: LegacySource,
+    kind: BlobKind,
+    rows: list[tuple[LegacyRow, str]],
+    report: TableReport,
+    *,
+    assume_new: bool,
+) -> list[tuple[LegacyRow, str]]:
+    """Write the relational rows of these snapshot rows, in one transaction that first makes sure
+    the legacy file still holds each row as the snapshot read it: a row a daemon changed or
+    removed since is never written back over the newer one (its dual write has mirrored it, or
+    the next catch-up will). Returns the rows written."""
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        try:
+            with engines.engine(database).write_transaction():  # SQLite: the write lock first
+                current = _still_as_read(source, kind, rows)
+                # Every rowid about to be written is cleared first, not only those with a known digest:
+                # child rows left behind under a new rowid (an orphan) would otherwise collide with its keys.
+                replace = [] if assume_new else [row[ROWID] for row, _ in current]
+                write_legacy_rows(database, kind, current, replace=replace)
+        except pw.IntegrityError:
+            if attempt == WRITE_ATTEMPTS:
+                raise
+            continue
+        report.changed_meanwhile += len(rows) - len(current)
+        return current
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def _still_as_read(
+    source: LegacySource, kind: BlobKind, rows: list[tuple[LegacyRow, str]]
+) -> list[tuple[LegacyRow, str]]:
+    """The rows the legacy file still holds as the snapshot read them (all, when nobody wrote)."""
+    if not source.written_since():
+        return rows
+    now = source.rows_now(kind.legacy, [row[ROWID] for row, _ in rows])
+    return [(row, digest) for row, digest in rows if row[ROWID] in now and row_digest(now[row[ROWID]][CELLS]) == digest]
 
 
 def _count_totals(kind: BlobKind, report: TableReport) -> None:

@@ -237,9 +237,10 @@ class LegacySource:
             raise SourceNotFound(f"source database not found: {self.path}")
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self._counts: dict[str, int] = {}
-        self.connection = self._connect_read_only()
-        self.connection.text_factory = decode_sqlite_text
+        self.connection, self._live = self._connect_read_only()
         try:
+            # Taken before the snapshot begins: any commit after it changes the number (`written_since`).
+            self._version = self._data_version()
             self.connection.execute("BEGIN")
             kinds = dict(self.connection.execute("SELECT name, type FROM sqlite_master").fetchall())
         except sqlite3.DatabaseError as exc:
@@ -262,7 +263,9 @@ class LegacySource:
                 "them; move them out of the legacy table, or extend the mapping, before migrating"
             )
 
-    def _connect_read_only(self) -> sqlite3.Connection:
+    def _connect_read_only(self) -> tuple[sqlite3.Connection, sqlite3.Connection | None]:
+        """The connection that reads the snapshot, and, where a writer may still change the file
+        (a live daemon's database read in place), a second one that reads it as it is now."""
         # mode=ro never writes the database or its WAL. But SQLite creates a WAL database's -wal and
         # -shm beside it when they are missing, as in a copied snapshot, and cannot read it at all
         # where it cannot create them (read-only media, a read-only folder).
@@ -278,7 +281,29 @@ class LegacySource:
             copy_file(self.path, location)
             copy_file(sidecar(self.path, "wal"), sidecar(location, "wal"))
         uri = f"file:{quote(str(location.resolve()))}?{parameters}"
-        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+
+        def connect() -> sqlite3.Connection:
+            connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            connection.text_factory = decode_sqlite_text
+            return connection
+
+        live = parameters == "mode=ro" and self._scratch is None
+        return connect(), (connect() if live else None)
+
+    def _data_version(self) -> int | None:
+        return self._live.execute("PRAGMA data_version").fetchone()[0] if self._live is not None else None
+
+    def written_since(self) -> bool:
+        """Whether another connection (a daemon) committed to the file since the snapshot began."""
+        return self._live is not None and self._data_version() != self._version
+
+    def rows_now(self, table: LegacyTable, rowids: Sequence[int]) -> dict[int, LegacyRow]:
+        """The rows with these rowids as the file holds them now, outside the snapshot."""
+        reader = self._live or self.connection
+        columns = ", ".join(f'"{c}"' for c in table.columns)
+        marks = ", ".join("?" * len(rowids))
+        query = f'SELECT rowid, {columns} FROM "{table.name}" WHERE rowid IN ({marks})'
+        return {row[ROWID]: row for row in reader.execute(query, list(rowids))}
 
     def _inspect(self, table: LegacyTable, kinds: dict[str, str]) -> list[str]:
         """Refuse a table the mapping cannot carry exactly; return its columns the mapping does not read."""
@@ -356,11 +381,16 @@ class LegacySource:
         query = f'SELECT rowid FROM "{table.name}" WHERE rowid IN ({marks})'
         return {rowid for (rowid,) in self.connection.execute(query, list(rowids))}
 
-    def schema(self) -> LegacySchema:
-        return read_legacy_schema(self.connection.execute, [table.name for table in self.tables])
+    def schema(self, *, now: bool = False) -> LegacySchema:
+        """The legacy tables' DDL, counters and encoding in the snapshot, or as the file holds them
+        `now` (a daemon writing meanwhile moves the AUTOINCREMENT counter on)."""
+        reader = self._live if now and self._live is not None else self.connection
+        return read_legacy_schema(reader.execute, [table.name for table in self.tables])
 
     def close(self) -> None:
         self.connection.close()
+        if self._live is not None:
+            self._live.close()
         if self._scratch is not None:
             self._scratch.cleanup()
             self._scratch = None

@@ -258,11 +258,13 @@ def test_a_load_that_fails_half_way_still_builds_every_index(
     built_during_load: list[set[str]] = []
     sync = backfill_module._sync_batch
 
-    def failing_second_batch(database: Any, kind: Any, batch: Any, report: Any, run: Any, *, assume_new: bool) -> None:
+    def failing_second_batch(
+        database: Any, source: Any, kind: Any, batch: Any, report: Any, run: Any, *, assume_new: bool
+    ) -> None:
         built_during_load.append(index_names(tmp_path / "t.db"))
         if len(built_during_load) == 2:
             raise RuntimeError("the machine went away")
-        sync(database, kind, batch, report, run, assume_new=assume_new)
+        sync(database, source, kind, batch, report, run, assume_new=assume_new)
 
     monkeypatch.setattr(backfill_module, "_sync_batch", failing_second_batch)
     with pytest.raises(RuntimeError, match="went away"):

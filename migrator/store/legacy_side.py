@@ -136,6 +136,9 @@ def stored_form(table: LegacyTable, row: LegacyRow) -> LegacyRow:
         return _typed_row(scratch.execute(_typed_select(table)).fetchone())
 
 
+LEGACY_PRAGMAS = {"journal_mode": "wal", "synchronous": "normal"}
+
+
 def open_legacy_side(
     target: str | os.PathLike[str], legacy: str | os.PathLike[str] | None, database: pw.Database
 ) -> tuple[DaemonTables, Path]:
@@ -146,7 +149,10 @@ def open_legacy_side(
     if not is_url(str(target)) and path.resolve() == Path(target).resolve():
         tables = DaemonTables(database)  # one file: both sides commit together
     elif path.is_file():
-        tables = DaemonTables(pw.SqliteDatabase(path))
+        # WAL, so that a reader (`verify`, `archive`, a catch-up, the gate) never holds the daemon's
+        # writes out: in rollback-journal mode a long read makes every save wait, then fail with
+        # "database is locked". The mode is kept by the file, as it is for the target.
+        tables = DaemonTables(pw.SqliteDatabase(path, pragmas=LEGACY_PRAGMAS))
     else:
         raise SourceNotFound(f"legacy database not found: {path}")
     missing = tables.missing()
