@@ -13,6 +13,7 @@ is refused before anything is written, unless `replace_all` says that is intende
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,12 +28,15 @@ from migrator.codec import key_digest, stored_key
 from migrator.compare import compare_rows
 from migrator.ddl import refuse_unrestorable_schema
 from migrator.errors import SnapshotMismatch
+from migrator.failures import connection_lost
 from migrator.kinds import KINDS
 from migrator.legacy import CELLS, ROWID, LegacyRow, LegacySource, row_digest, snapshot_hashes
 from migrator.models import McpSession, Quarantine
 from migrator.relational import BlobKind, delete_identities, delete_orphans, orphans, write_legacy_rows
 from migrator.status import record_last_migrate
 from migrator.target import create_schema, save_legacy_schema, schema_version
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,6 +60,7 @@ class BackfillReport:
     seconds: float = 0.0
     dry_run: bool = False
     recheck: bool = False
+    attempts: int = 1  # more than 1 when a dropped server connection made the run start over
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +68,7 @@ class BackfillReport:
             "seconds": round(self.seconds, 3),
             "dry_run": self.dry_run,
             "recheck": self.recheck,
+            "attempts": self.attempts,
         }
 
 
@@ -91,9 +97,43 @@ def backfill(
     `dry_run` plans the same run and writes nothing, not even the schema. `recheck` compares
     every target row with the mapping of its source row and rewrites what differs. `replace_all`
     allows a catch-up from a snapshot that shares no row with the target.
+
+    A server connection that drops (a restart, a network blip) is opened again and the run
+    starts over, after a pause that grows each time (`RETRY_PAUSES`): every run is a catch-up,
+    so what the first attempt committed is kept and found unchanged, and the result is exact.
     """
-    started = time.perf_counter()
     run = Run(batch_size, progress, recheck, dry_run)
+    for attempt, pause in enumerate((*RETRY_PAUSES, None), start=1):
+        try:
+            report = _backfill_once(source, database, run, replace_all)
+        except Exception as exc:
+            if pause is None or not connection_lost(exc):
+                raise
+            logger.warning("the target's connection dropped (%s); attempt %d again in %.1f s", exc, attempt, pause)
+            time.sleep(pause)
+            _reconnect(database)
+            continue
+        report.attempts = attempt
+        return report
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+RETRY_PAUSES = (1.0, 2.0, 4.0, 8.0)
+"""Seconds to wait before each new attempt after a dropped server connection (then it fails)."""
+
+
+def _reconnect(database: pw.Database) -> None:
+    """A fresh connection in place of one the server dropped (it cannot even roll back)."""
+    try:
+        database.close()
+    except Exception:  # noqa: BLE001 - a dead connection, or a transaction left open on it
+        database._state.reset()  # peewee's own way to forget a connection
+    database.connect(reuse_if_open=True)
+
+
+def _backfill_once(source: LegacySource, database: pw.Database, run: Run, replace_all: bool) -> BackfillReport:
+    started = time.perf_counter()
+    batch_size, dry_run, recheck = run.batch_size, run.dry_run, run.recheck
     refuse_unrestorable_schema(source, "migrate")  # now, not at the rollback that needs it
     has_schema = schema_version(database) is not None
     if not dry_run:

@@ -1,8 +1,10 @@
 """`ksi-migrate`: each command opens what it needs, calls one library function, and reports.
 
-Domain errors (`MigratorError`) become one line on stderr and exit status 2; `-v` shows the
-traceback as well. `verify` exits 1 when rows differ, so scripts can tell "not equal" from "could
-not run". Whatever is printed shows database URLs with their passwords masked, and whatever a
+Exit status: 0 success, 1 differences found (`verify`, a `cleanup` plan that refuses), 2 a usage
+or operational error (a domain error, a full disk, a missing folder, a server gone, a lock that
+did not clear: one line on stderr saying what happened and what to do; `migrator.failures`), 3 an
+internal error, a bug of this tool (its traceback, then one line). `-v` shows the traceback of
+every error. Whatever is printed shows database URLs with their passwords masked, and whatever a
 command creates is its owner's alone (umask 077; `migrator.private`).
 """
 
@@ -24,15 +26,16 @@ from migrator.backfill import BackfillReport, backfill
 from migrator.batching import DEFAULT_BATCH_SIZE
 from migrator.cleanup import CleanupPlan, cleanup
 from migrator.errors import MigratorError
+from migrator.failures import explain
 from migrator.legacy import LegacySource, UnmappedColumns
 from migrator.private import private_umask, write_new_text
 from migrator.redaction import mask_secrets, mask_url, secrets_of
 from migrator.rollback import export, restore
 from migrator.status import Status, target_status
-from migrator.target import planning_database, target_database
+from migrator.target import in_wal_mode_if_one_file, planning_database, target_database
 from migrator.verify import VerifyReport, verify
 
-EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
+EXIT_OK, EXIT_MISMATCH, EXIT_ERROR, EXIT_INTERNAL = 0, 1, 2, 3
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -123,6 +126,8 @@ def cmd_fabricate(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    if not args.dry_run:
+        in_wal_mode_if_one_file(args.source, args.target)
     opened = planning_database(args.target) if args.dry_run else target_database(args.target)
     with LegacySource(args.source) as source, opened as database:
         with progress_bar(_source_total(source), "migrate") as advance:
@@ -140,6 +145,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    in_wal_mode_if_one_file(args.source, args.target)
     source_opened = LegacySource(args.source, unmapped=UnmappedColumns.REPORT)
     with source_opened as source, target_database(args.target, must_exist=True) as database:
         with progress_bar(_source_total(source), "verify") as advance:
@@ -398,17 +404,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BrokenPipeError:  # `ksi-migrate verify ... | head` is not an error
             sys.stderr.close()
             return EXIT_OK
-        except (MigratorError, OSError) as exc:  # OSError: the system's answer (no such folder, a full disk)
-            if args.verbose:
-                print(mask_secrets(traceback.format_exc(), secrets), end="", file=sys.stderr)
-            print(f"ksi-migrate: error: {mask_secrets(str(exc), secrets)}", file=sys.stderr)
-            return exc.exit_code if isinstance(exc, MigratorError) else EXIT_ERROR
+        except MigratorError as exc:
+            return _report(args, exc, str(exc), exc.exit_code, secrets)
         except KeyboardInterrupt:
             print("ksi-migrate: interrupted", file=sys.stderr)
             return 130
-        except Exception:  # noqa: BLE001 - a bug or a driver's own error: its traceback, masked, exit 2
+        except Exception as exc:  # noqa: BLE001 - sorted below: the system's failure, or a bug of ours
+            explained = explain(exc)
+            if explained is not None:
+                return _report(args, exc, explained, EXIT_ERROR, secrets)
             print(mask_secrets(traceback.format_exc(), secrets), end="", file=sys.stderr)
-            return EXIT_ERROR
+            print(f"ksi-migrate: internal error: {mask_secrets(_one_line(exc), secrets)}", file=sys.stderr)
+            return EXIT_INTERNAL
+
+
+def _report(args: argparse.Namespace, exc: BaseException, message: str, status: int, secrets: list[str]) -> int:
+    """One line on stderr (and the traceback before it with -v), passwords masked."""
+    if args.verbose:
+        print(mask_secrets("".join(traceback.format_exception(exc)), secrets), end="", file=sys.stderr)
+    print(f"ksi-migrate: error: {mask_secrets(message, secrets)}", file=sys.stderr)
+    return status
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def run() -> None:

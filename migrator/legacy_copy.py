@@ -37,6 +37,9 @@ def default_schema(tables: Iterable[LegacyTable]) -> LegacySchema:
     return LegacySchema([t.ddl for t in chosen], {}, "UTF-8", [t.name for t in chosen])
 
 
+SIDECARS = ("journal", "wal", "shm")
+
+
 class LegacyWriter:
     """Writes a new SQLite file with the legacy tables' own DDL and rows rebuilt exactly."""
 
@@ -94,8 +97,10 @@ class LegacyWriter:
         return self.out
 
     def abort(self) -> None:
+        """Leave nothing behind: the partial file, and any journal SQLite kept beside it."""
         self.connection.close()
-        self.partial.unlink(missing_ok=True)
+        for leftover in (self.partial, *(self.partial.with_name(f"{self.partial.name}-{kind}") for kind in SIDECARS)):
+            leftover.unlink(missing_ok=True)
 
 
 def compare_legacy_files(expected: Path, actual: Path, tables: Sequence[str]) -> list[str]:

@@ -84,6 +84,19 @@ def target_database(
         database.close()
 
 
+def in_wal_mode_if_one_file(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """When the target is the source file itself (the one-file layout), put that file in WAL mode
+    before the source is read: in rollback-journal mode the source's long read would hold every
+    write of the same run out ("database is locked"). The file is the target, and written anyway;
+    the mode stays with it, as `open_store` would set it."""
+    text = str(target)
+    if is_url(text) or not Path(text).is_file() or Path(text).resolve() != Path(source).resolve():
+        return
+    database = pw.SqliteDatabase(text, pragmas=engines.SQLITE_PRAGMAS)
+    database.connect()
+    database.close()
+
+
 @contextmanager
 def planning_database(target: str | os.PathLike[str]) -> Iterator[pw.Database]:
     """The target for a dry run, opened so that nothing can be written: read-only when it exists,

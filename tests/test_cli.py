@@ -100,7 +100,7 @@ def test_verify_fails_and_names_the_tampered_row(
         (["restore", "--target", "{snapshot}", "--out", "{tmp}/r.db"], "holds no migrated data"),
         (["fabricate", "{snapshot}", "--sessions", "1"], "refusing to overwrite"),
         (["migrate", "--source", "{notsqlite}", "--target", "{target}"], "not a readable SQLite database"),
-        (["fabricate", "{tmp}/no/such/dir/x.db", "--sessions", "1"], "No such file or directory"),
+        (["fabricate", "{tmp}/no/such/dir/x.db", "--sessions", "1"], "no such file or folder"),
     ],
 )
 def test_errors_are_one_line_without_traceback(

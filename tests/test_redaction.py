@@ -116,16 +116,18 @@ def test_no_failing_command_shows_the_password(
     assert all(PASSWORD.encode() not in path.read_bytes() for path in files)
 
 
-def test_an_unexpected_error_shows_a_masked_traceback_and_exits_2(
+def test_an_unexpected_error_shows_a_masked_traceback_and_exits_3(
     snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError(f"driver said: host=h password={PASSWORD} port=5432")
 
     monkeypatch.setattr("migrator.cli.backfill", broken)
-    assert main(["migrate", "--source", str(snapshot), "--target", str(tmp_path / "t.db")]) == 2
+    assert main(["migrate", "--source", str(snapshot), "--target", str(tmp_path / "t.db")]) == 3  # a bug of ours
     err = capsys.readouterr().err
     assert "Traceback" in err and "RuntimeError: driver said: host=h password=*** port=5432" in err
+    internal = "ksi-migrate: internal error: RuntimeError: driver said: host=h password=*** port=5432"
+    assert err.splitlines()[-1] == internal
     assert PASSWORD not in err
 
 
