@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -56,8 +56,18 @@ class LiveResult:
     def summary(self) -> dict[str, Any]:
         ordered = sorted(self.save_ms)
         p99 = ordered[max(0, int(len(ordered) * 0.99) - 1)] if ordered else None
-        figures = {k: v for k, v in asdict(self).items() if k != "save_ms"}
-        return {**figures, "ok": self.ok, "save_p99_ms": p99, "saves": len(ordered)}
+        figures = {name: getattr(self, name) for name in ("layout", "seconds", "catch_ups", "pending_repairs")}
+        return {
+            **figures,
+            "writes": dict(self.writes),  # a Counter through asdict() would count its items instead
+            "writer_errors": self.writer_errors,
+            "failed_catch_ups": self.failed_catch_ups,
+            "verify_problems": self.verify_problems,
+            "ok": self.ok,
+            "save_p50_ms": ordered[len(ordered) // 2] if ordered else None,
+            "save_p99_ms": p99,
+            "saves": len(ordered),
+        }
 
 
 def run_writers(store: Store, stop: threading.Event, result: LiveResult, seed: int) -> None:
@@ -109,10 +119,44 @@ def run_catch_ups(legacy: Path, target: str, stop: threading.Event, result: Live
             result.failed_catch_ups.append(f"exit {done.returncode}: {done.stderr.strip()[-500:]}")
 
 
-def exercise(layout: str, folder: Path, seconds: float, target: str | None = None, seed: int = 0) -> LiveResult:
+def run_readers(legacy: Path, target: str, stop: threading.Event, result: LiveResult) -> None:
+    """`verify` and `archive` of the legacy file in other processes, one after the other, until
+    told to stop: long reads that must never hold the daemon's writes out."""
+    archives = 0
+    while not stop.is_set():
+        for argv in (
+            ["verify", "--source", str(legacy), "--target", target],
+            ["archive", "--source", str(legacy), "--out", f"{target}.archive-{archives}"],
+        ):
+            done = subprocess.run(
+                [sys.executable, "-m", "migrator", *argv], capture_output=True, text=True, check=False
+            )
+            result.catch_ups += 1
+            if done.returncode not in (0, 1):  # verify finds rows the writers changed since: that is 1, not a failure
+                result.failed_catch_ups.append(f"{argv[0]}: exit {done.returncode}: {done.stderr.strip()[-500:]}")
+        archives += 1
+
+
+def exercise(
+    layout: str,
+    folder: Path,
+    seconds: float,
+    target: str | None = None,
+    seed: int = 0,
+    *,
+    readers: bool = False,
+    sessions: int = 0,
+    alone: bool = False,
+) -> LiveResult:
     """Writers and catch-ups together for `seconds`, then the checks. `target` is the server's
-    URL for the server layouts (an empty namespace)."""
+    URL for the server layouts (an empty namespace). With `readers`, `verify` and `archive` read
+    the legacy file instead of catch-ups running, over a legacy file of `sessions` fabricated
+    sessions (migrated first). `alone`: the writers only, for the figures to compare with."""
     legacy = folder / "ksi.db"
+    if sessions:
+        from migrator.fabricate import fabricate_snapshot
+
+        fabricate_snapshot(legacy, checkpoints=5, sessions=sessions, seed=seed)
     if layout == "one-file":
         target = str(legacy)
         store = open_store(legacy, mode="dual_write", create=True)
@@ -120,10 +164,15 @@ def exercise(layout: str, folder: Path, seconds: float, target: str | None = Non
         target = target or str(folder / "relational.db")
         with open_store(legacy, mode="legacy", create=True):
             pass  # the daemon's own file, with its tables, as it exists before any migration
+        if sessions:
+            subprocess.run(
+                [sys.executable, "-m", "migrator", "migrate", "--source", str(legacy), "--target", target], check=True
+            )
         store = open_store(target, legacy=legacy, mode="dual_write", create=True)
     result = LiveResult(layout, seconds)
     stop = threading.Event()
-    catching_up = threading.Thread(target=run_catch_ups, args=(legacy, target, stop, result))
+    alongside = (lambda *_: None) if alone else run_readers if readers else run_catch_ups
+    catching_up = threading.Thread(target=alongside, args=(legacy, target, stop, result))
     try:
         catching_up.start()
         timer = threading.Timer(seconds, stop.set)
@@ -134,9 +183,10 @@ def exercise(layout: str, folder: Path, seconds: float, target: str | None = Non
     finally:
         stop.set()
         store.close()
-    with LegacySource(legacy) as source, target_database(target, must_exist=True) as database:
-        report = verify(source, database)
-    result.verify_problems = [str(mismatch) for mismatch in report.mismatches]
+    if not readers:  # readers leave catching up to the writers' own dual writes
+        with LegacySource(legacy) as source, target_database(target, must_exist=True) as database:
+            report = verify(source, database)
+        result.verify_problems = [str(mismatch) for mismatch in report.mismatches]
     return result
 
 
@@ -147,11 +197,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layout", choices=LAYOUTS, default="two-files")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--target", help="the server URL (an empty database or schema) for a server layout")
+    parser.add_argument("--readers", action="store_true", help="run verify and archive beside the writers, not migrate")
+    parser.add_argument("--sessions", type=int, default=0, help="fabricate and migrate this many sessions first")
+    parser.add_argument("--alone", action="store_true", help="the writers only: the figures to compare with")
     args = parser.parse_args(argv)
     if args.layout in ("postgresql", "mysql") and not args.target:
         parser.error(f"--layout {args.layout} needs --target URL")
     with tempfile.TemporaryDirectory(prefix="ksi-live-") as folder:
-        result = exercise(args.layout, Path(folder), args.seconds, args.target)
+        result = exercise(
+            args.layout,
+            Path(folder),
+            args.seconds,
+            args.target,
+            readers=args.readers,
+            sessions=args.sessions,
+            alone=args.alone,
+        )
     print(json.dumps(result.summary(), indent=2, default=str))
     return 0 if result.ok else 1
 
