@@ -85,6 +85,10 @@ class SnapshotMismatch(MigratorError):
     """A catch-up from a snapshot that shares no row with the target, which would replace it all."""
 
 
+class InvalidCutoff(MigratorError, ValueError):
+    """A cutoff for `last_seen` that names no time, so the relational rows cannot be compared with it."""
+
+
 class DuplicateKeys(MigratorError):
     """Rows that must have distinct keys share one, so a unique index cannot be built."""
 

@@ -310,7 +310,7 @@ def test_one_file_commits_both_sides_in_one_transaction(
             seen_by_another_connection.append(other.execute("SELECT count(*) FROM checkpoints").fetchone()[0])
         return original(database, kind, rows, **kwargs)
 
-    monkeypatch.setattr("migrator.store.write_legacy_rows", write_legacy_rows)
+    monkeypatch.setattr("migrator.store.core.write_legacy_rows", write_legacy_rows)
     store.save_checkpoint(CHECKPOINT)
     store.save_checkpoint(CHECKPOINT)
     assert seen_by_another_connection == [0, 1]  # each legacy row still uncommitted during its relational write
@@ -348,7 +348,7 @@ def run_daemon_script(store: Store) -> None:
 def test_relational_only_holds_exactly_what_the_legacy_tables_would_hold(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("migrator.store.timestamp_utc", lambda: "2025-06-20T23:17:27.832348Z")
+    monkeypatch.setattr("migrator.store.core.timestamp_utc", lambda: "2025-06-20T23:17:27.832348Z")
     with open_store(tmp_path / "daemon.db", mode="legacy", create=True) as daemon:
         run_daemon_script(daemon)
     with open_store(tmp_path / "relational.db", mode="relational_only", create=True) as store:

@@ -8,10 +8,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from migrator import sessions
+from migrator.codec import LegacyCell
 from migrator.errors import (
     UnreadableRecord,
 )
 from migrator.legacy import (
+    MCP_SESSIONS,
     ROWID,
     LegacyRow,
 )
@@ -77,3 +80,17 @@ class LegacyChange:
     @property
     def rowids(self) -> tuple[int, ...]:
         return (*self.removed, *((self.row[ROWID],) if self.row is not None else ()))
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A session as the daemon reads it back: its key, its blob, and `last_seen` as stored."""
+
+    key: str
+    blob: Blob
+    last_seen: LegacyCell
+
+
+def session_record(row: LegacyRow) -> SessionRecord:
+    """The record of a legacy `mcp_sessions` row; raises `UnreadableRecord` when its data is not a JSON object."""
+    return SessionRecord(row[MCP_SESSIONS.at.session_key], blob_of(sessions.KIND, row), row[MCP_SESSIONS.at.last_seen])

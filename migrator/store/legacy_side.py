@@ -104,6 +104,42 @@ class DaemonTables:
         self.database.execute_sql("DELETE FROM mcp_sessions WHERE session_key = ?", (session_key,))
         return LegacyChange(sessions.KIND, session_key, None, removed)
 
+    def update_checkpoint(self, checkpoint_id: int | None, data: str) -> LegacyChange | None:
+        """The daemon's in-place update: `UPDATE checkpoints SET checkpoint_data = ? WHERE id = ?`;
+        the `timestamp` column keeps the time of the save. None when there is no such checkpoint."""
+        if checkpoint_id is None:
+            return None
+        cursor = self.database.execute_sql(
+            "UPDATE checkpoints SET checkpoint_data = ? WHERE id = ?", (data, checkpoint_id)
+        )
+        if not cursor.rowcount:
+            return None
+        row = self.row(CHECKPOINTS, checkpoint_id)
+        return LegacyChange(checkpoints.KIND, str(checkpoint_id), row, (checkpoint_id,))
+
+    def latest_checkpoint_id(self) -> int | None:
+        """The daemon's `SELECT id FROM checkpoints ORDER BY id DESC LIMIT 1`."""
+        found = self.database.execute_sql("SELECT id FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+        return found[0] if found else None
+
+    def checkpoint_list(self) -> list[tuple[int, LegacyCell]]:
+        """(id, timestamp) of every checkpoint, newest first, each cell as stored."""
+        cursor = self.database.execute_sql(f"{_typed_select(CHECKPOINTS)} ORDER BY id DESC")
+        return [(row[CHECKPOINTS.at.id], row[CHECKPOINTS.at.timestamp]) for row in map(_typed_row, cursor.fetchall())]
+
+    def sessions_seen_after(self, cutoff: str) -> list[LegacyRow]:
+        """The daemon's start-up load: `WHERE last_seen > ?`, SQLite's own comparison of the cells."""
+        cursor = self.database.execute_sql(
+            f"{_typed_select(MCP_SESSIONS)} WHERE last_seen > ? ORDER BY rowid", (cutoff,)
+        )
+        return [_typed_row(raw) for raw in cursor.fetchall()]
+
+    def expire_sessions(self, cutoff: str) -> LegacyChange:
+        """The daemon's expiry: `DELETE FROM mcp_sessions WHERE last_seen < ?`."""
+        removed = self._rowids("SELECT rowid FROM mcp_sessions WHERE last_seen < ?", (cutoff,))
+        self.database.execute_sql("DELETE FROM mcp_sessions WHERE last_seen < ?", (cutoff,))
+        return LegacyChange(sessions.KIND, f"sessions seen before {cutoff}", None, removed)
+
     def row(self, table: LegacyTable, rowid: int) -> LegacyRow | None:
         return self._first(table, "rowid = ?", (rowid,))
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import peewee as pw
 
 from migrator import checkpoints, engines, sessions
-from migrator.codec import LegacyCell, stored_key
-from migrator.errors import (
-    RebuildError,
-)
+from migrator.codec import LegacyCell, decode_cell, parse_timestamp, stored_key
+from migrator.errors import InvalidCutoff, RebuildError
 from migrator.legacy import CHECKPOINTS, LEGACY_TABLES, MCP_SESSIONS, ROWID, LegacyRow, LegacyTable
 from migrator.legacy_copy import default_schema
 from migrator.models import Checkpoint, McpSession, McpSessionTool, Quarantine
@@ -109,7 +108,52 @@ class RelationalTables:
         relational = [rowid for (rowid,) in query.tuples()]
         return (*relational, *(row[ROWID] for row in self._quarantined_sessions(session_key)))
 
+    def checkpoint_list(self) -> list[tuple[int, LegacyCell]]:
+        """(id, timestamp) of every checkpoint, newest first, the timestamp as the legacy cell."""
+        with self.database.atomic():
+            relational = Checkpoint.select(Checkpoint.id, Checkpoint.legacy_timestamp_type, Checkpoint.legacy_timestamp)
+            listed = [(rowid, decode_cell(tag, text)) for rowid, tag, text in relational.tuples()]
+            for record in self._quarantined(CHECKPOINTS):
+                row = unquarantine_row(record.source_rowid, record.cells)
+                listed.append((record.source_rowid, row[CHECKPOINTS.at.timestamp]))
+        return sorted(listed, key=lambda entry: entry[0], reverse=True)
+
+    def sessions_seen_after(self, cutoff: str) -> list[LegacyRow]:
+        """Sessions whose `last_seen` names a time after the cutoff's, through the index on the
+        parsed copy (see `seen_cutoff`); in rowid order, as the daemon's SQL reads them."""
+        moment = seen_cutoff(cutoff)
+        with self.database.atomic():
+            ids = [rowid for (rowid,) in McpSession.select(McpSession.id).where(McpSession.last_seen > moment).tuples()]
+            rows = [sessions.KIND.from_rows(self._bundle(sessions.KIND, rowid)) for rowid in ids]
+            rows += [row for row in self._quarantined_rows(MCP_SESSIONS) if _seen(row, moment, after=True)]
+        return sorted(rows, key=lambda row: row[ROWID])
+
+    def expired_rowids(self, cutoff: str) -> tuple[int, ...]:
+        moment = seen_cutoff(cutoff)
+        ids = [rowid for (rowid,) in McpSession.select(McpSession.id).where(McpSession.last_seen < moment).tuples()]
+        ids += [row[ROWID] for row in self._quarantined_rows(MCP_SESSIONS) if _seen(row, moment, after=False)]
+        return tuple(sorted(ids))
+
+    def _quarantined_rows(self, table: LegacyTable) -> Iterator[LegacyRow]:
+        for record in self._quarantined(table):
+            yield unquarantine_row(record.source_rowid, record.cells)
+
     # changes the legacy table would make, for `relational_only`
+
+    def update_checkpoint(self, checkpoint_id: int | None, data: str) -> LegacyChange | None:
+        current = self.checkpoint(checkpoint_id) if checkpoint_id is not None else None
+        if current is None:
+            return None
+        timestamp = current[CHECKPOINTS.at.timestamp]  # an update keeps the time of the save
+        built = CHECKPOINTS.build(rowid=checkpoint_id, id=checkpoint_id, timestamp=timestamp, checkpoint_data=data)
+        return LegacyChange(checkpoints.KIND, str(checkpoint_id), stored_form(CHECKPOINTS, built), (checkpoint_id,))
+
+    def latest_checkpoint_id(self) -> int | None:
+        ids = self.checkpoint_ids()
+        return ids[-1] if ids else None
+
+    def expire_sessions(self, cutoff: str) -> LegacyChange:
+        return LegacyChange(sessions.KIND, f"sessions seen before {cutoff}", None, self.expired_rowids(cutoff))
 
     def insert_checkpoint(self, timestamp: str, data: str) -> LegacyChange:
         checkpoint_id = self._allocate_checkpoint_id()
@@ -160,3 +204,19 @@ class RelationalTables:
             row = unquarantine_row(record.source_rowid, record.cells)
             if MCP_SESSIONS.key_of(row) == session_key:  # a BLOB key never equals text in Python either
                 yield row
+
+
+def seen_cutoff(cutoff: str) -> datetime:
+    """A cutoff as the relational side compares it: the time it names (UTC when it has an offset,
+    as written when naive), which is how the parsed `last_seen` copies were made."""
+    moment = parse_timestamp(cutoff)
+    if moment is None:
+        raise InvalidCutoff(f"cutoff {cutoff!r} is not an ISO 8601 time (the daemon passes datetime.isoformat())")
+    return moment
+
+
+def _seen(row: LegacyRow, moment: datetime, *, after: bool) -> bool:
+    """A quarantined session's `last_seen` against a cutoff, as its parsed copy would compare."""
+    cell = row[MCP_SESSIONS.at.last_seen]
+    seen = parse_timestamp(cell) if isinstance(cell, str) else None
+    return seen is not None and (seen > moment if after else seen < moment)

@@ -43,6 +43,7 @@ class StoreReport:
     shadow_errors: int = 0  # the relational path raised; swallowed, the caller got the JSON
     shadow_skipped: int = 0  # not compared, because the comparison backlog was full
     fallbacks: int = 0  # `relational` reads the JSON answered, the relational side lacking the key
+    unreadable_skipped: int = 0  # rows left out of a session listing, their data not a JSON object
     repaired: int = 0  # pending repairs found settled by a catch-up
     pending_repairs: list[PendingRepair] = field(default_factory=list)
     mismatches: list[ShadowMismatch] = field(default_factory=list)

@@ -7,15 +7,12 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Any
 
 from migrator.equivalence import json_differences
-from migrator.legacy import (
-    LegacyRow,
-)
 from migrator.relational import BlobKind
 from migrator.store.common import (
-    Blob,
     maybe_blob,
 )
 from migrator.store.report import Ledger, ShadowMismatch
@@ -30,30 +27,48 @@ SHADOW_BACKLOG = 1000  # comparisons waiting beyond this are skipped (and counte
 
 @dataclass(frozen=True)
 class Read:
-    """One read as each side would serve it; both callables return the legacy row or None."""
+    """One read as each side would serve it. Both callables return what their side read (a legacy
+    row or None, by default); `present` turns that into what the caller is handed (by default
+    the row's blob, `json.loads` of it). A `listing` is complete as the relational side gives it:
+    an empty answer is an answer, not a key the relational rows lack."""
 
     kind: BlobKind
     key: str
-    legacy: Callable[[], LegacyRow | None]
-    relational: Callable[[], LegacyRow | None]
+    legacy: Callable[[], Any]
+    relational: Callable[[], Any]
+    present: Callable[[Any], Any] | None = None
+    listing: bool = False
+
+    def view(self, raw: Any) -> Any:
+        return self.present(raw) if self.present is not None else maybe_blob(self.kind, raw)
 
 
 @dataclass(frozen=True)
 class Observation:
-    value: Blob | None = None
+    value: Any = None
     error: Exception | None = None
 
 
-def observe(kind: BlobKind, read_row: Callable[[], LegacyRow | None]) -> Observation:
+def observe(read: Read, fetch: Callable[[], Any]) -> Observation:
     try:
-        return Observation(value=maybe_blob(kind, read_row()))
+        return Observation(value=read.view(fetch()))
     except Exception as exc:  # noqa: BLE001 - in an experiment, an exception is a result to compare
         return Observation(error=exc)
 
 
+def comparable(value: Any) -> Any:
+    """A presented value as JSON-like lists and objects, so `json_differences` compares it exactly."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return [comparable(getattr(value, f.name)) for f in fields(value)]
+    if isinstance(value, list | tuple):
+        return [comparable(item) for item in value]
+    return value
+
+
 def observation_differences(control: Observation, candidate: Observation) -> list[str]:
     if control.error is None and candidate.error is None:
-        return [str(difference) for difference in json_differences(control.value, candidate.value)]
+        found = json_differences(comparable(control.value), comparable(candidate.value))
+        return [str(difference) for difference in found]
     if type(control.error) is type(candidate.error) and str(control.error) == str(candidate.error):
         return []
     return [f"legacy {_outcome(control)} != relational {_outcome(candidate)}"]
@@ -76,12 +91,12 @@ class ShadowReads:
         self._in_flight: set[Future[None]] = set()
         self._lock = threading.Lock()
 
-    def run(self, read: Read) -> Blob | None:
+    def run(self, read: Read) -> Any:
         row = read.legacy()
         self._submit(read, row)
-        return maybe_blob(read.kind, row)
+        return read.view(row)
 
-    def _submit(self, read: Read, legacy_row: LegacyRow | None) -> None:
+    def _submit(self, read: Read, legacy_row: Any) -> None:
         with self._lock:
             if len(self._in_flight) >= SHADOW_BACKLOG:
                 self._ledger.tally(shadow_skipped=1)
@@ -95,11 +110,11 @@ class ShadowReads:
         with self._lock:
             self._in_flight.discard(future)
 
-    def _compare(self, read: Read, legacy_row: LegacyRow | None) -> None:
+    def _compare(self, read: Read, legacy_row: Any) -> None:
         # The control is parsed again from the row, so a caller changing the dict it was handed
         # cannot make a difference appear.
-        control = observe(read.kind, lambda: legacy_row)
-        candidate = observe(read.kind, read.relational)
+        control = observe(read, lambda: legacy_row)
+        candidate = observe(read, read.relational)
         if candidate.error is not None and control.error is None:
             self._ledger.tally(shadow_errors=1)
             table = read.kind.legacy.name
@@ -113,8 +128,8 @@ class ShadowReads:
         # A write may have changed the row between the two reads. Reading both sides again while
         # no write of this store can run tells such a race from a real divergence.
         with self._write_lock:
-            control = observe(read.kind, read.legacy)
-            candidate = observe(read.kind, read.relational)
+            control = observe(read, read.legacy)
+            candidate = observe(read, read.relational)
         differences = observation_differences(control, candidate)
         if differences:
             self._ledger.record_mismatch(ShadowMismatch(read.kind.legacy.name, read.key, differences))
