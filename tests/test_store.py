@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from migrator import open_store, relational, wal
+from migrator.backfill import backfill
 from migrator.equivalence import json_differences
 from migrator.errors import LegacyUnavailable, SourceNotFound, TargetUnreachable, UnknownMode, UnreadableRecord
 from migrator.fakes import fake_checkpoint_blob, fake_session_blob, make_faker
@@ -545,3 +546,84 @@ def test_a_background_thread_checkpoints_the_wal_so_that_saves_do_not(tmp_path: 
     finally:
         store.close()
     assert [t.name for t in threading.enumerate() if t.name.startswith("ksi-wal-checkpoint")] == []
+
+
+# --- every flow the daemon runs, in every mode ------------------------------------------------
+
+MODES = ["legacy", "dual_write", "shadow", "relational", "relational_only"]
+DAY_AGO = "2025-06-20T10:00:00"  # datetime.isoformat(): naive local time, the fraction left out when zero
+
+
+def daemon_flows(store: Store) -> dict[str, Any]:
+    """The daemon's checkpoint and session flows through one store: what each read answers."""
+    ids = [store.save_checkpoint({**CHECKPOINT, "n": n}) for n in range(7)]  # pruned to the newest five
+    listed_before = store.list_checkpoints()
+    updated = store.update_latest_checkpoint({**CHECKPOINT, "active_completions": {}})
+    assert store.update_checkpoint(ids[-2], {"cleared": True}) is True
+    assert store.update_checkpoint(ids[0], {"pruned": True}) is False
+    seen_at = ("2025-06-20T09:59:59.999999", DAY_AGO, "2025-06-20T10:00:00.000001", "2025-06-21T08:00:00", DAY_AGO)
+    for number, seen in enumerate(seen_at):
+        store.save_session(f"agent_{number}:c", {"agent_id": f"agent_{number}", "tools": []}, seen)
+    store.save_session("agent_1:c", {"agent_id": "agent_1", "tools": ["Read"]}, "2025-06-20T10:00:00.5")  # replaced
+    loaded = store.load_session("agent_1:c")
+    after = store.sessions_seen_after(DAY_AGO)
+    expired = store.expire_sessions(DAY_AGO)
+    return {
+        "ids": ids,
+        "listed before": listed_before,
+        "listed after": store.list_checkpoints(),
+        "updated": updated,
+        "latest": store.latest_checkpoint(),
+        "by id": store.load_checkpoint(ids[-2]),
+        "loaded": loaded,
+        "seen after": [(record.key, record.blob, record.last_seen) for record in after],
+        "expired": expired,
+        "left": [(record.key, record.last_seen) for record in store.sessions_seen_after("2000-01-01T00:00:00")],
+    }
+
+
+def test_the_daemons_flows_answer_alike_in_every_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("migrator.store.core.timestamp_utc", lambda: "2025-06-20T23:17:27.832348Z")
+    answers = {}
+    for mode in MODES:
+        with open_store(tmp_path / f"{mode}.db", mode=mode, create=True) as store:
+            answers[mode] = daemon_flows(store)
+            store.wait_for_shadow_reads()
+            assert store.report().shadow_mismatches == 0, store.report().mismatches
+        if mode != "legacy" and mode != "relational_only":
+            assert verify_problems(tmp_path / f"{mode}.db", store) == []
+    legacy = answers.pop("legacy")
+    assert legacy["listed before"] == [
+        (i, legacy["listed before"][k][1]) for k, i in enumerate(reversed(legacy["ids"][2:]))
+    ]
+    assert legacy["listed after"] == legacy["listed before"]  # an update keeps the timestamp of the save
+    assert legacy["updated"] == legacy["ids"][-1] and legacy["latest"] == {**CHECKPOINT, "active_completions": {}}
+    assert legacy["by id"] == {"cleared": True}
+    assert legacy["loaded"].last_seen == "2025-06-20T10:00:00.5" and legacy["loaded"].blob["tools"] == ["Read"]
+    assert [key for key, _, _ in legacy["seen after"]] == ["agent_2:c", "agent_3:c", "agent_1:c"]  # in rowid order
+    assert legacy["expired"] == 1  # seen before the cutoff; one seen exactly at it stays, and is not "after"
+    assert [key for key, _ in legacy["left"]] == ["agent_2:c", "agent_3:c", "agent_4:c", "agent_1:c"]
+    for mode, answer in answers.items():
+        assert differences(legacy, answer) == [], mode
+
+
+def test_a_relational_store_selects_seen_sessions_by_time_where_other_spellings_differ(tmp_path: Path) -> None:
+    """The daemon writes `isoformat()`; for other spellings SQLite's text comparison and the time
+    named differ, and the relational store answers by the time (the README says so)."""
+    rows = [
+        session_row(1, "space:c", {"tools": []}, last_seen="2025-06-20 11:00:00"),  # ' ' sorts before 'T'
+        session_row(2, "zulu:c", {"tools": []}, last_seen="2025-06-20T10:00:00Z"),  # the cutoff's time, longer text
+        session_row(3, "number:c", {"tools": []}, last_seen=1750413600),  # a number sorts below any text
+        session_row(4, "offset:c", {"tools": []}, last_seen="2025-06-20T11:30:00+02:00"),  # 09:30 UTC
+        session_row(5, "daemon:c", {"tools": []}, last_seen="2025-06-20T10:30:00"),
+    ]
+    legacy = write_snapshot(tmp_path / "legacy.db", [], rows)
+    target = tmp_path / "t.db"
+    with LegacySource(legacy) as source, target_database(target) as database:
+        backfill(source, database)
+    with open_store(target, legacy=legacy, mode="dual_write") as store:
+        by_text = [record.key for record in store.sessions_seen_after(DAY_AGO)]
+    with open_store(target, mode="relational_only") as store:
+        by_time = [record.key for record in store.sessions_seen_after(DAY_AGO)]
+    assert by_text == ["zulu:c", "offset:c", "daemon:c"]
+    assert by_time == ["space:c", "daemon:c"]
