@@ -37,7 +37,7 @@ from migrator.records import Kind, RecordSpec, SplitRecord
 from verification.conftest import LEGACY_TABLE_NAMES, legacy_file_differences, scratch_folder
 from verification.strategies import UNTYPED_SCHEMA, LegacySnapshot
 from verification.test_lifecycle_state_machine import LegacyDatabaseLifecycle
-from verification.test_properties import PROPERTIES
+from verification.test_properties import PROPERTIES, Property
 
 FAULT_SEARCH = settings(settings.get_profile("ci"), database=None, phases=(Phase.generate,))
 LIFECYCLE = "legacy-database-lifecycle"
@@ -300,6 +300,28 @@ FAULTS = (
 # --- the search -------------------------------------------------------------------------------
 
 
+class Arguments:
+    """A property's drawn arguments, shown as one word.
+
+    A found example is replayed once more to report it, and hypothesis pretty-prints every
+    value it built on the way (each `map` as the call that made it): for an unshrunk blob that
+    took seconds a search, longer than the search itself. The failure message is what matters
+    here, and this object hides the values from the printer.
+    """
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+
+    def __repr__(self) -> str:
+        return "<the property's arguments>"
+
+
+@st.composite
+def arguments_of(draw: st.DrawFn, prop: Property) -> Arguments:
+    # Drawn inside a composite, so the printer sees the `Arguments` alone, not how it was built.
+    return Arguments(draw(st.fixed_dictionaries(prop.arguments)))
+
+
 def property_failure(property_name: str) -> str | None:
     """How the property fails under the active fault, or None when no example makes it fail."""
     if property_name == LIFECYCLE:
@@ -317,7 +339,7 @@ def property_failure(property_name: str) -> str | None:
         return False
 
     try:
-        find(st.fixed_dictionaries(prop.arguments), fails, settings=FAULT_SEARCH)
+        find(arguments_of(prop), lambda found: fails(found.values), settings=FAULT_SEARCH)
     except NoSuchExample:
         return None
     return failures[-1]
