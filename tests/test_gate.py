@@ -351,7 +351,7 @@ def test_without_a_snapshot_the_gate_collects_nothing_and_signs_nothing(pytester
     result = run_gate_in_process(pytester)
 
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
-    assert result.parseoutcomes() == {"deselected": 8}
+    result.assert_outcomes(deselected=8)
     assert not (pytester.path / "signoff").exists()
 
 

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import Bundle, invariant, precondition, rule
 
 from migrator.backfill import KINDS
 from migrator.codec import InvalidText
@@ -27,6 +27,7 @@ from verification.conftest import (
     verify_target,
 )
 from verification.engines import SQLITE_TARGETS, Targets
+from verification.fuzzing import BudgetedMachine
 from verification.strategies import (
     checkpoint_data_cells,
     session_data_cells,
@@ -55,7 +56,7 @@ def _bound(cell: Any) -> tuple[str, Any]:
     return "?", cell
 
 
-class LegacyDatabaseLifecycle(RuleBasedStateMachine):
+class LegacyDatabaseLifecycle(BudgetedMachine):
     """The daemon keeps writing its legacy tables while backfills run now and then.
 
     Rules: the daemon saves a checkpoint and prunes to the newest five; it rewrites a session
@@ -98,6 +99,7 @@ class LegacyDatabaseLifecycle(RuleBasedStateMachine):
         self.target_changed = False  # only a backfill changes the target, so only then re-check
 
     def teardown(self) -> None:
+        super().teardown()
         self.daemon.close()
         self.resources.close()
         self.folder.cleanup()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,14 +63,22 @@ def existing_target(text: str) -> str:
     return text if is_url(text) else str(existing_file(text))
 
 
-def positive_milliseconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of milliseconds: {text!r}") from None
-    if not value > 0:  # also refuses NaN, which every comparison would let through
-        raise argparse.ArgumentTypeError(f"must be more than 0 ms, got {text!r}")
-    return value
+def positive_number(unit: str, symbol: str) -> Callable[[str], float]:
+    """An option type: a number of `unit` (written `symbol`) above zero."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of {unit}: {text!r}") from None
+        if not value > 0:  # also refuses NaN, which every comparison would let through
+            raise argparse.ArgumentTypeError(f"must be more than 0 {symbol}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_milliseconds = positive_number("milliseconds", "ms")
 
 
 def positive_count(text: str) -> int:

@@ -1,0 +1,186 @@
+"""The harness's profiles and the nightly run's time budget (`verification/fuzzing.py`), run the
+way a nightly job runs them: pytest on small test files of its own (`pytester`).
+
+Each file's examples are made slow on purpose, so that a budget of a second cuts them short;
+nothing here judges how long anything took.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+SLOW_TESTS = """
+import time
+from hypothesis import given, settings, strategies as st
+from hypothesis.stateful import rule
+from verification.fuzzing import BudgetedMachine
+
+EXAMPLES = 2000  # at 20 ms each, far more than fit in the budget
+SLOW = settings(max_examples=EXAMPLES, deadline=None, database=None)
+
+@SLOW
+@given(st.integers())
+def test_a_slow_property(x):
+    time.sleep(0.02)
+
+class SlowMachine(BudgetedMachine):
+    @rule(x=st.integers())
+    def step(self, x):
+        time.sleep(0.005)
+
+SlowMachine.TestCase.settings = settings(SLOW, stateful_step_count=4)
+test_a_slow_machine = SlowMachine.TestCase
+
+def test_after_the_budget():
+    pass
+"""
+
+FAILING_TEST = """
+import time
+from hypothesis import given, settings, strategies as st
+
+@settings(max_examples=2000, deadline=None, database=None)
+@given(st.integers())
+def test_fails_on_anything_but_zero(x):
+    time.sleep(0.05)
+    assert x == 0
+"""
+
+NIGHTLY_FINDING = """
+import os
+from hypothesis import given, strategies as st
+
+@given(st.integers())
+def test_large_numbers(x):
+    # One test function (its source is its key in the example database), two behaviours.
+    if os.environ["KSI_TEST_RUN"] == "nightly":
+        assert x < 10**9  # found at night, shrunk to exactly 10**9 and saved
+    elif os.environ["KSI_TEST_RUN"] == "ci":
+        assert x != 10**9  # CI's derandomised examples never hit it; only a replay does
+    # "fixed": passes, so a database that could be written would lose the example
+"""
+
+
+def examples_ran(result: pytest.RunResult, test: str) -> int:
+    """The summary's count of examples for one test."""
+    for line in result.outlines:
+        match = re.match(rf"\s*([\d,]+)\s+\S*{re.escape(test)} \(", line)
+        if match:
+            return int(match.group(1).replace(",", ""))
+    raise AssertionError(f"{test} is not in the ksi fuzzing summary")
+
+
+# --- the budget --------------------------------------------------------------------------------
+
+
+def test_a_spent_budget_cuts_the_running_test_short_starts_no_other_and_lists_what_ran(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_slow=SLOW_TESTS)
+
+    result = pytester.runpytest_inprocess("--ksi-fuzz-budget", "1", "-p", "no:randomly")
+
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(skipped=3)
+    result.stdout.fnmatch_lines(
+        [
+            "*ksi fuzzing*",
+            "budget 1 s, * s used; 3 tests: 1 cut short, 2 not started; * examples in all",
+            "*test_slow.py::test_a_slow_property (cut short)",
+            "*-  test_slow.py::test_a_slow_machine::runTest (not started)",
+            "*-  test_slow.py::test_after_the_budget (not started)",
+        ]
+    )
+    assert 0 < examples_ran(result, "test_a_slow_property") < 2000
+
+
+def test_a_state_machine_stops_between_two_of_its_examples(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_slow=SLOW_TESTS)
+
+    result = pytester.runpytest_inprocess("--ksi-fuzz-budget", "0.5", "-k", "machine")
+
+    result.assert_outcomes(skipped=1, deselected=2)
+    result.stdout.fnmatch_lines(["*test_slow.py::test_a_slow_machine::runTest (cut short)"])
+    assert 0 < examples_ran(result, "test_a_slow_machine::runTest") < 2000
+
+
+def test_a_failure_found_as_the_budget_runs_out_is_still_shrunk_and_reported(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_failing=FAILING_TEST)
+
+    result = pytester.runpytest_inprocess("--ksi-fuzz-budget", "0.2")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*x=1,*", "*test_failing.py::test_fails_on_anything_but_zero (failed)"])
+
+
+def test_without_a_budget_nothing_is_cut_and_no_summary_is_printed(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_failing=FAILING_TEST.replace("2000", "3").replace("== 0", "== x"))
+
+    result = pytester.runpytest_inprocess()
+
+    result.assert_outcomes(passed=1)
+    assert "ksi fuzzing" not in result.stdout.str()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "an hour", "nan"])
+def test_a_budget_that_is_not_a_positive_number_is_a_usage_error(pytester: pytest.Pytester, value: str) -> None:
+    result = pytester.runpytest_inprocess(f"--ksi-fuzz-budget={value}")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--ksi-fuzz-budget*"])
+
+
+# --- the profiles ------------------------------------------------------------------------------
+
+
+def test_the_profiles_are_there_to_choose_but_another_project_keeps_its_default(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_profile="""
+        from hypothesis import settings
+        def test_profile():
+            print("PROFILE", settings.get_current_profile_name(), settings.default.max_examples)
+        """
+    )
+
+    chosen = pytester.runpytest_subprocess("-s", "--hypothesis-profile=nightly")
+    left_alone = pytester.runpytest_subprocess("-s")
+
+    chosen.stdout.fnmatch_lines(["*PROFILE nightly 5000*"])
+    left_alone.stdout.fnmatch_lines(["*PROFILE default 100*"])  # installing the package changed nothing
+
+
+def database_files(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def test_ci_replays_what_the_nightly_run_found_and_never_writes_its_database(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(test_nightly=NIGHTLY_FINDING)
+    database = pytester.path / "nightly-db"
+    monkeypatch.setenv("KSI_NIGHTLY_EXAMPLES", "300")
+
+    monkeypatch.setenv("KSI_TEST_RUN", "nightly")
+    monkeypatch.setenv("KSI_NIGHTLY_DB", str(database))
+    night = pytester.runpytest_subprocess("--hypothesis-profile=nightly")
+    night.stdout.fnmatch_lines(["*x=1_000_000_000*"])
+    saved = database_files(database)
+    assert saved, "the nightly run saved nothing"
+
+    monkeypatch.setenv("KSI_TEST_RUN", "ci")
+    monkeypatch.setenv("KSI_NIGHTLY_DB", str(pytester.path / "no-nightly-run-yet"))
+    without_database = pytester.runpytest_subprocess("--hypothesis-profile=ci")
+    assert without_database.ret == pytest.ExitCode.OK  # derandomised generation alone never finds it
+
+    monkeypatch.setenv("KSI_NIGHTLY_DB", str(database))
+    with_database = pytester.runpytest_subprocess("--hypothesis-profile=ci")
+    assert with_database.ret == pytest.ExitCode.TESTS_FAILED
+    with_database.stdout.fnmatch_lines(["*x=1_000_000_000*"])
+
+    monkeypatch.setenv("KSI_TEST_RUN", "fixed")
+    fixed = pytester.runpytest_subprocess("--hypothesis-profile=ci")
+    assert fixed.ret == pytest.ExitCode.OK
+    assert database_files(database) == saved  # replayed, never written: not even pruned once it passes
