@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, invariant, precondition, rule
@@ -239,4 +240,5 @@ def lifecycle_on(targets: Targets) -> type[LegacyDatabaseLifecycle]:
 
 
 LegacyDatabaseLifecycle.TestCase.settings = settings(stateful_step_count=20)
-test_legacy_database_lifecycle = LegacyDatabaseLifecycle.TestCase
+# Long (60 examples of 20 steps, each backfill verified and restored): CI runs it with `-m slow`.
+test_legacy_database_lifecycle = pytest.mark.slow(LegacyDatabaseLifecycle.TestCase)

@@ -361,7 +361,12 @@ def _refuse_errors_of_the_fault_itself(exc: Exception) -> None:
         raise AssertionError(f"the seeded fault itself crashed, so it proves nothing: {exc!r}") from exc
 
 
-CASES = [pytest.param(fault, name, id=f"{fault.name}-caught-by-{name}") for fault in FAULTS for name in fault.caught_by]
+CASES = [
+    # A search of the lifecycle runs whole state machines: long, so CI runs those with `-m slow`.
+    pytest.param(fault, name, id=f"{fault.name}-caught-by-{name}", marks=pytest.mark.slow if name == LIFECYCLE else ())
+    for fault in FAULTS
+    for name in fault.caught_by
+]
 
 
 # The first counterexample is kept unshrunk (see the module docstring), so it can be large.

@@ -86,6 +86,7 @@ def test_property_holds_on_a_server_engine(server_engine: Targets, property_name
     settings(server_settings())(given(arguments=st.fixed_dictionaries(prop.arguments))(holds))()
 
 
+@pytest.mark.slow
 def test_legacy_database_lifecycle_on_a_server_engine(server_engine: Targets) -> None:
     run_state_machine_as_test(
         lifecycle_on(server_engine), settings=settings(server_settings(), stateful_step_count=LIFECYCLE_STEPS)
