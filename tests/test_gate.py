@@ -7,9 +7,13 @@ never judge wall-clock time (tests/README.md).
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
+import re
+import socket
 import sqlite3
+import subprocess
 import xml.etree.ElementTree as ElementTree
 from contextlib import closing
 from pathlib import Path
@@ -136,7 +140,8 @@ def test_a_fabricated_snapshot_passes_under_xdist_and_both_artifacts_say_so(
     result.stdout.re_match_lines([r".*test_rows_exact\[mcp_sessions-rowid-1-4\] ok: 4 rows, 0 wrong, .* rows/s\)"])
     suite = ElementTree.parse(junit).getroot().find("testsuite")
     assert suite is not None
-    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("11", "0", "0")
+    verdict_cases = len(CHECK_TITLES) + 1  # one junit test case per check's verdict, and the sign-off's
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == (str(11 + verdict_cases), "0", "0")
 
 
 # --- quarantine --------------------------------------------------------------------------------
@@ -340,8 +345,10 @@ def test_a_latency_over_its_limit_fails_the_gate_with_its_percentiles(
 def test_a_check_that_did_not_run_makes_the_sign_off_fail(pytester: pytest.Pytester, clean_snapshot: Path) -> None:
     result = run_gate(pytester, clean_snapshot, "-k", "not test_schema_complete")
 
-    assert result.parseoutcomes()["passed"] == 9  # every test that ran passed ...
-    assert result.ret == pytest.ExitCode.TESTS_FAILED  # ... and still no sign-off without the schema check
+    # Every test that ran passed, as did the verdicts of the checks that ran: only the schema
+    # check's verdict (NOT RUN) and the sign-off's fail, and the run with them.
+    result.assert_outcomes(passed=9 + len(CHECK_TITLES) - 1, failed=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
     document = read_signoff(pytester)
     assert (document["verdict"], verdicts(document)[SCHEMA]) == ("FAIL", "NOT RUN")
     assert (pytester.path / "signoff" / "signoff.md").read_text(encoding="utf-8").startswith("FAIL")
@@ -386,3 +393,95 @@ def test_a_bad_option_value_is_a_usage_error(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([complaint])
     assert not (pytester.path / "signoff").exists()
+
+
+# --- a sign-off to act on ----------------------------------------------------------------------
+
+
+def next_commands(check: dict[str, Any]) -> list[str]:
+    """The commands in a check's next steps, in order."""
+    return [
+        command for step in check["next_steps"] for command in re.findall(r"`([^`]*(?:pytest|python3)[^`]*)`", step)
+    ]
+
+
+def test_a_failing_sign_off_names_the_next_command_for_each_failed_check_and_the_commands_work(
+    pytester: pytest.Pytester, snapshot_with_unreadable_rows: Path
+) -> None:
+    failed = run_gate(
+        pytester, snapshot_with_unreadable_rows, "--ksi-max-session-lookup-ms", "1e-9", "-k", "not test_schema_complete"
+    )
+
+    assert failed.ret == pytest.ExitCode.TESTS_FAILED
+    document = read_signoff(pytester)
+    checks = checks_by_name(document)
+    assert {name for name, check in checks.items() if check["next_steps"]} == {QUARANTINE, PERFORMANCE, SCHEMA}
+    markdown = (pytester.path / "signoff" / "signoff.md").read_text(encoding="utf-8")
+    for name in (QUARANTINE, PERFORMANCE, SCHEMA):
+        assert f"**{CHECK_TITLES[name]}** ({checks[name]['verdict']}):" in markdown
+        assert all(step in markdown for step in checks[name]["next_steps"])
+    rerun = document["rerun"]["command"]
+    assert "-k" not in rerun.split() and "--ksi-snapshot" in rerun  # the whole gate, as it was run
+    assert any(command.endswith(" -k latency") for command in next_commands(checks[PERFORMANCE]))
+    assert "twice in a row" in checks[PERFORMANCE]["next_steps"][0]
+    assert len(document["latencies"]["session_lookup"]["measurements"]) == 2  # measured again before failing
+
+    save, accept = next_commands(checks[QUARANTINE])
+    assert subprocess.run(save, shell=True, cwd=pytester.path, check=False).returncode == 0
+    assert "--ksi-accept-quarantine accepted.json" in accept
+    subprocess.run(accept, shell=True, cwd=pytester.path, capture_output=True, check=False)
+
+    accepted = read_signoff(pytester)
+    assert verdicts(accepted)[QUARANTINE] == "PASS"  # the signer ran the two commands, as told
+    accept_file = pytester.path / "accepted.json"
+    assert accepted["accepted_quarantine_file"] == str(accept_file)
+    assert accepted["accepted_quarantine_sha256"] == hashlib.sha256(accept_file.read_bytes()).hexdigest()
+    assert (
+        f"sha256 `{accepted['accepted_quarantine_sha256']}`" in (pytester.path / "signoff" / "signoff.md").read_text()
+    )
+
+
+def test_the_sign_off_says_who_ran_it_where_and_with_which_migrator(
+    pytester: pytest.Pytester, clean_snapshot: Path
+) -> None:
+    run_gate(pytester, clean_snapshot)
+
+    document = read_signoff(pytester)
+    assert document["signed"]["host"] == socket.gethostname()
+    assert document["signed"]["user"] == getpass.getuser()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=Path(migrator.__file__).parent, capture_output=True, text=True
+    )
+    assert document["tool"]["commit"] == head.stdout.strip()  # the tests run from a checkout
+    assert document["tool"]["version"] == migrator.__version__
+    markdown = (pytester.path / "signoff" / "signoff.md").read_text(encoding="utf-8")
+    assert f"git commit `{head.stdout.strip()}`" in markdown
+    assert f"on {socket.gethostname()}" in markdown
+
+
+def test_every_verdict_is_a_junit_test_case_even_one_the_controller_added_up(
+    pytester: pytest.Pytester, clean_snapshot: Path
+) -> None:
+    """With one shard deselected every test that ran passes, yet the counts cannot be added up:
+    only the controller's verdict says so, and junit must carry it."""
+    junit = pytester.path / "junit.xml"
+    result = run_gate(pytester, clean_snapshot, "-n", "2", f"--junitxml={junit}", "-k", "not mcp_sessions-rowid-1-4")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    suite = ElementTree.parse(junit).getroot().find("testsuite")
+    assert suite is not None
+    outcomes = {
+        case.get("name"): "failed" if case.find("failure") is not None else "passed"
+        for case in suite.iter("testcase")
+        if case.get("classname") == "signoff"
+    }
+    assert set(outcomes) == {*CHECK_TITLES, "verdict"}
+    assert {name for name, outcome in outcomes.items() if outcome == "failed"} == {
+        ROWS_EXACT,
+        COUNTS_CHECKSUMS,
+        "verdict",
+    }
+    gate_cases = [case for case in suite.iter("testcase") if case.get("classname") != "signoff"]
+    assert gate_cases and all(case.find("failure") is None for case in gate_cases)  # no test of the gate failed
+    failure = next(case for case in suite.iter("testcase") if case.get("name") == COUNTS_CHECKSUMS).find("failure")
+    assert failure is not None and "1 of 2 shards reported no figures" in (failure.text or "")
