@@ -7,10 +7,17 @@ nothing here judges how long anything took.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+from verification.fuzzing import NIGHTLY_EXAMPLES_ENV, ci_settings
 
 SLOW_TESTS = """
 import time
@@ -47,20 +54,6 @@ from hypothesis import given, settings, strategies as st
 def test_fails_on_anything_but_zero(x):
     time.sleep(0.05)
     assert x == 0
-"""
-
-NIGHTLY_FINDING = """
-import os
-from hypothesis import given, strategies as st
-
-@given(st.integers())
-def test_large_numbers(x):
-    # One test function (its source is its key in the example database), two behaviours.
-    if os.environ["KSI_TEST_RUN"] == "nightly":
-        assert x < 10**9  # found at night, shrunk to exactly 10**9 and saved
-    elif os.environ["KSI_TEST_RUN"] == "ci":
-        assert x != 10**9  # CI's derandomised examples never hit it; only a replay does
-    # "fixed": passes, so a database that could be written would lose the example
 """
 
 
@@ -145,42 +138,43 @@ def test_the_profiles_are_there_to_choose_but_another_project_keeps_its_default(
         """
     )
 
-    chosen = pytester.runpytest_subprocess("-s", "--hypothesis-profile=nightly")
-    left_alone = pytester.runpytest_subprocess("-s")
+    left_alone = pytester.runpytest_subprocess("-s")  # a fresh process: the profile loaded is global
 
-    chosen.stdout.fnmatch_lines(["*PROFILE nightly 5000*"])
     left_alone.stdout.fnmatch_lines(["*PROFILE default 100*"])  # installing the package changed nothing
+    assert settings.get_profile("nightly").max_examples == int(os.environ.get(NIGHTLY_EXAMPLES_ENV, "5000"))
+    assert settings.get_profile("ci").derandomize
 
 
 def database_files(folder: Path) -> dict[str, bytes]:
     return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
 
 
-def test_ci_replays_what_the_nightly_run_found_and_never_writes_its_database(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pytester.makepyfile(test_nightly=NIGHTLY_FINDING)
-    database = pytester.path / "nightly-db"
-    monkeypatch.setenv("KSI_NIGHTLY_EXAMPLES", "300")
+def test_ci_replays_what_the_nightly_run_found_and_never_writes_its_database(tmp_path: Path) -> None:
+    run = {"as": "nightly"}
 
-    monkeypatch.setenv("KSI_TEST_RUN", "nightly")
-    monkeypatch.setenv("KSI_NIGHTLY_DB", str(database))
-    night = pytester.runpytest_subprocess("--hypothesis-profile=nightly")
-    night.stdout.fnmatch_lines(["*x=1_000_000_000*"])
+    def large_numbers(x: int) -> None:
+        # One test function (its source is its key in the example database), three behaviours.
+        if run["as"] == "nightly":
+            assert x < 10**9  # found at night, shrunk to exactly 10**9 and saved
+        elif run["as"] == "ci":
+            assert x != 10**9  # CI's derandomised examples never hit it; only a replay does
+        # "fixed": passes, so a database that could be written would lose the example
+
+    def under(profile: settings) -> Callable[[], None]:
+        return settings(profile)(given(st.integers())(large_numbers))
+
+    database = tmp_path / "nightly"
+    night = settings(max_examples=300, database=DirectoryBasedExampleDatabase(database), deadline=None)
+    with pytest.raises(AssertionError, match="1000000000 < "):
+        under(night)()
     saved = database_files(database)
     assert saved, "the nightly run saved nothing"
 
-    monkeypatch.setenv("KSI_TEST_RUN", "ci")
-    monkeypatch.setenv("KSI_NIGHTLY_DB", str(pytester.path / "no-nightly-run-yet"))
-    without_database = pytester.runpytest_subprocess("--hypothesis-profile=ci")
-    assert without_database.ret == pytest.ExitCode.OK  # derandomised generation alone never finds it
+    run["as"] = "ci"
+    under(ci_settings(tmp_path / "no-nightly-run-yet"))()  # derandomised generation alone never finds it
+    with pytest.raises(AssertionError, match="1000000000 != "):
+        under(ci_settings(database))()
 
-    monkeypatch.setenv("KSI_NIGHTLY_DB", str(database))
-    with_database = pytester.runpytest_subprocess("--hypothesis-profile=ci")
-    assert with_database.ret == pytest.ExitCode.TESTS_FAILED
-    with_database.stdout.fnmatch_lines(["*x=1_000_000_000*"])
-
-    monkeypatch.setenv("KSI_TEST_RUN", "fixed")
-    fixed = pytester.runpytest_subprocess("--hypothesis-profile=ci")
-    assert fixed.ret == pytest.ExitCode.OK
+    run["as"] = "fixed"
+    under(ci_settings(database))()
     assert database_files(database) == saved  # replayed, never written: not even pruned once it passes

@@ -44,7 +44,8 @@ from verification.gate.checks import (
 )
 from verification.snapshots import checkpoint_row, session_row, write_snapshot
 
-GATE_TESTS = Path(__file__).resolve().parents[1] / "verification" / "gate" / "test_signoff.py"
+REPOSITORY = Path(__file__).resolve().parents[1]
+GATE_TESTS = REPOSITORY / "verification" / "gate" / "test_signoff.py"
 LIMITS_OUT_OF_REACH = ("--ksi-max-checkpoint-save-ms", "60000", "--ksi-max-session-lookup-ms", "60000")
 WITHOUT_FAKER = ("-p", "no:faker")  # the gate uses none of faker's fixtures; each process starts faster
 
@@ -405,26 +406,56 @@ def next_commands(check: dict[str, Any]) -> list[str]:
     ]
 
 
-def test_a_failing_sign_off_names_the_next_command_for_each_failed_check_and_the_commands_work(
+def junit_outcomes(junit: Path) -> dict[str, dict[str, str]]:
+    """Each junit test case's outcome, by class name and test name."""
+    suite = ElementTree.parse(junit).getroot().find("testsuite")
+    assert suite is not None
+    outcomes: dict[str, dict[str, str]] = {}
+    for case in suite.iter("testcase"):
+        outcome = "failed" if case.find("failure") is not None else "passed"
+        outcomes.setdefault(case.get("classname") or "", {})[case.get("name") or ""] = outcome
+    return outcomes
+
+
+def test_a_failing_sign_off_says_what_to_do_next_for_each_check_and_junit_sees_every_verdict(
     pytester: pytest.Pytester, snapshot_with_unreadable_rows: Path
 ) -> None:
+    """One run that fails every way a signer meets: unaccepted rows, a latency over its limit, a
+    check left out with -k, and a shard deselected, so that every test that ran may pass while the
+    counts cannot be added up (a verdict only the controller reaches, which junit must carry)."""
+    junit = pytester.path / "junit.xml"
+    left_out = "not test_schema_complete and not mcp_sessions-rowid-1-4"
     failed = run_gate(
-        pytester, snapshot_with_unreadable_rows, "--ksi-max-session-lookup-ms", "1e-9", "-k", "not test_schema_complete"
-    )
+        pytester, snapshot_with_unreadable_rows, "-n", "2", f"--junitxml={junit}", "-k", left_out,
+        "--ksi-max-session-lookup-ms", "1e-9",
+    )  # fmt: skip
 
     assert failed.ret == pytest.ExitCode.TESTS_FAILED
     document = read_signoff(pytester)
     checks = checks_by_name(document)
-    assert {name for name, check in checks.items() if check["next_steps"]} == {QUARANTINE, PERFORMANCE, SCHEMA}
+    not_passed = {QUARANTINE, PERFORMANCE, SCHEMA, ROWS_EXACT, COUNTS_CHECKSUMS}
+    assert {name for name, check in checks.items() if check["next_steps"]} == not_passed
     markdown = (pytester.path / "signoff" / "signoff.md").read_text(encoding="utf-8")
-    for name in (QUARANTINE, PERFORMANCE, SCHEMA):
+    for name in not_passed:
         assert f"**{CHECK_TITLES[name]}** ({checks[name]['verdict']}):" in markdown
         assert all(step in markdown for step in checks[name]["next_steps"])
-    rerun = document["rerun"]["command"]
-    assert "-k" not in rerun.split() and "--ksi-snapshot" in rerun  # the whole gate, as it was run
+    assert "-k" not in document["rerun"]["command"].split()  # the whole gate, as it was run otherwise
     assert any(command.endswith(" -k latency") for command in next_commands(checks[PERFORMANCE]))
-    assert "twice in a row" in checks[PERFORMANCE]["next_steps"][0]
     assert len(document["latencies"]["session_lookup"]["measurements"]) == 2  # measured again before failing
+    assert document["signed"] == {
+        "host": socket.gethostname(),
+        "user": getpass.getuser(),
+        "at": document["generated_at"],
+    }
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPOSITORY, capture_output=True, text=True, check=True)
+    assert document["tool"]["commit"] == head.stdout.strip()  # the tests run from a checkout
+    assert f"git commit `{document['tool']['commit']}`" in markdown
+
+    signoff_cases = junit_outcomes(junit)["signoff"]
+    assert set(signoff_cases) == {*CHECK_TITLES, "verdict"}
+    assert {name for name, outcome in signoff_cases.items() if outcome == "failed"} == {*not_passed, "verdict"}
+    gate_cases = junit_outcomes(junit)["verification.gate.test_signoff"]
+    assert gate_cases["test_rows_exact[mcp_sessions-rowid-5-8]"] == "passed"  # every shard that ran passed
 
     save, accept = next_commands(checks[QUARANTINE])
     assert subprocess.run(save, shell=True, cwd=pytester.path, check=False).returncode == 0
@@ -433,55 +464,9 @@ def test_a_failing_sign_off_names_the_next_command_for_each_failed_check_and_the
 
     accepted = read_signoff(pytester)
     assert verdicts(accepted)[QUARANTINE] == "PASS"  # the signer ran the two commands, as told
+    assert verdicts(accepted)[COUNTS_CHECKSUMS] == "PASS"  # and the whole gate ran, -k dropped
     accept_file = pytester.path / "accepted.json"
     assert accepted["accepted_quarantine_file"] == str(accept_file)
     assert accepted["accepted_quarantine_sha256"] == hashlib.sha256(accept_file.read_bytes()).hexdigest()
-    assert (
-        f"sha256 `{accepted['accepted_quarantine_sha256']}`" in (pytester.path / "signoff" / "signoff.md").read_text()
-    )
-
-
-def test_the_sign_off_says_who_ran_it_where_and_with_which_migrator(
-    pytester: pytest.Pytester, clean_snapshot: Path
-) -> None:
-    run_gate(pytester, clean_snapshot)
-
-    document = read_signoff(pytester)
-    assert document["signed"]["host"] == socket.gethostname()
-    assert document["signed"]["user"] == getpass.getuser()
-    head = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=Path(migrator.__file__).parent, capture_output=True, text=True
-    )
-    assert document["tool"]["commit"] == head.stdout.strip()  # the tests run from a checkout
-    assert document["tool"]["version"] == migrator.__version__
     markdown = (pytester.path / "signoff" / "signoff.md").read_text(encoding="utf-8")
-    assert f"git commit `{head.stdout.strip()}`" in markdown
-    assert f"on {socket.gethostname()}" in markdown
-
-
-def test_every_verdict_is_a_junit_test_case_even_one_the_controller_added_up(
-    pytester: pytest.Pytester, clean_snapshot: Path
-) -> None:
-    """With one shard deselected every test that ran passes, yet the counts cannot be added up:
-    only the controller's verdict says so, and junit must carry it."""
-    junit = pytester.path / "junit.xml"
-    result = run_gate(pytester, clean_snapshot, "-n", "2", f"--junitxml={junit}", "-k", "not mcp_sessions-rowid-1-4")
-
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
-    suite = ElementTree.parse(junit).getroot().find("testsuite")
-    assert suite is not None
-    outcomes = {
-        case.get("name"): "failed" if case.find("failure") is not None else "passed"
-        for case in suite.iter("testcase")
-        if case.get("classname") == "signoff"
-    }
-    assert set(outcomes) == {*CHECK_TITLES, "verdict"}
-    assert {name for name, outcome in outcomes.items() if outcome == "failed"} == {
-        ROWS_EXACT,
-        COUNTS_CHECKSUMS,
-        "verdict",
-    }
-    gate_cases = [case for case in suite.iter("testcase") if case.get("classname") != "signoff"]
-    assert gate_cases and all(case.find("failure") is None for case in gate_cases)  # no test of the gate failed
-    failure = next(case for case in suite.iter("testcase") if case.get("name") == COUNTS_CHECKSUMS).find("failure")
-    assert failure is not None and "1 of 2 shards reported no figures" in (failure.text or "")
+    assert f"sha256 `{accepted['accepted_quarantine_sha256']}`" in markdown
