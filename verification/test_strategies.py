@@ -91,6 +91,7 @@ def test_session_overrides_keep_repeated_tools(blob: dict) -> None:
 SMALL_BLOB = 300  # characters: a few lines of JSON, where a generated blob runs to many kilobytes
 
 
+@pytest.mark.slow  # 3 s alone, 20 s and more inside the suite, where there are more constants to try
 def test_a_failure_shrinks_to_a_small_blob() -> None:
     """A blob holding -0.0 anywhere comes down to a few lines, not a page of JSON.
 
