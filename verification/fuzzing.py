@@ -12,8 +12,9 @@ profiles exist wherever the package is installed and are chosen with hypothesis'
 * `nightly`: thousands of examples a test, no deadline, every phase, and that database, which
   it writes.
 
-`--ksi-fuzz-budget SECONDS` bounds a run in time: once the budget is spent no new test and no new
-example starts (a test already failing still shrinks and reports its failure), and the run ends
+`--ksi-fuzz-budget SECONDS` bounds a run in time: each fuzzing test gets a share of what is left
+when it starts, and starts no new example once its share is spent; once the whole budget is spent
+no new test starts (a test already failing still shrinks and reports its failure). The run ends
 with the usual pytest summary and a `ksi fuzzing` section listing the examples each test ran.
 """
 
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, is_hypothesis_test, settings
 from hypothesis.database import DirectoryBasedExampleDatabase, ReadOnlyDatabase
 from hypothesis.errors import UnsatisfiedAssumption
 from hypothesis.stateful import RuleBasedStateMachine
@@ -95,6 +96,7 @@ def load_default_profile(config: pytest.Config) -> None:
 
 @dataclass
 class TestTally:
+    deadline: float = 0.0  # time.time() after which this test starts no new example: its share's end
     examples: int = 0
     failed: bool = False  # an example raised: the test is never cut, so that its failure is shrunk and reported
     cut: bool = False
@@ -103,27 +105,36 @@ class TestTally:
 
 @dataclass
 class FuzzBudget:
+    """The run's budget, shared out between the fuzzing tests as they start.
+
+    Each gets the time left divided by the fuzzing tests this process has still to start (the
+    collected hypothesis tests over the xdist workers), so the first test cannot take the whole
+    night, and what a quick test leaves goes to the ones after it.
+    """
+
     seconds: float
     deadline: float  # time.time() after which nothing new starts
+    fuzz_tests_left: int = 0  # in this process
     current: TestTally = field(default_factory=TestTally)
 
-    def spent(self) -> bool:
-        return time.time() >= self.deadline
-
-    def start_test(self) -> None:
-        self.current = TestTally()
-        if self.spent():
+    def start_test(self, fuzzes: bool) -> None:
+        now = time.time()
+        self.current = TestTally(deadline=self.deadline)
+        if now >= self.deadline:
             pytest.skip(f"the fuzz budget of {self.seconds:g} s was spent before this test started")
         self.current.started = True
+        if fuzzes:
+            self.current.deadline = min(self.deadline, now + (self.deadline - now) / max(1, self.fuzz_tests_left))
+            self.fuzz_tests_left = max(0, self.fuzz_tests_left - 1)
 
     def stop_if_spent(self) -> None:
-        """Skips the rest of the test once the budget is spent, unless an example of it failed."""
-        if self.spent() and not self.current.failed:
+        """Skips the rest of the test once its share is spent, unless an example of it failed."""
+        if time.time() >= self.current.deadline and not self.current.failed:
             self.current.cut = True
             # A skip: hypothesis lets it through at once, without shrinking or reporting anything.
             pytest.skip(
-                f"the fuzz budget of {self.seconds:g} s was spent after {self.current.examples:,} examples "
-                "of this test, none of them failing"
+                f"its share of the fuzz budget of {self.seconds:g} s was spent after {self.current.examples:,} "
+                "examples of this test, none of them failing"
             )
 
     def example_raised(self, exc: BaseException) -> None:
@@ -156,6 +167,15 @@ def budgeted(inner_test: Callable[..., Any]) -> Callable[..., Any]:
 
     run_example.ksi_budgeted = True  # type: ignore[attr-defined]
     return run_example
+
+
+def honour_budget(test: Any) -> Any:
+    """A @given test whose examples honour the budget. The plugin does this for every collected
+    test; a test that builds a hypothesis test while it runs calls it on what it built."""
+    handle = test.hypothesis
+    if not getattr(handle.inner_test, "ksi_budgeted", False):  # parametrised items share one test
+        handle.inner_test = budgeted(handle.inner_test)
+    return test
 
 
 class BudgetedMachine(RuleBasedStateMachine):
@@ -223,16 +243,18 @@ class BudgetPlugin:
     tallies: dict[str, dict[str, Any]] = field(default_factory=dict)  # by node id, on the controller
     outcomes: dict[str, list[str]] = field(default_factory=dict)  # each phase's, by node id
 
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        for item in items:
-            # A state machine's TestCase counts as a hypothesis test but has no handle: BudgetedMachine covers it.
-            handle = getattr(getattr(item, "obj", None), "hypothesis", None)
-            if handle is not None and not getattr(handle.inner_test, "ksi_budgeted", False):  # params share a test
-                handle.inner_test = budgeted(handle.inner_test)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        fuzzing = [item for item in items if fuzzes(item)]
+        for item in fuzzing:
+            # A state machine's TestCase is a hypothesis test without a handle: BudgetedMachine covers it.
+            if hasattr(item.obj, "hypothesis"):  # type: ignore[attr-defined]
+                honour_budget(item.obj)  # type: ignore[attr-defined]
+        workers = getattr(config, "workerinput", {}).get("workercount", 1)
+        self.budget.fuzz_tests_left = -(-len(fuzzing) // workers)  # xdist shares them out about evenly
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        self.budget.start_test()
+        self.budget.start_test(fuzzes(item))
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
@@ -264,6 +286,12 @@ class BudgetPlugin:
             terminalreporter.write_line(line)
 
 
+def fuzzes(item: pytest.Item) -> bool:
+    """A @given test or a state machine, or a test that builds one as it runs and says so with
+    hypothesis's own marker, `@pytest.mark.hypothesis`."""
+    return is_hypothesis_test(getattr(item, "obj", None)) or item.get_closest_marker("hypothesis") is not None
+
+
 def final_state(tally: dict[str, Any], outcomes: list[str]) -> str:
     """How a test ended, in the words of the summary."""
     if "failed" in outcomes:
@@ -287,7 +315,9 @@ def budget_summary(seconds: float, elapsed: float, tallies: dict[str, dict[str, 
         f"budget {seconds:g} s, {elapsed:.0f} s used; {len(tallies)} tests: {states}; {examples:,} examples in all",
         f"{'examples':>10}  test",
     ]
+    # Each test that ran examples, was cut short or never started; the others (no hypothesis) are in the count above.
     for test, tally in tallies.items():
-        count = "-" if tally["state"] == "not started" else f"{tally['examples']:,}"
-        lines.append(f"{count:>10}  {test} ({tally['state']})")
+        if tally["examples"] or tally["state"] in ("cut short", "not started", "failed"):
+            count = "-" if tally["state"] == "not started" else f"{tally['examples']:,}"
+            lines.append(f"{count:>10}  {test} ({tally['state']})")
     return lines
