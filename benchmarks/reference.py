@@ -69,7 +69,7 @@ def _session_rows(rowid: int, key: str, data: str, last_seen: Any) -> tuple[tupl
     tools = []
     for position, tool in enumerate(get("tools") or ()):
         if isinstance(tool, str):
-            tools.append((rowid, position, "name", tool, None, None, None, None))
+            tools.append((rowid, position, "name", tool, None, None, None, None, None))
         else:
             tools.append(
                 (
@@ -79,6 +79,7 @@ def _session_rows(rowid: int, key: str, data: str, last_seen: Any) -> tuple[tupl
                     tool.get("name"),
                     tool.get("description"),
                     _json(tool.get("inputSchema")),
+                    None,
                     dumps(list(tool)),
                     None,
                 )
@@ -98,6 +99,7 @@ def _checkpoint_rows(checkpoint_id: int, timestamp: Any, data: str) -> tuple[tup
         _parsed(get("timestamp")),
         get("reason"),
         "active",
+        None,
         dumps(list(blob)),
         None,
         None,

@@ -12,6 +12,7 @@ from migrator.equivalence import Difference, json_differences, json_equal
 from migrator.errors import (
     ArchiveCorrupt,
     ArchiveIncomplete,
+    ArchiveRefused,
     CleanupRefused,
     DuplicateKeys,
     IncompatibleSchema,
@@ -22,21 +23,23 @@ from migrator.errors import (
     OutputExists,
     ReadOnlyStore,
     RebuildError,
+    SchemaRefused,
     SourceNotFound,
     TargetUnreachable,
     UnknownMode,
     UnreadableRecord,
 )
 from migrator.legacy import LegacySource
-from migrator.phases import Mode
+from migrator.redaction import mask_url
 from migrator.rollback import export, restore
-from migrator.store import AsyncStore, Store, open_store
+from migrator.store import AsyncStore, Mode, Store, open_store
 from migrator.target import open_target
 from migrator.verify import VerifyReport, verify
 
 __all__ = [
     "ArchiveCorrupt",
     "ArchiveIncomplete",
+    "ArchiveRefused",
     "AsyncStore",
     "BackfillReport",
     "CleanupRefused",
@@ -52,6 +55,7 @@ __all__ = [
     "OutputExists",
     "ReadOnlyStore",
     "RebuildError",
+    "SchemaRefused",
     "SourceNotFound",
     "Store",
     "TargetUnreachable",
@@ -63,6 +67,7 @@ __all__ = [
     "export",
     "json_differences",
     "json_equal",
+    "mask_url",
     "open_store",
     "open_target",
     "restore",

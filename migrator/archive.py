@@ -13,6 +13,10 @@ AUTOINCREMENT counters from the manifest, `restore_archive` recreates the tables
 The row checksum is the sum, mod 2**128, of every row's `row_digest` (rowid and cells, storage
 types included). A sum does not depend on row order, so the source and the archive can be
 compared however each is read, and any changed, missing or extra row changes it.
+
+A manifest is data, never code (`load_manifest`): every file it names is a plain name inside the
+archive folder, and its DDL only creates the legacy tables and their indexes (`migrator.ddl`).
+Anything else refuses the whole archive before a file is read or a statement run.
 """
 
 from __future__ import annotations
@@ -24,38 +28,50 @@ import shutil
 import time
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from migrator import __version__
+from migrator.batching import DEFAULT_BATCH_SIZE
 from migrator.codec import LegacyCell, decode_cell
-from migrator.errors import ArchiveCorrupt, ArchiveIncomplete, OutputExists, RebuildError
+from migrator.ddl import check_legacy_schema, refuse_unrestorable_schema
+from migrator.errors import (
+    ArchiveCorrupt,
+    ArchiveIncomplete,
+    ArchiveRefused,
+    OutputExists,
+    RebuildError,
+    SchemaRefused,
+)
 from migrator.legacy import (
+    CELLS,
     LEGACY_TABLES_BY_NAME,
+    ROWID,
     LegacyRow,
     LegacySchema,
     LegacySource,
     LegacyTable,
     file_sha256,
     row_digest,
-    write_legacy_copy,
 )
+from migrator.legacy_copy import write_legacy_copy
+from migrator.private import make_folder, open_new, write_new_text
 from migrator.rollback import RestoreReport, export_cell
 
 FORMAT = "ksi-legacy-archive"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: each table lists its columns (a column the mapping does not read is kept too)
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 CHECKSUM_MODULUS = 2**128  # row digests are 128-bit blake2b values
-RESTORE_BATCH_SIZE = 2000
 
 
 # --- rows as lines ----------------------------------------------------------------------------
 
 
 def archive_line(table: LegacyTable, row: LegacyRow) -> str:
-    record: dict[str, Any] = {"rowid": row[0]}
-    for column, cell in zip(table.columns, row[1:], strict=True):
+    record: dict[str, Any] = {"rowid": row[ROWID]}
+    for column, cell in zip(table.columns, row[CELLS], strict=True):
         record[column] = export_cell(cell)
     return json.dumps(record)
 
@@ -123,7 +139,7 @@ def tally(rows: Iterable[LegacyRow]) -> RowTally:
     return counted
 
 
-def source_tally(source: LegacySource, table: LegacyTable, batch_size: int = RESTORE_BATCH_SIZE) -> RowTally:
+def source_tally(source: LegacySource, table: LegacyTable, batch_size: int = DEFAULT_BATCH_SIZE) -> RowTally:
     return tally(row for batch in source.batches(table, batch_size) for row in batch)
 
 
@@ -136,6 +152,12 @@ class ArchivedTable:
     rows: int
     sha256: str
     checksum: str
+    columns: list[str] = field(default_factory=list)  # every column, the mapped ones first; [] in version 1
+
+    def table(self, name: str) -> LegacyTable:
+        """The legacy table with the columns this file holds (version 1 files: the mapped ones)."""
+        legacy = LEGACY_TABLES_BY_NAME[name]
+        return replace(legacy, columns=tuple(self.columns)) if self.columns else legacy
 
 
 @dataclass
@@ -155,50 +177,103 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str) -> Manifest:
         record = json.loads(text)
-        if record.get("format") != FORMAT or record.get("format_version") != FORMAT_VERSION:
+        if record.get("format") != FORMAT or record.get("format_version") not in READABLE_VERSIONS:
             raise ArchiveIncomplete(
-                f"manifest is not a {FORMAT} version {FORMAT_VERSION} manifest "
+                f"manifest is not a {FORMAT} manifest of version {' or '.join(map(str, READABLE_VERSIONS))} "
                 f"(format {record.get('format')!r}, version {record.get('format_version')!r})"
             )
         tables = {name: ArchivedTable(**entry) for name, entry in record["tables"].items()}
         schema = LegacySchema(**record["schema"])
-        return cls(tables, schema, record["source"], record["created_at"], record["tool_version"])
+        version = record["format_version"]
+        return cls(
+            tables, schema, record["source"], record["created_at"], record["tool_version"], format_version=version
+        )
 
 
 def load_manifest(directory: Path) -> Manifest:
+    """The manifest of the archive in `directory`, refused (`ArchiveRefused`) unless every file it
+    names is a plain name inside the folder and its DDL only creates the legacy tables."""
     path = directory / MANIFEST
+    problem = file_name_problem(directory, MANIFEST)
+    if problem:
+        raise ArchiveRefused(f"{path}: {problem}")
     if not path.is_file():
         raise ArchiveIncomplete(f"archive has no {MANIFEST}: {directory}")
     try:
         manifest = Manifest.from_json(path.read_text(encoding="utf-8"))
     except (ValueError, KeyError, TypeError) as exc:
         raise ArchiveIncomplete(f"{path} cannot be read: {exc!r}") from exc
+    for name, entry in manifest.tables.items():
+        problem = file_name_problem(directory, entry.file)
+        if problem:
+            raise ArchiveRefused(f"{path} refused: tables.{name}.file {entry.file!r}: {problem}")
+    try:
+        created = check_legacy_schema(manifest.schema)
+    except SchemaRefused as exc:
+        raise ArchiveRefused(f"{path} refused: schema.{exc}") from None
     unknown = [name for name in manifest.tables if name not in LEGACY_TABLES_BY_NAME]
     if unknown or sorted(manifest.tables) != sorted(manifest.schema.tables):
         raise ArchiveIncomplete(
             f"manifest lists files for {sorted(manifest.tables)} but the legacy tables {manifest.schema.tables}"
         )
+    for name, entry in manifest.tables.items():
+        problem = columns_problem(entry.columns, LEGACY_TABLES_BY_NAME[name], created[name])
+        if problem:
+            raise ArchiveRefused(f"{path} refused: tables.{name}.columns: {problem}")
     return manifest
+
+
+def columns_problem(columns: object, table: LegacyTable, created: list[str]) -> str | None:
+    """Why a file's column list is not its table's (the mapped columns first, then every other
+    column its DDL creates, each once), or None. Version 1 manifests list none: the mapped columns."""
+    if columns == []:
+        return None
+    if not isinstance(columns, list) or not all(isinstance(column, str) for column in columns):
+        return "not a list of column names"
+    if tuple(columns[: len(table.columns)]) != table.columns or len(set(columns)) != len(columns):
+        return f"{columns!r:.80} does not start with {', '.join(table.columns)} or names a column twice"
+    strangers = [column for column in columns if column not in created]
+    if strangers:
+        return f"{strangers} are not columns of the archived table"
+    left_out = [column for column in created if column not in columns]
+    return f"the archived table also has {left_out}, which no line holds" if left_out else None
+
+
+def file_name_problem(directory: Path, name: object) -> str | None:
+    """Why `name` is not the plain name of a file inside the archive folder, or None when it is."""
+    if not isinstance(name, str) or not name:
+        return "not a file name"
+    if os.path.isabs(name):
+        return "an absolute path; an archive names its files by their plain names inside its folder"
+    if name in (".", "..") or any(separator in name for separator in ("/", "\\", os.sep, "\0")):
+        return "not a plain file name (a path separator or '..'); an archive's files are inside its folder"
+    path = directory / name
+    if path.is_symlink() and path.resolve().parent != directory.resolve():
+        return "a symbolic link to a file outside the archive folder"
+    return None
 
 
 # --- writing ----------------------------------------------------------------------------------
 
 
 def write_archive(
-    source: LegacySource, out: str | os.PathLike[str], *, batch_size: int = RESTORE_BATCH_SIZE
+    source: LegacySource, out: str | os.PathLike[str], *, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> Manifest:
     """Archive every legacy table of `source` into the new folder `out`; returns its manifest."""
     folder = Path(out)
     if folder.exists():
         raise OutputExists(f"refusing to overwrite existing archive folder: {folder}")
+    refuse_unrestorable_schema(source, "archive")
     # Written under a temporary name, so a crash never leaves a folder that looks like an archive.
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    make_folder(partial)
     try:
-        entries = {table.name: _write_table(source, table, partial, batch_size) for table in source.tables}
+        # Every column of every row, the ones the mapping does not read too: nothing is left behind.
+        stored = [source.stored_table(table) for table in source.tables]
+        entries = {table.name: _write_table(source, table, partial, batch_size) for table in stored}
         manifest = Manifest(entries, source.schema(), str(source.path.resolve()), _utc_now())
-        (partial / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
+        write_new_text(partial / MANIFEST, manifest.to_json())
         os.replace(partial, folder)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -210,12 +285,12 @@ def _write_table(source: LegacySource, table: LegacyTable, folder: Path, batch_s
     name = f"{table.name}.jsonl.gz"
     counted = RowTally()
     # mtime=0 and no file name in the gzip header: the same rows always give the same bytes.
-    with open(folder / name, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+    with open_new(folder / name, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
         for batch in source.batches(table, batch_size):
             packed.write("".join(archive_line(table, row) + "\n" for row in batch).encode("ascii"))
             for row in batch:
                 counted.add(row)
-    return ArchivedTable(name, counted.rows, file_sha256(folder / name) or "", counted.checksum)
+    return ArchivedTable(name, counted.rows, file_sha256(folder / name) or "", counted.checksum, list(table.columns))
 
 
 def _utc_now() -> str:
@@ -240,7 +315,7 @@ def check_archive(directory: str | os.PathLike[str]) -> Manifest:
     folder = Path(directory)
     manifest = load_manifest(folder)
     for name, entry in manifest.tables.items():
-        table = LEGACY_TABLES_BY_NAME[name]
+        table = entry.table(name)
         if not (folder / entry.file).is_file():
             raise ArchiveIncomplete(f"archive lacks {entry.file}, the file of table {name}")
         if file_sha256(folder / entry.file) != entry.sha256:
@@ -257,14 +332,17 @@ def check_archive(directory: str | os.PathLike[str]) -> Manifest:
 
 
 def restore_archive(
-    directory: str | os.PathLike[str], out: str | os.PathLike[str], *, batch_size: int = RESTORE_BATCH_SIZE
+    directory: str | os.PathLike[str], out: str | os.PathLike[str], *, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> RestoreReport:
     """Write a new SQLite file holding the archived legacy tables exactly (DDL, rows, counters)."""
     started = time.perf_counter()
     folder = Path(directory)
     manifest = check_archive(folder)  # never restore half an archive
     tables = [
-        (LEGACY_TABLES_BY_NAME[name], archived_rows(folder, LEGACY_TABLES_BY_NAME[name], manifest.tables[name]))
+        (
+            manifest.tables[name].table(name),
+            archived_rows(folder, manifest.tables[name].table(name), manifest.tables[name]),
+        )
         for name in manifest.schema.tables
     ]
     report = RestoreReport(out=str(out))

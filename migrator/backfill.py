@@ -3,28 +3,40 @@
 Every run is a catch-up. Rows are matched by their legacy rowid and a digest of their cells, so
 a re-run writes only what was added or changed since the last one, and removes what the daemon
 pruned or expired in the meantime. Each batch is one transaction, and memory holds one batch.
+
+Each batch is planned, then written, so `dry_run` is the same run without the writes. `recheck`
+plans by comparing the target's rows with what the mapping makes of each source row
+(`compare.compare_rows`) instead of trusting the digests, which heals a target that drifted.
+A snapshot that shares no row with a target that already holds rows (another daemon's file)
+is refused before anything is written, unless `replace_all` says that is intended.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import peewee as pw
 
-from migrator import checkpoints, engines, sessions
-from migrator.legacy import LegacyRow, LegacySource, row_digest
-from migrator.models import Quarantine
-from migrator.relational import BlobKind, delete_identities, write_legacy_rows
-from migrator.target import create_schema, save_legacy_schema
+from migrator import engines, sessions
+from migrator.batching import DEFAULT_BATCH_SIZE, Progress
+from migrator.codec import key_digest, stored_key
+from migrator.compare import compare_rows
+from migrator.ddl import refuse_unrestorable_schema
+from migrator.errors import SnapshotMismatch
+from migrator.failures import connection_lost
+from migrator.kinds import KINDS
+from migrator.legacy import CELLS, ROWID, LegacyRow, LegacySource, row_digest, snapshot_hashes
+from migrator.models import McpSession, Quarantine
+from migrator.relational import BlobKind, delete_identities, delete_orphans, orphans, write_legacy_rows
+from migrator.status import record_last_migrate
+from migrator.target import create_schema, save_legacy_schema, schema_version
 
-KINDS: dict[str, BlobKind] = {kind.legacy.name: kind for kind in (checkpoints.KIND, sessions.KIND)}
-DEFAULT_BATCH_SIZE = 2000
-
-Progress = Callable[[str, int], None]
-"""Called with (legacy table name, rows just handled)."""
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,8 +44,11 @@ class TableReport:
     table: str
     source_rows: int = 0
     written: int = 0  # rows new or changed since the last run, written by this one
+    rewritten: int = 0  # of those, rows the target held before, in another form
     unchanged: int = 0
     deleted: int = 0  # rows gone from the source, removed from the target
+    orphans_removed: int = 0  # child rows without their legacy row, removed (recheck)
+    changed_meanwhile: int = 0  # rows a daemon changed or removed during the run: left to it, or the next run
     migrated: int = 0  # rows now held relationally (after the run)
     quarantined: int = 0  # rows now held verbatim in quarantine
     noncanonical: int = 0  # migrated rows whose JSON is not in json.dumps' default format
@@ -43,9 +58,28 @@ class TableReport:
 class BackfillReport:
     tables: list[TableReport] = field(default_factory=list)
     seconds: float = 0.0
+    dry_run: bool = False
+    recheck: bool = False
+    attempts: int = 1  # more than 1 when a dropped server connection made the run start over
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tables": [asdict(t) for t in self.tables], "seconds": round(self.seconds, 3)}
+        return {
+            "tables": [asdict(t) for t in self.tables],
+            "seconds": round(self.seconds, 3),
+            "dry_run": self.dry_run,
+            "recheck": self.recheck,
+            "attempts": self.attempts,
+        }
+
+
+@dataclass(frozen=True)
+class Run:
+    """How this run goes: what it compares by, and whether it writes."""
+
+    batch_size: int
+    progress: Progress | None
+    recheck: bool
+    dry_run: bool
 
 
 def backfill(
@@ -54,39 +88,96 @@ def backfill(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress | None = None,
+    recheck: bool = False,
+    dry_run: bool = False,
+    replace_all: bool = False,
 ) -> BackfillReport:
-    """Create the schema if needed, then catch the target up with every legacy table present."""
+    """Create the schema if needed, then catch the target up with every legacy table present.
+
+    `dry_run` plans the same run and writes nothing, not even the schema. `recheck` compares
+    every target row with the mapping of its source row and rewrites what differs. `replace_all`
+    allows a catch-up from a snapshot that shares no row with the target.
+
+    A server connection that drops (a restart, a network blip) is opened again and the run
+    starts over, after a pause that grows each time (`RETRY_PAUSES`): every run is a catch-up,
+    so what the first attempt committed is kept and found unchanged, and the result is exact.
+    """
+    run = Run(batch_size, progress, recheck, dry_run)
+    for attempt, pause in enumerate((*RETRY_PAUSES, None), start=1):
+        try:
+            report = _backfill_once(source, database, run, replace_all)
+        except Exception as exc:
+            if pause is None or not connection_lost(exc):
+                raise
+            logger.warning("the target's connection dropped (%s); attempt %d again in %.1f s", exc, attempt, pause)
+            time.sleep(pause)
+            _reconnect(database)
+            continue
+        report.attempts = attempt
+        return report
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+RETRY_PAUSES = (1.0, 2.0, 4.0, 8.0)
+"""Seconds to wait before each new attempt after a dropped server connection (then it fails)."""
+
+
+def _reconnect(database: pw.Database) -> None:
+    """A fresh connection in place of one the server dropped (it cannot even roll back)."""
+    try:
+        database.close()
+    except Exception:  # noqa: BLE001 - a dead connection, or a transaction left open on it
+        database._state.reset()  # peewee's own way to forget a connection
+    database.connect(reuse_if_open=True)
+
+
+def _backfill_once(source: LegacySource, database: pw.Database, run: Run, replace_all: bool) -> BackfillReport:
     started = time.perf_counter()
-    create_schema(database)
-    save_legacy_schema(database, source.schema())
-    report = BackfillReport()
+    batch_size, dry_run, recheck = run.batch_size, run.dry_run, run.recheck
+    refuse_unrestorable_schema(source, "migrate")  # now, not at the rollback that needs it
+    has_schema = schema_version(database) is not None
+    if not dry_run:
+        create_schema(database)
+        has_schema = True
     kinds = [KINDS[table.name] for table in source.tables]
-    empty = {kind.legacy.name: not _has_rows(kind) for kind in kinds}  # a first load: nothing to compare with
+    empty = {kind.legacy.name: not has_schema or not _has_rows(kind) for kind in kinds}
+    if not replace_all:
+        _refuse_disjoint_snapshot(source, kinds, empty, batch_size)
+    if not dry_run:
+        with engines.engine(database).write_transaction():
+            # As the file holds it now when a daemon wrote meanwhile: its dual writes keep the
+            # recorded counter in step, and a catch-up must not move it back to the snapshot's.
+            save_legacy_schema(database, source.schema(now=source.written_since()))
+    report = BackfillReport(dry_run=dry_run, recheck=recheck)
     fresh_models = [table.model for kind in kinds if empty[kind.legacy.name] for table in kind.tables]
-    with engines.bulk_load(database), engines.indexes_built_after(database, fresh_models):
-        for kind in kinds:
-            table_report = _backfill_table(source, database, kind, batch_size, progress, empty[kind.legacy.name])
-            report.tables.append(table_report)
-    report.seconds = time.perf_counter() - started
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ksi-hash") as hasher:
+        # The snapshot's sha256 for the record of this run, taken on the other core meanwhile.
+        hashes = None if dry_run else hasher.submit(snapshot_hashes, source.path)
+        loading = engines.engine(database)
+        with loading.bulk_load(), loading.indexes_built_after([] if dry_run else fresh_models):
+            for kind in kinds:
+                report.tables.append(_backfill_table(source, database, kind, run, empty[kind.legacy.name]))
+        report.seconds = time.perf_counter() - started
+        if hashes is not None:
+            record_last_migrate(database, source, hashes.result(), report.to_dict())
     return report
 
 
 def _backfill_table(
-    source: LegacySource,
-    database: pw.Database,
-    kind: BlobKind,
-    batch_size: int,
-    progress: Progress | None,
-    target_is_empty: bool,
+    source: LegacySource, database: pw.Database, kind: BlobKind, run: Run, target_is_empty: bool
 ) -> TableReport:
     table = kind.legacy
     table_report = TableReport(table.name, source_rows=source.count(table))
     if not target_is_empty:
-        table_report.deleted = _delete_vanished(source, database, kind, batch_size)
-    for batch in source.batches(table, batch_size):
-        _sync_batch(database, kind, batch, table_report, assume_new=target_is_empty)
-        if progress:
-            progress(table.name, len(batch))
+        table_report.deleted = _delete_vanished(source, database, kind, run)
+        if run.recheck:
+            table_report.orphans_removed = _remove_orphans(database, kind, run)
+    for batch in source.batches(table, run.batch_size):
+        _sync_batch(database, source, kind, batch, table_report, run, assume_new=target_is_empty)
+        if run.progress:
+            run.progress(table.name, len(batch))
+    if target_is_empty and run.dry_run:
+        return table_report  # there is no table to count in yet
     _count_totals(kind, table_report)
     return table_report
 
@@ -94,6 +185,44 @@ def _backfill_table(
 def _has_rows(kind: BlobKind) -> bool:
     quarantined = Quarantine.select().where(Quarantine.legacy_table == kind.legacy.name)
     return kind.root.model.select().exists() or quarantined.exists()
+
+
+# --- another daemon's file ------------------------------------------------------------------------
+
+
+def _refuse_disjoint_snapshot(
+    source: LegacySource, kinds: Sequence[BlobKind], empty: dict[str, bool], batch_size: int
+) -> None:
+    """A catch-up removes every target row the snapshot lacks. When the snapshot shares no row at
+    all with a target that holds rows, that is the wrong file far more often than a daemon whose
+    every row changed, so it is refused before anything is written."""
+    held = [kind for kind in kinds if not empty[kind.legacy.name]]
+    if not held or any(_shares_a_row(source, kind, batch_size) for kind in held):
+        return
+    tables = ", ".join(kind.legacy.name for kind in held)
+    raise SnapshotMismatch(
+        f"refusing to catch up: {source.path} shares no row with the target's {tables} (no row with the same "
+        "rowid and content, no session with the same key), so it looks like another daemon's database and "
+        "catching up would replace every row; if every row really changed since the last run, pass --replace"
+    )
+
+
+def _shares_a_row(source: LegacySource, kind: BlobKind, batch_size: int) -> bool:
+    """True at the first source row the target holds with the same rowid and content, or, for a
+    session, under the same key (the daemon rewrites sessions in place, giving them new rowids)."""
+    for batch in source.batches(kind.legacy, batch_size):
+        known = _known_digests(kind, batch[0][ROWID], batch[-1][ROWID])
+        if any(known.get(row[ROWID]) == row_digest(row[CELLS]) for row in batch):
+            return True
+        if kind is sessions.KIND:
+            keys = [kind.legacy.key_of(row) for row in batch]
+            digests = [key_digest(stored_key(key)) for key in keys if isinstance(key, str)]
+            if digests and McpSession.select().where(McpSession.session_key_digest.in_(digests)).exists():
+                return True
+    return False
+
+
+# --- removing what the source no longer holds -------------------------------------------------------
 
 
 def _target_rowids(kind: BlobKind, batch_size: int) -> Iterator[list[int]]:
@@ -109,22 +238,37 @@ def _target_rowids(kind: BlobKind, batch_size: int) -> Iterator[list[int]]:
                 query = query.where(where)
             if after is not None:
                 query = query.where(column > after)
-            rowids = [row[0] for row in query.tuples()]
+            rowids = [rowid for (rowid,) in query.tuples()]
             if not rowids:
                 break
             yield rowids
             after = rowids[-1]
 
 
-def _delete_vanished(source: LegacySource, database: pw.Database, kind: BlobKind, batch_size: int) -> int:
+def _delete_vanished(source: LegacySource, database: pw.Database, kind: BlobKind, run: Run) -> int:
     vanished: list[int] = []
-    for rowids in _target_rowids(kind, batch_size):
+    for rowids in _target_rowids(kind, run.batch_size):
         present = source.existing_rowids(kind.legacy, rowids)
         vanished.extend(rowid for rowid in rowids if rowid not in present)
-    for start in range(0, len(vanished), batch_size):
-        with database.atomic():
-            delete_identities(database, kind, vanished[start : start + batch_size])
+    if not run.dry_run:
+        for start in range(0, len(vanished), run.batch_size):
+            with engines.engine(database).write_transaction():
+                batch = vanished[start : start + run.batch_size]
+                if source.written_since():  # a row a daemon wrote again since the snapshot stays
+                    back = source.rows_now(kind.legacy, batch)
+                    batch = [rowid for rowid in batch if rowid not in back]
+                delete_identities(database, kind, batch)
     return len(vanished)
+
+
+def _remove_orphans(database: pw.Database, kind: BlobKind, run: Run) -> int:
+    """Child rows whose legacy row is gone: a catch-up would otherwise trip over their keys."""
+    if run.dry_run:
+        return len(orphans(database, kind, limit=10**9))
+    return delete_orphans(database, kind)
+
+
+# --- writing what is new or changed -----------------------------------------------------------
 
 
 def _known_digests(kind: BlobKind, low: int, high: int) -> dict[int, str]:
@@ -144,26 +288,90 @@ def _known_digests(kind: BlobKind, low: int, high: int) -> dict[int, str]:
     return known
 
 
+def _changed_rows(
+    database: pw.Database, kind: BlobKind, batch: Sequence[LegacyRow], run: Run, *, assume_new: bool
+) -> tuple[list[tuple[LegacyRow, str]], set[int]]:
+    """The rows of a batch that must be written, with their digests, and the rowids the target
+    held before. Plain runs trust the digests; a recheck compares every row in full."""
+    known = {} if assume_new else _known_digests(kind, batch[0][ROWID], batch[-1][ROWID])
+    digests = [row_digest(row[CELLS]) for row in batch]
+    if run.recheck and not assume_new:
+        comparisons = compare_rows(
+            kind, batch, database, batch_size=run.batch_size, low=batch[0][ROWID], high=batch[-1][ROWID] + 1
+        )
+        differing = {c.rowid for c in comparisons if c.source is not None and c.mismatches}
+        # A row that is right but carries a stale digest is written too, so plain runs trust it again.
+        changed = [
+            (row, digest)
+            for row, digest in zip(batch, digests, strict=True)
+            if row[ROWID] in differing or known.get(row[ROWID]) != digest
+        ]
+    else:
+        changed = [(row, digest) for row, digest in zip(batch, digests, strict=True) if known.get(row[ROWID]) != digest]
+    return changed, set(known)
+
+
 def _sync_batch(
     database: pw.Database,
+    source: LegacySource,
     kind: BlobKind,
     batch: Sequence[LegacyRow],
     report: TableReport,
+    run: Run,
     *,
     assume_new: bool,
 ) -> None:
-    known = {} if assume_new else _known_digests(kind, batch[0][0], batch[-1][0])
-    changed = []
-    for row in batch:
-        digest = row_digest(row[1:])
-        if known.get(row[0]) == digest:
-            report.unchanged += 1
-        else:
-            changed.append((row, digest))
-    if changed:
-        stale = [row[0] for row, _ in changed if row[0] in known]
-        write_legacy_rows(database, kind, changed, replace=stale)
+    changed, held = _changed_rows(database, kind, batch, run, assume_new=assume_new)
+    report.unchanged += len(batch) - len(changed)
+    if changed and not run.dry_run:
+        changed = _write_as_read(database, source, kind, changed, report, assume_new=assume_new)
     report.written += len(changed)
+    report.rewritten += sum(1 for row, _ in changed if row[ROWID] in held)
+
+
+WRITE_ATTEMPTS = 3
+"""A batch whose keys collide with rows a daemon committed meanwhile (a server's unique index
+notices only at commit) is checked and written again, this many times in all."""
+
+
+def _write_as_read(
+    database: pw.Database,
+    source: LegacySource,
+    kind: BlobKind,
+    rows: list[tuple[LegacyRow, str]],
+    report: TableReport,
+    *,
+    assume_new: bool,
+) -> list[tuple[LegacyRow, str]]:
+    """Write the relational rows of these snapshot rows, in one transaction that first makes sure
+    the legacy file still holds each row as the snapshot read it: a row a daemon changed or
+    removed since is never written back over the newer one (its dual write has mirrored it, or
+    the next catch-up will). Returns the rows written."""
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        try:
+            with engines.engine(database).write_transaction():  # SQLite: the write lock first
+                current = _still_as_read(source, kind, rows)
+                # Every rowid about to be written is cleared first, not only those with a known digest:
+                # child rows left behind under a new rowid (an orphan) would otherwise collide with its keys.
+                replace = [] if assume_new else [row[ROWID] for row, _ in current]
+                write_legacy_rows(database, kind, current, replace=replace)
+        except pw.IntegrityError:
+            if attempt == WRITE_ATTEMPTS:
+                raise
+            continue
+        report.changed_meanwhile += len(rows) - len(current)
+        return current
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def _still_as_read(
+    source: LegacySource, kind: BlobKind, rows: list[tuple[LegacyRow, str]]
+) -> list[tuple[LegacyRow, str]]:
+    """The rows the legacy file still holds as the snapshot read them (all, when nobody wrote)."""
+    if not source.written_since():
+        return rows
+    now = source.rows_now(kind.legacy, [row[ROWID] for row, _ in rows])
+    return [(row, digest) for row, digest in rows if row[ROWID] in now and row_digest(now[row[ROWID]][CELLS]) == digest]
 
 
 def _count_totals(kind: BlobKind, report: TableReport) -> None:

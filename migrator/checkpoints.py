@@ -82,8 +82,9 @@ CHECKPOINT_TABLE = TableMap(
         "source_digest",
         "legacy_timestamp_type",
         "legacy_timestamp",
-        *CHECKPOINT_DATA.columns,
-        "status",
+        CHECKPOINT_DATA,
+        "status",  # the plan's lifecycle, not legacy data: every migrated checkpoint is "active"
+        "restored_at",  # the plan's lifecycle too: legacy rows never record one
         "layout",
         "extra",
         "text_overlay",
@@ -91,41 +92,30 @@ CHECKPOINT_TABLE = TableMap(
 )
 QUEUE_TABLE = TableMap(
     CheckpointQueue,
-    (
-        "checkpoint_id",
-        "position",
-        "session_id",
-        "session_id_digest",
-        "shape",
-        "queue_depth",
-        *QUEUE.columns,
-        "layout",
-        "extra",
-    ),
+    ("checkpoint_id", "position", "session_id", "session_id_digest", "shape", "queue_depth", QUEUE, "layout", "extra"),
     order=("position",),
 )
 ITEM_TABLE = TableMap(
     CheckpointQueueItem,
-    ("checkpoint_id", "queue_position", "position", *QUEUE_ITEM.columns, "layout", "extra"),
+    ("checkpoint_id", "queue_position", "position", QUEUE_ITEM, "layout", "extra"),
     order=("queue_position", "position"),
 )
 REQUEST_TABLE = TableMap(
     CheckpointRequest,
-    ("checkpoint_id", "position", "request_id", "request_id_digest", *COMPLETION.columns, "layout", "extra"),
+    ("checkpoint_id", "position", "request_id", "request_id_digest", COMPLETION, "layout", "extra"),
     order=("position",),
 )
 
-_DATA = 4  # where CHECKPOINT_DATA's slots start in a checkpoint row
-_QUEUE = 6  # where QUEUE's slots start in a queue row
-_ITEM = 3
-_REQUEST = 4
+LEGACY = CHECKPOINTS.at
+CREATED_AT = CHECKPOINT_DATA.columns.index("created_at")  # the parsed time, within the record
+CHECKPOINT_AT, QUEUE_AT, ITEM_AT, REQUEST_AT = CHECKPOINT_TABLE.at, QUEUE_TABLE.at, ITEM_TABLE.at, REQUEST_TABLE.at
 
 
 # --- legacy row -> relational rows ------------------------------------------------------------
 
 
 def to_rows(row: LegacyRow, digest: str) -> Bundle:
-    _rowid, checkpoint_id, timestamp, data = row  # rowid is the id: INTEGER PRIMARY KEY
+    checkpoint_id, timestamp, data = row[LEGACY.id], row[LEGACY.timestamp], row[LEGACY.checkpoint_data]
     if not isinstance(data, str):
         raise UnreadableBlob(f"checkpoint_data is a {storage_type(data)} value, expected JSON text")
     blob, overlay = parse_blob(data)
@@ -133,13 +123,27 @@ def to_rows(row: LegacyRow, digest: str) -> Bundle:
         raise UnreadableBlob(f"checkpoint_data is a JSON {json_type_name(blob)}, expected an object")
     split = split_record(CHECKPOINT_DATA, blob, "checkpoint_data")
     slots = split.slots
-    if slots[1] is None and isinstance(timestamp, str):
-        slots[1] = parse_timestamp(timestamp)  # queries by time still work without the key
+    if slots[CREATED_AT] is None and isinstance(timestamp, str):
+        slots[CREATED_AT] = parse_timestamp(timestamp)  # queries by time still work without the key
     queues, items = _queue_rows(checkpoint_id, split.containers.get("session_queues", {}))
     requests = _request_rows(checkpoint_id, split.containers.get("active_completions", {}))
     tag, text = encode_cell(timestamp)
-    checkpoint = (checkpoint_id, digest, tag, text, *slots, "active", split.layout, split.extra, overlay)
+    checkpoint = CHECKPOINT_TABLE.build(
+        id=checkpoint_id,
+        source_digest=digest,
+        legacy_timestamp_type=tag,
+        legacy_timestamp=text,
+        record=slots,
+        status="active",
+        restored_at=None,
+        layout=split.layout,
+        extra=split.extra,
+        text_overlay=overlay,
+    )
     return [checkpoint], queues, items, requests
+
+
+NO_QUEUE_RECORD = (None,) * QUEUE.width  # an old list queue has no object to split
 
 
 def _queue_rows(checkpoint_id: int, session_queues: dict) -> tuple[list[Row], list[Row]]:
@@ -147,29 +151,51 @@ def _queue_rows(checkpoint_id: int, session_queues: dict) -> tuple[list[Row], li
     queues: list[Row] = []
     items: list[Row] = []
     for position, (session_id, queue) in enumerate(session_queues.items()):
+
         def where(session_id: str = session_id) -> str:
             return f"checkpoint_data.session_queues[{session_id!r}]"
 
-        key = _key_columns(session_id)
+        stored, digest = _key_columns(session_id)
         if isinstance(queue, list):
             entries = queue
-            queues.append((checkpoint_id, position, *key, "list", len(queue), *[None] * QUEUE.width, None, None))
+            record, shape, layout, extra = NO_QUEUE_RECORD, "list", None, None
         elif isinstance(queue, dict):
             split = split_record(QUEUE, queue, where)
             entries = split.containers.get("items", [])
-            queues.append(
-                (checkpoint_id, position, *key, "object", len(entries), *split.slots, split.layout, split.extra)
-            )
+            record, shape, layout, extra = split.slots, "object", split.layout, split.extra
         else:
             raise UnreadableBlob(f"{where()} is a JSON {json_type_name(queue)}, expected an array or object")
+        queues.append(
+            QUEUE_TABLE.build(
+                checkpoint_id=checkpoint_id,
+                position=position,
+                session_id=stored,
+                session_id_digest=digest,
+                shape=shape,
+                queue_depth=len(entries),
+                record=record,
+                layout=layout,
+                extra=extra,
+            )
+        )
         for item_position, item in enumerate(entries):
+
             def item_where(item_position: int = item_position) -> str:
                 return f"{where()}.items[{item_position}]"
 
             if not isinstance(item, dict):
                 raise UnreadableBlob(f"{item_where()} is a JSON {json_type_name(item)}, expected an object")
             split = split_record(QUEUE_ITEM, item, item_where)
-            items.append((checkpoint_id, position, item_position, *split.slots, split.layout, split.extra))
+            items.append(
+                ITEM_TABLE.build(
+                    checkpoint_id=checkpoint_id,
+                    queue_position=position,
+                    position=item_position,
+                    record=split.slots,
+                    layout=split.layout,
+                    extra=split.extra,
+                )
+            )
     return queues, items
 
 
@@ -177,13 +203,25 @@ def _request_rows(checkpoint_id: int, completions: dict) -> list[Row]:
     _refuse_duplicate_keys(completions, "checkpoint_data.active_completions")
     rows: list[Row] = []
     for position, (request_id, completion) in enumerate(completions.items()):
+
         def where(request_id: str = request_id) -> str:
             return f"checkpoint_data.active_completions[{request_id!r}]"
 
         if not isinstance(completion, dict):
             raise UnreadableBlob(f"{where()} is a JSON {json_type_name(completion)}, expected an object")
         split = split_record(COMPLETION, completion, where)
-        rows.append((checkpoint_id, position, *_key_columns(request_id), *split.slots, split.layout, split.extra))
+        stored, digest = _key_columns(request_id)
+        rows.append(
+            REQUEST_TABLE.build(
+                checkpoint_id=checkpoint_id,
+                position=position,
+                request_id=stored,
+                request_id_digest=digest,
+                record=split.slots,
+                layout=split.layout,
+                extra=split.extra,
+            )
+        )
     return rows
 
 
@@ -207,33 +245,52 @@ def _refuse_duplicate_keys(mapping: dict, where: str) -> None:
 
 def from_rows(bundle: Bundle) -> LegacyRow:
     (checkpoint,), queues, items, requests = bundle
-    checkpoint_id = checkpoint[0]
+    checkpoint_id = checkpoint[CHECKPOINT_AT.id]
     containers = {
         "session_queues": _queues_text(checkpoint_id, queues, items),
         "active_completions": join_object(
-            (key_from_stored(r[2]), join_record(COMPLETION, r[_REQUEST:], r[-2], r[-1])) for r in requests
+            (
+                key_from_stored(r[REQUEST_AT.request_id]),
+                join_record(COMPLETION, r[REQUEST_TABLE.record], r[REQUEST_AT.layout], r[REQUEST_AT.extra]),
+            )
+            for r in requests
         ),
     }
-    canonical = join_record(CHECKPOINT_DATA, checkpoint[_DATA:], checkpoint[-3], checkpoint[-2], containers)
-    data = apply_overlay(canonical, checkpoint[-1])
-    timestamp = decode_cell(checkpoint[2], checkpoint[3])
-    return (checkpoint_id, checkpoint_id, timestamp, data)
+    record = checkpoint[CHECKPOINT_TABLE.record]
+    canonical = join_record(
+        CHECKPOINT_DATA, record, checkpoint[CHECKPOINT_AT.layout], checkpoint[CHECKPOINT_AT.extra], containers
+    )
+    return CHECKPOINTS.build(
+        rowid=checkpoint_id,  # the id is the rowid: INTEGER PRIMARY KEY
+        id=checkpoint_id,
+        timestamp=decode_cell(
+            checkpoint[CHECKPOINT_AT.legacy_timestamp_type], checkpoint[CHECKPOINT_AT.legacy_timestamp]
+        ),
+        checkpoint_data=apply_overlay(canonical, checkpoint[CHECKPOINT_AT.text_overlay]),
+    )
 
 
 def _queues_text(checkpoint_id: int, queues: list[Row], items: list[Row]) -> str:
     items_by_queue: dict[int, list[Row]] = {
-        position: list(rows) for position, rows in groupby(items, key=itemgetter(1))
+        position: list(rows) for position, rows in groupby(items, key=itemgetter(ITEM_AT.queue_position))
     }
     pairs = []
     for queue in queues:
-        position, session_id, shape = queue[1], key_from_stored(queue[2]), queue[4]
+        position, session_id = queue[QUEUE_AT.position], key_from_stored(queue[QUEUE_AT.session_id])
         items_text = join_array(
-            join_record(QUEUE_ITEM, item[_ITEM:], item[-2], item[-1]) for item in items_by_queue.pop(position, [])
+            join_record(QUEUE_ITEM, item[ITEM_TABLE.record], item[ITEM_AT.layout], item[ITEM_AT.extra])
+            for item in items_by_queue.pop(position, [])
         )
-        if shape == "list":
+        if queue[QUEUE_AT.shape] == "list":
             pairs.append((session_id, items_text))
         else:
-            pairs.append((session_id, join_record(QUEUE, queue[_QUEUE:], queue[-2], queue[-1], {"items": items_text})))
+            record = queue[QUEUE_TABLE.record]
+            pairs.append(
+                (
+                    session_id,
+                    join_record(QUEUE, record, queue[QUEUE_AT.layout], queue[QUEUE_AT.extra], {"items": items_text}),
+                )
+            )
     if items_by_queue:
         raise RebuildError(
             f"checkpoint {checkpoint_id} has queue items for missing queue position(s) {sorted(items_by_queue)}"

@@ -1,8 +1,11 @@
 """`ksi-migrate`: each command opens what it needs, calls one library function, and reports.
 
-Domain errors (`MigratorError`) become one line on stderr and exit status 2; `-v` shows the
-traceback as well. `verify` exits 1 when rows differ, so scripts can tell "not equal" from "could
-not run".
+Exit status: 0 success, 1 differences found (`verify`, a `cleanup` plan that refuses), 2 a usage
+or operational error (a domain error, a full disk, a missing folder, a server gone, a lock that
+did not clear: one line on stderr saying what happened and what to do; `migrator.failures`), 3 an
+internal error, a bug of this tool (its traceback, then one line). `-v` shows the traceback of
+every error. Whatever is printed shows database URLs with their passwords masked, and whatever a
+command creates is its owner's alone (umask 077; `migrator.private`).
 """
 
 from __future__ import annotations
@@ -11,22 +14,28 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from migrator import __version__
 from migrator.archive import restore_archive, write_archive
-from migrator.backfill import DEFAULT_BATCH_SIZE, BackfillReport, backfill
+from migrator.backfill import BackfillReport, backfill
+from migrator.batching import DEFAULT_BATCH_SIZE
+from migrator.cleanup import CleanupPlan, cleanup
 from migrator.errors import MigratorError
-from migrator.legacy import LegacySource
-from migrator.phases import CleanupPlan, cleanup
+from migrator.failures import explain
+from migrator.legacy import LegacySource, UnmappedColumns
+from migrator.private import private_umask, write_new_text
+from migrator.redaction import mask_secrets, mask_url, secrets_of
 from migrator.rollback import export, restore
-from migrator.target import target_database
+from migrator.status import Status, target_status
+from migrator.target import in_wal_mode_if_one_file, planning_database, target_database
 from migrator.verify import VerifyReport, verify
 
-EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
+EXIT_OK, EXIT_MISMATCH, EXIT_ERROR, EXIT_INTERNAL = 0, 1, 2, 3
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -34,12 +43,21 @@ Handler = Callable[[argparse.Namespace], int]
 # --- progress ---------------------------------------------------------------------------------
 
 
+PROGRESS_LINE_SECONDS = 5.0
+"""Without a terminal (a CI log, a pipe), progress is one line on stderr this often."""
+
+
 @contextmanager
 def progress_bar(total: int, description: str) -> Iterator[Callable[[str, int], None]]:
-    """A tqdm bar on a terminal, nothing when stderr is a pipe or a file (CI logs stay clean)."""
+    """A tqdm bar on a terminal; elsewhere a line every few seconds: rows, rows/s, table."""
+    if not sys.stderr.isatty():
+        lines = ProgressLines(total, description)
+        yield lines.advance
+        lines.finish()
+        return
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=description, unit="row", disable=not sys.stderr.isatty(), file=sys.stderr)
+    bar = tqdm(total=total, desc=description, unit="row", file=sys.stderr)
 
     def advance(table: str, rows: int) -> None:
         bar.set_postfix_str(table, refresh=False)
@@ -49,6 +67,36 @@ def progress_bar(total: int, description: str) -> Iterator[Callable[[str, int], 
         yield advance
     finally:
         bar.close()
+
+
+class ProgressLines:
+    """Progress for a log: `migrate: mcp_sessions, 40,000 of 100,000 rows, 12,345 rows/s`."""
+
+    def __init__(self, total: int, description: str) -> None:
+        self.total, self.description, self.every = total, description, PROGRESS_LINE_SECONDS
+        self.done = 0
+        self.started = self.last = time.monotonic()
+        self.table = ""
+
+    def advance(self, table: str, rows: int) -> None:
+        self.done += rows
+        self.table = table
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            self.say(now)
+
+    def finish(self) -> None:
+        if self.last != self.started:  # said something already: say where it ended
+            self.say(time.monotonic())
+
+    def say(self, now: float) -> None:
+        rate = self.done / max(now - self.started, 1e-9)
+        print(
+            f"{self.description}: {self.table}, {self.done:,} of {self.total:,} rows, {rate:,.0f} rows/s",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _source_total(source: LegacySource) -> int:
@@ -78,20 +126,33 @@ def cmd_fabricate(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    with LegacySource(args.source) as source, target_database(args.target) as database:
+    if not args.dry_run:
+        in_wal_mode_if_one_file(args.source, args.target)
+    opened = planning_database(args.target) if args.dry_run else target_database(args.target)
+    with LegacySource(args.source) as source, opened as database:
         with progress_bar(_source_total(source), "migrate") as advance:
-            report = backfill(source, database, batch_size=args.batch_size, progress=advance)
-    print(format_backfill(report))
+            report = backfill(
+                source,
+                database,
+                batch_size=args.batch_size,
+                progress=advance,
+                recheck=args.recheck,
+                dry_run=args.dry_run,
+                replace_all=args.replace,
+            )
+    print(json.dumps(report.to_dict()) if args.json else format_backfill(report))
     return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    with LegacySource(args.source) as source, target_database(args.target, must_exist=True) as database:
+    in_wal_mode_if_one_file(args.source, args.target)
+    source_opened = LegacySource(args.source, unmapped=UnmappedColumns.REPORT)
+    with source_opened as source, target_database(args.target, must_exist=True) as database:
         with progress_bar(_source_total(source), "verify") as advance:
             report = verify(source, database, batch_size=args.batch_size, progress=advance)
     if args.report:
-        Path(args.report).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-    print(format_verify(report))
+        write_new_text(args.report, json.dumps(report.to_dict(), indent=2) + "\n")
+    print(json.dumps(report.to_dict()) if args.json else format_verify(report))
     return EXIT_OK if report.ok else EXIT_MISMATCH
 
 
@@ -115,7 +176,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_archive(args: argparse.Namespace) -> int:
-    with LegacySource(args.source) as source:
+    with LegacySource(args.source, unmapped=UnmappedColumns.REPORT) as source:  # every column is archived
         manifest = write_archive(source, args.out)
     rows = ", ".join(f"{entry.rows} {table}" for table, entry in manifest.tables.items())
     print(f"archived {rows} to {args.out} (manifest.json holds the counts, sha256 values and row checksums)")
@@ -125,8 +186,16 @@ def cmd_archive(args: argparse.Namespace) -> int:
 def cmd_cleanup(args: argparse.Namespace) -> int:
     with target_database(args.target, must_exist=True) as database:
         plan = cleanup(args.source, database, args.archive, dry_run=args.dry_run)
-    print(format_cleanup(plan))
+    print(json.dumps(plan.to_dict()) if args.json else format_cleanup(plan))
     return EXIT_OK if plan.ready else EXIT_MISMATCH
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    source = LegacySource(args.source, unmapped=UnmappedColumns.REPORT) if args.source else nullcontext()
+    with source as legacy, target_database(args.target, must_exist=True, read_only=True) as database:
+        report = target_status(database, legacy)
+    print(json.dumps(report.to_dict()) if args.json else format_status(args.target, report))
+    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -134,6 +203,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     folder = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="ksi-demo-"))
     passed = run_demo(folder, checkpoints=args.checkpoints, sessions=args.sessions, seed=args.seed)
+    print(f"the demo's files are in {folder} (snapshot, target, restored copy); remove it when done: rm -r {folder}")
     return EXIT_OK if passed else EXIT_MISMATCH
 
 
@@ -143,23 +213,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def format_backfill(report: BackfillReport) -> str:
     lines = []
     for t in report.tables:
+        if report.dry_run:
+            lines.append(
+                f"{t.table}: {t.source_rows} source rows; a run would write {t.written - t.rewritten} new, "
+                f"rewrite {t.rewritten}, keep {t.unchanged} unchanged, remove {t.deleted}"
+                + (f" and {t.orphans_removed} orphaned child rows" if report.recheck else "")
+            )
+            continue
         lines.append(
             f"{t.table}: {t.source_rows} source rows; {t.migrated} migrated, {t.quarantined} quarantined, "
-            f"{t.noncanonical} non-canonical; this run wrote {t.written}, kept {t.unchanged} unchanged, "
-            f"removed {t.deleted}"
+            f"{t.noncanonical} non-canonical; this run wrote {t.written - t.rewritten} new, rewrote {t.rewritten}, "
+            f"kept {t.unchanged} unchanged, removed {t.deleted}"
+            + (f" and {t.orphans_removed} orphaned child rows" if report.recheck else "")
         )
-    lines.append(f"done in {report.seconds:.1f}s")
+    lines.append(
+        f"dry run: nothing was written ({report.seconds:.1f}s)" if report.dry_run else f"done in {report.seconds:.1f}s"
+    )
     return "\n".join(lines)
 
 
 def format_verify(report: VerifyReport) -> str:
     lines = [str(m) for m in report.mismatches]
+    if report.problems > len(report.mismatches):
+        lines.append(f"... and {report.problems - len(report.mismatches)} more problem(s); --report FILE lists counts")
     for t in report.tables:
         lines.append(
-            f"{t.table}: {t.matched}/{t.source_rows} rows identical; {t.mismatched} differ, "
+            f"{t.table}: {t.matched}/{t.source_rows} rows held exactly both ways; {t.mismatched} differ, "
             f"{t.missing} missing from the target, {t.extra} extra in the target"
         )
-    verdict = "OK: every legacy row is rebuilt exactly" if report.ok else f"FAILED: {report.problems} problem(s)"
+    verdict = (
+        "OK: the target holds every legacy row exactly, and rebuilds each one exactly"
+        if report.ok
+        else f"FAILED: {report.problems} problem(s)"
+    )
     lines.append(f"{verdict} ({report.seconds:.1f}s)")
     return "\n".join(lines)
 
@@ -175,6 +261,41 @@ def format_cleanup(plan: CleanupPlan) -> str:
         lines.append("dry run: every check passed; nothing was changed")
     else:
         lines.append(f"dry run: {plan.refusal()}")
+    return "\n".join(lines)
+
+
+def format_status(target: str, status: Status) -> str:
+    if status.schema_version is None:
+        return f"{mask_url(target)}: no migrated data (no ksi_migration_meta table); run `ksi-migrate migrate` first"
+    lines = [f"{mask_url(target)}: relational schema version {status.schema_version}"]
+    for table, counts in status.tables.items():
+        lines.append(
+            f"  {table}: {counts['relational']} relational, {counts['quarantined']} quarantined, "
+            f"{counts['noncanonical']} non-canonical"
+        )
+    last = status.last_migrate
+    if last is None:
+        lines.append("last migrate: none recorded")
+    else:
+        lines.append(
+            f"last migrate: {last.get('finished_at')} from {last.get('source')} "
+            f"(sha256 {last.get('source_sha256')}), ksi-migrator {last.get('tool_version')}"
+        )
+    cleaned = status.cleanup
+    lines.append(
+        "cleanup: not run, the legacy tables are in place"
+        if cleaned is None
+        else f"cleanup: dropped {', '.join(cleaned.get('tables', []))}; archive {cleaned.get('archive')} "
+        f"(manifest sha256 {cleaned.get('manifest_sha256')})"
+    )
+    if status.source is not None:
+        same = (
+            "the snapshot the last migrate read"
+            if status.source["is_last_migrated"]
+            else "changed since the last migrate (or another file)"
+        )
+        rows = ", ".join(f"{count} {table}" for table, count in status.source["rows"].items())
+        lines.append(f"source {status.source['path']}: {rows}; sha256 {status.source['sha256']}: {same}")
     return "\n".join(lines)
 
 
@@ -203,6 +324,7 @@ COMMANDS: dict[str, tuple[Handler, str]] = {
     "export": (cmd_export, "write every rebuilt legacy row as one JSON line"),
     "archive": (cmd_archive, "write the legacy tables as gzip JSONL with a manifest of counts and sha256 values"),
     "cleanup": (cmd_cleanup, "drop the legacy tables once the archive and the target are proven complete"),
+    "status": (cmd_status, "what a target holds, when and from which snapshot it was migrated, whether cleanup ran"),
     "demo": (cmd_demo, "fabricate, migrate, verify and restore in a scratch folder, then summarise"),
 }
 
@@ -214,8 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
+    # -v is also accepted after the command name; SUPPRESS keeps a -v given before it.
+    anywhere = argparse.ArgumentParser(add_help=False)
+    anywhere.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub = {name: commands.add_parser(name, help=text, description=text) for name, (_, text) in COMMANDS.items()}
+    sub = {
+        name: commands.add_parser(name, help=text, description=text, parents=[anywhere])
+        for name, (_, text) in COMMANDS.items()
+    }
 
     sub["fabricate"].add_argument("out", help="the new snapshot file (never overwritten)")
     sub["fabricate"].add_argument("--checkpoints", type=_count, default=2000, help="checkpoint rows (default 2000)")
@@ -225,10 +353,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in ("migrate", "verify", "archive"):
         sub[name].add_argument("--source", required=True, help="the legacy SQLite snapshot (read only)")
-    for name in ("migrate", "verify", "export", "cleanup"):
+    for name in ("migrate", "verify", "export", "cleanup", "status"):
         sub[name].add_argument("--target", required=True, help="SQLite file or database URL")
+    for name in ("migrate", "verify", "cleanup", "status"):
+        sub[name].add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    sub["status"].add_argument("--source", help="also compare this snapshot with the one the last migrate read")
     for name in ("migrate", "verify", "restore", "export"):
-        sub[name].add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE, help="rows per batch")
+        sub[name].add_argument(
+            "--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE, help="rows per batch (default: %(default)s)"
+        )
+    sub["migrate"].add_argument(
+        "--recheck",
+        action="store_true",
+        help="compare every target row with the mapping of its source row, not only digests, and rewrite what differs",
+    )
+    sub["migrate"].add_argument(
+        "--dry-run", action="store_true", help="print what a run would write, keep, rewrite and remove; change nothing"
+    )
+    sub["migrate"].add_argument(
+        "--replace",
+        action="store_true",
+        help="allow a catch-up from a snapshot that shares no row with the target (it replaces every row)",
+    )
     restore_from = sub["restore"].add_mutually_exclusive_group(required=True)
     restore_from.add_argument("--target", help="rebuild from this SQLite file or database URL")
     restore_from.add_argument("--archive", help="bring back the tables of this archive folder")
@@ -251,19 +397,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = COMMANDS[args.command][0]
-    try:
-        return handler(args)
-    except MigratorError as exc:
-        if args.verbose:
-            traceback.print_exc()
-        print(f"ksi-migrate: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("ksi-migrate: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `ksi-migrate verify ... | head` is not an error
-        sys.stderr.close()
-        return EXIT_OK
+    secrets = secrets_of(vars(args).values())  # the passwords of the URLs given, masked wherever they show
+    with private_umask():
+        try:
+            return handler(args)
+        except BrokenPipeError:  # `ksi-migrate verify ... | head` is not an error
+            sys.stderr.close()
+            return EXIT_OK
+        except MigratorError as exc:
+            return _report(args, exc, str(exc), exc.exit_code, secrets)
+        except KeyboardInterrupt:
+            print("ksi-migrate: interrupted", file=sys.stderr)
+            return 130
+        except Exception as exc:  # noqa: BLE001 - sorted below: the system's failure, or a bug of ours
+            explained = explain(exc)
+            if explained is not None:
+                return _report(args, exc, explained, EXIT_ERROR, secrets)
+            print(mask_secrets(traceback.format_exc(), secrets), end="", file=sys.stderr)
+            print(f"ksi-migrate: internal error: {mask_secrets(_one_line(exc), secrets)}", file=sys.stderr)
+            return EXIT_INTERNAL
+
+
+def _report(args: argparse.Namespace, exc: BaseException, message: str, status: int, secrets: list[str]) -> int:
+    """One line on stderr (and the traceback before it with -v), passwords masked."""
+    if args.verbose:
+        print(mask_secrets("".join(traceback.format_exception(exc)), secrets), end="", file=sys.stderr)
+    print(f"ksi-migrate: error: {mask_secrets(message, secrets)}", file=sys.stderr)
+    return status
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def run() -> None:

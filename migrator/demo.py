@@ -6,8 +6,10 @@ from pathlib import Path
 
 from migrator.backfill import backfill
 from migrator.fabricate import fabricate_snapshot
-from migrator.legacy import LegacySource, compare_legacy_files, snapshot_hashes
+from migrator.legacy import LegacySource, snapshot_hashes
+from migrator.legacy_copy import compare_legacy_files
 from migrator.models import Quarantine
+from migrator.private import make_folder
 from migrator.rollback import restore
 from migrator.target import target_database
 from migrator.verify import verify
@@ -17,7 +19,7 @@ DEMO_UNREADABLE_ROWS = 3  # a few broken rows, to show that they are kept and re
 
 def run_demo(folder: Path, *, checkpoints: int, sessions: int, seed: int) -> bool:
     """Fabricate, migrate, verify, restore and compare; True when everything round-tripped."""
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder, exist_ok=True)
     snapshot, target, restored = folder / "legacy.db", folder / "relational.db", folder / "restored.db"
     for path in (snapshot, target, restored):
         path.unlink(missing_ok=True)

@@ -18,26 +18,15 @@ rather than recursion (Python's recursion limit is 1,000 by default).
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import zip_longest
 from typing import Any, Final, TypeAlias
 
-__all__ = ["Difference", "describe_text_difference", "json_differences", "json_equal"]
+from migrator.rendering import common_prefix_length, json_text, path_text, render_pair_texts, text_context, value_text
 
-# Width of a rendered value in a difference message: long enough to recognise a value,
-# short enough that a report of twenty differences stays readable.
-_MAX_WIDTH: Final = 60
-# How many characters before a point of difference are kept when a text has to be
-# windowed, so the reader sees what leads up to the change.
-_LEAD: Final = 20
-# Characters kept from a windowed text: _MAX_WIDTH less room for two "..." markers.
-_WINDOW: Final = _MAX_WIDTH - 6
-
-_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+__all__ = ["Difference", "json_differences", "json_equal", "text_difference"]
 
 
 class _Absent:
@@ -103,21 +92,19 @@ def json_equal(expected: Any, actual: Any) -> bool:
     return next(_walk(expected, actual), None) is None
 
 
-def describe_text_difference(expected: str, actual: str) -> str:
-    """Describe where two texts first differ, with a little context from each.
+def text_difference(path: str, expected: str, actual: str) -> Difference | None:
+    """Where two texts first differ, with a little context from each; None when they are equal.
 
     Used when two JSON texts decode to equal values but are spelled differently
     (whitespace, escapes, number spelling), so the reader can see the spelling change.
     """
-    index = _common_prefix_length(expected, actual)
+    index = common_prefix_length(expected, actual)
     if index == len(expected) == len(actual):
-        return "texts are identical"
+        return None
     line = expected.count("\n", 0, index) + 1
     column = index - (expected.rfind("\n", 0, index) + 1) + 1
-    return (
-        f"texts differ at character {index} (line {line}, column {column}): "
-        f"{_text_context(expected, index)} != {_text_context(actual, index)}"
-    )
+    where = f"{path} (text differs at character {index}, line {line}, column {column})"
+    return Difference(where, text_context(expected, index), text_context(actual, index))
 
 
 # --- the walk ------------------------------------------------------------------------
@@ -182,7 +169,7 @@ def _compare_arrays(expected: list[Any], actual: list[Any], path: _Path) -> tupl
     """Report a length change here; compare elements pairwise, the surplus against <missing>."""
     differences = []
     if len(expected) != len(actual):
-        differences.append(Difference(_path_text(path), f"length {len(expected)}", str(len(actual))))
+        differences.append(Difference(path_text(path), f"length {len(expected)}", str(len(actual))))
     pairs = zip_longest(expected, actual, fillvalue=_ABSENT)
     children = ((e, a, (path, index)) for index, (e, a) in enumerate(pairs))
     return differences, children
@@ -215,8 +202,8 @@ def _compare_objects(
     matched_expected = [m for m in expected_members if m in actual_position]
     matched_actual = [m for m in actual_members if m in expected_set]
     if matched_expected != matched_actual:
-        shown_expected, shown_actual = _render_pair_texts(_json_text(expected_keys), _json_text(actual_keys))
-        differences.append(Difference(_path_text(path), f"key order {shown_expected}", shown_actual))
+        shown_expected, shown_actual = render_pair_texts(json_text(expected_keys), json_text(actual_keys))
+        differences.append(Difference(path_text(path), f"key order {shown_expected}", shown_actual))
 
     tasks: list[_Task] = []
     for member, (_, value) in zip(expected_members, expected_items, strict=True):
@@ -280,9 +267,9 @@ def _kind(value: Any) -> str:
 
 def _value_difference(path: _Path, expected: Any, actual: Any) -> Difference:
     """Build the Difference for two unequal values, rendered with their types."""
-    shown_expected, shown_actual = _render_pair_texts(_value_text(expected), _value_text(actual))
+    shown_expected, shown_actual = render_pair_texts(value_text(expected), value_text(actual))
     return Difference(
-        _path_text(path),
+        path_text(path),
         _with_kind(shown_expected, expected),
         _with_kind(shown_actual, actual),
     )
@@ -293,163 +280,3 @@ def _with_kind(text: str, value: Any) -> str:
     if value is _ABSENT:
         return _MISSING_TEXT
     return f"{text} ({_kind(value)})"
-
-
-def _render_pair_texts(expected: str, actual: str) -> tuple[str, str]:
-    """Shorten two texts to about _MAX_WIDTH characters, keeping their difference in view.
-
-    Plain truncation would show two identical prefixes when long strings differ near
-    the end, so when the first difference lies past the cut, both texts are windowed
-    around it instead.
-    """
-    if len(expected) <= _MAX_WIDTH and len(actual) <= _MAX_WIDTH:
-        return expected, actual
-    index = _common_prefix_length(expected, actual)
-    start = 0
-    if index >= _WINDOW - _LEAD // 2:
-        # Lead up to the difference, but never so far right that the window is half
-        # empty when the difference sits near the end.
-        longest = max(len(expected), len(actual))
-        start = max(0, min(index - _LEAD, longest - _WINDOW))
-    return _window(expected, start), _window(actual, start)
-
-
-def _window(text: str, start: int) -> str:
-    """Cut _WINDOW characters out of `text` from `start`, marking cut ends with '...'."""
-    if start == 0 and len(text) <= _MAX_WIDTH:
-        return text
-    head = "..." if start > 0 else ""
-    tail = "..." if start + _WINDOW < len(text) else ""
-    return f"{head}{text[start : start + _WINDOW]}{tail}"
-
-
-def _json_text(value: Any) -> str:
-    """JSON spelling of a value, cut off soon after _MAX_WIDTH characters.
-
-    Built piece by piece from an explicit stack, so a huge or 10,000-deep container
-    costs only the few pieces needed (json.dumps would recurse and serialise it all).
-    """
-    pieces: list[str] = []
-    size = 0
-    for piece in _json_pieces(value):
-        pieces.append(piece)
-        size += len(piece)
-        if size > _MAX_WIDTH + 1:
-            break
-    return "".join(pieces)
-
-
-def _value_text(value: Any) -> str:
-    """Text of a value for a difference message; complete for scalars (see _render_pair_texts)."""
-    if isinstance(value, (dict, list)):
-        return _json_text(value)
-    return _scalar_text(value)
-
-
-class _Raw(str):
-    """Punctuation emitted by _json_pieces, told apart from string values needing quotes."""
-
-    __slots__ = ()
-
-
-_END: Final = object()
-
-
-def _json_pieces(root: Any) -> Iterator[str]:
-    """Yield the JSON text of `root` in small pieces, iteratively (no recursion)."""
-    stack: list[Iterator[Any]] = [iter((root,))]
-    while stack:
-        item = next(stack[-1], _END)
-        if item is _END:
-            stack.pop()
-        elif isinstance(item, _Raw):
-            yield str(item)
-        elif isinstance(item, dict):
-            stack.append(_object_pieces(item))
-        elif isinstance(item, list):
-            stack.append(_array_pieces(item))
-        else:
-            yield _scalar_text(item)
-
-
-def _array_pieces(array: list[Any]) -> Iterator[Any]:
-    """Punctuation and elements of an array, in output order."""
-    yield _Raw("[")
-    for index, element in enumerate(array):
-        if index:
-            yield _Raw(", ")
-        yield element
-    yield _Raw("]")
-
-
-def _object_pieces(obj: dict[str, Any]) -> Iterator[Any]:
-    """Punctuation, keys and values of an object in output order, duplicates included."""
-    yield _Raw("{")
-    for index, (key, value) in enumerate(obj.items()):
-        if index:
-            yield _Raw(", ")
-        yield _Raw(_scalar_text(key) + ": ")
-        yield value
-    yield _Raw("}")
-
-
-def _scalar_text(value: Any) -> str:
-    """JSON spelling of a scalar: NaN/Infinity allowed, non-ASCII escaped.
-
-    ensure_ascii (the json.dumps default) is deliberate: it makes invisible differences
-    visible, e.g. a composed "é" (\\u00e9) against "e" + combining accent (e\\u0301).
-    """
-    try:
-        return json.dumps(value, allow_nan=True)
-    except ValueError:
-        if isinstance(value, int):
-            # Beyond sys.get_int_max_str_digits() decimal conversion is refused;
-            # hexadecimal is exempt from that limit and still shows where ints differ.
-            return f"<{value.bit_length()}-bit integer {value:#x}>"
-        return repr(value)
-    except TypeError:  # not a JSON type at all
-        return repr(value)
-
-
-def _path_text(path: _Path) -> str:
-    """Spell a path like `$.a["b c"][3]`; a repeated key's n-th occurrence gets `#n`."""
-    steps: list[str] = []
-    while path is not None:
-        path, step = path
-        steps.append(_step_text(step))
-    steps.append("$")
-    return "".join(reversed(steps))
-
-
-def _step_text(step: _Step) -> str:
-    """Spell one step of a path."""
-    if isinstance(step, int):
-        return f"[{step}]"
-    key, occurrence = step
-    text = f".{key}" if _IDENTIFIER.fullmatch(key) else f"[{json.dumps(key)}]"
-    return text if occurrence == 0 else f"{text}#{occurrence + 1}"
-
-
-def _text_context(text: str, index: int) -> str:
-    """Show `text` around `index` as a JSON string, so whitespace and escapes are visible."""
-    start = max(0, index - _LEAD)
-    end = index + _LEAD
-    head = "..." if start > 0 else ""
-    tail = "..." if end < len(text) else ("<end>" if index >= len(text) else "")
-    return f"{head}{json.dumps(text[start:end])}{tail}"
-
-
-def _common_prefix_length(first: str, second: str) -> int:
-    """Length of the longest common prefix, found by binary search over slices.
-
-    Slice comparison runs in C, so this is fast even for megabyte-sized texts, where a
-    character-by-character Python loop would not be.
-    """
-    low, high = 0, min(len(first), len(second))  # first[:low] == second[:low] always
-    while low < high:
-        middle = (low + high + 1) // 2
-        if first[low:middle] == second[low:middle]:
-            low = middle
-        else:
-            high = middle - 1
-    return low

@@ -21,6 +21,14 @@ class NoLegacyTables(MigratorError):
     """The source database holds neither `checkpoints` nor `mcp_sessions`."""
 
 
+class UnsupportedSource(MigratorError):
+    """A legacy table is declared in a way the mapping cannot carry exactly (named in the message)."""
+
+
+class UnmappedColumn(UnsupportedSource):
+    """A legacy table has a column the mapping does not carry: migrating it would lose that column."""
+
+
 class TargetUnreachable(MigratorError):
     """The target database cannot be opened or connected to."""
 
@@ -73,5 +81,20 @@ class ReadOnlyStore(MigratorError):
     """A write through a store opened read-only, or a read-only store in a mode that writes."""
 
 
+class SnapshotMismatch(MigratorError):
+    """A catch-up from a snapshot that shares no row with the target, which would replace it all."""
+
+
 class DuplicateKeys(MigratorError):
     """Rows that must have distinct keys share one, so a unique index cannot be built."""
+
+
+class SchemaRefused(MigratorError):
+    """Legacy DDL (from an archive, a target, or a source) holds something other than a CREATE TABLE
+    of a legacy table or a CREATE INDEX on one: an ATTACH, a trigger, a view, another table, several
+    statements in one string. It is never run."""
+
+
+class ArchiveRefused(MigratorError):
+    """An archive's manifest names a file outside the archive folder, or holds DDL that is not the
+    legacy tables' (`SchemaRefused`): nothing of it is read or run."""

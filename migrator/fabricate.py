@@ -43,6 +43,7 @@ from migrator.fakes import (
     random_conversation_id,
     random_moment,
 )
+from migrator.private import create_file
 
 CHECKPOINTS_DDL = """CREATE TABLE checkpoints (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -145,6 +146,7 @@ def fabricate_snapshot(
     temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     temp.unlink(missing_ok=True)
     try:
+        create_file(temp)  # 0600 before SQLite writes a byte
         noncanonical = _write_snapshot(temp, checkpoints, sessions, seed, unreadable, progress)
         _publish(temp, target)
     finally:

@@ -9,25 +9,35 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from migrator.codec import TEXT_TAG, InvalidText, LegacyCell, decode_sqlite_text, encode_cell
-from migrator.errors import MigratorError, NoLegacyTables, OutputExists, SourceNotFound
+from migrator.errors import (
+    MigratorError,
+    NoLegacyTables,
+    SourceNotFound,
+    UnmappedColumn,
+    UnsupportedSource,
+)
+from migrator.private import copy_file
+from migrator.rows import offsets, row_builder
 
 LegacyRow = tuple[Any, ...]
 """(rowid, cell, cell, ...) with the cells in the legacy table's column order."""
 
-# Python's sqlite3 adapts datetimes this way by default; saying so explicitly keeps it working
-# after the default adapters' deprecation (Python 3.12) for the parsed timestamp copies.
-sqlite3.register_adapter(datetime, lambda value: value.isoformat(" "))
+
+ROWID = 0
+"""Where a `LegacyRow` holds its rowid: first, before the cells."""
+CELLS = slice(1, None)
+"""A `LegacyRow`'s cells, in the table's column order."""
 
 
 @dataclass(frozen=True)
@@ -39,11 +49,29 @@ class LegacyTable:
     ddl: str  # the CREATE TABLE the daemon ran, used when the snapshot's own is not recorded
     rowid_alias: bool  # True when the key column *is* the rowid (INTEGER PRIMARY KEY)
 
+    @cached_property
+    def at(self) -> Any:
+        """Each cell's offset in a `LegacyRow` by column name, the rowid's included (`at.rowid`)."""
+        return offsets(self.name, ("rowid", *self.columns))
+
+    @cached_property
+    def build(self) -> Callable[..., LegacyRow]:
+        """`build(rowid=..., **cells)`: a `LegacyRow` from its cells by column name."""
+        return row_builder(self.name, ("rowid", *self.columns))
+
+    @cached_property
+    def key_at(self) -> int:
+        return CELLS.start + self.columns.index(self.key_column)
+
+    @cached_property
+    def data_at(self) -> int:
+        return CELLS.start + self.columns.index(self.data_column)
+
     def key_of(self, row: LegacyRow) -> LegacyCell:
-        return row[1 + self.columns.index(self.key_column)]
+        return row[self.key_at]
 
     def data_of(self, row: LegacyRow) -> LegacyCell:
-        return row[1 + self.columns.index(self.data_column)]
+        return row[self.data_at]
 
 
 CHECKPOINTS = LegacyTable(
@@ -125,6 +153,24 @@ def file_sha256(path: Path) -> str | None:
     return digest.hexdigest()
 
 
+def sidecar(path: Path, kind: str) -> Path:
+    """A database's `-wal`, `-shm` or `-journal` file."""
+    return Path(f"{path}-{kind}")
+
+
+WAL_FORMAT = 2  # file format version bytes 18 and 19 of the header: 1 rollback journal, 2 WAL
+
+
+def is_wal_mode(path: Path) -> bool:
+    """Whether the database file is in WAL mode, from its header (reading it changes nothing)."""
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(20)
+    except OSError:
+        return False  # SQLite says why when it tries
+    return len(header) == 20 and header[18] == header[19] == WAL_FORMAT
+
+
 def snapshot_hashes(path: Path) -> dict[str, str | None]:
     """sha256 of the snapshot and of its WAL file, to prove neither changed."""
     return {"db": file_sha256(path), "wal": file_sha256(Path(f"{path}-wal"))}
@@ -143,49 +189,174 @@ class LegacySchema:
     tables: list[str]
 
 
-class LegacySource:
-    """A legacy snapshot opened strictly read-only, read in one consistent read transaction."""
+Query = Callable[[str, Sequence[Any]], Iterable[tuple[Any, ...]]]
+"""Runs one SQL statement with parameters and gives its rows (`sqlite3.Connection.execute`, or a
+peewee database's `execute_sql`)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+
+def read_legacy_schema(query: Query, names: Sequence[str]) -> LegacySchema:
+    """The DDL, AUTOINCREMENT counters and encoding of these legacy tables in a SQLite database."""
+    marks = ", ".join("?" * len(names))
+    statements = [
+        row[0]
+        for row in query(
+            f"SELECT sql FROM sqlite_master WHERE tbl_name IN ({marks}) AND sql IS NOT NULL "
+            "ORDER BY CASE type WHEN 'table' THEN 0 ELSE 1 END, rowid",
+            list(names),
+        )
+    ]
+    sequences: dict[str, int] = {}
+    if list(query("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'", [])):
+        sequences = {name: seq for name, seq in query("SELECT name, seq FROM sqlite_sequence", []) if name in names}
+    encoding = next(iter(query("PRAGMA encoding", [])))[0]
+    return LegacySchema(statements, sequences, encoding, list(names))
+
+
+class UnmappedColumns(StrEnum):
+    """What a `LegacySource` does with a column of a legacy table that the mapping does not read."""
+
+    REFUSE = "refuse"  # raise `UnmappedColumn`: migrating would lose it
+    REPORT = "report"  # list it in `LegacySource.unmapped`; `stored_table` reads it as well (archive)
+
+
+ROWID_NAMES = ("rowid", "oid", "_rowid_")
+
+
+class LegacySource:
+    """A legacy snapshot opened strictly read-only, read in one consistent read transaction.
+
+    Each legacy table is inspected before anything is read, so a table the mapping cannot carry
+    exactly is refused with one line that names it (`UnsupportedSource`): a view, a table
+    WITHOUT ROWID, a column that hides the rowid, an unexpected primary key, a missing column.
+    A column the mapping does not read is handled as `unmapped` says.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, unmapped: UnmappedColumns = UnmappedColumns.REFUSE) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise SourceNotFound(f"source database not found: {self.path}")
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
-        self.connection = self._connect_read_only()
-        self.connection.text_factory = decode_sqlite_text
+        self._counts: dict[str, int] = {}
+        self.connection, self._live = self._connect_read_only()
         try:
+            # Taken before the snapshot begins: any commit after it changes the number (`written_since`).
+            self._version = self._data_version()
             self.connection.execute("BEGIN")
-            names = {row[0] for row in self.connection.execute("SELECT name FROM sqlite_master")}
+            kinds = dict(self.connection.execute("SELECT name, type FROM sqlite_master").fetchall())
         except sqlite3.DatabaseError as exc:
             self.close()
             raise MigratorError(f"source is not a readable SQLite database: {self.path}: {exc}") from exc
-        self.tables = [table for table in LEGACY_TABLES if table.name in names]
+        self.tables = [table for table in LEGACY_TABLES if table.name in kinds]
         if not self.tables:
             self.close()
             raise NoLegacyTables(f"source has neither a checkpoints nor an mcp_sessions table: {self.path}")
-        for table in self.tables:
-            self._check_columns(table)
+        try:
+            self.unmapped = [(table.name, column) for table in self.tables for column in self._inspect(table, kinds)]
+        except BaseException:
+            self.close()
+            raise
+        if unmapped is UnmappedColumns.REFUSE and self.unmapped:
+            self.close()
+            named = ", ".join(f"{table}.{column}" for table, column in self.unmapped)
+            raise UnmappedColumn(
+                f"source column(s) {named} in {self.path} are not carried by the mapping, so migrating would lose "
+                "them; move them out of the legacy table, or extend the mapping, before migrating"
+            )
 
-    def _connect_read_only(self) -> sqlite3.Connection:
-        # mode=ro never writes the database or its WAL. But reading a WAL database creates its
-        # -shm index when that is missing, as in a copied snapshot: read a private copy then.
+    def _connect_read_only(self) -> tuple[sqlite3.Connection, sqlite3.Connection | None]:
+        """The connection that reads the snapshot, and, where a writer may still change the file
+        (a live daemon's database read in place), a second one that reads it as it is now."""
+        # mode=ro never writes the database or its WAL. But SQLite creates a WAL database's -wal and
+        # -shm beside it when they are missing, as in a copied snapshot, and cannot read it at all
+        # where it cannot create them (read-only media, a read-only folder).
+        parameters = "mode=ro"
         location = self.path
-        if Path(f"{self.path}-wal").exists() and not Path(f"{self.path}-shm").exists():
+        if not sidecar(self.path, "wal").exists() and is_wal_mode(self.path):
+            # No WAL content to read: immutable=1 reads the file alone, with no sidecar and no lock.
+            parameters = "mode=ro&immutable=1"
+        elif not sidecar(self.path, "shm").exists() and sidecar(self.path, "wal").exists():
+            # A WAL to read, but no index of it: read a private copy, where SQLite may build one.
             self._scratch = tempfile.TemporaryDirectory(prefix="ksi-source-")
             location = Path(self._scratch.name) / self.path.name
-            shutil.copyfile(self.path, location)
-            shutil.copyfile(f"{self.path}-wal", f"{location}-wal")
-        uri = f"file:{quote(str(location.resolve()))}?mode=ro"
-        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            copy_file(self.path, location)
+            copy_file(sidecar(self.path, "wal"), sidecar(location, "wal"))
+        uri = f"file:{quote(str(location.resolve()))}?{parameters}"
 
-    def _check_columns(self, table: LegacyTable) -> None:
-        found = [row[1] for row in self.connection.execute(f'PRAGMA table_info("{table.name}")')]
-        missing = [column for column in table.columns if column not in found]
+        def connect() -> sqlite3.Connection:
+            connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            connection.text_factory = decode_sqlite_text
+            return connection
+
+        live = parameters == "mode=ro" and self._scratch is None
+        return connect(), (connect() if live else None)
+
+    def _data_version(self) -> int | None:
+        return self._live.execute("PRAGMA data_version").fetchone()[0] if self._live is not None else None
+
+    def written_since(self) -> bool:
+        """Whether another connection (a daemon) committed to the file since the snapshot began."""
+        return self._live is not None and self._data_version() != self._version
+
+    def rows_now(self, table: LegacyTable, rowids: Sequence[int]) -> dict[int, LegacyRow]:
+        """The rows with these rowids as the file holds them now, outside the snapshot."""
+        reader = self._live or self.connection
+        columns = ", ".join(f'"{c}"' for c in table.columns)
+        marks = ", ".join("?" * len(rowids))
+        query = f'SELECT rowid, {columns} FROM "{table.name}" WHERE rowid IN ({marks})'
+        return {row[ROWID]: row for row in reader.execute(query, list(rowids))}
+
+    def _inspect(self, table: LegacyTable, kinds: dict[str, str]) -> list[str]:
+        """Refuse a table the mapping cannot carry exactly; return its columns the mapping does not read."""
+        where = f"source {table.name} in {self.path}"
+        if kinds[table.name] != "table":
+            raise UnsupportedSource(f"{where} is a {kinds[table.name]}, not a table")
+        listed = self.connection.execute("SELECT wr FROM pragma_table_list WHERE name = ?", (table.name,)).fetchone()
+        if listed and listed[0]:
+            raise UnsupportedSource(f"{where} is a WITHOUT ROWID table: its rows have no rowid to be kept by")
+        info = self.connection.execute(f'PRAGMA table_xinfo("{table.name}")').fetchall()
+        names = [row[1] for row in info]
+        hiding = [name for name in names if name.lower() in ROWID_NAMES]
+        if hiding:
+            raise UnsupportedSource(f"{where}: column {hiding[0]} hides SQLite's rowid, which rows are kept by")
+        missing = [column for column in table.columns if column not in names]
         if missing:
-            raise MigratorError(f"source table {table.name} lacks column(s) {', '.join(missing)}: {self.path}")
+            raise UnsupportedSource(f"{where} lacks column(s) {', '.join(missing)}")
+        generated = [row[1] for row in info if row[6] in (2, 3)]  # hidden: 2 virtual, 3 stored generated
+        if generated:
+            raise UnsupportedSource(f"{where}: column {generated[0]} is generated; its values cannot be restored")
+        self._check_primary_key(table, info, where)
+        return [name for name in names if name not in table.columns]
+
+    def _check_primary_key(self, table: LegacyTable, info: list[tuple[Any, ...]], where: str) -> None:
+        """The daemon's keys: `checkpoints.id` is the rowid itself (INTEGER PRIMARY KEY), and
+        `mcp_sessions.session_key` is a primary key of its own. A table declared otherwise would
+        restore with other rowids or other uniqueness, so it is refused."""
+        key = [row[1] for row in sorted(info, key=lambda row: row[5]) if row[5]]
+        # A primary key that is not the rowid has an index of its own (origin "pk"); the rowid alias has none.
+        own_index = any(
+            row[3] == "pk" for row in self.connection.execute(f'PRAGMA index_list("{table.name}")').fetchall()
+        )
+        is_rowid = table.rowid_alias
+        if key != [table.key_column] or own_index == is_rowid:
+            expected = "INTEGER PRIMARY KEY (the rowid)" if is_rowid else "a PRIMARY KEY that is not the rowid"
+            found = f"({', '.join(key)})" if key else "none"
+            alias = "the rowid" if key and not own_index else "not the rowid"
+            raise UnsupportedSource(
+                f"{where} has primary key {found}, {alias}; the daemon's {table.key_column} is {expected}"
+            )
+
+    def stored_table(self, table: LegacyTable) -> LegacyTable:
+        """The table with every column it holds in this snapshot: the mapped ones, then the others.
+        Its rows are what an archive keeps, so that nothing of a legacy row is left behind."""
+        others = tuple(column for name, column in self.unmapped if name == table.name)
+        return replace(table, columns=(*table.columns, *others)) if others else table
 
     def count(self, table: LegacyTable) -> int:
-        return self.connection.execute(f'SELECT count(*) FROM "{table.name}"').fetchone()[0]
+        """The table's rows, counted once: the whole source is read in one read transaction, so
+        the count cannot change while it is open (the progress bar and the report share it)."""
+        if table.name not in self._counts:
+            self._counts[table.name] = self.connection.execute(f'SELECT count(*) FROM "{table.name}"').fetchone()[0]
+        return self._counts[table.name]
 
     def batches(self, table: LegacyTable, batch_size: int, max_bytes: int = BATCH_BYTES) -> Iterator[list[LegacyRow]]:
         """Every row in rowid order, in batches of `batch_size` rows or `max_bytes` of cells,
@@ -208,30 +379,18 @@ class LegacySource:
     def existing_rowids(self, table: LegacyTable, rowids: Sequence[int]) -> set[int]:
         marks = ", ".join("?" * len(rowids))
         query = f'SELECT rowid FROM "{table.name}" WHERE rowid IN ({marks})'
-        return {row[0] for row in self.connection.execute(query, list(rowids))}
+        return {rowid for (rowid,) in self.connection.execute(query, list(rowids))}
 
-    def schema(self) -> LegacySchema:
-        names = [table.name for table in self.tables]
-        marks = ", ".join("?" * len(names))
-        statements = [
-            row[0]
-            for row in self.connection.execute(
-                f"SELECT sql FROM sqlite_master WHERE tbl_name IN ({marks}) AND sql IS NOT NULL "
-                "ORDER BY CASE type WHEN 'table' THEN 0 ELSE 1 END, rowid",
-                names,
-            )
-        ]
-        sequences: dict[str, int] = {}
-        has_sequence = self.connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone()
-        if has_sequence:
-            for name, seq in self.connection.execute("SELECT name, seq FROM sqlite_sequence"):
-                if name in names:
-                    sequences[name] = seq
-        encoding = self.connection.execute("PRAGMA encoding").fetchone()[0]
-        return LegacySchema(statements, sequences, encoding, names)
+    def schema(self, *, now: bool = False) -> LegacySchema:
+        """The legacy tables' DDL, counters and encoding in the snapshot, or as the file holds them
+        `now` (a daemon writing meanwhile moves the AUTOINCREMENT counter on)."""
+        reader = self._live if now and self._live is not None else self.connection
+        return read_legacy_schema(reader.execute, [table.name for table in self.tables])
 
     def close(self) -> None:
         self.connection.close()
+        if self._live is not None:
+            self._live.close()
         if self._scratch is not None:
             self._scratch.cleanup()
             self._scratch = None
@@ -241,131 +400,3 @@ class LegacySource:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-# --- writing an exact legacy copy (the rollback) ----------------------------------------------
-
-
-def default_schema(tables: Iterable[LegacyTable]) -> LegacySchema:
-    chosen = list(tables)
-    return LegacySchema([t.ddl for t in chosen], {}, "UTF-8", [t.name for t in chosen])
-
-
-class LegacyWriter:
-    """Writes a new SQLite file with the legacy tables' own DDL and rows rebuilt exactly."""
-
-    def __init__(self, out: str | os.PathLike[str], schema: LegacySchema) -> None:
-        self.out = Path(out)
-        if self.out.exists():
-            raise OutputExists(f"refusing to overwrite existing file: {self.out}")
-        self.partial = self.out.with_name(self.out.name + ".partial")
-        self.partial.unlink(missing_ok=True)
-        self.schema = schema
-        self.connection = sqlite3.connect(self.partial, isolation_level=None)
-        # The encoding must be set before the first table exists; text round-trips either way,
-        # but an exact copy keeps the file's encoding too.
-        self.connection.execute(f"PRAGMA encoding = '{schema.encoding}'")
-        self.connection.execute("BEGIN")
-        for statement in schema.statements:
-            self.connection.execute(statement)
-
-    def insert(self, table: LegacyTable, rows: Sequence[LegacyRow]) -> None:
-        plain = [row for row in rows if not any(isinstance(c, InvalidText) for c in row)]
-        self.connection.executemany(self._insert_sql(table, None), [self._params(table, r) for r in plain])
-        for row in rows:
-            if any(isinstance(cell, InvalidText) for cell in row):
-                self.connection.execute(self._insert_sql(table, row), self._params(table, row))
-
-    def _insert_sql(self, table: LegacyTable, row: LegacyRow | None) -> str:
-        # Text that is not valid UTF-8 can only be bound as bytes, then cast back to TEXT.
-        names = list(table.columns) if table.rowid_alias else ["rowid", *table.columns]
-        cells = row[1:] if row is not None else [None] * len(table.columns)
-        marks = ["CAST(? AS TEXT)" if isinstance(c, InvalidText) else "?" for c in cells]
-        if not table.rowid_alias:
-            marks.insert(0, "?")
-        quoted = ", ".join(f'"{n}"' for n in names)
-        return f'INSERT INTO "{table.name}" ({quoted}) VALUES ({", ".join(marks)})'
-
-    @staticmethod
-    def _params(table: LegacyTable, row: LegacyRow) -> list[Any]:
-        cells = [bytes(c) if isinstance(c, InvalidText) else c for c in row[1:]]
-        return cells if table.rowid_alias else [row[0], *cells]
-
-    def finish(self) -> Path:
-        for name, seq in self.schema.sequences.items():
-            self.connection.execute("DELETE FROM sqlite_sequence WHERE name = ?", (name,))
-            self.connection.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (name, seq))
-        self.connection.execute("COMMIT")
-        self.connection.close()
-        os.replace(self.partial, self.out)
-        return self.out
-
-    def abort(self) -> None:
-        self.connection.close()
-        self.partial.unlink(missing_ok=True)
-
-
-def compare_legacy_files(expected: Path, actual: Path, tables: Sequence[str]) -> list[str]:
-    """Rows that differ between two legacy files, judged by SQLite itself (not by this package).
-
-    Every cell is compared by `typeof()`, `quote()` and `hex()`, with the rowid, in both
-    directions, so a value of another storage type or a missing or extra row shows up. `hex()` is
-    there because `quote()` ends a TEXT value at its first NUL. One blind spot remains: no core SQL
-    function shows the sign of a REAL zero, so -0.0 and 0.0 look alike here.
-    """
-    connection = sqlite3.connect(":memory:", uri=True)
-    # SQLite compares; Python only reports, and must not fail on TEXT that is not UTF-8.
-    connection.text_factory = lambda raw: raw.decode("utf-8", "backslashreplace")
-    try:
-        for alias, path in (("expected", expected), ("actual", actual)):
-            connection.execute(f"ATTACH ? AS {alias}", (f"file:{quote(str(Path(path).resolve()))}?mode=ro",))
-        problems = []
-        for name in tables:
-            table = LEGACY_TABLES_BY_NAME[name]
-            cells = ", ".join(f'typeof("{c}"), quote("{c}"), hex("{c}")' for c in table.columns)
-            select = f'SELECT rowid, {cells} FROM {{}}."{name}"'
-            for left, right, label in (("expected", "actual", "missing from"), ("actual", "expected", "extra in")):
-                query = f"{select.format(left)} EXCEPT {select.format(right)} LIMIT 5"
-                for row in connection.execute(query):
-                    problems.append(f"{name} rowid {row[0]} {label} the copy: {row[1:]}")
-        return problems
-    finally:
-        connection.close()
-
-
-def write_legacy_copy(
-    out: str | os.PathLike[str],
-    schema: LegacySchema,
-    tables: Iterable[tuple[LegacyTable, Iterable[LegacyRow]]],
-    *,
-    batch_size: int,
-    progress: Callable[[str, int], None] | None = None,
-) -> dict[str, int]:
-    """Write a new legacy file from streams of rows, a batch at a time; nothing is left behind
-    when a stream fails (a rebuild error, a damaged archive). Returns rows written per table."""
-    writer = LegacyWriter(out, schema)
-    counts: dict[str, int] = {}
-    try:
-        for table, rows in tables:
-            counts[table.name] = 0
-            for batch in batched(rows, batch_size):
-                writer.insert(table, batch)
-                counts[table.name] += len(batch)
-                if progress:
-                    progress(table.name, len(batch))
-        writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
-    return counts
-
-
-def batched(rows: Iterable[LegacyRow], size: int) -> Iterator[list[LegacyRow]]:
-    batch: list[LegacyRow] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

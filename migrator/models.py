@@ -10,13 +10,51 @@ and a position, so a bulk load needs no id round trips and order is part of the 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import peewee as pw
 
 SCHEMA_VERSION = 2
 """Bumped whenever a change needs a `playhouse.migrate` step. Version 2 moved the unique keys
 from key text to key digests, so that every engine enforces them exactly."""
 
-database_proxy = pw.DatabaseProxy()
+_CURRENT: ContextVar[pw.Database | None] = ContextVar("ksi_target", default=None)
+
+
+class TargetProxy(pw.DatabaseProxy):
+    """The models' database: the one a store works on in the current context (`bound_to`), else
+    the target opened last (`target.open_target`). So two stores in one process each read and
+    write their own target, from any thread, and opening another target redirects neither."""
+
+    def current(self) -> pw.Database | None:
+        return _CURRENT.get() or self.obj
+
+    def __getattr__(self, attr: str) -> object:
+        database = self.current()
+        if database is None:
+            raise AttributeError("no target is open: open one with migrator.open_target or open_store")
+        return getattr(database, attr)
+
+    def __enter__(self) -> object:
+        return self.current().__enter__()  # type: ignore[union-attr]
+
+    def __exit__(self, *exc_info: object) -> object:
+        return self.current().__exit__(*exc_info)  # type: ignore[union-attr]
+
+
+@contextmanager
+def bound_to(database: pw.Database) -> Iterator[None]:
+    """Within this context (this thread, this task), the models use `database`."""
+    token = _CURRENT.set(database)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+database_proxy = TargetProxy()
 
 
 class BaseModel(pw.Model):
@@ -121,7 +159,7 @@ class McpSession(BaseModel):
     session_key_digest = pw.CharField(max_length=32, unique=True)  # codec.key_digest: lookups and uniqueness
     agent_id = pw.TextField(null=True, index=True)
     conversation_id = pw.TextField(null=True)
-    shape = pw.CharField(max_length=8)  # "plan", "daemon" or "other"
+    shape = pw.CharField(max_length=8)  # "plan", "daemon", "mixed" (keys of both) or "other"
     thin_handshake = pw.BooleanField(null=True)
     created_at_text = pw.TextField(null=True)  # plan shape's "created_at", verbatim
     created_at = pw.DateTimeField(null=True, index=True)

@@ -6,10 +6,9 @@ cursors: creating a model instance per row would cost more than the rest of a ro
 
 from __future__ import annotations
 
-import heapq
 import json
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
 from typing import Any
@@ -19,30 +18,70 @@ import peewee as pw
 
 from migrator import engines
 from migrator.codec import LegacyCell, UnreadableBlob, decode_cell, encode_cell, stored_key
-from migrator.legacy import LegacyRow, LegacyTable, display_key
+from migrator.errors import RebuildError
+from migrator.legacy import CELLS, ROWID, LegacyRow, LegacyTable, display_key
 from migrator.models import Quarantine
+from migrator.records import RecordSpec
+from migrator.rows import RECORD, offsets, row_builder
 
 Row = tuple[Any, ...]
 Bundle = tuple[list[Row], ...]
 """The relational rows of one legacy row: the root table's row, then each child table's rows."""
+ROOT = 0  # a Bundle's (and a BlobKind's) first table is the root table
+IDENTITY = 0  # every TableMap's first column is the legacy identity: the root's id, or a child's parent id
 
 
 @dataclass(frozen=True)
 class TableMap:
-    """Which columns of a model a blob kind fills, in tuple order.
+    """Which columns of a model a blob kind fills, named once, in tuple order.
 
-    The first column is always the legacy identity (the root's id, or a child's parent id), and
-    `order` gives the order children come back in.
+    `columns` lists the column names, with a `RecordSpec` standing for the run of columns its
+    JSON object's record fills. Rows are built by name (`build(**cells)`, the record's columns as
+    `record=...`) and read by name (`row[TABLE.at.layout]`, `row[TABLE.record]`), so this list
+    is the only place the order lives. The first column is always the legacy identity (the
+    root's id, or a child's parent id), and `order` gives the order children come back in.
+
+    A TableMap names every column of its model: the mapping states the value of each one (a plan
+    column that legacy rows never fill is mapped to NULL), so that the forward check can hold
+    every cell to it. The only exceptions are listed in `unmapped`, each with the reason no read,
+    query or rebuild depends on it.
     """
 
     model: type[pw.Model]
     columns: tuple[str, ...]
     order: tuple[str, ...] = ()
+    unmapped: tuple[str, ...] = ()
+    key: tuple[str, ...] = ()  # the columns that name one row; the model's primary key by default
+    record: slice = field(init=False, repr=False)  # where the RecordSpec's columns sit in a row
+    at: Any = field(init=False, repr=False)  # each column's offset by name
+    build: Callable[..., Row] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        unknown = [c for c in self.columns if c not in self.model._meta.columns]
+        declared: tuple[str | RecordSpec, ...] = self.columns
+        names = tuple(name for part in declared for name in (part.columns if isinstance(part, RecordSpec) else (part,)))
+        object.__setattr__(self, "columns", names)
+        known = self.model._meta.columns
+        unknown = [c for c in (*self.columns, *self.unmapped) if c not in known]
         if unknown:
             raise TypeError(f"{self.model.__name__} has no column(s) {unknown}")
+        forgotten = [c for c in known if c not in self.columns and c not in self.unmapped]
+        if forgotten:
+            raise TypeError(f"{self.model.__name__} column(s) {forgotten} are neither mapped nor declared unmapped")
+        if not self.key:
+            object.__setattr__(self, "key", _primary_key_columns(self.model))
+        parts = [(RECORD, part.width) if isinstance(part, RecordSpec) else part for part in declared]
+        specs = [part for part in declared if isinstance(part, RecordSpec)]
+        start = names.index(specs[0].columns[0]) if specs and specs[0].columns else len(names)
+        object.__setattr__(self, "record", slice(start, start + (specs[0].width if specs else 0)))
+        object.__setattr__(self, "at", offsets(self.name, names))
+        object.__setattr__(self, "build", row_builder(self.name, parts))
+
+    def __hash__(self) -> int:  # statements are cached by table: identity is enough
+        return id(self)
+
+    @property
+    def name(self) -> str:
+        return self.model._meta.table_name
 
     def field(self, column: str) -> pw.Field:
         return self.model._meta.columns[column]
@@ -54,6 +93,16 @@ class TableMap:
     @property
     def identity(self) -> pw.Field:
         return self.field(self.columns[0])
+
+    def position(self, column: str) -> int:
+        return self.columns.index(column)
+
+
+def _primary_key_columns(model: type[pw.Model]) -> tuple[str, ...]:
+    primary_key = model._meta.primary_key
+    if isinstance(primary_key, pw.CompositeKey):
+        return tuple(model._meta.fields[name].column_name for name in primary_key.field_names)
+    return (primary_key.column_name,)
 
 
 @dataclass(frozen=True)
@@ -67,7 +116,11 @@ class BlobKind:
 
     @property
     def root(self) -> TableMap:
-        return self.tables[0]
+        return self.tables[ROOT]
+
+    @property
+    def children(self) -> tuple[TableMap, ...]:
+        return self.tables[ROOT + 1 :]
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -101,7 +154,7 @@ def insert_sql(database: pw.Database, table: TableMap) -> str:
 
 def insert_rows(database: pw.Database, table: TableMap, rows: Sequence[Row]) -> None:
     if rows:
-        engines.bulk_insert(database, insert_sql(database, table), rows)
+        engines.engine(database).bulk_insert(insert_sql(database, table), rows)
 
 
 def delete_identities(database: pw.Database, kind: BlobKind, rowids: Sequence[int]) -> None:
@@ -128,14 +181,27 @@ def quarantine_of(kind: BlobKind) -> pw.Delete:
 # --- quarantine -------------------------------------------------------------------------------
 
 
-QUARANTINE_COLUMNS = ("legacy_table", "source_rowid", "source_digest", "row_key", "reason", "cells")
-QUARANTINE = TableMap(Quarantine, QUARANTINE_COLUMNS)
+QUARANTINE = TableMap(
+    Quarantine,
+    ("legacy_table", "source_rowid", "source_digest", "row_key", "reason", "cells"),
+    # The surrogate id only numbers rows for the database: every read, query and rebuild finds a
+    # quarantined row by (legacy_table, source_rowid), which is its key here.
+    unmapped=("id",),
+    key=("legacy_table", "source_rowid"),
+)
 
 
 def quarantine_row(kind: BlobKind, row: LegacyRow, digest: str, reason: str) -> Row:
-    cells = json.dumps([list(encode_cell(cell)) for cell in row[1:]])
+    cells = json.dumps([list(encode_cell(cell)) for cell in row[CELLS]])
     key = stored_key(display_key(kind.legacy.key_of(row)))  # a key holding NUL is stored escaped
-    return (kind.legacy.name, row[0], digest, key, reason, cells)
+    return QUARANTINE.build(
+        legacy_table=kind.legacy.name,
+        source_rowid=row[ROWID],
+        source_digest=digest,
+        row_key=key,
+        reason=reason,
+        cells=cells,
+    )
 
 
 def unquarantine_row(source_rowid: int, cells: str) -> LegacyRow:
@@ -143,26 +209,41 @@ def unquarantine_row(source_rowid: int, cells: str) -> LegacyRow:
     return (source_rowid, *decoded)
 
 
+@dataclass(frozen=True)
+class Mapped:
+    """What the mapping makes of one legacy row: its relational rows, or its quarantine row."""
+
+    bundle: Bundle | None
+    quarantined: Row | None
+
+
+def map_legacy_row(kind: BlobKind, row: LegacyRow, digest: str) -> Mapped:
+    """The relational rows of a legacy row; a row that cannot be read goes to quarantine, never
+    lost and never fatal. The backfill writes this, and the forward check compares with it."""
+    try:
+        return Mapped(kind.to_rows(row, digest), None)
+    except UnreadableBlob as exc:
+        return Mapped(None, quarantine_row(kind, row, digest, str(exc)))
+    except Exception as exc:  # noqa: BLE001 - one bad row must never stop a backfill
+        return Mapped(None, quarantine_row(kind, row, digest, f"cannot be mapped: {exc!r}"))
+
+
 def write_legacy_rows(
     database: pw.Database, kind: BlobKind, rows: Sequence[tuple[LegacyRow, str]], *, replace: Sequence[int] = ()
 ) -> tuple[int, int]:
     """Map (legacy row, digest) pairs to relational rows and write them in one transaction.
 
-    A row that cannot be read goes to quarantine, never lost and never fatal. `replace` names
-    rowids whose previous relational rows are removed first. Returns (migrated, quarantined).
+    `replace` names rowids whose previous relational rows (and quarantine rows) are removed
+    first. Returns (migrated, quarantined).
     """
     tables: list[list[Row]] = [[] for _ in kind.tables]
     quarantined: list[Row] = []
     for row, digest in rows:
-        try:
-            bundle = kind.to_rows(row, digest)
-        except UnreadableBlob as exc:
-            quarantined.append(quarantine_row(kind, row, digest, str(exc)))
+        mapped = map_legacy_row(kind, row, digest)
+        if mapped.bundle is None:
+            quarantined.append(mapped.quarantined)  # type: ignore[arg-type]
             continue
-        except Exception as exc:  # noqa: BLE001 - one bad row must never stop a backfill
-            quarantined.append(quarantine_row(kind, row, digest, f"cannot be mapped: {exc!r}"))
-            continue
-        for produced, bucket in zip(bundle, tables, strict=True):
+        for produced, bucket in zip(mapped.bundle, tables, strict=True):
             bucket.extend(produced)
     with database.atomic():
         if replace:
@@ -182,14 +263,10 @@ def _select(table: TableMap, where: pw.Expression, *, limit: int | None = None) 
     return query.limit(limit) if limit else query
 
 
-def _fetch(database: pw.Database, query: pw.Select) -> list[Row]:
+def fetch(database: pw.Database, query: pw.Select) -> list[Row]:
+    """A query's rows as the driver returns them: plain tuples, no model instances."""
     sql, params = database.get_sql_context().sql(query).query()
     return database.execute_sql(sql, params).fetchall()
-
-
-def read_bundles(database: pw.Database, kind: BlobKind, batch_size: int) -> Iterator[tuple[int, Bundle]]:
-    """(legacy rowid, bundle) of every migrated row, in rowid order, a batch at a time."""
-    yield from read_bundles_between(database, kind, batch_size, None, None)
 
 
 def _rowid_range(identity: pw.Field, low: int | None, high: int | None) -> pw.Expression:
@@ -202,36 +279,106 @@ def _rowid_range(identity: pw.Field, low: int | None, high: int | None) -> pw.Ex
     return condition
 
 
-def read_bundles_between(
-    database: pw.Database, kind: BlobKind, batch_size: int, low: int | None, high: int | None
-) -> Iterator[tuple[int, Bundle]]:
-    """`read_bundles` restricted to legacy rowids in [low, high), so one range is read on its own."""
-    root = kind.root
-    in_range = _rowid_range(root.identity, low, high)
-    after: int | None = None
-    limit = min(batch_size, FIRST_BUNDLE_BATCH)
-    while True:
-        where = in_range & (root.identity > after) if after is not None else in_range
-        roots = _fetch(database, _select(root, where, limit=limit))
-        if not roots:
-            return
-        first, last = roots[0][0], roots[-1][0]
-        children = [_fetch(database, _select(child, child.identity.between(first, last))) for child in kind.tables[1:]]
-        groups = [{key: list(rows) for key, rows in groupby(fetched, key=itemgetter(0))} for fetched in children]
-        for root_row in roots:
-            rowid = root_row[0]
-            yield rowid, ([root_row], *(group.get(rowid, []) for group in groups))
-        after = last
-        fetched_rows = len(roots) + sum(len(rows) for rows in children)
-        limit = max(1, min(batch_size, len(roots) * MAX_BATCH_RELATIONAL_ROWS // fetched_rows))
-        del roots, children, groups  # before the next fetch, so two batches are never held at once
+@dataclass
+class TargetRecord:
+    """Everything the target holds for one legacy rowid: the rows of each of the kind's tables
+    (the root's list is empty when there is no root row; children may still be there, orphaned),
+    and the quarantine row, if any."""
+
+    rowid: int
+    tables: list[list[Row]]
+    quarantined: list[Row]
+
+    @property
+    def root(self) -> Row | None:
+        return next(iter(self.tables[ROOT]), None)
+
+    def rebuild(self, kind: BlobKind) -> LegacyRow:
+        """The legacy row these rows stand for, as the store's reads serve it: the relational rows
+        when there is a root row, else the quarantined cells (raises when neither can be read)."""
+        if self.root is not None:
+            return kind.from_rows(tuple(self.tables))
+        if self.quarantined:
+            quarantined = next(iter(self.quarantined))
+            return unquarantine_row(self.rowid, quarantined[QUARANTINE.at.cells])
+        raise RebuildError(f"{kind.legacy.name} rowid {self.rowid} has child rows but no {kind.root.name} row")
 
 
 FIRST_BUNDLE_BATCH = 100
 MAX_BATCH_RELATIONAL_ROWS = 20_000
-"""Bundles are read by legacy rowid range, and one legacy row may own hundreds of child rows (a
+"""Records are read by legacy rowid range, and one legacy row may own hundreds of child rows (a
 checkpoint's queue items and completions). The first range is small; each next one is sized
 from the rows per legacy row just seen, so a batch holds about this many relational rows."""
+
+
+def target_records(
+    database: pw.Database, kind: BlobKind, batch_size: int, low: int | None = None, high: int | None = None
+) -> Iterator[TargetRecord]:
+    """Every rowid in [low, high) the target holds anything for, in rowid order, with all of it:
+    root rows, child rows (orphans included) and quarantine rows, every column of each.
+
+    Each batch is a window (after, upper] of rowids: up to `limit` root rows and `limit`
+    quarantine rows decide where it ends, and every child row inside it is read with them, so a
+    child whose root row is gone is seen too.
+    """
+    root = kind.root
+    quarantine_rowid = Quarantine.source_rowid
+    of_kind = Quarantine.legacy_table == kind.legacy.name
+    after: int | None = None
+    limit = min(batch_size, FIRST_BUNDLE_BATCH)
+    while True:
+        roots = fetch(database, _select(root, _window(root.identity, low, high, after, None), limit=limit))
+        quarantined = fetch(
+            database,
+            QUARANTINE.model.select(*QUARANTINE.fields)
+            .where(of_kind & _window(quarantine_rowid, low, high, after, None))
+            .order_by(quarantine_rowid)
+            .limit(limit),
+        )
+        at = QUARANTINE.at.source_rowid
+        full = [rows[-1][index] for rows, index in ((roots, IDENTITY), (quarantined, at)) if len(rows) == limit]
+        upper = min(full) if full else None  # None: this window reaches `high`
+        if upper is not None:
+            roots = [row for row in roots if row[IDENTITY] <= upper]
+            quarantined = [row for row in quarantined if row[at] <= upper]
+        children = [
+            fetch(database, _select(child, _window(child.identity, low, high, after, upper))) for child in kind.children
+        ]
+        yield from _records(roots, children, quarantined)
+        if upper is None:
+            return
+        after = upper
+        fetched_rows = len(roots) + len(quarantined) + sum(len(rows) for rows in children)
+        limit = max(1, min(batch_size, (len(roots) + len(quarantined)) * MAX_BATCH_RELATIONAL_ROWS // fetched_rows))
+        del roots, children, quarantined  # before the next fetch, so two batches are never held at once
+
+
+def _window(
+    identity: pw.Field, low: int | None, high: int | None, after: int | None, upper: int | None
+) -> pw.Expression:
+    """Rowids in [low, high) and in (after, upper]; None leaves a bound open."""
+    condition = _rowid_range(identity, low, high)
+    if after is not None:
+        condition &= identity > after
+    if upper is not None:
+        condition &= identity <= upper
+    return condition
+
+
+def _records(roots: list[Row], children: list[list[Row]], quarantined: list[Row]) -> Iterator[TargetRecord]:
+    groups = [
+        _by_identity(roots, IDENTITY),
+        *(_by_identity(rows, IDENTITY) for rows in children),
+        _by_identity(quarantined, QUARANTINE.at.source_rowid),
+    ]
+    rowids = sorted(set().union(*groups))
+    for rowid in rowids:
+        tables = [group.get(rowid, []) for group in groups[:-1]]
+        yield TargetRecord(rowid, tables, groups[-1].get(rowid, []))
+
+
+def _by_identity(rows: list[Row], index: int) -> dict[int, list[Row]]:
+    return {key: list(group) for key, group in groupby(rows, key=itemgetter(index))}
 
 
 def read_bundle(database: pw.Database, kind: BlobKind, column: pw.Field, value: Any) -> Bundle | None:
@@ -241,76 +388,53 @@ def read_bundle(database: pw.Database, kind: BlobKind, column: pw.Field, value: 
     roots = database.execute_sql(root_sql, [value, 1]).fetchall()  # the value, then LIMIT 1
     if not roots:
         return None
-    rowid = roots[0][0]
+    (root,) = roots
+    rowid = root[IDENTITY]
     children = []
-    for child in kind.tables[1:]:
+    for child in kind.children:
         sql = statement(database, ("children", child), lambda c=child: _select(c, c.identity == rowid))
         children.append(database.execute_sql(sql, [rowid]).fetchall())
     return (roots, *children)
 
 
-def read_quarantine(database: pw.Database, kind: BlobKind, batch_size: int) -> Iterator[tuple[int, Quarantine]]:
-    yield from read_quarantine_between(database, kind, batch_size, None, None)
-
-
-def read_quarantine_between(
-    database: pw.Database, kind: BlobKind, batch_size: int, low: int | None, high: int | None
-) -> Iterator[tuple[int, Quarantine]]:
-    """`read_quarantine` restricted to legacy rowids in [low, high)."""
-    in_range = _rowid_range(Quarantine.source_rowid, low, high)
-    query = (
-        Quarantine.select()
-        .where((Quarantine.legacy_table == kind.legacy.name) & in_range)
-        .order_by(Quarantine.source_rowid)
-    )
-    for record in query.iterator():
-        yield record.source_rowid, record
-
-
-def rebuilt_rows(database: pw.Database, kind: BlobKind, batch_size: int) -> Iterator[tuple[int, LegacyRow | Exception]]:
-    """Every legacy row rebuilt from the target, quarantined rows included, in rowid order.
-
-    A row that cannot be rebuilt comes back as its exception, so one damaged row is reported
-    without hiding the rest.
-    """
-    return rebuilt_rows_between(database, kind, batch_size, None, None)
-
-
-def rebuilt_rows_between(
-    database: pw.Database, kind: BlobKind, batch_size: int, low: int | None, high: int | None
+def rebuilt_rows(
+    database: pw.Database, kind: BlobKind, batch_size: int, low: int | None = None, high: int | None = None
 ) -> Iterator[tuple[int, LegacyRow | Exception]]:
-    """`rebuilt_rows` restricted to legacy rowids in [low, high); None leaves that side open."""
-
-    def rebuild(item: tuple[int, Bundle]) -> tuple[int, LegacyRow | Exception]:
-        rowid, bundle = item
+    """Every legacy row in [low, high) rebuilt from the target, quarantined rows included, in
+    rowid order. A row that cannot be rebuilt comes back as its exception, so one damaged row is
+    reported without hiding the rest."""
+    for record in target_records(database, kind, batch_size, low, high):
         try:
-            return rowid, kind.from_rows(bundle)
+            yield record.rowid, record.rebuild(kind)
         except Exception as exc:  # noqa: BLE001 - reported per row by the caller
-            return rowid, exc
-
-    def restore(item: tuple[int, Quarantine]) -> tuple[int, LegacyRow | Exception]:
-        rowid, record = item
-        try:
-            return rowid, unquarantine_row(rowid, record.cells)
-        except Exception as exc:  # noqa: BLE001
-            return rowid, exc
-
-    migrated = map(rebuild, read_bundles_between(database, kind, batch_size, low, high))
-    quarantined = map(restore, read_quarantine_between(database, kind, batch_size, low, high))
-    return heapq.merge(migrated, quarantined, key=itemgetter(0))
+            yield record.rowid, exc
 
 
-def orphans(database: pw.Database, kind: BlobKind, limit: int = 20) -> list[str]:
-    """Child rows whose legacy row is gone: the target must hold nothing a source row lacks.
+def orphans(database: pw.Database, kind: BlobKind, limit: int = 20) -> list[tuple[str, int]]:
+    """(table, legacy rowid) of child rows whose legacy row is gone: the target must hold nothing a
+    source row lacks.
 
     NOT EXISTS probes the parent's primary key per child row; NOT IN would first gather every
     parent id into a temporary structure, which grows with the table (and so would memory).
     """
-    found: list[str] = []
-    root = kind.root
-    for child in kind.tables[1:]:
-        parent = root.model.select(pw.SQL("1")).where(root.identity == child.identity)
-        query = child.model.select(child.identity).where(~pw.fn.EXISTS(parent)).distinct().limit(limit)
-        for (rowid,) in _fetch(database, query):
-            found.append(f"{child.model._meta.table_name} rows for missing {kind.legacy.name} rowid {rowid}")
+    found: list[tuple[str, int]] = []
+    for child in kind.children:
+        query = _orphaned(kind, child).select(child.identity).distinct().limit(limit)
+        found += [(child.name, rowid) for (rowid,) in fetch(database, query)]
     return found
+
+
+def delete_orphans(database: pw.Database, kind: BlobKind) -> int:
+    """Remove every child row whose legacy row is gone (a repair): children first, as they cascade."""
+    removed = 0
+    with database.atomic():
+        for child in reversed(kind.children):
+            removed += _orphaned(kind, child, delete=True).execute(database)
+    return removed
+
+
+def _orphaned(kind: BlobKind, child: TableMap, *, delete: bool = False) -> pw.Query:
+    root = kind.root
+    parent = root.model.select(pw.SQL("1")).where(root.identity == child.identity)
+    query = child.model.delete() if delete else child.model.select()
+    return query.where(~pw.fn.EXISTS(parent))

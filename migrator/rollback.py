@@ -5,21 +5,22 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import peewee as pw
 
-from migrator.backfill import KINDS
+from migrator.batching import DEFAULT_BATCH_SIZE, Progress
 from migrator.codec import LegacyCell, encode_cell
 from migrator.errors import OutputExists, RebuildError
-from migrator.legacy import LegacyRow, default_schema, write_legacy_copy
+from migrator.kinds import KINDS
+from migrator.legacy import CELLS, LegacyRow, LegacySchema
+from migrator.legacy_copy import default_schema, write_legacy_copy
+from migrator.private import open_new
 from migrator.relational import BlobKind, rebuilt_rows
 from migrator.target import load_legacy_schema, require_schema
-
-Progress = Callable[[str, int], None]
 
 
 @dataclass
@@ -40,24 +41,25 @@ def legacy_rows(database: pw.Database, kind: BlobKind, batch_size: int) -> Itera
         yield row
 
 
-def _kinds_to_restore(database: pw.Database) -> list[BlobKind]:
+def _recorded_tables(database: pw.Database) -> tuple[list[BlobKind], LegacySchema]:
+    """The legacy tables the target holds, and the schema that recreates them (read once)."""
     schema = load_legacy_schema(database)
     names = schema.tables if schema else [k.legacy.name for k in KINDS.values()]
-    return [KINDS[name] for name in names if name in KINDS]
+    kinds = [KINDS[name] for name in names if name in KINDS]
+    return kinds, schema or default_schema(k.legacy for k in kinds)
 
 
 def restore(
     database: pw.Database,
     out: str | os.PathLike[str],
     *,
-    batch_size: int = 2000,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress | None = None,
 ) -> RestoreReport:
     """Write a new SQLite file holding the legacy tables as they were, quarantined rows included."""
     require_schema(database)
     started = time.perf_counter()
-    kinds = _kinds_to_restore(database)
-    schema = load_legacy_schema(database) or default_schema(k.legacy for k in kinds)
+    kinds, schema = _recorded_tables(database)
     tables = [(kind.legacy, legacy_rows(database, kind, batch_size)) for kind in kinds]
     report = RestoreReport(out=str(out))
     report.rows = write_legacy_copy(out, schema, tables, batch_size=batch_size, progress=progress)
@@ -78,7 +80,7 @@ def export_cell(value: LegacyCell) -> Any:
 
 def export_line(kind: BlobKind, row: LegacyRow) -> str:
     record: dict[str, Any] = {"table": kind.legacy.name}
-    for column, cell in zip(kind.legacy.columns, row[1:], strict=True):
+    for column, cell in zip(kind.legacy.columns, row[CELLS], strict=True):
         record[column] = export_cell(cell)
     return json.dumps(record)
 
@@ -87,7 +89,7 @@ def export(
     database: pw.Database,
     out: str | os.PathLike[str],
     *,
-    batch_size: int = 2000,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress | None = None,
 ) -> dict[str, int]:
     """One legacy row a line, every table, quarantined rows included."""
@@ -97,9 +99,10 @@ def export(
         raise OutputExists(f"refusing to overwrite existing file: {path}")
     counts: dict[str, int] = {}
     partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)  # left by a run that broke
     try:
-        with partial.open("w", encoding="utf-8") as handle:
-            for kind in _kinds_to_restore(database):
+        with open_new(partial, "w", encoding="utf-8") as handle:
+            for kind in _recorded_tables(database)[0]:
                 counts[kind.legacy.name] = 0
                 for row in legacy_rows(database, kind, batch_size):
                     handle.write(export_line(kind, row) + "\n")

@@ -31,9 +31,7 @@ def _v1_to_v2(database: pw.Database) -> None:
     migrator = SchemaMigrator.from_database(database)
     for table, key_column, digest_column, unique_columns in V2_KEYS:
         old_unique = [
-            index.name
-            for index in database.get_indexes(table)
-            if index.unique and key_column in index.columns
+            index.name for index in database.get_indexes(table) if index.unique and key_column in index.columns
         ]
         migrate(
             *(migrator.drop_index(table, name) for name in old_unique),

@@ -66,11 +66,11 @@ SESSION_TABLE = TableMap(
         "session_key",
         "session_key_digest",
         "shape",
-        *SESSION_DATA.columns,
+        SESSION_DATA,
         "last_seen_type",
         "last_seen_text",
         "last_seen",
-        "is_active",
+        "is_active",  # the plan's lifecycle, not legacy data: every migrated session is active
         "layout",
         "extra",
         "text_overlay",
@@ -78,13 +78,15 @@ SESSION_TABLE = TableMap(
 )
 TOOL_TABLE = TableMap(
     McpSessionTool,
-    ("session_id", "position", "form", *TOOL.columns, "layout", "extra"),
+    # added_at is a plan column that legacy rows never record: it is mapped to NULL.
+    ("session_id", "position", "form", TOOL, "added_at", "layout", "extra"),
     order=("position",),
 )
 
-_DATA = 5  # where SESSION_DATA's slots start in a session row
-_LAST_SEEN = _DATA + SESSION_DATA.width
-_TOOL = 3
+LEGACY = MCP_SESSIONS.at
+SESSION_AT, TOOL_AT = SESSION_TABLE.at, TOOL_TABLE.at
+TOOL_NAME = TOOL.columns.index("tool_name")  # where a tool's name sits within its record
+NO_TOOL_RECORD = (None,) * TOOL.width
 
 _DAEMON_KEYS = frozenset({"conversation_id", "agent_info", "created"})
 _PLAN_KEYS = frozenset({"thin_handshake", "created_at"})
@@ -94,7 +96,8 @@ _PLAN_KEYS = frozenset({"thin_handshake", "created_at"})
 
 
 def to_rows(row: LegacyRow, digest: str) -> Bundle:
-    rowid, session_key, data, last_seen = row
+    rowid, session_key = row[LEGACY.rowid], row[LEGACY.session_key]
+    data, last_seen = row[LEGACY.session_data], row[LEGACY.last_seen]
     if not isinstance(session_key, str):
         raise UnreadableBlob(f"session_key is a {storage_type(session_key)} value, expected text")
     if not isinstance(data, str):
@@ -105,22 +108,21 @@ def to_rows(row: LegacyRow, digest: str) -> Bundle:
     split = split_record(SESSION_DATA, blob, "session_data")
     tools = [_tool_row(rowid, position, tool) for position, tool in enumerate(split.containers.get("tools", []))]
     tag, text = encode_cell(last_seen)
-    parsed_last_seen = parse_timestamp(last_seen) if isinstance(last_seen, str) else None
     key = stored_key(session_key)
-    session = (
-        rowid,
-        digest,
-        key,
-        key_digest(key),
-        _shape(blob),
-        *split.slots,
-        tag,
-        text,
-        parsed_last_seen,
-        True,
-        split.layout,
-        split.extra,
-        overlay,
+    session = SESSION_TABLE.build(
+        id=rowid,
+        source_digest=digest,
+        session_key=key,
+        session_key_digest=key_digest(key),
+        shape=_shape(blob),
+        record=split.slots,
+        last_seen_type=tag,
+        last_seen_text=text,
+        last_seen=parse_timestamp(last_seen) if isinstance(last_seen, str) else None,
+        is_active=True,
+        layout=split.layout,
+        extra=split.extra,
+        text_overlay=overlay,
     )
     return [session], tools
 
@@ -134,13 +136,19 @@ def _shape(blob: dict) -> str:
 
 
 def _tool_row(session_id: int, position: int, tool: object) -> Row:
+    record, form, layout, extra = NO_TOOL_RECORD, "json", None, None
     if type(tool) is str and is_storable_text(tool):
-        return (session_id, position, "name", tool, *[None] * (TOOL.width - 1), None, None)
-    if isinstance(tool, dict):
+        name_only = list(NO_TOOL_RECORD)
+        name_only[TOOL_NAME] = tool
+        record, form = name_only, "name"
+    elif isinstance(tool, dict):
         split = split_record(TOOL, tool, lambda: f"session_data.tools[{position}]")
-        return (session_id, position, "object", *split.slots, split.layout, split.extra)
-    # Anything else the list holds (null, a number, a nested list) is kept as it is.
-    return (session_id, position, "json", *[None] * TOOL.width, None, dumps(tool))
+        record, form, layout, extra = split.slots, "object", split.layout, split.extra
+    else:  # anything else the list holds (null, a number, a nested list) is kept as it is
+        extra = dumps(tool)
+    return TOOL_TABLE.build(
+        session_id=session_id, position=position, form=form, record=record, added_at=None, layout=layout, extra=extra
+    )
 
 
 # --- relational rows -> legacy row ------------------------------------------------------------
@@ -149,10 +157,14 @@ def _tool_row(session_id: int, position: int, tool: object) -> Row:
 def from_rows(bundle: Bundle) -> LegacyRow:
     (session,), tools = bundle
     containers = {"tools": join_array(_tool_text(tool) for tool in tools)}
-    canonical = join_record(SESSION_DATA, session[_DATA:], session[-3], session[-2], containers)
-    data = apply_overlay(canonical, session[-1])
-    last_seen = decode_cell(session[_LAST_SEEN], session[_LAST_SEEN + 1])
-    return (session[0], key_from_stored(session[2]), data, last_seen)
+    record = session[SESSION_TABLE.record]
+    canonical = join_record(SESSION_DATA, record, session[SESSION_AT.layout], session[SESSION_AT.extra], containers)
+    return MCP_SESSIONS.build(
+        rowid=session[SESSION_AT.id],
+        session_key=key_from_stored(session[SESSION_AT.session_key]),
+        session_data=apply_overlay(canonical, session[SESSION_AT.text_overlay]),
+        last_seen=decode_cell(session[SESSION_AT.last_seen_type], session[SESSION_AT.last_seen_text]),
+    )
 
 
 def session_key_lookup(session_key: str) -> tuple[pw.Field, str]:
@@ -162,14 +174,14 @@ def session_key_lookup(session_key: str) -> tuple[pw.Field, str]:
 
 
 def _tool_text(tool: Row) -> str:
-    form = tool[2]
+    form = tool[TOOL_AT.form]
     if form == "name":
-        return encode_str(tool[_TOOL])
+        return encode_str(tool[TOOL_AT.tool_name])
     if form == "object":
-        return join_record(TOOL, tool[_TOOL:], tool[-2], tool[-1])
+        return join_record(TOOL, tool[TOOL_TABLE.record], tool[TOOL_AT.layout], tool[TOOL_AT.extra])
     if form == "json":
-        return tool[-1]
-    raise RebuildError(f"session {tool[0]} tool {tool[1]} has unknown form {form!r}")
+        return tool[TOOL_AT.extra]
+    raise RebuildError(f"session {tool[TOOL_AT.session_id]} tool {tool[TOOL_AT.position]} has unknown form {form!r}")
 
 
 KIND = BlobKind(

@@ -10,14 +10,19 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import peewee as pw
+from playhouse.db_url import parse as parse_url
 
 from migrator import engines
-from migrator.errors import IncompatibleSchema, NotMigrated, TargetUnreachable
+from migrator.ddl import updated_schema
+from migrator.errors import IncompatibleSchema, NotMigrated, RebuildError, TargetUnreachable
 from migrator.legacy import LegacySchema
 from migrator.models import ALL_MODELS, SCHEMA_VERSION, MigrationMeta, database_proxy
+from migrator.private import create_file
+from migrator.redaction import mask_secrets, mask_url, url_secrets
 from migrator.schema_migrations import STEPS, upgrade
 
 
@@ -30,6 +35,8 @@ def open_target(target: str | os.PathLike[str], *, must_exist: bool = False, rea
     text = str(target)
     try:
         if is_url(text):
+            if not read_only:
+                _create_private_sqlite_file(text)
             database = engines.connect(text, read_only=read_only)
         else:
             path = Path(text)
@@ -40,12 +47,15 @@ def open_target(target: str | os.PathLike[str], *, must_exist: bool = False, rea
             if read_only:
                 database = engines.sqlite_read_only(path)
             else:
+                create_file(path, exist_ok=True)  # a new target is 0600 (its -wal and -shm take its mode)
                 database = pw.SqliteDatabase(path, pragmas=engines.SQLITE_PRAGMAS)
         database.connect(reuse_if_open=True)
     except TargetUnreachable:
         raise
     except Exception as exc:
-        raise TargetUnreachable(f"cannot open target {text}: {_one_line(exc)}") from exc
+        # Drivers may echo the connection's password (a libpq DSN, the arguments): masked.
+        message = mask_secrets(_one_line(exc), url_secrets(text))
+        raise TargetUnreachable(f"cannot open target {mask_url(text)}: {message}") from exc
     database_proxy.initialize(database)
     return database
 
@@ -55,9 +65,45 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
+def _create_private_sqlite_file(url: str) -> None:
+    """A `sqlite:///` URL's new file is created 0600 first, as a path's is."""
+    if engines.engine_for_url(url) is engines.SQLiteEngine:
+        path = parse_url(url)["database"]
+        if path and path != ":memory:" and not path.startswith("file:"):
+            create_file(path, exist_ok=True)
+
+
 @contextmanager
-def target_database(target: str | os.PathLike[str], *, must_exist: bool = False) -> Iterator[pw.Database]:
-    database = open_target(target, must_exist=must_exist)
+def target_database(
+    target: str | os.PathLike[str], *, must_exist: bool = False, read_only: bool = False
+) -> Iterator[pw.Database]:
+    database = open_target(target, must_exist=must_exist, read_only=read_only)
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+def in_wal_mode_if_one_file(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """When the target is the source file itself (the one-file layout), put that file in WAL mode
+    before the source is read: in rollback-journal mode the source's long read would hold every
+    write of the same run out ("database is locked"). The file is the target, and written anyway;
+    the mode stays with it, as `open_store` would set it."""
+    text = str(target)
+    if is_url(text) or not Path(text).is_file() or Path(text).resolve() != Path(source).resolve():
+        return
+    database = pw.SqliteDatabase(text, pragmas=engines.SQLITE_PRAGMAS)
+    database.connect()
+    database.close()
+
+
+@contextmanager
+def planning_database(target: str | os.PathLike[str]) -> Iterator[pw.Database]:
+    """The target for a dry run, opened so that nothing can be written: read-only when it exists,
+    and an empty in-memory database when a SQLite target does not exist yet (so none is created)."""
+    text = str(target)
+    exists = is_url(text) or Path(text).is_file()
+    database = open_target(text, read_only=True) if exists else open_target(":memory:")
     try:
         yield database
     finally:
@@ -85,9 +131,9 @@ def create_schema(database: pw.Database) -> None:
                 f"{SCHEMA_VERSION} and has no migration from it"
             )
         upgrade(database, version, SCHEMA_VERSION, lambda new: set_meta(database, "schema_version", str(new)))
-    with engines.write_transaction(database):  # reads what exists, then creates: see write_transaction
+    with engines.engine(database).write_transaction():  # reads what exists, then creates
         engines.create_tables(database, ALL_MODELS)
-        engines.ensure_indexes(database, ALL_MODELS)
+        engines.engine(database).ensure_indexes(ALL_MODELS)
         set_meta(database, "schema_version", str(SCHEMA_VERSION))
 
 
@@ -104,7 +150,7 @@ def require_schema(database: pw.Database) -> None:
 
 def set_meta(database: pw.Database, key: str, value: str) -> None:
     insert = MigrationMeta.insert(key=key, value=value)
-    engines.insert_or_update(database, insert, MigrationMeta.key, MigrationMeta.value).execute()
+    engines.engine(database).upsert(insert, MigrationMeta.key, MigrationMeta.value).execute()
 
 
 def get_meta(database: pw.Database, key: str) -> str | None:
@@ -113,24 +159,38 @@ def get_meta(database: pw.Database, key: str) -> str | None:
 
 
 def save_legacy_schema(database: pw.Database, schema: LegacySchema) -> None:
-    """Remember the snapshot's own DDL, so a rollback recreates the tables exactly."""
+    """Remember the snapshot's own DDL, counters and encoding, so a rollback recreates the tables
+    exactly: each table the snapshot holds as it is now, each other table as recorded before."""
     previous = load_legacy_schema(database)
-    tables = sorted(set(schema.tables) | set(previous.tables if previous else []))
-    statements = list(schema.statements)
-    if previous:  # keep a table the source no longer has but the target still describes
-        statements += [s for s in previous.statements if s not in statements]
-    record = {
-        "statements": statements,
-        "sequences": {**(previous.sequences if previous else {}), **schema.sequences},
-        "encoding": schema.encoding,
-        "tables": tables,
-    }
-    set_meta(database, "legacy_schema", json.dumps(record))
+    record_legacy_schema(database, updated_schema(previous, schema) if previous else schema)
+
+
+def record_legacy_schema(database: pw.Database, schema: LegacySchema) -> None:
+    """Write the legacy schema record as it is (the store moves a counter with this, on every save)."""
+    set_meta(database, LEGACY_SCHEMA_KEY, json.dumps(asdict(schema)))
+
+
+LEGACY_SCHEMA_KEY = "legacy_schema"
 
 
 def load_legacy_schema(database: pw.Database) -> LegacySchema | None:
-    text = get_meta(database, "legacy_schema")
+    """The recorded legacy schema; None when none was recorded. A record that cannot be read
+    raises `RebuildError`: the rollback depends on it."""
+    text = get_meta(database, LEGACY_SCHEMA_KEY)
     if text is None:
         return None
-    record = json.loads(text)
-    return LegacySchema(record["statements"], record["sequences"], record["encoding"], record["tables"])
+    try:
+        record = json.loads(text)
+        return LegacySchema(record["statements"], record["sequences"], record["encoding"], record["tables"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RebuildError(f"ksi_migration_meta.{LEGACY_SCHEMA_KEY} cannot be read: {exc!r}") from exc
+
+
+CLEANUP_META_KEY = "legacy_cleanup"
+"""Target metadata written when cleanup dropped the legacy tables: when, from where, which archive."""
+
+
+def recorded_cleanup(database: pw.Database) -> dict | None:
+    """What `cleanup` recorded in the target, or None when it never dropped legacy tables there."""
+    text = get_meta(database, CLEANUP_META_KEY)
+    return json.loads(text) if text else None

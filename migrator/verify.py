@@ -1,44 +1,38 @@
-"""Verify: rebuild every legacy row from the target and compare it with the source, exactly.
+"""Verify: prove a target holds a legacy snapshot exactly, both ways, with `compare.compare_rows`.
 
-Both sides are streamed in rowid order and merged, so memory holds one batch whatever the size
-of the snapshot. A row matches only when every cell has the same SQLite storage type and the
-same value; a JSON cell that differs is explained with JSON-path differences.
+Forward, the target holds exactly the relational rows the mapping makes of every source row
+(every column of every table, derived columns included) and nothing else; backward, every legacy
+row rebuilt from the target equals the source row, storage types included. The migration
+metadata (the legacy DDL, AUTOINCREMENT counters, encoding) must be the source's, and every
+source column must be one the mapping carries. Both sides are streamed in rowid order, so memory
+holds one batch whatever the size of the snapshot.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import peewee as pw
 
-from migrator.backfill import KINDS
-from migrator.codec import LegacyCell, cell_identity, keep_duplicate_keys, storage_type
-from migrator.equivalence import describe_text_difference, json_differences
-from migrator.legacy import LegacyRow, LegacySource, LegacyTable, display_key
-from migrator.relational import BlobKind, orphans, rebuilt_rows
+from migrator.batching import DEFAULT_BATCH_SIZE, Progress
+from migrator.compare import (
+    Mismatch,
+    MismatchKind,
+    RowComparison,
+    compare_rows,
+    metadata_mismatches,
+    unmapped_column_mismatches,
+)
+from migrator.kinds import KINDS
+from migrator.legacy import LegacyRow, LegacySource
+from migrator.relational import BlobKind
 from migrator.target import require_schema
 
 MAX_REPORTED_MISMATCHES = 100
-
-Progress = Callable[[str, int], None]
-
-
-@dataclass
-class Mismatch:
-    table: str
-    key: str  # the row's `id` or `session_key`, as a person reads it
-    rowid: int | None
-    problem: str
-    differences: list[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        lines = [f"{self.table} {self.key}: {self.problem}"]
-        lines += [f"    {difference}" for difference in self.differences]
-        return "\n".join(lines)
 
 
 @dataclass
@@ -46,21 +40,42 @@ class TableVerification:
     table: str
     source_rows: int = 0
     rebuilt_rows: int = 0
-    matched: int = 0
-    mismatched: int = 0  # rows that differ or cannot be rebuilt
+    matched: int = 0  # source rows the target holds exactly, both ways
+    mismatched: int = 0  # source rows whose relational rows or rebuilt row differ, or cannot be rebuilt
     missing: int = 0  # source rows the target lacks
-    extra: int = 0  # target rows the source lacks
+    extra: int = 0  # rowids the target holds rows for and the source lacks
+
+    def count(self, comparison: RowComparison) -> None:
+        if comparison.source is not None:
+            self.source_rows += 1
+        if comparison.rebuilt is not None:
+            self.rebuilt_rows += 1
+        kinds = {mismatch.kind for mismatch in comparison.mismatches}
+        if not kinds:
+            self.matched += 1
+        elif MismatchKind.MISSING in kinds:
+            self.missing += 1
+        elif MismatchKind.EXTRA in kinds:
+            self.extra += 1
+        else:
+            self.mismatched += 1
 
 
 @dataclass
 class VerifyReport:
     tables: list[TableVerification] = field(default_factory=list)
-    mismatches: list[Mismatch] = field(default_factory=list)
+    mismatches: list[Mismatch] = field(default_factory=list)  # the first MAX_REPORTED_MISMATCHES
+    kinds: Counter[str] = field(default_factory=Counter)  # every mismatch, counted by kind
     seconds: float = 0.0
+
+    def record(self, mismatch: Mismatch) -> None:
+        self.kinds[mismatch.kind.value] += 1
+        if len(self.mismatches) < MAX_REPORTED_MISMATCHES:
+            self.mismatches.append(mismatch)
 
     @property
     def problems(self) -> int:
-        return sum(t.mismatched + t.missing + t.extra for t in self.tables)
+        return self.kinds.total()
 
     @property
     def ok(self) -> bool:
@@ -70,7 +85,8 @@ class VerifyReport:
         return {
             "ok": self.ok,
             "tables": [asdict(t) for t in self.tables],
-            "mismatches": [asdict(m) for m in self.mismatches],
+            "mismatch_kinds": dict(self.kinds),
+            "mismatches": [m.to_dict() for m in self.mismatches],
             "seconds": round(self.seconds, 3),
         }
 
@@ -79,17 +95,19 @@ def verify(
     source: LegacySource,
     database: pw.Database,
     *,
-    batch_size: int = 2000,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress | None = None,
 ) -> VerifyReport:
     require_schema(database)
     started = time.perf_counter()
     report = VerifyReport()
+    for mismatch in [*unmapped_column_mismatches(source.unmapped), *metadata_mismatches(source.schema(), database)]:
+        report.record(mismatch)
     present = {table.name for table in source.tables}
     for kind in KINDS.values():
-        source_batches = source.batches(kind.legacy, batch_size) if kind.legacy.name in present else iter(())
-        table_report = verify_table(kind, source_batches, database, report, batch_size, progress)
-        if kind.legacy.name in present or table_report.rebuilt_rows:
+        batches = source.batches(kind.legacy, batch_size) if kind.legacy.name in present else iter(())
+        table_report = verify_table(kind, batches, database, report, batch_size, progress)
+        if kind.legacy.name in present or table_report.rebuilt_rows or table_report.extra:
             report.tables.append(table_report)
     report.seconds = time.perf_counter() - started
     return report
@@ -103,103 +121,16 @@ def verify_table(
     batch_size: int,
     progress: Progress | None = None,
 ) -> TableVerification:
-    table = kind.legacy
-    result = TableVerification(table.name)
-
-    def record(problem: Mismatch) -> None:
-        if len(report.mismatches) < MAX_REPORTED_MISMATCHES:
-            report.mismatches.append(problem)
+    result = TableVerification(kind.legacy.name)
 
     def source_rows() -> Iterator[LegacyRow]:
         for batch in source_batches:
             yield from batch
             if progress:
-                progress(table.name, len(batch))
+                progress(kind.legacy.name, len(batch))
 
-    for rowid, expected, rebuilt in _merge(source_rows(), rebuilt_rows(database, kind, batch_size)):
-        if expected is not None:
-            result.source_rows += 1
-        if rebuilt is not None:
-            result.rebuilt_rows += 1
-        if rebuilt is None:
-            result.missing += 1
-            record(Mismatch(table.name, display_key(table.key_of(expected)), rowid, "missing from the target"))
-        elif expected is None:
-            result.extra += 1
-            key = rebuilt if isinstance(rebuilt, Exception) else table.key_of(rebuilt)
-            record(Mismatch(table.name, display_key(key), rowid, "in the target but not in the source"))
-        elif isinstance(rebuilt, Exception):
-            result.mismatched += 1
-            record(Mismatch(table.name, display_key(table.key_of(expected)), rowid, f"cannot be rebuilt: {rebuilt}"))
-        else:
-            differences = row_differences(table, expected, rebuilt)
-            if differences:
-                result.mismatched += 1
-                record(Mismatch(table.name, display_key(table.key_of(expected)), rowid, "differs", differences))
-            else:
-                result.matched += 1
-    for orphan in orphans(database, kind):
-        result.extra += 1
-        record(Mismatch(table.name, "-", None, orphan))
+    for comparison in compare_rows(kind, source_rows(), database, batch_size=batch_size):
+        result.count(comparison)
+        for mismatch in comparison.mismatches:
+            report.record(mismatch)
     return result
-
-
-def _merge(
-    expected: Iterator[LegacyRow], rebuilt: Iterator[tuple[int, LegacyRow | Exception]]
-) -> Iterator[tuple[int, LegacyRow | None, LegacyRow | Exception | None]]:
-    """Pair source rows and rebuilt rows by rowid; both streams come in rowid order."""
-    left = next(expected, None)
-    right = next(rebuilt, None)
-    while left is not None or right is not None:
-        if right is None or (left is not None and left[0] < right[0]):
-            yield left[0], left, None  # type: ignore[index]
-            left = next(expected, None)
-        elif left is None or right[0] < left[0]:
-            yield right[0], None, right[1]
-            right = next(rebuilt, None)
-        else:
-            yield left[0], left, right[1]
-            left, right = next(expected, None), next(rebuilt, None)
-
-
-def row_differences(table: LegacyTable, expected: LegacyRow, actual: LegacyRow) -> list[str]:
-    """Readable differences between two legacy rows; empty when they are identical."""
-    if expected == actual and all(
-        type(a) is type(b) and not isinstance(a, float) for a, b in zip(expected, actual, strict=True)
-    ):
-        return []  # the fast path: same values, same storage types, no float sign to check
-    differences: list[str] = []
-    for column, left, right in zip(("rowid", *table.columns), expected, actual, strict=True):
-        if cell_identity(left) != cell_identity(right):
-            differences.extend(cell_differences(column, left, right, json_cell=column == table.data_column))
-    return differences
-
-
-def cell_differences(column: str, expected: LegacyCell, actual: LegacyCell, *, json_cell: bool) -> list[str]:
-    if json_cell and isinstance(expected, str) and isinstance(actual, str):
-        try:
-            left = json.loads(expected, object_pairs_hook=keep_duplicate_keys)
-            right = json.loads(actual, object_pairs_hook=keep_duplicate_keys)
-        except (ValueError, RecursionError):
-            return [f"{column}: {describe_text_difference(expected, actual)}"]
-        found = json_differences(left, right)
-        if found:
-            return [f"{column} {difference}" for difference in found]
-        return [f"{column}: same JSON value, but {describe_text_difference(expected, actual)}"]
-    return [f"{column}: {_render(expected)} != {_render(actual)}"]
-
-
-def _render(value: LegacyCell) -> str:
-    text = repr(value)
-    if len(text) > 80:
-        text = text[:77] + "..."
-    return f"{text} ({storage_type(value)})"
-
-
-def verify_rows(kind: BlobKind, rows: Sequence[LegacyRow]) -> list[str]:
-    """Differences between legacy rows and their round trip through the mapping, in memory."""
-    problems = []
-    for row in rows:
-        rebuilt = kind.from_rows(kind.to_rows(row, ""))
-        problems += row_differences(kind.legacy, row, rebuilt)
-    return problems

@@ -15,13 +15,14 @@ import pytest
 
 from migrator import open_store
 from migrator.archive import check_archive
+from migrator.cleanup import execute_cleanup, plan_cleanup
 from migrator.cli import main
 from migrator.codec import InvalidText
 from migrator.errors import ArchiveCorrupt, CleanupRefused, LegacyUnavailable
 from migrator.fabricate import fabricate_snapshot
-from migrator.legacy import LegacySource, compare_legacy_files, file_sha256, snapshot_hashes
+from migrator.legacy import LegacySource, file_sha256, snapshot_hashes
+from migrator.legacy_copy import compare_legacy_files
 from migrator.models import Checkpoint, McpSessionTool
-from migrator.phases import execute_cleanup, plan_cleanup
 from migrator.target import target_database
 from tests.conftest import SnapshotFactory
 from verification.snapshots import checkpoint_row, session_row
@@ -161,7 +162,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(migrated: Migrated, capsys:
     before = snapshot_hashes(migrated.legacy)
     assert cleanup(migrated, "--dry-run") == 0
     out = capsys.readouterr().out
-    assert out.count("[ok]") == 3
+    assert out.count("[ok]") == 4
     assert 'would run: DROP TABLE "checkpoints"' in out and "nothing was changed" in out
     assert snapshot_hashes(migrated.legacy) == before
 
@@ -226,10 +227,10 @@ def damage_remove_a_relational_checkpoint(paths: Migrated) -> None:
         (damage_lose_the_last_row, "checkpoints.jsonl.gz holds 9 rows; the manifest counts 10"),
         (damage_change_an_archived_byte, "archive complete and readable: checkpoints.jsonl.gz: sha256 differs"),
         (damage_change_a_source_row, "archive matches the source: mcp_sessions: row checksum differs"),
-        (damage_remove_a_relational_row, "target rebuilds every source row: 1 source row(s) not rebuilt exactly"),
+        (damage_remove_a_relational_row, "target holds every source row exactly: 1 source row(s) not held exactly"),
         (
             damage_remove_a_relational_checkpoint,
-            "target rebuilds every source row: 1 source row(s) not rebuilt exactly",
+            "target holds every source row exactly: 1 source row(s) not held exactly",
         ),
     ],
 )
@@ -260,3 +261,90 @@ def test_cleanup_refuses_when_the_source_changes_between_the_checks_and_the_drop
         ):
             execute_cleanup(plan, database)
     assert legacy_tables(migrated.legacy) == TABLES
+
+
+# --- a manifest is data, never code -------------------------------------------------------------
+
+
+def attack_attach_a_database(paths: Migrated) -> str:
+    """The manifest's DDL would create a file elsewhere on disk."""
+    outside = paths.archive.parent / "elsewhere" / "PWNED.db"
+    outside.parent.mkdir()
+    attach = [f"ATTACH DATABASE '{outside}' AS pwn", "CREATE TABLE pwn.owned(x)"]
+    rewrite_manifest(paths.archive, lambda m: m["schema"]["statements"].extend(attach))
+    return f"manifest.json refused: schema.statements[2] \"ATTACH DATABASE '{str(outside)[:40]}"
+
+
+def attack_file_outside_the_folder(paths: Migrated) -> str:
+    """A table file two folders up, with the sha256 the manifest gives for it."""
+    outside = paths.archive.parent.parent / "outside.jsonl.gz"
+    outside.write_bytes((paths.archive / "checkpoints.jsonl.gz").read_bytes())
+    rewrite_manifest(paths.archive, lambda m: m["tables"]["checkpoints"].update(file="../../outside.jsonl.gz"))
+    return "manifest.json refused: tables.checkpoints.file '../../outside.jsonl.gz': not a plain file name"
+
+
+def attack_absolute_path(paths: Migrated) -> str:
+    rewrite_manifest(paths.archive, lambda m: m["tables"]["mcp_sessions"].update(file="/etc/hostname"))
+    return "manifest.json refused: tables.mcp_sessions.file '/etc/hostname': an absolute path"
+
+
+def link_to_a_copy_outside(path: Path) -> None:
+    """Move `path` out of the archive folder, and leave a symbolic link to it in its place."""
+    outside = path.parent.parent / path.name
+    path.rename(outside)
+    path.symlink_to(outside)
+
+
+def attack_link_leading_outside(paths: Migrated) -> str:
+    """A plain name in the manifest, but the file is a symbolic link to a file outside the folder."""
+    link_to_a_copy_outside(paths.archive / "checkpoints.jsonl.gz")
+    return "tables.checkpoints.file 'checkpoints.jsonl.gz': a symbolic link to a file outside the archive folder"
+
+
+def attack_manifest_link_leading_outside(paths: Migrated) -> str:
+    link_to_a_copy_outside(paths.archive / "manifest.json")
+    return "manifest.json: a symbolic link to a file outside the archive folder"
+
+
+@pytest.fixture
+def deep_archive(migrated: Migrated) -> Migrated:
+    """The archive two folders down, so that `../../` stays inside the test's folder."""
+    deep = migrated.archive.parent / "deep" / "er" / "archive"
+    deep.parent.mkdir(parents=True)
+    migrated.archive.rename(deep)
+    return Migrated(migrated.legacy, migrated.target, deep)
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        attack_attach_a_database,
+        attack_file_outside_the_folder,
+        attack_absolute_path,
+        attack_link_leading_outside,
+        attack_manifest_link_leading_outside,
+    ],
+)
+def test_a_tampered_manifest_is_refused_by_restore_and_cleanup_which_drop_and_create_nothing(
+    deep_archive: Migrated, tmp_path: Path, capsys: pytest.CaptureFixture[str], attack: Callable[[Migrated], str]
+) -> None:
+    expected = attack(deep_archive)
+    capsys.readouterr()
+    listing = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*"))
+    before = snapshot_hashes(deep_archive.legacy)
+    hostname = Path("/etc/hostname").read_text().strip() if Path("/etc/hostname").is_file() else None
+
+    assert cli("restore", "--archive", deep_archive.archive, "--out", tmp_path / "restored.db") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ksi-migrate: error: ") and expected in err
+    assert cleanup(deep_archive) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cleanup refused, nothing was changed: archive complete and readable: " in err
+    assert expected in err
+    assert cleanup(deep_archive, "--dry-run") == 1
+
+    assert legacy_tables(deep_archive.legacy) == TABLES
+    assert snapshot_hashes(deep_archive.legacy) == before
+    assert sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*")) == listing  # nothing created
+    if hostname:
+        assert hostname not in capsys.readouterr().out + err  # never opened, so never shown

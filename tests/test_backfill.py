@@ -14,12 +14,14 @@ from typing import Any
 import peewee
 import pytest
 
-from migrator import checkpoints, relational
+from migrator import checkpoints, engines, relational, sessions
 from migrator.backfill import backfill
+from migrator.cli import main
 from migrator.codec import InvalidText
 from migrator.errors import DuplicateKeys
-from migrator.legacy import CHECKPOINTS, LegacySource, compare_legacy_files, row_bytes, snapshot_hashes
-from migrator.models import ALL_MODELS, CheckpointQueueItem, McpSessionTool, Quarantine
+from migrator.legacy import CHECKPOINTS, LegacySource, file_sha256, row_bytes, snapshot_hashes
+from migrator.legacy_copy import compare_legacy_files
+from migrator.models import ALL_MODELS, CheckpointQueueItem, McpSession, McpSessionTool, Quarantine
 from migrator.relational import rebuilt_rows
 from migrator.rollback import restore
 from migrator.target import create_schema, target_database
@@ -127,10 +129,10 @@ def test_catch_up_applies_inserts_changes_and_deletes(snapshot: Path, tmp_path: 
 @pytest.mark.parametrize(
     ("model", "where", "change", "named"),
     [
-        (CheckpointQueueItem, CheckpointQueueItem.checkpoint == 9, None, "checkpoints 9:"),
-        (McpSessionTool, McpSessionTool.session == 5, None, "mcp_sessions a:c3:"),
-        (CheckpointQueueItem, CheckpointQueueItem.checkpoint == 3, {"request_id": "r2"}, "checkpoints 3:"),
-        (McpSessionTool, McpSessionTool.session == 1, {"tool_name": "bash"}, "mcp_sessions a:conv:1:"),
+        (CheckpointQueueItem, CheckpointQueueItem.checkpoint == 9, None, "checkpoints 9 (rowid 9):"),
+        (McpSessionTool, McpSessionTool.session == 5, None, "mcp_sessions a:c3 (rowid 5):"),
+        (CheckpointQueueItem, CheckpointQueueItem.checkpoint == 3, {"request_id": "r2"}, "checkpoints 3 (rowid 3):"),
+        (McpSessionTool, McpSessionTool.session == 1, {"tool_name": "bash"}, "mcp_sessions a:conv:1 (rowid 1):"),
     ],
 )
 def test_verify_names_the_row_when_one_relational_row_is_changed(
@@ -143,8 +145,9 @@ def test_verify_names_the_row_when_one_relational_row_is_changed(
         query = model.delete() if change is None else model.update(change)
         assert query.where(where, model.position == victim.position).execute() == 1
     problems = verify_target(snapshot, target)
-    assert [p for p in problems if p.startswith(named)], problems
-    assert len(problems) == 1
+    # One row, seen both ways: its relational rows are not the mapping's, and its rebuild differs.
+    assert len(problems) == 2 and all(p.startswith(named) for p in problems), problems
+    assert "differ from what the mapping makes" in problems[0] and "rebuilt legacy row differs" in problems[1]
 
 
 def test_verify_reports_json_path_of_a_type_change(snapshot: Path, tmp_path: Path) -> None:
@@ -167,7 +170,7 @@ def test_verify_reports_rows_the_source_lacks(
     migrate(snapshot, target)
     smaller = snapshot_factory(ROWS_CHECKPOINTS[:1], ROWS_SESSIONS)
     problems = verify_target(smaller, target)
-    assert any("checkpoints 9: in the target but not in the source" in p for p in problems)
+    assert any("checkpoints 9 (rowid 9): in the target but not in the source" in p for p in problems)
 
 
 def test_wal_snapshot_and_its_wal_file_stay_byte_identical(tmp_path: Path) -> None:
@@ -223,8 +226,8 @@ def test_bundles_read_in_batches_sized_by_child_rows_rebuild_the_same_rows(
         monkeypatch.setattr(relational, "MAX_BATCH_RELATIONAL_ROWS", 10)  # a few legacy rows a batch
         monkeypatch.setattr(relational, "FIRST_BUNDLE_BATCH", 2)
         fetched: list[int] = []
-        fetch = relational._fetch
-        monkeypatch.setattr(relational, "_fetch", lambda db, query: fetched.append(1) or fetch(db, query))
+        fetch = relational.fetch
+        monkeypatch.setattr(relational, "fetch", lambda db, query: fetched.append(1) or fetch(db, query))
         small = list(rebuilt_rows(database, checkpoints.KIND, 2000))
     assert [rowid for rowid, _ in small] == list(range(1, 31))
     assert small == whole
@@ -255,11 +258,13 @@ def test_a_load_that_fails_half_way_still_builds_every_index(
     built_during_load: list[set[str]] = []
     sync = backfill_module._sync_batch
 
-    def failing_second_batch(database: Any, kind: Any, batch: Any, report: Any, *, assume_new: bool) -> None:
+    def failing_second_batch(
+        database: Any, source: Any, kind: Any, batch: Any, report: Any, run: Any, *, assume_new: bool
+    ) -> None:
         built_during_load.append(index_names(tmp_path / "t.db"))
         if len(built_during_load) == 2:
             raise RuntimeError("the machine went away")
-        sync(database, kind, batch, report, assume_new=assume_new)
+        sync(database, source, kind, batch, report, run, assume_new=assume_new)
 
     monkeypatch.setattr(backfill_module, "_sync_batch", failing_second_batch)
     with pytest.raises(RuntimeError, match="went away"):
@@ -281,14 +286,16 @@ def test_indexes_a_killed_load_left_unbuilt_are_built_when_the_target_is_next_op
     assert index_names(target) == MODEL_INDEXES
 
 
-def test_two_source_rows_with_one_session_key_fail_the_unique_index_by_name(tmp_path: Path) -> None:
-    source = tmp_path / "no-primary-key.db"
-    with closing(sqlite3.connect(source)) as connection, connection:
-        connection.execute("CREATE TABLE mcp_sessions (session_key TEXT, session_data TEXT NOT NULL, last_seen TEXT)")
-        row = ("a:c1", json.dumps(SESSION), "2025-06-21T10:00:00")
-        connection.executemany("INSERT INTO mcp_sessions VALUES (?, ?, ?)", [row, row])
-    with pytest.raises(DuplicateKeys, match="mcp_session_session_key_digest: the snapshot holds two rows"):
-        migrate(source, tmp_path / "t.db")
+def test_two_rows_with_one_session_key_fail_the_unique_index_by_name(tmp_path: Path) -> None:
+    """A source without the daemon's primary key is refused before it is read (test_legacy.py);
+    should two rows with one key reach the load all the same, the index build names the key."""
+    target = tmp_path / "t.db"
+    row = session_row(1, "a:c1", SESSION)
+    with target_database(target) as database:
+        create_schema(database)
+        with pytest.raises(DuplicateKeys) as refused, engines.engine(database).indexes_built_after([McpSession]):
+            relational.write_legacy_rows(database, sessions.KIND, [(row, "d1"), ((2, *row[1:]), "d2")])
+    assert "mcp_session_session_key_digest: the snapshot holds two rows" in str(refused.value)
 
 
 def test_creating_the_schema_holds_the_write_lock_so_a_concurrent_writer_cannot_break_it(
@@ -324,3 +331,118 @@ def test_creating_the_schema_holds_the_write_lock_so_a_concurrent_writer_cannot_
     monkeypatch.undo()
     assert daemon_outcomes and set(daemon_outcomes) == {"waited"}
     assert index_names(target) >= MODEL_INDEXES
+
+
+# --- repair, dry runs and the wrong snapshot ---------------------------------------------------
+
+
+def run_cli(*argv: object) -> int:
+    return main([str(arg) for arg in argv])
+
+
+def test_recheck_repairs_a_hand_edited_target_that_a_plain_run_trusts(snapshot: Path, tmp_path: Path) -> None:
+    target = tmp_path / "t.db"
+    migrate(snapshot, target)
+    with closing(sqlite3.connect(target)) as connection, connection:
+        connection.execute("UPDATE mcp_session SET is_active = 0, last_seen = NULL WHERE id = 1")  # derived only
+        connection.execute("UPDATE checkpoint_queue SET queue_depth = 99 WHERE checkpoint_id = 3")
+        connection.execute("DELETE FROM mcp_session_tool WHERE session_id = 5 AND position = 0")
+    assert len(verify_target(snapshot, target)) >= 3
+    plain = migrate(snapshot, target)
+    assert plain["mcp_sessions"]["written"] == 0 and len(verify_target(snapshot, target)) >= 3  # digests agree
+    with LegacySource(snapshot) as legacy, target_database(target) as database:
+        repaired = backfill(legacy, database, batch_size=2, recheck=True)
+    rewritten = {t.table: t.rewritten for t in repaired.tables}
+    assert rewritten == {"checkpoints": 1, "mcp_sessions": 2}
+    assert verify_target(snapshot, target) == []
+
+
+def test_recheck_removes_orphaned_child_rows_and_a_plain_run_is_not_tripped_by_them(
+    snapshot: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "t.db"
+    migrate(snapshot, target)
+    with closing(sqlite3.connect(target)) as connection, connection:  # foreign keys off, as by hand
+        connection.execute("DELETE FROM mcp_session WHERE id = 1")  # its tools stay behind
+        orphan = "INSERT INTO checkpoint_request (checkpoint_id, position, request_id, request_id_digest, layout)"
+        connection.execute(f"{orphan} VALUES (77, 0, 'r', 'd', '[]')")
+    assert migrate(snapshot, target)["mcp_sessions"]["written"] == 1  # the orphans under rowid 1 are cleared first
+    assert any("checkpoints 77" in problem or "rowid 77" in problem for problem in verify_target(snapshot, target))
+    with LegacySource(snapshot) as legacy, target_database(target) as database:
+        report = backfill(legacy, database, batch_size=2, recheck=True)
+    assert {t.table: t.orphans_removed for t in report.tables} == {"checkpoints": 1, "mcp_sessions": 0}
+    assert verify_target(snapshot, target) == []
+
+
+def test_a_snapshot_that_shares_no_row_with_the_target_is_refused_before_anything_is_written(
+    snapshot: Path, snapshot_factory: SnapshotFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "t.db"
+    migrate(snapshot, target)
+    other = snapshot_factory([checkpoint_row(900, {"session_queues": {}})], [session_row(1, "other:daemon", SESSION)])
+    before = file_sha256(target)
+    capsys.readouterr()
+    assert run_cli("migrate", "--source", other, "--target", target) == 2
+    error = capsys.readouterr().err
+    assert "shares no row with the target" in error and "--replace" in error and error.count("\n") == 1
+    assert file_sha256(target) == before
+    assert run_cli("migrate", "--source", other, "--target", target, "--replace") == 0
+    assert verify_target(other, target) == []
+
+
+def test_a_later_snapshot_of_the_same_daemon_is_not_mistaken_for_another(snapshot: Path, tmp_path: Path) -> None:
+    """Every checkpoint pruned and every session rewritten under a new rowid: the session keys
+    still say it is the same daemon's file."""
+    target = tmp_path / "t.db"
+    migrate(snapshot, target)
+    live = tmp_path / "live.db"
+    shutil.copy(snapshot, live)
+    with closing(sqlite3.connect(live)) as daemon, daemon:
+        daemon.execute("DELETE FROM checkpoints")
+        daemon.execute("INSERT INTO checkpoints (timestamp, checkpoint_data) VALUES ('t', '{}')")
+        rows = daemon.execute("SELECT session_key, session_data, last_seen FROM mcp_sessions").fetchall()
+        daemon.executemany("INSERT OR REPLACE INTO mcp_sessions VALUES (?, ?, ?)", rows)  # new rowids, same keys
+    migrate(live, target)
+    assert verify_target(live, target) == []
+
+
+def test_a_dry_run_reports_the_plan_and_changes_nothing(
+    snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "t.db"
+    assert run_cli("migrate", "--source", snapshot, "--target", target, "--dry-run") == 0
+    assert "checkpoints: 5 source rows; a run would write 5 new, rewrite 0, keep 0 unchanged, remove 0" in (
+        capsys.readouterr().out
+    )
+    assert not target.exists()  # not even created
+    migrate(snapshot, target)
+    with closing(sqlite3.connect(target)) as connection, connection:
+        connection.execute("UPDATE mcp_session SET is_active = 0 WHERE id = 1")
+        connection.execute("DELETE FROM checkpoint WHERE id = 9")
+    before = file_sha256(target)
+    assert run_cli("migrate", "--source", snapshot, "--target", target, "--dry-run", "--recheck") == 0
+    out = capsys.readouterr().out
+    assert "checkpoints: 5 source rows; a run would write 1 new, rewrite 0, keep 4 unchanged, remove 0" in out
+    assert "mcp_sessions: 4 source rows; a run would write 0 new, rewrite 1, keep 3 unchanged, remove 0" in out
+    assert "dry run: nothing was written" in out
+    assert file_sha256(target) == before
+
+
+def test_a_table_renamed_away_and_back_between_catch_ups_restores_with_the_sources_ddl(
+    snapshot: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "t.db"
+    migrate(snapshot, target)
+    with closing(sqlite3.connect(snapshot)) as daemon, daemon:  # SQLite rewrites the stored DDL on rename
+        daemon.execute("ALTER TABLE mcp_sessions RENAME TO mcp_sessions_old")
+        daemon.execute("ALTER TABLE mcp_sessions_old RENAME TO mcp_sessions")
+        ddl = daemon.execute("SELECT sql FROM sqlite_master WHERE name = 'mcp_sessions'").fetchone()[0]
+    assert ddl.startswith('CREATE TABLE "mcp_sessions"')  # the spelling changed
+    assert any("legacy_schema" in problem for problem in verify_target(snapshot, target))
+    migrate(snapshot, target)
+    assert verify_target(snapshot, target) == []
+    restored = tmp_path / "restored.db"
+    assert run_cli("restore", "--target", target, "--out", restored) == 0
+    assert compare_legacy_files(snapshot, restored, ["checkpoints", "mcp_sessions"]) == []
+    with closing(sqlite3.connect(restored)) as copy:
+        assert copy.execute("SELECT sql FROM sqlite_master WHERE name = 'mcp_sessions'").fetchone()[0] == ddl

@@ -13,7 +13,8 @@ import pytest
 
 from migrator import __version__
 from migrator.cli import COMMANDS, main
-from migrator.legacy import compare_legacy_files, snapshot_hashes
+from migrator.legacy import snapshot_hashes
+from migrator.legacy_copy import compare_legacy_files
 from migrator.models import McpSessionTool, MigrationMeta
 from migrator.target import target_database
 from tests.conftest import SnapshotFactory
@@ -56,7 +57,7 @@ def test_migrate_verify_restore_export(snapshot: Path, tmp_path: Path, capsys: p
     assert "mcp_sessions: 2 source rows; 1 migrated, 1 quarantined" in out
     report = tmp_path / "report.json"
     assert main(["verify", "--source", str(snapshot), "--target", str(target), "--report", str(report)]) == 0
-    assert "OK: every legacy row is rebuilt exactly" in capsys.readouterr().out
+    assert "OK: the target holds every legacy row exactly, and rebuilds each one exactly" in capsys.readouterr().out
     assert json.loads(report.read_text())["ok"] is True
     assert main(["restore", "--target", str(target), "--out", str(restored)]) == 0
     assert compare_legacy_files(snapshot, restored, ["checkpoints", "mcp_sessions"]) == []
@@ -81,7 +82,9 @@ def test_verify_fails_and_names_the_tampered_row(
     before = snapshot_hashes(snapshot)
     assert main(["verify", "--source", str(snapshot), "--target", str(target)]) == 1
     out = capsys.readouterr().out
-    assert "mcp_sessions a:c: differs" in out
+    assert "mcp_sessions a:c (rowid 1): relational rows differ from what the mapping makes of the source row" in out
+    assert "mcp_session_tool[session_id=1, position=1]:" in out and "<missing>" in out
+    assert "mcp_sessions a:c (rowid 1): rebuilt legacy row differs from the source row" in out
     assert "session_data $.tools: length 2 != 1" in out
     assert snapshot_hashes(snapshot) == before
 
@@ -97,6 +100,7 @@ def test_verify_fails_and_names_the_tampered_row(
         (["restore", "--target", "{snapshot}", "--out", "{tmp}/r.db"], "holds no migrated data"),
         (["fabricate", "{snapshot}", "--sessions", "1"], "refusing to overwrite"),
         (["migrate", "--source", "{notsqlite}", "--target", "{target}"], "not a readable SQLite database"),
+        (["fabricate", "{tmp}/no/such/dir/x.db", "--sessions", "1"], "no such file or folder"),
     ],
 )
 def test_errors_are_one_line_without_traceback(
@@ -147,3 +151,74 @@ def test_python_dash_m_runs_the_cli() -> None:
     assert result.returncode == 0
     for name in COMMANDS:
         assert name in result.stdout
+
+
+# --- for scripts: JSON documents, status, progress in logs ------------------------------------
+
+
+def test_migrate_verify_and_status_print_one_json_document_each(
+    snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "t.db"
+    assert main(["migrate", "--source", str(snapshot), "--target", str(target), "--json"]) == 0
+    migrated = json.loads(capsys.readouterr().out)
+    assert [t["table"] for t in migrated["tables"]] == ["checkpoints", "mcp_sessions"]
+    assert migrated["tables"][1] | {"migrated": 1, "quarantined": 1, "written": 2} == migrated["tables"][1]
+    assert main(["verify", "--source", str(snapshot), "--target", str(target), "--json"]) == 0
+    verified = json.loads(capsys.readouterr().out)
+    assert (verified["ok"], verified["mismatch_kinds"]) == (True, {})
+    assert main(["status", "--target", str(target), "--source", str(snapshot), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert set(status) == {"schema_version", "tables", "last_migrate", "cleanup", "source"}
+    assert status["tables"]["mcp_sessions"] == {"relational": 1, "quarantined": 1, "noncanonical": 0}
+    assert status["last_migrate"]["source"] == str(snapshot.resolve())
+    assert status["last_migrate"]["source_sha256"] == snapshot_hashes(snapshot)["db"] == status["source"]["sha256"]
+    assert status["source"]["is_last_migrated"] is True and status["cleanup"] is None
+
+
+def test_status_says_when_the_source_changed_since_the_last_migrate(
+    snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "t.db"
+    main(["migrate", "--source", str(snapshot), "--target", str(target)])
+    with sqlite3.connect(snapshot) as daemon:
+        daemon.execute("DELETE FROM checkpoints WHERE id = 4")
+    capsys.readouterr()
+    before = (target.stat().st_mtime_ns, target.read_bytes())
+    assert main(["status", "--target", str(target), "--source", str(snapshot)]) == 0
+    out = capsys.readouterr().out
+    assert "relational schema version 2" in out and "checkpoints: 1 relational, 1 quarantined" in out
+    assert "1 checkpoints, 2 mcp_sessions" in out and "changed since the last migrate" in out
+    assert (target.stat().st_mtime_ns, target.read_bytes()) == before  # read, never written
+
+
+def test_status_of_a_target_that_holds_nothing_yet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    assert main(["status", "--target", str(empty), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["schema_version"] is None
+
+
+def test_without_a_terminal_progress_is_a_line_every_few_seconds(
+    snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("migrator.cli.PROGRESS_LINE_SECONDS", 0.0)  # every batch, for the test
+    assert main(["migrate", "--source", str(snapshot), "--target", str(tmp_path / "t.db"), "--batch-size", "1"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and all(re.fullmatch(r"migrate: \w+, \d+ of 4 rows, [\d,]+ rows/s", line) for line in lines), lines
+    assert lines[-1].startswith("migrate: mcp_sessions, 4 of 4 rows")
+
+
+def test_verbose_after_the_command_name_shows_the_traceback_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["verify", "-v", "--source", str(tmp_path / "no.db"), "--target", str(tmp_path / "t.db")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback") and err.splitlines()[-1].startswith("ksi-migrate: error: source database")
+
+
+def test_demo_says_where_its_files_are(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "demo"
+    assert main(["demo", "--dir", str(folder), "--checkpoints", "3", "--sessions", "10"]) == 0
+    assert f"the demo's files are in {folder}" in capsys.readouterr().out
+    assert sorted(path.name for path in folder.iterdir()) == ["legacy.db", "relational.db", "restored.db"]

@@ -144,7 +144,7 @@ def test_timestamps_get_a_parsed_copy(text: str, expected: datetime | None) -> N
 
 # --- text every engine can hold, and keys ------------------------------------------------------------
 
-KEYS = ["agent:conv", "", "a\x00b", "\x00", "\ud800 lone", "\x1b", "\x1b\"a\"", "🙂", "a ", "A"]
+KEYS = ["agent:conv", "", "a\x00b", "\x00", "\ud800 lone", "\x1b", '\x1b"a"', "🙂", "a ", "A"]
 
 
 def test_nul_and_lone_surrogates_are_not_storable_text() -> None:

@@ -25,12 +25,12 @@ from migrator.cli import main
 from migrator.codec import key_digest
 from migrator.equivalence import json_differences
 from migrator.errors import ReadOnlyStore, UnreadableRecord
-from migrator.legacy import LegacySource, compare_legacy_files
+from migrator.legacy import LegacySource
+from migrator.legacy_copy import compare_legacy_files
 from migrator.models import Checkpoint, CheckpointQueue, CheckpointRequest, McpSession, McpSessionTool
-from migrator.phases import recorded_cleanup
 from migrator.relational import TableMap, insert_sql
 from migrator.store import Store
-from migrator.target import create_schema, target_database
+from migrator.target import create_schema, recorded_cleanup, target_database
 from migrator.verify import verify
 from tests.conftest import SnapshotFactory
 from verification.engines import EngineRegistry
@@ -53,7 +53,7 @@ def round_trip_problems(source: Path, target: str, tmp_path: Path) -> list[str]:
 @contextmanager
 def relational_store(target: str) -> Iterator[Store]:
     """The daemon's store after cut-over: the relational rows alone answer."""
-    with open_store(target, mode="relational_only") as store:
+    with open_store(target, mode="relational_only", create=True) as store:
         yield store
 
 
@@ -272,7 +272,7 @@ def test_the_store_writes_both_sides_with_its_relational_tables_on_any_engine(
     legacy = snapshot_factory()
     checkpoint = {"reason": "dev", "session_queues": {"s\x00": [], "S": []}, "active_completions": {"r": {}}}
     session = {"agent_id": "a", "tools": ["Read", "Read "], "n": 2**70}
-    with open_store(target, legacy=legacy, mode="relational") as store:
+    with open_store(target, legacy=legacy, mode="relational", create=True) as store:
         checkpoint_id = store.save_checkpoint(checkpoint)
         store.save_session("a\x00:c", session, "2025-06-21T10:00:00.5")
         store.save_session("A:c", {"agent_id": "A"}, "2025-06-21T10:00:00")
@@ -333,7 +333,7 @@ def test_mysql_tables_hold_long_text_microseconds_and_4_byte_characters_and_tell
     that fold case or trailing spaces: LONGTEXT, DATETIME(6), utf8mb4, a binary NO PAD collation."""
     with target_database(mysql_target) as database:
         create_schema(database)
-        collation = engines.mysql_collation(database)
+        collation = engines.engine(database).collation()
         columns = mysql_columns(database, "mcp_session")
         table = database.execute_sql(
             "SELECT engine, table_collation FROM information_schema.tables "
@@ -362,6 +362,7 @@ def test_postgresql_tables_use_text_timestamp_and_bigint(postgresql_target: str)
 
 
 SESSION_COLUMNS = ("id", "source_digest", "session_key", "session_key_digest", "shape", "layout", "is_active")
+OTHER_SESSION_COLUMNS = tuple(c for c in McpSession._meta.columns if c not in SESSION_COLUMNS)  # left NULL
 
 
 def session_rows(count: int) -> list[tuple[Any, ...]]:
@@ -383,8 +384,8 @@ def test_postgresql_bulk_inserts_go_through_execute_values(
     monkeypatch.setattr(engines, "execute_values", counted)
     with target_database(postgresql_target) as database:
         create_schema(database)
-        table = TableMap(McpSession, SESSION_COLUMNS)
-        engines.bulk_insert(database, insert_sql(database, table), session_rows(500))
+        table = TableMap(McpSession, SESSION_COLUMNS, unmapped=OTHER_SESSION_COLUMNS)
+        engines.engine(database).bulk_insert(insert_sql(database, table), session_rows(500))
         assert calls == [500]
         assert McpSession.select().count() == 500
 
@@ -394,9 +395,9 @@ def test_mysql_bulk_inserts_are_rewritten_into_multi_row_statements(mysql_target
     the plain `INSERT ... VALUES (%s, ...)` form that the models generate."""
     with target_database(mysql_target) as database:
         create_schema(database)
-        table = TableMap(McpSession, SESSION_COLUMNS)
+        table = TableMap(McpSession, SESSION_COLUMNS, unmapped=OTHER_SESSION_COLUMNS)
         before = inserts_run(database)
-        engines.bulk_insert(database, insert_sql(database, table), session_rows(500))
+        engines.engine(database).bulk_insert(insert_sql(database, table), session_rows(500))
         assert inserts_run(database) - before == 1
         assert McpSession.select().count() == 500
 

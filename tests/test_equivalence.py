@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from migrator.equivalence import (
     Difference,
-    describe_text_difference,
     json_differences,
     json_equal,
+    text_difference,
 )
 
 
@@ -48,13 +48,8 @@ def diffs(expected: Any, actual: Any, **kwargs: Any) -> list[str]:
 
 
 def test_difference_str_and_frozen() -> None:
-    difference = Difference(
-        '$.session_queues["s 1"].items[3].data.n', "1 (int)", "1.0 (float)"
-    )
-    assert (
-        str(difference)
-        == '$.session_queues["s 1"].items[3].data.n: 1 (int) != 1.0 (float)'
-    )
+    difference = Difference('$.session_queues["s 1"].items[3].data.n', "1 (int)", "1.0 (float)")
+    assert str(difference) == '$.session_queues["s 1"].items[3].data.n: 1 (int) != 1.0 (float)'
     with pytest.raises(AttributeError):
         difference.path = "$"  # type: ignore[misc]
 
@@ -63,9 +58,7 @@ def test_reports_the_full_path_of_a_nested_difference() -> None:
     expected = {"session_queues": {"s-1": {"items": [0, 1, 2, {"data": {"n": 1}}]}}}
     actual = copy.deepcopy(expected)
     actual["session_queues"]["s-1"]["items"][3]["data"]["n"] = 1.0
-    assert diffs(expected, actual) == [
-        '$.session_queues["s-1"].items[3].data.n: 1 (int) != 1.0 (float)'
-    ]
+    assert diffs(expected, actual) == ['$.session_queues["s-1"].items[3].data.n: 1 (int) != 1.0 (float)']
 
 
 # --- paths ---------------------------------------------------------------------------
@@ -99,9 +92,7 @@ def test_root_and_index_paths() -> None:
 
 
 def test_int_is_not_float() -> None:
-    assert diffs({"a": {"n": 1}}, {"a": {"n": 1.0}}) == [
-        "$.a.n: 1 (int) != 1.0 (float)"
-    ]
+    assert diffs({"a": {"n": 1}}, {"a": {"n": 1.0}}) == ["$.a.n: 1 (int) != 1.0 (float)"]
     assert not json_equal(1, 1.0)
 
 
@@ -153,16 +144,10 @@ def test_floats_compare_exactly() -> None:
 def test_big_ints_are_kept() -> None:
     big = 2**100 + 1
     assert json_equal(big, 2**100 + 1)
-    assert diffs(big, big - 1) == [
-        "$: 1267650600228229401496703205377 (int) != 1267650600228229401496703205376 (int)"
-    ]
+    assert diffs(big, big - 1) == ["$: 1267650600228229401496703205377 (int) != 1267650600228229401496703205376 (int)"]
     # Past the display width, the digits are windowed to show where they differ.
-    assert diffs(10**80 + 1, 10**80 + 2) == [
-        f"$: ...{'0' * 53}1 (int) != ...{'0' * 53}2 (int)"
-    ]
-    assert diffs(2**64, float(2**64)) == [
-        "$: 18446744073709551616 (int) != 1.8446744073709552e+19 (float)"
-    ]
+    assert diffs(10**80 + 1, 10**80 + 2) == [f"$: ...{'0' * 53}1 (int) != ...{'0' * 53}2 (int)"]
+    assert diffs(2**64, float(2**64)) == ["$: 18446744073709551616 (int) != 1.8446744073709552e+19 (float)"]
 
 
 def test_ints_too_long_for_decimal_still_compare() -> None:
@@ -176,9 +161,7 @@ def test_ints_too_long_for_decimal_still_compare() -> None:
 
 def test_strings_are_not_normalised() -> None:
     composed, decomposed = "caf\u00e9", "cafe\u0301"
-    assert diffs(composed, decomposed) == [
-        '$: "caf\\u00e9" (str) != "cafe\\u0301" (str)'
-    ]
+    assert diffs(composed, decomposed) == ['$: "caf\\u00e9" (str) != "cafe\\u0301" (str)']
     assert diffs("a", "a ") == ['$: "a" (str) != "a " (str)']
     assert diffs("A", "a") == ['$: "A" (str) != "a" (str)']
     assert json_equal("\ud800", "\ud800")  # lone surrogates survive too
@@ -234,17 +217,13 @@ def test_missing_and_extra_keys_are_reported_per_key() -> None:
 
 
 def test_a_missing_key_alone_is_not_an_order_change() -> None:
-    assert diffs({"a": 1, "b": 2, "c": 3}, {"a": 1, "c": 3}) == [
-        "$.b: 2 (int) != <missing>"
-    ]
+    assert diffs({"a": 1, "b": 2, "c": 3}, {"a": 1, "c": 3}) == ["$.b: 2 (int) != <missing>"]
 
 
 def test_duplicate_keys_are_compared_in_order() -> None:
     expected = DupDict([("a", 1), ("a", 2)])
     assert json_equal(expected, DupDict([("a", 1), ("a", 2)]))
-    assert diffs(expected, DupDict([("a", 1), ("a", 3)])) == [
-        "$.a#2: 2 (int) != 3 (int)"
-    ]
+    assert diffs(expected, DupDict([("a", 1), ("a", 3)])) == ["$.a#2: 2 (int) != 3 (int)"]
 
 
 def test_duplicate_keys_count() -> None:
@@ -255,23 +234,17 @@ def test_duplicate_keys_count() -> None:
         "$.a: 1 (int) != 2 (int)",
         "$.a#2: 2 (int) != <missing>",
     ]
-    assert diffs({"a": 1}, DupDict([("a", 1), ("a", 1)])) == [
-        "$.a#2: <missing> != 1 (int)"
-    ]
+    assert diffs({"a": 1}, DupDict([("a", 1), ("a", 1)])) == ["$.a#2: <missing> != 1 (int)"]
 
 
 def test_duplicate_key_order_matters() -> None:
     expected = DupDict([("a", 1), ("b", 2), ("a", 3)])
     actual = DupDict([("a", 1), ("a", 3), ("b", 2)])
-    assert diffs(expected, actual) == [
-        '$: key order ["a", "b", "a"] != ["a", "a", "b"]'
-    ]
+    assert diffs(expected, actual) == ['$: key order ["a", "b", "a"] != ["a", "a", "b"]']
 
 
 def test_duplicates_are_rendered_in_values() -> None:
-    assert diffs({"o": DupDict([("k", 1), ("k", 2)])}, {"o": [1]}) == [
-        '$.o: {"k": 1, "k": 2} (object) != [1] (array)'
-    ]
+    assert diffs({"o": DupDict([("k", 1), ("k", 2)])}, {"o": [1]}) == ['$.o: {"k": 1, "k": 2} (object) != [1] (array)']
 
 
 def test_dup_dict_without_duplicates_equals_plain_dict() -> None:
@@ -352,65 +325,55 @@ def test_deep_values_are_rendered_without_recursion() -> None:
 # --- text differences ----------------------------------------------------------------
 
 
-def test_describe_text_difference() -> None:
-    assert describe_text_difference('{"a": 1.0}', '{"a": 1.00}') == (
-        'texts differ at character 9 (line 1, column 10): "{\\"a\\": 1.0}" != "{\\"a\\": 1.00}"'
+def test_text_difference() -> None:
+    assert str(text_difference("data", '{"a": 1.0}', '{"a": 1.00}')) == (
+        'data (text differs at character 9, line 1, column 10): "{\\"a\\": 1.0}" != "{\\"a\\": 1.00}"'
     )
 
 
-def test_describe_text_difference_multiline_and_context() -> None:
+def test_text_difference_multiline_and_context() -> None:
     expected = '{\n  "name": "' + "x" * 40 + '",\n  "n": 1\n}'
     actual = expected.replace('"n": 1', '"n": 1.0')
-    message = describe_text_difference(expected, actual)
+    difference = text_difference("data", expected, actual)
+    assert difference is not None
     index = expected.index('"n": 1') + len('"n": 1')
-    assert message.startswith(f"texts differ at character {index} (line 3, column 9): ")
-    assert message.endswith(
-        '..."xxxxxxxxx\\",\\n  \\"n\\": 1\\n}" != ..."xxxxxxxxx\\",\\n  \\"n\\": 1.0\\n}"'
+    assert difference.path == f"data (text differs at character {index}, line 3, column 9)"
+    assert difference.expected == '..."xxxxxxxxx\\",\\n  \\"n\\": 1\\n}"'
+    assert difference.actual == '..."xxxxxxxxx\\",\\n  \\"n\\": 1.0\\n}"'
+
+
+def test_text_difference_marks_end_of_text() -> None:
+    assert (
+        str(text_difference("t", "abc", "abcd"))
+        == 't (text differs at character 3, line 1, column 4): "abc"<end> != "abcd"'
     )
+    assert str(text_difference("t", "", "x")) == 't (text differs at character 0, line 1, column 1): ""<end> != "x"'
 
 
-def test_describe_text_difference_marks_end_of_text() -> None:
-    assert describe_text_difference("abc", "abcd") == (
-        'texts differ at character 3 (line 1, column 4): "abc"<end> != "abcd"'
-    )
-    assert describe_text_difference("", "x") == (
-        'texts differ at character 0 (line 1, column 1): ""<end> != "x"'
-    )
+def test_text_difference_shows_escapes() -> None:
+    difference = text_difference("t", '"caf\u00e9"', '"cafe\u0301"')
+    assert (difference.expected, difference.actual) == ('"\\"caf\\u00e9\\""', '"\\"cafe\\u0301\\""')  # type: ignore[union-attr]
 
 
-def test_describe_text_difference_shows_escapes() -> None:
-    message = describe_text_difference('"caf\u00e9"', '"cafe\u0301"')
-    assert message == (
-        "texts differ at character 4 (line 1, column 5): "
-        '"\\"caf\\u00e9\\"" != "\\"cafe\\u0301\\""'
-    )
-
-
-def test_describe_identical_texts() -> None:
-    assert describe_text_difference("same", "same") == "texts are identical"
+def test_identical_texts_have_no_difference() -> None:
+    assert text_difference("t", "same", "same") is None
 
 
 # --- properties ----------------------------------------------------------------------
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(),
-    lambda children: (
-        st.lists(children, max_size=4)
-        | st.dictionaries(st.text(max_size=4), children, max_size=4)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=4), children, max_size=4),
     max_leaves=20,
 )
 
 # Few distinct, easily confused leaves and keys, so independently drawn pairs are often
 # equal or nearly equal: the interesting case for the comparison.
-confusable_leaves = st.sampled_from(
-    [None, False, True, 0, 1, 0.0, -0.0, 1.0, math.nan, math.inf, "", "0", "1"]
-)
+confusable_leaves = st.sampled_from([None, False, True, 0, 1, 0.0, -0.0, 1.0, math.nan, math.inf, "", "0", "1"])
 confusable_values = st.recursive(
     confusable_leaves,
     lambda children: (
-        st.lists(children, max_size=2)
-        | st.dictionaries(st.sampled_from(["a", "b"]), children, max_size=2)
+        st.lists(children, max_size=2) | st.dictionaries(st.sampled_from(["a", "b"]), children, max_size=2)
     ),
     max_leaves=4,
 )

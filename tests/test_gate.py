@@ -136,13 +136,13 @@ def test_a_fabricated_snapshot_passes_under_xdist_and_both_artifacts_say_so(
     assert set(document["latencies"]) == {"checkpoint_save", "session_lookup"}
     markdown = (pytester.path / "signoff" / "signoff.md").read_text(encoding="utf-8")
     assert markdown.startswith("PASS")
-    assert "| Per-row exactness | PASS |" in markdown
+    assert "| Per-row exactness, both ways, and reads | PASS |" in markdown
     # progress: each shard's rows per second, printed by the controller
     result.stdout.re_match_lines([r".*test_rows_exact\[mcp_sessions-rowid-1-4\] ok: 4 rows, 0 wrong, .* rows/s\)"])
     suite = ElementTree.parse(junit).getroot().find("testsuite")
     assert suite is not None
     verdict_cases = len(CHECK_TITLES) + 1  # one junit test case per check's verdict, and the sign-off's
-    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == (str(11 + verdict_cases), "0", "0")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == (str(13 + verdict_cases), "0", "0")
 
 
 # --- quarantine --------------------------------------------------------------------------------
@@ -247,12 +247,34 @@ def test_a_relational_row_deleted_from_the_target_fails_the_gate_naming_its_lega
     result.stdout.re_match_lines([r"FAILED .*test_rows_exact\[mcp_sessions-rowid-1-4\]"])
     rows_exact = checks_by_name(read_signoff(pytester))[ROWS_EXACT]
     assert rows_exact["verdict"] == "FAIL"
-    assert rows_exact["problems"][0].startswith("rowid 2: mcp_sessions agent:conv-2: differs")
-    assert "session_data $.tools[1]" in rows_exact["problems"][0]
+    forward, backward, read = rows_exact["problems"][:3]
+    assert forward.startswith("mcp_sessions agent:conv-2 (rowid 2): relational rows differ from what the mapping makes")
+    assert "mcp_session_tool[session_id=2, position=1]" in forward
+    assert backward.startswith("mcp_sessions agent:conv-2 (rowid 2): rebuilt legacy row differs")
+    assert "session_data $.tools[1]" in backward
+    assert read.startswith("mcp_sessions agent:conv-2 (rowid 2): the store's read differs") and "read $.tools" in read
     counts = checks_by_name(read_signoff(pytester))[COUNTS_CHECKSUMS]  # added up from the shards
     assert counts["verdict"] == "FAIL"
     assert len(counts["problems"]) == 1
     assert counts["problems"][0].startswith("mcp_sessions: checksum of the source ")
+
+
+def test_a_wrong_parsed_time_fails_the_gate_though_every_legacy_row_rebuilds_exactly(
+    pytester: pytest.Pytester, clean_snapshot: Path
+) -> None:
+    """The parsed `last_seen` is what every "seen since" query reads, and no rebuild reads it."""
+    damage = "UPDATE mcp_session SET last_seen = '1999-01-01 00:00:00' WHERE id = 2"
+    target = damaged_target(pytester, clean_snapshot, damage)
+
+    result = run_gate(pytester, clean_snapshot, "--ksi-target", str(target))
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    checks = checks_by_name(read_signoff(pytester))
+    assert checks[ROWS_EXACT]["verdict"] == "FAIL"
+    [problem] = checks[ROWS_EXACT]["problems"]  # forward only: the rebuilt row is the source's
+    assert problem.startswith("mcp_sessions agent:conv-2 (rowid 2): relational rows differ")
+    assert "mcp_session[id=2].last_seen: " in problem and "'1999-01-01 00:00:00'" in problem
+    assert checks[COUNTS_CHECKSUMS]["verdict"] == "PASS"  # the checksums of rebuilt rows cannot see it
 
 
 def test_child_rows_left_without_their_legacy_row_fail_the_gate_as_orphans(
@@ -348,7 +370,7 @@ def test_a_check_that_did_not_run_makes_the_sign_off_fail(pytester: pytest.Pytes
 
     # Every test that ran passed, as did the verdicts of the checks that ran: only the schema
     # check's verdict (NOT RUN) and the sign-off's fail, and the run with them.
-    result.assert_outcomes(passed=9 + len(CHECK_TITLES) - 1, failed=2)
+    result.assert_outcomes(passed=11 + len(CHECK_TITLES) - 1, failed=2)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     document = read_signoff(pytester)
     assert (document["verdict"], verdicts(document)[SCHEMA]) == ("FAIL", "NOT RUN")
@@ -359,7 +381,7 @@ def test_without_a_snapshot_the_gate_collects_nothing_and_signs_nothing(pytester
     result = run_gate_in_process(pytester)
 
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
-    result.assert_outcomes(deselected=8)
+    result.assert_outcomes(deselected=10)
     assert not (pytester.path / "signoff").exists()
 
 

@@ -98,3 +98,16 @@ def test_a_latency_over_its_limit_twice_fails_with_both_rounds_recorded() -> Non
     assert [figures["p99_ms"] for figures in result.figures["measurements"]] == [20.0, 30.0]
     assert result.problems == ["checkpoint save p99 30.0 ms is not under the 10 ms limit"]
     assert result.check == PERFORMANCE
+
+
+def test_a_masked_password_is_named_so_that_the_commands_can_be_run() -> None:
+    masked = "postgresql://signer:***@db.internal:5432/ksi"
+    run = Invocation(
+        Path("/work"), "/venv/bin/python", (*ARGS, "--ksi-target", masked), Path("/data/legacy.db"), masked,
+        Path("/s/signoff.json"), password_masked=True,
+    )  # fmt: skip
+
+    steps = next_steps(verdict(QUARANTINE, NOT_RUN), run)
+
+    assert masked in steps[0]
+    assert steps[-1].startswith("The target's password is shown as ***")

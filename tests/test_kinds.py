@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from migrator import checkpoints, sessions
 from migrator.codec import UnreadableBlob
+from migrator.compare import legacy_row_differences
 from migrator.legacy import LegacyRow
 from migrator.relational import BlobKind
-from migrator.verify import row_differences
 from verification.snapshots import checkpoint_row, session_row
 
 OLD_QUEUE = [{"request_id": "req_1", "data": {"prompt": "hi", "model": "claude"}}, {"request_id": "req_1", "data": {}}]
@@ -84,7 +84,7 @@ SESSION_BLOBS = {
 
 
 def _round_trip(kind: BlobKind, row: LegacyRow) -> list[str]:
-    return row_differences(kind.legacy, row, kind.from_rows(kind.to_rows(row, "digest")))
+    return [str(d) for d in legacy_row_differences(kind.legacy, row, kind.from_rows(kind.to_rows(row, "digest")))]
 
 
 @pytest.mark.parametrize("name", CHECKPOINT_BLOBS)

@@ -24,7 +24,7 @@ from migrator.equivalence import json_differences
 from migrator.errors import UnreadableRecord
 from migrator.fabricate import fabricate_snapshot
 from migrator.fakes import fake_checkpoint_blob, fake_session_blob, make_faker
-from migrator.legacy import compare_legacy_files
+from migrator.legacy_copy import compare_legacy_files
 from migrator.store import Store
 
 TABLES = ["checkpoints", "mcp_sessions"]

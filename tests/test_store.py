@@ -19,13 +19,16 @@ import pytest
 
 from migrator import open_store, relational, wal
 from migrator.equivalence import json_differences
-from migrator.errors import LegacyUnavailable, SourceNotFound, UnknownMode, UnreadableRecord
+from migrator.errors import LegacyUnavailable, SourceNotFound, TargetUnreachable, UnknownMode, UnreadableRecord
 from migrator.fakes import fake_checkpoint_blob, fake_session_blob, make_faker
-from migrator.legacy import LegacySource, compare_legacy_files
+from migrator.legacy import LegacySource
+from migrator.legacy_copy import compare_legacy_files
 from migrator.models import Checkpoint, CheckpointQueueItem, McpSession, McpSessionTool
-from migrator.phases import Mode
 from migrator.rollback import restore
-from migrator.store import DaemonTables, RelationalTables, Store, StoreReport
+from migrator.store import Mode, Store, StoreReport
+from migrator.store.legacy_side import DaemonTables
+from migrator.store.relational_side import RelationalTables
+from migrator.target import target_database
 from migrator.verify import verify
 from verification.snapshots import checkpoint_row, session_row, write_snapshot
 
@@ -60,7 +63,7 @@ def one_file(tmp_path: Path) -> Iterator[Callable[..., Store]]:
     opened: list[Store] = []
 
     def make(mode: str = "dual_write") -> Store:
-        store = open_store(tmp_path / "ksi.db", mode=mode)
+        store = open_store(tmp_path / "ksi.db", mode=mode, create=True)
         opened.append(store)
         return store
 
@@ -76,7 +79,7 @@ def two_files(tmp_path: Path) -> Iterator[Callable[..., Store]]:
     opened: list[Store] = []
 
     def make(mode: str = "dual_write") -> Store:
-        store = open_store(tmp_path / "target.db", legacy=legacy, mode=mode)
+        store = open_store(tmp_path / "target.db", legacy=legacy, mode=mode, create=True)
         opened.append(store)
         return store
 
@@ -161,10 +164,10 @@ def test_a_blob_that_is_not_a_json_object_raises_the_same_error_on_both_sides(
     tmp_path: Path,
 ) -> None:
     legacy = write_snapshot(tmp_path / "legacy.db", [checkpoint_row(4, "[1, 2]")], [session_row(1, "k", "{oops")])
-    with open_store(tmp_path / "t.db", legacy=legacy, mode="dual_write") as backfilled:
+    with open_store(tmp_path / "t.db", legacy=legacy, mode="dual_write", create=True) as backfilled:
         backfilled.catch_up()
     for mode in ("dual_write", "relational"):
-        store = open_store(tmp_path / "t.db", legacy=legacy, mode=mode)
+        store = open_store(tmp_path / "t.db", legacy=legacy, mode=mode, create=True)
         with pytest.raises(UnreadableRecord, match="checkpoints rowid 4: checkpoint_data is not a JSON object"):
             store.load_checkpoint(4)
         with pytest.raises(UnreadableRecord, match="mcp_sessions rowid 1: session_data is not JSON"):
@@ -346,9 +349,9 @@ def test_relational_only_holds_exactly_what_the_legacy_tables_would_hold(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("migrator.store.timestamp_utc", lambda: "2025-06-20T23:17:27.832348Z")
-    with open_store(tmp_path / "daemon.db", mode="legacy") as daemon:
+    with open_store(tmp_path / "daemon.db", mode="legacy", create=True) as daemon:
         run_daemon_script(daemon)
-    with open_store(tmp_path / "relational.db", mode="relational_only") as store:
+    with open_store(tmp_path / "relational.db", mode="relational_only", create=True) as store:
         run_daemon_script(store)
         restore(store.database, tmp_path / "rebuilt.db")
         last_seen = RelationalTables(store.database).session("d:c")[3]
@@ -363,14 +366,14 @@ def test_relational_only_never_reuses_an_id_autoincrement_gave_out(tmp_path: Pat
     legacy = write_snapshot(tmp_path / "legacy.db", [checkpoint_row(2, CHECKPOINT), checkpoint_row(3, CHECKPOINT)])
     with closing(sqlite3.connect(legacy)) as daemon, daemon:
         daemon.execute("UPDATE sqlite_sequence SET seq = 9 WHERE name = 'checkpoints'")  # ids 4..9 were deleted
-    with open_store(tmp_path / "t.db", legacy=legacy) as backfilled:
+    with open_store(tmp_path / "t.db", legacy=legacy, create=True) as backfilled:
         backfilled.catch_up()
-    with open_store(tmp_path / "t.db", mode="relational_only") as store:
+    with open_store(tmp_path / "t.db", mode="relational_only", create=True) as store:
         assert [store.save_checkpoint(CHECKPOINT) for _ in range(2)] == [10, 11]
 
 
 def test_relational_only_never_creates_legacy_tables(tmp_path: Path) -> None:
-    with open_store(tmp_path / "t.db", mode="relational_only") as store:
+    with open_store(tmp_path / "t.db", mode="relational_only", create=True) as store:
         checkpoint_id = store.save_checkpoint(CHECKPOINT)
         assert differences(CHECKPOINT, store.load_checkpoint(checkpoint_id)) == []
         with pytest.raises(LegacyUnavailable):
@@ -387,26 +390,52 @@ def test_mode_comes_from_the_environment_and_unknown_modes_are_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KSI_STORE_MODE", "shadow")
-    with open_store(tmp_path / "t.db") as store:
+    with open_store(tmp_path / "t.db", create=True) as store:
         assert store.mode is Mode.SHADOW
     with pytest.raises(UnknownMode, match="'dual-write'; choose one of legacy, dual_write"):
         open_store(tmp_path / "t.db", mode="dual-write")
 
 
 def test_naming_the_target_itself_as_the_legacy_file_commits_both_sides_together(tmp_path: Path) -> None:
-    with open_store(tmp_path / "ksi.db", legacy=tmp_path / "ksi.db") as store:
+    with open_store(tmp_path / "ksi.db", legacy=tmp_path / "ksi.db", create=True) as store:
         assert store.one_file
-    with open_store(tmp_path / "ksi.db") as store:
+    with open_store(tmp_path / "ksi.db", create=True) as store:
         assert store.one_file
     with pytest.raises(SourceNotFound, match="legacy database not found"):
         open_store(tmp_path / "ksi.db", legacy=tmp_path / "typo.db")
 
 
+def test_a_target_that_does_not_exist_is_refused_unless_asked_for(tmp_path: Path) -> None:
+    with pytest.raises(TargetUnreachable, match="target database not found"):
+        open_store(tmp_path / "ksi_typo.db")
+    assert not (tmp_path / "ksi_typo.db").exists()
+    with open_store(tmp_path / "new.db", create=True) as store:
+        assert store.save_checkpoint({"reason": "dev"}) == 1
+
+
+def test_two_stores_in_one_process_each_keep_to_their_own_target(tmp_path: Path) -> None:
+    """The models are bound per call (`models.bound_to`): opening a second store, or another
+    target, never changes what the first one reads or writes, from any thread."""
+    first = open_store(tmp_path / "first.db", mode="relational_only", create=True)
+    first.save_checkpoint({"reason": "first"})
+    second = open_store(tmp_path / "second.db", mode="relational_only", create=True)
+    second.save_checkpoint({"reason": "second"})
+    second.save_checkpoint({"reason": "second again"})
+    with target_database(tmp_path / "third.db"):  # the process-wide binding moves once more
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            answers = list(pool.map(lambda store: store.latest_checkpoint(), [first, second] * 4))
+        assert first.checkpoints_by_reason("first") == {1: {"reason": "first"}}
+        assert second.checkpoints_by_reason("first") == {}
+    assert answers == [{"reason": "first"}, {"reason": "second again"}] * 4
+    first.close()
+    second.close()
+
+
 def test_refuses_to_start_empty_legacy_tables_beside_migrated_rows(tmp_path: Path) -> None:
-    with open_store(tmp_path / "t.db", mode="relational_only") as store:
+    with open_store(tmp_path / "t.db", mode="relational_only", create=True) as store:
         store.save_checkpoint(CHECKPOINT)
     with pytest.raises(LegacyUnavailable, match="lacks the legacy table"):
-        open_store(tmp_path / "t.db", mode="dual_write")
+        open_store(tmp_path / "t.db", mode="dual_write", create=True)
     with closing(sqlite3.connect(tmp_path / "t.db")) as connection:
         assert connection.execute("SELECT count(*) FROM sqlite_master WHERE name = 'checkpoints'").fetchone() == (0,)
 
@@ -504,7 +533,7 @@ def checkpoint_ids_in_the_database_file(path: Path) -> list[int]:
 
 def test_a_background_thread_checkpoints_the_wal_so_that_saves_do_not(tmp_path: Path) -> None:
     path = tmp_path / "ksi.db"
-    store = open_store(path, mode="dual_write")
+    store = open_store(path, mode="dual_write", create=True)
     try:
         # The writer checkpoints itself only as a backstop, far beyond SQLite's 1,000 pages.
         assert store.database.execute_sql("PRAGMA wal_autocheckpoint").fetchone()[0] == wal.BACKSTOP_PAGES

@@ -9,7 +9,6 @@ takes an empty target with `Targets.fresh()`.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -21,14 +20,16 @@ from typing import Any
 import peewee as pw
 import pytest
 
-from migrator.backfill import KINDS, BackfillReport, Progress, backfill
-from migrator.codec import InvalidText, cell_identity, keep_duplicate_keys
-from migrator.equivalence import json_differences
-from migrator.legacy import LEGACY_TABLES, LegacyRow, LegacySource, LegacyTable, compare_legacy_files
-from migrator.relational import rebuilt_rows
+from migrator.backfill import BackfillReport, backfill
+from migrator.batching import Progress
+from migrator.codec import InvalidText, cell_identity
+from migrator.compare import compare_legacy_rows, compare_rows
+from migrator.kinds import KINDS
+from migrator.legacy import LEGACY_TABLES, LegacyRow, LegacySource, LegacyTable
+from migrator.legacy_copy import compare_legacy_files
 from migrator.rollback import restore
 from migrator.target import target_database
-from migrator.verify import VerifyReport, row_differences, verify
+from migrator.verify import VerifyReport, verify
 
 LEGACY_TABLE_NAMES = [table.name for table in LEGACY_TABLES]
 
@@ -57,9 +58,13 @@ Target = str | Path
 """A SQLite file or a database URL."""
 
 
-def migrate(source: Path, target: Target, batch_size: int, progress: Progress | None = None) -> BackfillReport:
+def migrate(
+    source: Path, target: Target, batch_size: int, progress: Progress | None = None, *, same_daemon: bool = False
+) -> BackfillReport:
+    """`same_daemon`: the source is known to be the target's own daemon file, so a catch-up from it
+    is allowed even when every row changed (the guard against another daemon's file is off)."""
     with LegacySource(source) as legacy, target_database(target) as database:
-        return backfill(legacy, database, batch_size=batch_size, progress=progress)
+        return backfill(legacy, database, batch_size=batch_size, progress=progress, replace_all=same_daemon)
 
 
 def verify_target(source: Path, target: Target, batch_size: int) -> VerifyReport:
@@ -96,53 +101,26 @@ def read_legacy_rows(path: Path, table: LegacyTable) -> list[LegacyRow]:
         return connection.execute(f'SELECT rowid, {columns} FROM "{table.name}" ORDER BY rowid').fetchall()
 
 
-def parse_json_cell(cell: Any) -> tuple[bool, Any]:
-    """(True, value) when the cell is JSON text, keeping repeated keys; (False, None) otherwise."""
-    if not isinstance(cell, str):  # another storage type, or TEXT that is not UTF-8
-        return False, None
-    try:
-        return True, json.loads(cell, object_pairs_hook=keep_duplicate_keys)
-    except (ValueError, RecursionError):
-        return False, None
-
-
-def json_cell_differences(expected: Any, actual: Any) -> list[str]:
-    """The strict JSON differences of two JSON cells; none when neither is JSON."""
-    expected_is_json, expected_value = parse_json_cell(expected)
-    actual_is_json, actual_value = parse_json_cell(actual)
-    if expected_is_json != actual_is_json:
-        return [f"one cell is JSON and the other is not: {expected!r:.60} vs {actual!r:.60}"]
-    if not expected_is_json:
-        return []
-    return [str(difference) for difference in json_differences(expected_value, actual_value)]
-
-
 def legacy_row_differences(table: LegacyTable, expected: Sequence[LegacyRow], actual: Sequence[LegacyRow]) -> list[str]:
-    """Every way two versions of a legacy table differ: cell by cell, storage type included,
-    and, for the JSON column, value by value with `json_differences`."""
-    by_rowid = {row[0]: row for row in actual}
-    problems = [f"{table.name} rowid {row[0]} is missing" for row in expected if row[0] not in by_rowid]
-    expected_rowids = {row[0] for row in expected}
-    problems += [f"{table.name} rowid {rowid} is extra" for rowid in by_rowid if rowid not in expected_rowids]
-    for row in expected:
-        other = by_rowid.get(row[0])
-        if other is None:
-            continue
-        problems += [f"{table.name} rowid {row[0]}: {text}" for text in row_differences(table, row, other)]
-        json_problems = json_cell_differences(table.data_of(row), table.data_of(other))
-        problems += [f"{table.name} rowid {row[0]} {table.data_column} {text}" for text in json_problems]
-    return problems
+    """Every way two versions of a legacy table differ (each given in rowid order): cell by cell,
+    storage type included, the JSON column value by value, through the one comparison engine."""
+
+    def in_rowid_order(rows: Sequence[LegacyRow]) -> list[LegacyRow]:
+        return sorted(rows, key=lambda row: row[0])
+
+    return [str(mismatch) for mismatch in compare_legacy_rows(table, in_rowid_order(expected), in_rowid_order(actual))]
 
 
 def rebuilt_row_differences(source: Path, target: Target, batch_size: int) -> list[str]:
-    """How the legacy rows rebuilt from the target differ from the source's, without a restore."""
+    """How the target differs from the source both ways, row by row (`compare.compare_rows`):
+    its relational rows against the mapping of each source row, and each rebuilt row against it."""
     problems = []
     with target_database(target, must_exist=True) as database:
         for table in LEGACY_TABLES:
-            rebuilt = list(rebuilt_rows(database, KINDS[table.name], batch_size))
-            problems += [f"{table.name} rowid {rowid}: {row}" for rowid, row in rebuilt if isinstance(row, Exception)]
-            rows = [row for _, row in rebuilt if not isinstance(row, Exception)]
-            problems += legacy_row_differences(table, read_legacy_rows(source, table), rows)
+            comparisons = compare_rows(
+                KINDS[table.name], read_legacy_rows(source, table), database, batch_size=batch_size
+            )
+            problems += [str(mismatch) for comparison in comparisons for mismatch in comparison.mismatches]
     return problems
 
 

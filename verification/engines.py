@@ -28,6 +28,7 @@ import pytest
 
 from migrator import engines
 from migrator.models import ALL_MODELS
+from migrator.redaction import mask_secrets, mask_url, url_secrets
 
 SERVER_URLS = {
     engines.POSTGRESQL: os.environ.get("KSI_TEST_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/test"),
@@ -77,7 +78,7 @@ class ServerTargets:
     @contextmanager
     def fresh(self) -> Iterator[str]:
         name = self._free.pop() if self._free else self._create()
-        url = engines.url_in_namespace(self.url, name)
+        url = engines.engine_for_url(self.url).namespace_url(self.url, name)
         _empty(url)
         try:
             yield url
@@ -87,14 +88,14 @@ class ServerTargets:
     def _create(self) -> str:
         name = f"{self._prefix}_{len(self._created)}"
         with closing(engines.connect(self.url)) as server:
-            engines.create_namespace(server, name)
+            engines.engine(server).create_namespace(name)
         self._created.append(name)
         return name
 
     def close(self) -> None:
         with closing(engines.connect(self.url)) as server:
             for name in self._created:
-                engines.drop_namespace(server, name)
+                engines.engine(server).drop_namespace(name)
         self._created.clear()
         self._free.clear()
 
@@ -105,17 +106,12 @@ def _empty(url: str) -> None:
         with database.atomic():
             for table in _TABLES_CHILDREN_FIRST:
                 if table in present:
-                    database.execute_sql(f"DELETE FROM {_quoted(database, table)}")
-
-
-def _quoted(database: pw.Database, name: str) -> str:
-    sql, _ = database.get_sql_context().sql(pw.Entity(name)).query()
-    return sql
+                    database.execute_sql(f"DELETE FROM {engines.engine(database).quoted(table)}")
 
 
 def server_unavailable(engine: str, reason: str) -> None:
     """Fail under CI, where the servers are part of the set-up; skip with the reason elsewhere."""
-    message = f"{engine} server at {SERVER_URLS[engine]} cannot be used: {reason}"
+    message = f"{engine} server at {mask_url(SERVER_URLS[engine])} cannot be used: {reason}"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
@@ -135,7 +131,8 @@ class EngineRegistry:
             try:
                 self._opened[engine] = ServerTargets(engine, SERVER_URLS[engine])
             except Exception as exc:  # noqa: BLE001 - a missing driver or a refused connection alike
-                self._unavailable[engine] = " ".join(str(exc).split()) or type(exc).__name__
+                reason = mask_secrets(" ".join(str(exc).split()), url_secrets(SERVER_URLS[engine]))
+                self._unavailable[engine] = reason or type(exc).__name__
                 server_unavailable(engine, self._unavailable[engine])
         return self._opened[engine]
 

@@ -6,7 +6,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacyRow, LegacyWriter, default_schema
+from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacyRow
+from migrator.legacy_copy import LegacyWriter, default_schema
 
 
 def write_snapshot(

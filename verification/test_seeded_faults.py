@@ -21,6 +21,7 @@ import traceback
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from migrator import checkpoints, codec, records, relational, sessions
 from migrator.codec import InvalidText, keep_duplicate_keys, parse_timestamp
-from migrator.legacy import compare_legacy_files
+from migrator.legacy_copy import compare_legacy_files
 from migrator.records import Kind, RecordSpec, SplitRecord
 from verification.conftest import LEGACY_TABLE_NAMES, legacy_file_differences, scratch_folder
 from verification.strategies import UNTYPED_SCHEMA, LegacySnapshot
@@ -273,7 +274,66 @@ def catch_up_keeps_pruned_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backfill, "_delete_vanished", lambda *args, **kwargs: 0)
 
 
+# --- faults in derived columns: what a query reads, and no rebuild does -------------------------
+# A rebuild never reads a parsed time, a digest, a depth, a shape or a flag, so the round trip is
+# blind to these. Faults in the mapping itself (`to_rows`) are caught by the independent oracle;
+# faults in the write path are caught by the forward check `verify` makes against `to_rows`.
+
+
+def parsed_last_seen_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`last_seen` keeps its text, but its parsed copy (every "seen since" query) is never filled."""
+    monkeypatch.setattr(sessions, "parse_timestamp", lambda text: None)
+
+
+def queue_depth_off_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A queue's depth counts one item too many (`len(items) + 1`, an off-by-one in a loop)."""
+    original = checkpoints._queue_rows
+    depth = checkpoints.QUEUE_TABLE.position("queue_depth")
+
+    def faulty(checkpoint_id: int, session_queues: dict) -> tuple[list, list]:
+        queues, items = original(checkpoint_id, session_queues)
+        return [(*queue[:depth], queue[depth] + 1, *queue[depth + 1 :]) for queue in queues], items
+
+    monkeypatch.setattr(checkpoints, "_queue_rows", faulty)
+
+
+def session_shape_misread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every session is filed as the plan's shape, whatever keys it holds."""
+    monkeypatch.setattr(sessions, "_shape", lambda blob: "plan")
+
+
+def session_key_digest_of_another_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lookup digest is made from another form of the key: the store finds the row through the
+    same wrong digest, so only an independent statement of what the digest must be sees it."""
+    original = codec.key_digest
+    monkeypatch.setattr(sessions, "key_digest", lambda stored: original(stored.strip() + "|"))
+
+
+def _rows_written_with(monkeypatch: pytest.MonkeyPatch, table_name: str, change: Callable[[tuple], tuple]) -> None:
+    original = relational.insert_rows
+
+    def faulty(database: Any, table: relational.TableMap, rows: Any) -> None:
+        original(database, table, [change(row) for row in rows] if table.name == table_name else rows)
+
+    monkeypatch.setattr(relational, "insert_rows", faulty)
+
+
+def written_sessions_inactive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer stores every session as inactive (a default applied on the way to the database)."""
+    flag = sessions.SESSION_TABLE.position("is_active")
+    _rows_written_with(monkeypatch, "mcp_session", lambda row: (*row[:flag], False, *row[flag + 1 :]))
+
+
+def written_tools_stamped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer stamps `added_at` on every tool (an ORM default of now()), which legacy rows never had."""
+    stamp = sessions.TOOL_TABLE.position("added_at")
+    moment = datetime(2025, 1, 1, 12, 0, 0)
+    _rows_written_with(monkeypatch, "mcp_session_tool", lambda row: (*row[:stamp], moment, *row[stamp + 1 :]))
+
+
 IN_MEMORY = ("checkpoint-round-trip-in-memory", "session-round-trip-in-memory")
+ORACLE = ("relational-rows-match-the-blobs",)
+FORWARD_CHECK = ("migrate-then-restore",)  # its `verify` holds the target to the mapping, column by column
 CHECKPOINT_MAPPING = ("checkpoint-round-trip-in-memory", "migrate-then-restore")
 SESSION_MAPPING = ("session-round-trip-in-memory", "migrate-then-restore")
 
@@ -294,6 +354,12 @@ FAULTS = (
     Fault("quarantine-decodes-invalid-utf8", quarantine_decodes_invalid_utf8, (*IN_MEMORY, "quarantine-is-total")),
     Fault("rerun-forgets-quarantine", rerun_forgets_quarantine, ("migrating-twice-changes-nothing", LIFECYCLE)),
     Fault("catch-up-keeps-pruned-rows", catch_up_keeps_pruned_rows, (LIFECYCLE,)),
+    Fault("parsed-last-seen-dropped", parsed_last_seen_dropped, ORACLE),
+    Fault("queue-depth-off-by-one", queue_depth_off_by_one, ORACLE),
+    Fault("session-shape-misread", session_shape_misread, ORACLE),
+    Fault("session-key-digest-of-another-form", session_key_digest_of_another_form, ORACLE),
+    Fault("written-sessions-inactive", written_sessions_inactive, (*FORWARD_CHECK, *ORACLE)),
+    Fault("written-tools-stamped", written_tools_stamped, FORWARD_CHECK),
 )
 
 
@@ -379,6 +445,19 @@ def test_seeded_fault_is_caught(monkeypatch: pytest.MonkeyPatch, fault: Fault, p
         f"property {property_name!r} found no counterexample to fault {fault.name!r} "
         f"in {FAULT_SEARCH.max_examples} examples: the harness is blind to it"
     )
+
+
+DERIVED_IN_THE_MAPPING = [fault for fault in FAULTS if fault.caught_by == ORACLE]
+
+
+@pytest.mark.parametrize("fault", DERIVED_IN_THE_MAPPING, ids=lambda fault: f"{fault.name}-unseen-by-the-round-trip")
+@pytest.mark.parametrize("property_name", IN_MEMORY)
+def test_a_fault_in_a_derived_column_is_invisible_to_the_round_trip(
+    monkeypatch: pytest.MonkeyPatch, fault: Fault, property_name: str
+) -> None:
+    """Why the forward direction needs proving on its own: the rebuild never reads these columns."""
+    fault.patch(monkeypatch)
+    assert property_failure(property_name) is None
 
 
 # --- the comparison of legacy files, seeded with one changed cell -----------------------------

@@ -23,6 +23,7 @@ import pytest
 
 import migrator
 from migrator import __version__
+from migrator.private import make_folder, write_new_text
 from verification.gate.checks import COUNTS_CHECKSUMS, PERFORMANCE, QUARANTINE
 from verification.gate.ledger import FAIL, PASS, SKIP, CheckVerdict
 from verification.gate.next_steps import Invocation, next_steps
@@ -263,14 +264,13 @@ def case_reports(nodeid: str, verdict: str, text: str) -> list[pytest.TestReport
 
 def write_atomically(path: Path, text: str) -> Path:
     """Readers see the old file or the new one, never half of one."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
+    partial = write_new_text(path.with_name(path.name + ".partial"), text)  # 0600
     os.replace(partial, path)
     return path
 
 
 def write_signoff(folder: Path, document: dict[str, Any]) -> tuple[Path, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder, exist_ok=True)  # 0700 when the run makes it
     text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     return (
         write_atomically(folder / JSON_NAME, text),

@@ -10,24 +10,32 @@ and the gate scales with its workers.
 
 from __future__ import annotations
 
-import heapq
+import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from itertools import groupby
-from operator import itemgetter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import peewee as pw
 
 from migrator.archive import RowTally
-from migrator.backfill import KINDS
-from migrator.legacy import LegacyRow, LegacySource, LegacyTable, display_key, row_digest, snapshot_hashes
+from migrator.compare import (
+    Mismatch,
+    MismatchKind,
+    RowComparison,
+    compare_rows,
+    metadata_mismatches,
+    unmapped_column_mismatches,
+)
+from migrator.equivalence import Difference, json_differences
+from migrator.errors import UnreadableRecord
+from migrator.kinds import KINDS
+from migrator.legacy import LegacyRow, LegacySource, LegacyTable, row_digest, snapshot_hashes
 from migrator.models import Quarantine
-from migrator.relational import orphans, rebuilt_rows_between
-from migrator.verify import Mismatch, row_differences
+from migrator.relational import BlobKind, orphans
+from migrator.store import Blob, Store, blob_of
 
 ROWS_EXACT = "rows_exact"
 COUNTS_CHECKSUMS = "counts_checksums"
@@ -36,9 +44,13 @@ QUARANTINE = "quarantine"
 SOURCE_UNTOUCHED = "source_untouched"
 PERFORMANCE = "performance"
 SCHEMA = "schema"
+METADATA = "metadata"
+SOURCE_COLUMNS = "source_columns"
 
 CHECK_TITLES = {
-    ROWS_EXACT: "Per-row exactness",
+    SOURCE_COLUMNS: "Every source column carried",
+    ROWS_EXACT: "Per-row exactness, both ways, and reads",
+    METADATA: "Migration metadata",
     COUNTS_CHECKSUMS: "Counts and checksums",
     NO_ORPHANS: "No orphaned rows",
     QUARANTINE: "Quarantine accepted",
@@ -132,6 +144,7 @@ class Shard:
     first: int | None
     last: int | None
     rows: int
+    read_every: int = 1  # every n-th source row is also read through the store (a sample on huge tables)
 
     @property
     def id(self) -> str:
@@ -140,13 +153,16 @@ class Shard:
         return f"{self.table}-rowid-{self.first}-{self.last}"
 
 
-def plan_shards(source: LegacySource, rows_per_shard: int) -> list[Shard]:
-    """Shards of every legacy table, from the rowid index alone (no blob is read)."""
+def plan_shards(source: LegacySource, rows_per_shard: int, read_sample: int) -> list[Shard]:
+    """Shards of every legacy table, from the rowid index alone (no blob is read). Every row is
+    also read through the store, or every n-th row of a table larger than `read_sample`."""
     present = {table.name for table in source.tables}
     shards: list[Shard] = []
     for name, kind in KINDS.items():
         spans = rowid_spans(source, kind.legacy, rows_per_shard) if name in present else []
-        shards += shards_covering(name, spans)
+        rows = sum(count for _, _, count in spans)
+        read_every = max(1, math.ceil(rows / read_sample))
+        shards += [replace(shard, read_every=read_every) for shard in shards_covering(name, spans)]
     return shards
 
 
@@ -174,64 +190,81 @@ def shards_covering(table: str, spans: Sequence[tuple[int, int, int]]) -> list[S
     return shards
 
 
-Rebuilt = LegacyRow | Exception
-
-
-def pair_by_rowid(
-    expected: Iterable[LegacyRow], rebuilt: Iterable[tuple[int, Rebuilt]]
-) -> Iterator[tuple[int, LegacyRow | None, Rebuilt | None]]:
-    """Source rows and rebuilt rows side by side, None where one side lacks the rowid.
-
-    Both streams come in rowid order and hold a rowid at most once.
-    """
-    tagged = heapq.merge(
-        ((row[0], 0, row) for row in expected),
-        ((rowid, 1, row) for rowid, row in rebuilt),
-        key=itemgetter(0, 1),
-    )
-    for rowid, entries in groupby(tagged, key=itemgetter(0)):
-        sides = {side: row for _, side, row in entries}
-        yield rowid, sides.get(0), sides.get(1)
-
-
-def compare_pair(
-    table: LegacyTable, rowid: int, expected: LegacyRow | None, rebuilt: Rebuilt | None
-) -> tuple[str, Mismatch | None]:
-    """How one rowid came out: identical, different, missing or extra, with what is wrong."""
-    if expected is None:
-        key = "-" if isinstance(rebuilt, Exception) or rebuilt is None else display_key(table.key_of(rebuilt))
-        return "extra", Mismatch(table.name, key, rowid, "in the target but not in the source")
-    key = display_key(table.key_of(expected))
-    if rebuilt is None:
-        return "missing", Mismatch(table.name, key, rowid, "missing from the target")
-    if isinstance(rebuilt, Exception):
-        return "different", Mismatch(table.name, key, rowid, f"cannot be rebuilt: {rebuilt}")
-    differences = row_differences(table, expected, rebuilt)
-    if differences:
-        return "different", Mismatch(table.name, key, rowid, "differs", differences)
-    return "identical", None
-
-
-def verify_shard(source: LegacySource, database: pw.Database, shard: Shard) -> CheckResult:
-    """Every row of the shard rebuilt from the target and compared with the source, cell by cell,
-    and both sides counted and checksummed for the table's totals."""
+def verify_shard(source: LegacySource, store: Store, shard: Shard) -> CheckResult:
+    """Every row of the shard compared with the target both ways (`compare.compare_rows`), every
+    `read_every`-th one also read through the store as the daemon would, and both sides counted
+    and checksummed for the table's totals."""
     kind = KINDS[shard.table]
     started = time.perf_counter()
     outcomes: Counter[str] = Counter()
     problems = Problems()
     tallies = ShardTallies()
-    pairs = pair_by_rowid(
+    reads = Counter[str]()
+    comparisons = compare_rows(
+        kind,
         source_rows_between(source, kind.legacy, shard.low, shard.high),
-        rebuilt_rows_between(database, kind, BATCH_ROWS, shard.low, shard.high),
+        store.database,
+        batch_size=BATCH_ROWS,
+        low=shard.low,
+        high=shard.high,
     )
-    for rowid, expected, rebuilt in pairs:
-        outcome, mismatch = compare_pair(kind.legacy, rowid, expected, rebuilt)
-        tallies.add(expected, rebuilt, identical=outcome == "identical")
+    for position, comparison in enumerate(comparisons):
+        mismatches = list(comparison.mismatches)
+        if comparison.source is not None and position % shard.read_every == 0:
+            read = read_mismatch(kind, store, comparison.source)
+            reads["skipped" if read is SKIPPED_READ else "checked"] += 1
+            if isinstance(read, Mismatch):
+                mismatches.append(read)
+        outcome = outcome_of(comparison, mismatches)
+        tallies.add(comparison.source, comparison.rebuilt, identical=outcome == "identical")
         outcomes[outcome] += 1
-        if mismatch is not None:
-            problems.add(f"rowid {rowid}: {mismatch}")
+        for mismatch in mismatches:
+            problems.add(str(mismatch))
     seconds = time.perf_counter() - started
-    return shard_result(shard, outcomes, tallies, problems, seconds)
+    return shard_result(shard, outcomes, tallies, problems, reads, seconds)
+
+
+def outcome_of(comparison: RowComparison, mismatches: list[Mismatch]) -> str:
+    kinds = {mismatch.kind for mismatch in mismatches}
+    if not kinds:
+        return "identical"
+    if MismatchKind.MISSING in kinds:
+        return "missing"
+    return "extra" if MismatchKind.EXTRA in kinds else "different"
+
+
+SKIPPED_READ = object()  # a row no read can ask for: a session key that is not text
+
+
+def read_mismatch(kind: BlobKind, store: Store, row: LegacyRow) -> Mismatch | object | None:
+    """The store's read of a source row (`load_checkpoint(id)`, `get_session(key)`) against the
+    value the daemon read from the legacy table, `json.loads` of the blob; None when equal."""
+    key = kind.legacy.key_of(row)
+    if not isinstance(key, str | int) or isinstance(key, bool):
+        return SKIPPED_READ
+    read = store.load_checkpoint if kind.legacy.name == "checkpoints" else store.get_session
+    expected, actual = _observe(lambda: blob_of(kind, row)), _observe(lambda: read(key))  # type: ignore[arg-type]
+    if expected[0] != actual[0]:
+        differences = [Difference("read", expected[0], actual[0])]
+    else:
+        found = json_differences(expected[1], actual[1])
+        differences = [Difference(f"read {d.path}", d.expected, d.actual) for d in found]
+    if not differences:
+        return None
+    return Mismatch(MismatchKind.READ, kind.legacy.name, str(key), row[0], tuple(differences))
+
+
+def _observe(read: Callable[[], Blob | None]) -> tuple[str, Blob | None]:
+    """What a read gave: "a blob" with its value, "nothing", or what it raised. Both sides raise
+    `UnreadableRecord` for a quarantined row, and that is a match; anything else raised by the
+    store (a row that cannot be rebuilt) is a difference to report, not a crash of the check."""
+    try:
+        value = read()
+    except UnreadableRecord:
+        return "not a JSON object", None
+    except Exception as exc:  # noqa: BLE001 - the daemon would get this exception: report it
+        return f"raised {type(exc).__name__}: {exc}", None
+    return ("nothing", None) if value is None else ("a blob", value)
 
 
 @dataclass
@@ -241,11 +274,11 @@ class ShardTallies:
     source: RowTally = field(default_factory=RowTally)
     rebuilt: RowTally = field(default_factory=RowTally)
 
-    def add(self, expected: LegacyRow | None, rebuilt: Rebuilt | None, *, identical: bool) -> None:
+    def add(self, expected: LegacyRow | None, rebuilt: LegacyRow | None, *, identical: bool) -> None:
         digest = int(row_digest(expected), 16) if expected is not None else None
         if digest is not None:
             self.source.add_digest(digest)
-        if rebuilt is None or isinstance(rebuilt, Exception):
+        if rebuilt is None:
             return
         if identical and digest is not None:
             self.rebuilt.add_digest(digest)  # the same cells and storage types digest alike: hash once
@@ -254,7 +287,7 @@ class ShardTallies:
 
 
 def shard_result(
-    shard: Shard, outcomes: Counter[str], tallies: ShardTallies, problems: Problems, seconds: float
+    shard: Shard, outcomes: Counter[str], tallies: ShardTallies, problems: Problems, reads: Counter[str], seconds: float
 ) -> CheckResult:
     rows = outcomes["identical"] + outcomes["different"] + outcomes["missing"]  # the source's rows
     wrong = outcomes.total() - outcomes["identical"]
@@ -272,11 +305,15 @@ def shard_result(
         "source_checksum": tallies.source.checksum,
         "rebuilt_rows": tallies.rebuilt.rows,
         "rebuilt_checksum": tallies.rebuilt.checksum,
+        "reads_checked": reads["checked"],
+        "reads_skipped": reads["skipped"],
+        "read_every": shard.read_every,
         "seconds": round(seconds, 3),
         "rows_per_second": rate,
     }
     speed = f"{rate:,} rows/s" if rate is not None else "instant"
-    summary = f"{rows:,} rows, {wrong:,} wrong, in {seconds:.2f} s ({speed})"
+    read = f"{reads['checked']:,} read through the store"
+    summary = f"{rows:,} rows, {wrong:,} wrong, {read}, in {seconds:.2f} s ({speed})"
     return CheckResult(ROWS_EXACT, wrong == 0, summary, figures, problems.lines())
 
 
@@ -296,6 +333,7 @@ def table_counts(table: str, planned: Sequence[Shard], reported: Sequence[dict[s
         source += RowTally.of(figures["source_rows"], figures["source_checksum"])
         rebuilt += RowTally.of(figures["rebuilt_rows"], figures["rebuilt_checksum"])
     indexed = sum(shard.rows for shard in planned if shard.table == table)
+    reads = sum(figures.get("reads_checked", 0) for figures in figures_by_shard.values())
     problems = []
     unreported = [shard for shard in planned_ids if shard not in figures_by_shard]
     if unreported:
@@ -310,9 +348,12 @@ def table_counts(table: str, planned: Sequence[Shard], reported: Sequence[dict[s
         "source_checksum": source.checksum,
         "rebuilt_checksum": rebuilt.checksum,
         "shards": len(planned_ids),
+        "reads_checked": reads,
     }
     same = "checksums equal" if source.total == rebuilt.total else "checksums differ"
-    summary = f"{table}: {source.rows:,} source rows, {rebuilt.rows:,} rebuilt, {same}"
+    summary = (
+        f"{table}: {source.rows:,} source rows, {rebuilt.rows:,} rebuilt, {same}, {reads:,} read through the store"
+    )
     return CheckResult(COUNTS_CHECKSUMS, not problems, summary, figures, problems)
 
 
@@ -329,9 +370,39 @@ def count_problems(table: str, indexed: int, source: RowTally, rebuilt: RowTally
 
 def find_orphans(database: pw.Database, table: str) -> CheckResult:
     """Relational child rows whose parent row is gone: no shard rebuilds them, so they are looked for apart."""
-    found = orphans(database, KINDS[table], limit=MAX_PROBLEMS)
+    found = [
+        f"{child} rows for missing {table} rowid {rowid}"
+        for child, rowid in orphans(database, KINDS[table], limit=MAX_PROBLEMS)
+    ]
     summary = f"{table}: {'orphaned rows found' if found else 'no orphaned rows'}"
     return CheckResult(NO_ORPHANS, not found, summary, {"table": table, "orphans_shown": len(found)}, found)
+
+
+# --- the migration metadata, and the source's columns ------------------------------------------
+
+
+def check_metadata(source: LegacySource, database: pw.Database) -> CheckResult:
+    """The legacy DDL, AUTOINCREMENT counters and encoding the target recorded are the source's."""
+    problems = [str(mismatch) for mismatch in metadata_mismatches(source.schema(), database)]
+    tables = ", ".join(table.name for table in source.tables)
+    summary = f"legacy DDL, counters and encoding of {tables}: " + ("differ" if problems else "as in the source")
+    return CheckResult(
+        METADATA, not problems, summary, {"tables": len(source.tables), "differences": len(problems)}, problems
+    )
+
+
+def check_source_columns(source: LegacySource) -> CheckResult:
+    """Every column of the legacy tables is one the mapping carries: a column it does not read
+    would be lost at cleanup, however exact every other cell is."""
+    problems = [str(mismatch) for mismatch in unmapped_column_mismatches(source.unmapped)]
+    columns = sum(len(source.stored_table(table).columns) for table in source.tables)
+    summary = (
+        f"{len(source.unmapped)} of {columns} source columns not carried"
+        if problems
+        else f"all {columns} source columns carried"
+    )
+    figures = {"unmapped": [f"{table}.{column}" for table, column in source.unmapped]}
+    return CheckResult(SOURCE_COLUMNS, not problems, summary, figures, problems)
 
 
 # --- 3. quarantine accounting ------------------------------------------------------------------

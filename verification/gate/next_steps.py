@@ -2,8 +2,8 @@
 
 Every command is built from the run itself: the same interpreter, the same folder and the same
 arguments, with only what must change changed (an accept file added, a `-k` that left a check
-out removed). A database URL never appears in a command: it may hold a password, so the text
-says TARGET and asks for the URL the gate was given.
+out removed). No password is ever written: the gate's own arguments come with a URL's password
+masked (***), and `ksi-migrate` commands say TARGET for a database URL.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ class Invocation:
     python: str  # the interpreter that ran pytest, so the command finds the same packages
     args: tuple[str, ...]
     snapshot: Path
-    target: str | None  # None: a scratch target
+    target: str | None  # None: a scratch target; a URL's password masked
     signoff_json: Path
+    password_masked: bool = False  # the arguments held a password, now ***
 
     def command(self, args: Sequence[str]) -> str:
         return f"cd {shlex.quote(str(self.folder))} && {shlex.join([self.python, '-m', 'pytest', *args])}"
@@ -92,6 +93,16 @@ def next_steps(verdict: CheckVerdict, run: Invocation) -> list[str]:
     """Numbered steps for one check that did not pass; none for a pass."""
     if verdict.verdict == PASS:
         return []
+    steps = steps_for(verdict, run)
+    if run.password_masked:
+        steps.append(
+            "The target's password is shown as ***: give it back when you run these commands, or leave it out "
+            "of the URL and let the driver find it (PGPASSWORD or ~/.pgpass; a MySQL option file)."
+        )
+    return steps
+
+
+def steps_for(verdict: CheckVerdict, run: Invocation) -> list[str]:
     if verdict.verdict == NOT_RUN:
         return [
             "It did not run: the run was narrowed (`-k`, `-m`, `--deselect`), stopped early (`-x`, "
@@ -102,8 +113,7 @@ def next_steps(verdict: CheckVerdict, run: Invocation) -> list[str]:
             "A test of it was skipped; signoff.json's `checks` gives each test's outcome and the reason. "
             f"Remove the cause (a server that could not be reached, say), then run the gate again: `{run.rerun()}`",
         ]
-    steps = STEPS_FOR_FAILED.get(verdict.name, steps_for_unknown)
-    return steps(run)
+    return STEPS_FOR_FAILED.get(verdict.name, steps_for_unknown)(run)
 
 
 def steps_for_quarantine(run: Invocation) -> list[str]:

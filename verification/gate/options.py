@@ -28,11 +28,13 @@ ACCEPT_QUARANTINE_OPTION = "--ksi-accept-quarantine"
 MAX_CHECKPOINT_SAVE_OPTION = "--ksi-max-checkpoint-save-ms"
 MAX_SESSION_LOOKUP_OPTION = "--ksi-max-session-lookup-ms"
 SHARD_ROWS_OPTION = "--ksi-shard-rows"
+READ_SAMPLE_OPTION = "--ksi-read-sample"
 
 DEFAULT_SIGNOFF_DIR = "signoff"
 DEFAULT_MAX_CHECKPOINT_SAVE_MS = 100.0  # the plan's "checkpoint save < 100ms"
 DEFAULT_MAX_SESSION_LOOKUP_MS = 10.0  # the plan's "session lookup < 10ms"
 DEFAULT_SHARD_ROWS = 2000
+DEFAULT_READ_SAMPLE = 100_000  # reads a table through the store whole up to this size, else every n-th row
 
 ACCEPT_ENTRY_FIELDS = ("table", "key", "reason")
 
@@ -48,6 +50,7 @@ class GateOptions:
     max_checkpoint_save_ms: float = DEFAULT_MAX_CHECKPOINT_SAVE_MS
     max_session_lookup_ms: float = DEFAULT_MAX_SESSION_LOOKUP_MS
     rows_per_shard: int = DEFAULT_SHARD_ROWS
+    read_sample: int = DEFAULT_READ_SAMPLE
 
 
 # --- declaring ---------------------------------------------------------------------------------
@@ -140,6 +143,14 @@ def add_gate_options(parser: pytest.Parser) -> None:
         metavar="N",
         help="legacy rows per exactness shard, the unit spread over -n workers (default: %(default)s)",
     )
+    group.addoption(
+        READ_SAMPLE_OPTION,
+        type=positive_count,
+        default=DEFAULT_READ_SAMPLE,
+        metavar="N",
+        help="rows per table also read through the store (get_session, load_checkpoint); a larger table "
+        "is sampled evenly to about N (default: %(default)s)",
+    )
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -170,6 +181,7 @@ def read_gate_options(config: pytest.Config) -> GateOptions | None:
         max_checkpoint_save_ms=config.getoption(MAX_CHECKPOINT_SAVE_OPTION),
         max_session_lookup_ms=config.getoption(MAX_SESSION_LOOKUP_OPTION),
         rows_per_shard=config.getoption(SHARD_ROWS_OPTION),
+        read_sample=config.getoption(READ_SAMPLE_OPTION),
     )
 
 

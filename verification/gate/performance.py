@@ -29,11 +29,10 @@ from urllib.parse import quote
 import peewee as pw
 
 from migrator import engines
-from migrator.backfill import KINDS
+from migrator.kinds import KINDS
 from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacySource, LegacyTable
 from migrator.models import ALL_MODELS, MigrationMeta, Quarantine
-from migrator.phases import Mode
-from migrator.store import Blob, Store, blob_of, open_store
+from migrator.store import Blob, Mode, Store, blob_of, open_store
 from migrator.target import create_schema, is_url, target_database
 from verification.gate.checks import PERFORMANCE, CheckResult, source_rows_between
 from verification.latency import latency_figures, percentile
@@ -128,15 +127,25 @@ def server_copy(target: str, models: Sequence[type[pw.Model]]) -> Iterator[str]:
     afterwards: the latencies then include the server's own commits and round trips."""
     name = f"ksi_gate_{uuid.uuid4().hex[:12]}"
     with closing(engines.connect(target)) as server:
-        engines.create_namespace(server, name)
+        on_server = engines.engine(server)
+        on_server.create_namespace(name)
         try:
-            copy = engines.url_in_namespace(target, name)
+            copy = on_server.namespace_url(target, name)
             with target_database(copy) as database, database.atomic():
                 engines.create_tables(database, ALL_MODELS)
-                engines.copy_tables(database, models, engines.current_namespace(server), name)
+                copy_tables(database, models, on_server.current_namespace(), name)
             yield copy
         finally:
-            engines.drop_namespace(server, name)
+            on_server.drop_namespace(name)
+
+
+def copy_tables(database: pw.Database, models: Sequence[type[pw.Model]], source: str, destination: str) -> None:
+    """Copy every row of these tables from one namespace to another of the same server; the
+    destination tables must exist, with the same columns in the same order."""
+    quoted = engines.engine(database).quoted
+    for model in pw.sort_models(models):
+        table = model._meta.table_name
+        database.execute_sql(f"INSERT INTO {quoted(destination, table)} SELECT * FROM {quoted(source, table)}")
 
 
 @contextmanager

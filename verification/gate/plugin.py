@@ -36,7 +36,9 @@ import pytest
 
 from migrator.backfill import backfill
 from migrator.errors import MigratorError
-from migrator.legacy import LegacySource, snapshot_hashes
+from migrator.legacy import LegacySource, UnmappedColumns, snapshot_hashes
+from migrator.redaction import mask_secrets, mask_url, secrets_of
+from migrator.store import Mode, Store, open_store
 from migrator.target import target_database
 from verification.gate.artifacts import (
     JSON_NAME,
@@ -60,6 +62,7 @@ from verification.gate.checks import (
 from verification.gate.ledger import PASS, Ledger
 from verification.gate.next_steps import Invocation
 from verification.gate.options import SNAPSHOT_OPTION, GateOptions, add_gate_options, read_gate_options
+from verification.gate.privacy import PRIVACY_PLUGIN, GatePrivacy, mask_report
 
 GATE_MARKER = "ksi_gate"
 REPORT_ATTRIBUTE = "ksi_gate"  # JSON text {"check", "result"} on every report of a gate test
@@ -76,13 +79,20 @@ class GateRun:
     hashes_at_start: dict[str, str | None]
     target: str | None = None
     migration: dict[str, Any] | None = None
+    migration_error: str | None = None  # why the scratch migration could not be made
     scratch_dir: Path | None = None
 
     @cached_property
     def shards(self) -> list[Shard]:
         # Every process plans the same shards from the same read-only file, as xdist requires.
-        with LegacySource(self.options.snapshot) as source:
-            return plan_shards(source, self.options.rows_per_shard)
+        with open_snapshot(self.options.snapshot) as source:
+            return plan_shards(source, self.options.rows_per_shard, self.options.read_sample)
+
+
+def open_snapshot(path: Path) -> LegacySource:
+    """The snapshot as the gate reads it: a column the mapping does not carry is not refused here
+    but reported, by its own check, so the sign-off names it."""
+    return LegacySource(path, unmapped=UnmappedColumns.REPORT)
 
 
 RUN_KEY = pytest.StashKey[GateRun]()
@@ -112,6 +122,8 @@ def pytest_configure(config: pytest.Config) -> None:
     options = read_gate_options(config)
     if options is None:
         return
+    privacy = GatePrivacy(secrets_of([options.target]), json_attributes=(REPORT_ATTRIBUTE,))
+    config.pluginmanager.register(privacy, PRIVACY_PLUGIN)
     if is_worker(config):
         workerinput = config.workerinput  # type: ignore[attr-defined]
         config.stash[RUN_KEY] = GateRun(options, workerinput[WORKER_SOURCE_HASHES], workerinput[WORKER_TARGET])
@@ -188,15 +200,32 @@ def ksi_run(pytestconfig: pytest.Config) -> GateRun:
 
 @pytest.fixture(scope="session")
 def ksi_source(ksi_run: GateRun) -> Iterator[LegacySource]:
-    with LegacySource(ksi_run.options.snapshot) as source:
+    with open_snapshot(ksi_run.options.snapshot) as source:
         yield source
+
+
+def target_of(run: GateRun) -> str:
+    """The target the checks read; a test fails with the reason when there is none."""
+    if run.target is None:
+        pytest.fail(f"no target to check: {run.migration_error or 'the scratch migration did not run'}", pytrace=False)
+    return run.target
 
 
 @pytest.fixture
 def ksi_target(ksi_run: GateRun) -> Iterator[pw.Database]:
     # Opened for each test: opening binds the models process-wide, so no test inherits another's binding.
-    with target_database(ksi_run.target or "", must_exist=True) as database:
+    with target_database(target_of(ksi_run), must_exist=True) as database:
         yield database
+
+
+@pytest.fixture
+def ksi_store(ksi_run: GateRun) -> Iterator[Store]:
+    """The target as the cut-over daemon reads it: the store, `relational_only`, read-only."""
+    store = open_store(target_of(ksi_run), mode=Mode.RELATIONAL_ONLY, read_only=True)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 @pytest.fixture
@@ -255,15 +284,20 @@ class SignoffController:
         self.run.scratch_dir = Path(tempfile.mkdtemp(prefix="ksi-gate-"))
         target = self.run.scratch_dir / "target.db"
         self.say(f"migrating {self.run.options.snapshot} into a scratch target")
-        with LegacySource(self.run.options.snapshot) as source, target_database(target) as database:
-            report = backfill(source, database)
+        try:
+            with LegacySource(self.run.options.snapshot) as source, target_database(target) as database:
+                report = backfill(source, database)
+        except MigratorError as exc:  # every check that needs the target fails with this reason
+            self.run.migration_error = f"the snapshot cannot be migrated: {exc}"
+            self.say(self.run.migration_error)
+            return
         self.run.target = str(target)
         self.run.migration = report.to_dict()
         rows = sum(table.source_rows for table in report.tables)
         self.say(f"migrated {rows:,} rows in {report.seconds:.1f} s")
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
-        target = self.run.options.target or "a scratch SQLite target migrated from it"
+        target = mask_url(self.run.options.target or "a scratch SQLite target migrated from it")
         return [
             f"ksi-gate: snapshot {self.run.options.snapshot} (sha256 {self.run.hashes_at_start['db']})",
             f"ksi-gate: target {target}; {len(self.ledger.planned_shards)} shards; "
@@ -303,7 +337,9 @@ class SignoffController:
 
     def report_verdicts(self, document: dict[str, Any]) -> None:
         hook = self.config.hook
+        secrets = secrets_of([self.run.options.target])
         for report in verdict_reports(document):
+            mask_report(report, secrets)  # made here, they do not pass through the privacy plugin's makereport
             if report.when == "setup":
                 hook.pytest_runtest_logstart(nodeid=report.nodeid, location=report.location)
             hook.pytest_runtest_logreport(report=report)
@@ -312,18 +348,21 @@ class SignoffController:
 
     def facts(self) -> RunFacts:
         options = self.run.options
+        arguments = self.config.invocation_params.args
+        secrets = secrets_of([options.target, *arguments])
         invocation = Invocation(
             folder=self.config.invocation_params.dir,
             python=sys.executable,
-            args=tuple(self.config.invocation_params.args),
+            args=tuple(mask_secrets(argument, secrets) for argument in arguments),
             snapshot=options.snapshot,
-            target=options.target,
+            target=mask_url(options.target) if options.target else None,
             signoff_json=options.signoff_dir / JSON_NAME,
+            password_masked=bool(secrets),
         )
         return RunFacts(
             snapshot=options.snapshot,
             snapshot_hashes=self.run.hashes_at_start,
-            target=options.target,
+            target=mask_url(options.target) if options.target else None,
             migration=self.run.migration,
             thresholds={
                 "checkpoint_save_p99_ms": options.max_checkpoint_save_ms,

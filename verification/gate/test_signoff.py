@@ -12,25 +12,30 @@ from collections.abc import Callable
 import peewee as pw
 import pytest
 
-from migrator.backfill import KINDS
+from migrator.kinds import KINDS
 from migrator.legacy import LegacySource
+from migrator.store import Store
 from verification.gate.checks import (
+    METADATA,
     NO_ORPHANS,
     PERFORMANCE,
     QUARANTINE,
     ROWS_EXACT,
     SCHEMA,
+    SOURCE_COLUMNS,
     SOURCE_UNTOUCHED,
     CheckResult,
     Shard,
     account_for_quarantine,
+    check_metadata,
+    check_source_columns,
     compare_source_hashes,
     find_orphans,
     quarantined_rows,
     verify_shard,
 )
 from verification.gate.performance import checkpoint_save_latency, session_lookup_latency
-from verification.gate.plugin import GateRun
+from verification.gate.plugin import GateRun, target_of
 from verification.gate.schema import check_schema
 
 Record = Callable[[CheckResult], CheckResult]
@@ -42,10 +47,26 @@ def require_passed(result: CheckResult) -> None:
         pytest.fail(result.explain(), pytrace=False)
 
 
+@pytest.mark.ksi_gate(SOURCE_COLUMNS)
+def test_source_columns_carried(ksi_source: LegacySource, ksi_record: Record) -> None:
+    """Every column of the legacy tables is one the mapping carries: none is lost at cleanup."""
+    result = ksi_record(check_source_columns(ksi_source))
+    require_passed(result)
+
+
 @pytest.mark.ksi_gate(ROWS_EXACT)
-def test_rows_exact(ksi_shard: Shard, ksi_source: LegacySource, ksi_target: pw.Database, ksi_record: Record) -> None:
-    """Every legacy row of the shard is rebuilt from the target with the same values and storage types."""
-    result = ksi_record(verify_shard(ksi_source, ksi_target, ksi_shard))
+def test_rows_exact(ksi_shard: Shard, ksi_source: LegacySource, ksi_store: Store, ksi_record: Record) -> None:
+    """Every legacy row of the shard is held exactly both ways: the target's rows are what the
+    mapping makes of it (every column), the row rebuilt from them is the source's (values and
+    storage types), and the store's read of it returns the source's value."""
+    result = ksi_record(verify_shard(ksi_source, ksi_store, ksi_shard))
+    require_passed(result)
+
+
+@pytest.mark.ksi_gate(METADATA)
+def test_migration_metadata(ksi_source: LegacySource, ksi_target: pw.Database, ksi_record: Record) -> None:
+    """The legacy DDL, AUTOINCREMENT counters and encoding the target recorded are the source's."""
+    result = ksi_record(check_metadata(ksi_source, ksi_target))
     require_passed(result)
 
 
@@ -79,7 +100,7 @@ def test_schema_complete(ksi_target: pw.Database, ksi_record: Record) -> None:
 def test_checkpoint_save_latency(ksi_run: GateRun, ksi_source: LegacySource, ksi_record: Record) -> None:
     """p99 of the daemon's save of the snapshot's real checkpoints, on a copy of the target, is under the limit."""
     limit = ksi_run.options.max_checkpoint_save_ms
-    result = ksi_record(checkpoint_save_latency(ksi_source, ksi_run.target or "", limit))
+    result = ksi_record(checkpoint_save_latency(ksi_source, target_of(ksi_run), limit))
     require_passed(result)
 
 
@@ -87,7 +108,7 @@ def test_checkpoint_save_latency(ksi_run: GateRun, ksi_source: LegacySource, ksi
 def test_session_lookup_latency(ksi_run: GateRun, ksi_source: LegacySource, ksi_record: Record) -> None:
     """p99 of the daemon's lookup of real session keys, each rebuilt to its whole blob, is under the limit."""
     limit = ksi_run.options.max_session_lookup_ms
-    result = ksi_record(session_lookup_latency(ksi_source, ksi_run.target or "", limit))
+    result = ksi_record(session_lookup_latency(ksi_source, target_of(ksi_run), limit))
     require_passed(result)
 
 

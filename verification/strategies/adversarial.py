@@ -284,7 +284,7 @@ NOT_JSON: tuple[str, ...] = (
     "[1e]",
     "-",
     "Infinity1",
-    "{\"session_queues\": {}, \"active_completions\": {}",
+    '{"session_queues": {}, "active_completions": {}',
 )
 
 

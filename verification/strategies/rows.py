@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
 from migrator.codec import InvalidText
-from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacyRow, LegacySchema, LegacyWriter, default_schema
+from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacyRow, LegacySchema
+from migrator.legacy_copy import LegacyWriter, default_schema
 from verification.strategies import blobs, content
 from verification.strategies.adversarial import (
     json_values,

@@ -1,4 +1,4 @@
-"""The plan's phases: which side the store writes and reads in each, and the gate of the last one.
+"""The cleanup of phase 4: the plan that drops the legacy tables, and the checks before it.
 
 Phase 4 drops the legacy tables. `cleanup` is the one command that writes to a legacy database,
 so it plans first and acts only when every check passes:
@@ -6,8 +6,10 @@ so it plans first and acts only when every check passes:
 1. the archive is complete and readable (every file present, its sha256, every row parsed);
 2. the archive matches the source: same tables, DDL, AUTOINCREMENT counters, row counts and
    row checksums;
-3. the target rebuilds every source row exactly (`verify`; rows the target holds beyond the
-   source are allowed, as nothing of the source is lost by them).
+3. every column of the legacy tables is one the target carries (a column the mapping does not
+   read would be lost with the drop);
+4. the target holds every source row exactly, both ways (`verify`; rows the target holds
+   beyond the source are allowed, as nothing of the source is lost by them).
 
 The drop runs in one `BEGIN IMMEDIATE` transaction that first counts and checksums the source
 again: a daemon that wrote between the checks and the drop makes it refuse, not lose that row.
@@ -19,44 +21,23 @@ import json
 import os
 import sqlite3
 from contextlib import closing
-from dataclasses import dataclass
-from enum import StrEnum
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import peewee as pw
 
 from migrator.archive import MANIFEST, ArchivedTable, Manifest, RowTally, check_archive, source_tally, tally
+from migrator.batching import DEFAULT_BATCH_SIZE
 from migrator.codec import decode_sqlite_text
-from migrator.errors import ArchiveCorrupt, ArchiveIncomplete, CleanupRefused, MigratorError
-from migrator.legacy import LEGACY_TABLES_BY_NAME, LegacySource, file_sha256
-from migrator.target import get_meta, set_meta
+from migrator.compare import LOSES_SOURCE_DATA, MismatchKind
+from migrator.errors import ArchiveCorrupt, ArchiveIncomplete, ArchiveRefused, CleanupRefused, MigratorError
+from migrator.legacy import LegacySource, UnmappedColumns, file_sha256
+from migrator.target import CLEANUP_META_KEY, set_meta
 from migrator.verify import verify
 
-
-class Mode(StrEnum):
-    """The store's one switch: which side it writes, and which it serves reads from."""
-
-    LEGACY = "legacy"  # phase 1: the daemon as it was; backfill catches the target up beside it
-    DUAL_WRITE = "dual_write"  # phase 2: write both sides, serve the JSON
-    SHADOW = "shadow"  # phase 3: write both, serve the JSON, compare the relational rebuild off the read path
-    RELATIONAL = "relational"  # phase 3: write both, serve relational rows; JSON when they lack the key
-    RELATIONAL_ONLY = "relational_only"  # phase 4: the legacy tables are gone
-
-    @property
-    def writes_legacy(self) -> bool:
-        return self is not Mode.RELATIONAL_ONLY
-
-    @property
-    def writes_relational(self) -> bool:
-        return self is not Mode.LEGACY
-
-
-CLEANUP_META_KEY = "legacy_cleanup"
-"""Target metadata written when cleanup dropped the legacy tables: when, from where, which archive."""
-
 REFUSED = "cleanup refused, nothing was changed"
-EXTRA_ROW_PROBLEM = "in the target but not in the source"  # verify's wording for a row the source lacks
 
 
 @dataclass(frozen=True)
@@ -84,6 +65,17 @@ class CleanupPlan:
     def ready(self) -> bool:
         return all(check.passed for check in self.checks)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": str(self.source),
+            "archive": str(self.archive),
+            "ready": self.ready,
+            "executed": self.executed,
+            "checks": [asdict(check) for check in self.checks],
+            "tables": self.tables,
+            "statements": self.statements,
+        }
+
     def refusal(self) -> str:
         failed = "; ".join(f"{check.name}: {check.detail}" for check in self.checks if not check.passed)
         return f"{REFUSED}: {failed}"
@@ -95,7 +87,7 @@ def cleanup(
     archive: str | os.PathLike[str],
     *,
     dry_run: bool = False,
-    batch_size: int = 2000,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> CleanupPlan:
     """Plan the drop of the legacy tables; unless `dry_run`, run it (or raise `CleanupRefused`)."""
     plan = plan_cleanup(source, database, archive, batch_size=batch_size)
@@ -106,13 +98,18 @@ def cleanup(
 
 
 def plan_cleanup(
-    source: str | os.PathLike[str], database: pw.Database, archive: str | os.PathLike[str], *, batch_size: int = 2000
+    source: str | os.PathLike[str],
+    database: pw.Database,
+    archive: str | os.PathLike[str],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> CleanupPlan:
     manifest, readable = _check_archive_readable(Path(archive))
-    with LegacySource(source) as legacy:
+    with LegacySource(source, unmapped=UnmappedColumns.REPORT) as legacy:
         checks = [
             readable,
             _check_archive_matches_source(legacy, manifest),
+            _check_columns_carried(legacy),
             _check_target_rebuilds_source(legacy, database, batch_size),
         ]
         tables = [table.name for table in legacy.tables]
@@ -123,7 +120,7 @@ def _check_archive_readable(archive: Path) -> tuple[Manifest | None, Check]:
     name = "archive complete and readable"
     try:
         manifest = check_archive(archive)
-    except (ArchiveIncomplete, ArchiveCorrupt) as exc:
+    except (ArchiveIncomplete, ArchiveCorrupt, ArchiveRefused) as exc:
         return None, Check(name, False, str(exc))
     rows = sum(entry.rows for entry in manifest.tables.values())
     detail = f"{len(manifest.tables)} table file(s), {rows} rows, sha256 and row checksums as the manifest says"
@@ -141,9 +138,15 @@ def _check_archive_matches_source(source: LegacySource, manifest: Manifest | Non
     schema = source.schema()
     if schema.statements != manifest.schema.statements or schema.sequences != manifest.schema.sequences:
         problems.append("the source's DDL or AUTOINCREMENT counters differ from the archived ones")
-    for table in source.tables:
-        if table.name in manifest.tables:
-            problems += tally_differences(table.name, source_tally(source, table), manifest.tables[table.name])
+    for table in map(source.stored_table, source.tables):
+        archived = manifest.tables.get(table.name)
+        if archived is None:
+            continue
+        if archived.table(table.name).columns != table.columns:
+            columns = ", ".join(archived.table(table.name).columns)
+            problems.append(f"{table.name}: the source has columns {', '.join(table.columns)}, the archive {columns}")
+            continue
+        problems += tally_differences(table.name, source_tally(source, table), archived)
     if problems:
         return Check(name, False, "; ".join(problems))
     counts = ", ".join(f"{entry.rows} {table}" for table, entry in manifest.tables.items())
@@ -159,18 +162,32 @@ def tally_differences(table: str, found: RowTally, archived: ArchivedTable) -> l
     return problems
 
 
+def _check_columns_carried(source: LegacySource) -> Check:
+    name = "every source column carried"
+    if source.unmapped:
+        named = ", ".join(f"{table}.{column}" for table, column in source.unmapped)
+        return Check(name, False, f"{named}: in no target table, so dropping the legacy tables would lose it")
+    return Check(name, True, "every column of the legacy tables is carried by the target")
+
+
 def _check_target_rebuilds_source(source: LegacySource, database: pw.Database, batch_size: int) -> Check:
-    name = "target rebuilds every source row"
+    name = "target holds every source row exactly"
     try:
         report = verify(source, database, batch_size=batch_size)
     except MigratorError as exc:
         return Check(name, False, str(exc))
     present = {table.name for table in source.tables}
     tables = [t for t in report.tables if t.table in present]
-    lost = sum(t.mismatched + t.missing for t in tables)
-    if lost:
-        examples = [str(m).splitlines()[0] for m in report.mismatches if m.problem != EXTRA_ROW_PROBLEM][:3]
-        return Check(name, False, f"{lost} source row(s) not rebuilt exactly, e.g. {' | '.join(examples)}")
+    rows = sum(t.mismatched + t.missing for t in tables)
+    metadata, unmapped = report.kinds[MismatchKind.METADATA], report.kinds[MismatchKind.UNMAPPED_COLUMN]
+    losses = [
+        f"{rows} source row(s) not held exactly" if rows else "",
+        f"{metadata} migration record(s) not the source's" if metadata else "",
+        f"{unmapped} source column(s) not carried" if unmapped else "",
+    ]
+    if any(losses):
+        examples = [m.headline() for m in report.mismatches if m.kind in LOSES_SOURCE_DATA][:3]
+        return Check(name, False, f"{'; '.join(filter(None, losses))}, e.g. {' | '.join(examples)}")
     detail = f"{sum(t.matched for t in tables)} source rows rebuilt exactly"
     extra = sum(t.extra for t in tables)
     return Check(name, True, detail + (f"; the target also holds {extra} row(s) the source lacks" if extra else ""))
@@ -205,7 +222,11 @@ def execute_cleanup(plan: CleanupPlan, database: pw.Database) -> CleanupPlan:
 def _source_drift(connection: sqlite3.Connection, manifest: Manifest) -> list[str]:
     problems: list[str] = []
     for name, archived in manifest.tables.items():
-        table = LEGACY_TABLES_BY_NAME[name]
+        table = archived.table(name)
+        present = {row[1] for row in connection.execute(f'PRAGMA table_info("{name}")')}
+        if present != set(table.columns):
+            problems.append(f"{name}: its columns are now {sorted(present)}, the archive holds {list(table.columns)}")
+            continue
         columns = ", ".join(f'"{column}"' for column in table.columns)
         try:
             rows = connection.execute(f'SELECT rowid, {columns} FROM "{name}"')
@@ -225,9 +246,3 @@ def _record_cleanup(database: pw.Database, plan: CleanupPlan) -> None:
         "archived_at": plan.manifest.created_at if plan.manifest else None,
     }
     set_meta(database, CLEANUP_META_KEY, json.dumps(record))
-
-
-def recorded_cleanup(database: pw.Database) -> dict | None:
-    """What `cleanup` recorded in the target, or None when it never dropped legacy tables there."""
-    text = get_meta(database, CLEANUP_META_KEY)
-    return json.loads(text) if text else None

@@ -1,0 +1,126 @@
+"""Failures an operator can act on: what the system or a database said, in one line with what to do.
+
+The tool runs next to a live daemon, against servers that restart and disks that fill. Those are
+not bugs: each is reported as one line that says what happened and what to do, with exit status
+2, like a domain error (`MigratorError`). Anything `explain` does not recognise is a bug in this
+tool: the CLI shows its traceback and exits 3.
+
+A run that fails leaves nothing half-written behind: new files are written under a temporary
+name and moved into place when complete, and a target is written a batch a transaction, so a
+re-run carries on exactly.
+"""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+
+import peewee as pw
+
+ADVICE_RERUN = "run the command again once that is fixed; a re-run carries on exactly"
+
+_OS_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOENT: "no such file or folder",
+    errno.ENOTDIR: "a folder in the path is a file",
+    errno.EISDIR: "is a folder, not a file",
+}
+
+_SQLITE_MESSAGES = (
+    (
+        "database is locked",
+        "the SQLite file stayed locked by another writer past the busy timeout; if the daemon uses it, "
+        "make sure the file is in WAL mode (`sqlite3 FILE 'PRAGMA journal_mode=wal'`; `open_store` sets it), "
+        "then " + ADVICE_RERUN,
+    ),
+    ("database or disk is full", "the disk is full (SQLite could not write); free some space, then " + ADVICE_RERUN),
+    ("disk i/o error", "the disk reported an I/O error; check the device, then " + ADVICE_RERUN),
+    (
+        "unable to open database file",
+        "SQLite cannot open the file: its folder is missing, or not writable; " + ADVICE_RERUN,
+    ),
+    ("readonly database", "the SQLite file is read-only for this user; " + ADVICE_RERUN),
+)
+
+_CONNECTION_MARKERS = (
+    "server closed the connection",
+    "connection already closed",
+    "terminating connection",
+    "connection refused",
+    "could not connect",
+    "lost connection",
+    "gone away",
+    "can't connect",
+    "broken pipe",
+    "connection reset",
+    "the database system is shutting down",
+    "the database system is starting up",
+)
+
+
+def explain(exc: BaseException) -> str | None:
+    """One line an operator can act on for a failure of the system or a database, else None.
+
+    The first cause is often hidden by a second failure (SQLite rolls a transaction back itself
+    when the disk fills, and the ROLLBACK that follows fails): the whole chain is read, and the
+    most telling account wins.
+    """
+    accounts = [account for account in map(_explain_one, _chain(exc)) if account is not None]
+    specific = [account for account in accounts if not account.startswith(GENERIC)]
+    return (specific or accounts or [None])[0]
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+GENERIC = "the database refused the operation"
+
+
+def _explain_one(exc: BaseException) -> str | None:
+    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
+        what = _OS_ERRORS.get(exc.errno or 0, exc.strerror or type(exc).__name__)
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{what}{where}; {ADVICE_RERUN}"
+    text = " ".join(str(exc).split())
+    lowered = text.lower()
+    if _from_a_database(exc):
+        for marker, advice in _SQLITE_MESSAGES:
+            if marker in lowered:
+                return f"{advice} ({text})"
+        if connection_lost(exc):
+            return f"the database server connection failed ({text}); check that the server is up, then {ADVICE_RERUN}"
+        if type(exc).__name__ == "OperationalError":
+            return f"{GENERIC} ({text}); {ADVICE_RERUN}"
+    return None
+
+
+DRIVER_MODULES = ("psycopg2", "psycopg", "pymysql")
+
+
+def _from_a_database(exc: BaseException) -> bool:
+    """A database's own error: SQLite's, peewee's wrapping of a driver's, or a driver's raw one
+    (a bulk path such as `execute_values` works on the driver's cursor, past peewee)."""
+    if isinstance(exc, sqlite3.Error | pw.PeeweeException | ConnectionError):
+        return True
+    return type(exc).__module__.split(".")[0] in DRIVER_MODULES
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether a database error says the connection to a server dropped (or never came up)."""
+    if isinstance(exc, ConnectionError):
+        return True
+    name = type(exc).__name__
+    if not _from_a_database(exc) or name not in ("OperationalError", "InterfaceError"):
+        return False
+    lowered = str(exc).lower()
+    return name == "InterfaceError" or any(marker in lowered for marker in _CONNECTION_MARKERS)

@@ -1,0 +1,130 @@
+"""Shadow reads: the JSON is served, and the relational rebuild compared with it off the read path."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+from migrator.equivalence import json_differences
+from migrator.legacy import (
+    LegacyRow,
+)
+from migrator.relational import BlobKind
+from migrator.store.common import (
+    Blob,
+    maybe_blob,
+)
+from migrator.store.report import Ledger, ShadowMismatch
+
+logger = logging.getLogger(__name__)
+
+SHADOW_BACKLOG = 1000  # comparisons waiting beyond this are skipped (and counted), never queued unbounded
+
+
+# --- shadow reads -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Read:
+    """One read as each side would serve it; both callables return the legacy row or None."""
+
+    kind: BlobKind
+    key: str
+    legacy: Callable[[], LegacyRow | None]
+    relational: Callable[[], LegacyRow | None]
+
+
+@dataclass(frozen=True)
+class Observation:
+    value: Blob | None = None
+    error: Exception | None = None
+
+
+def observe(kind: BlobKind, read_row: Callable[[], LegacyRow | None]) -> Observation:
+    try:
+        return Observation(value=maybe_blob(kind, read_row()))
+    except Exception as exc:  # noqa: BLE001 - in an experiment, an exception is a result to compare
+        return Observation(error=exc)
+
+
+def observation_differences(control: Observation, candidate: Observation) -> list[str]:
+    if control.error is None and candidate.error is None:
+        return [str(difference) for difference in json_differences(control.value, candidate.value)]
+    if type(control.error) is type(candidate.error) and str(control.error) == str(candidate.error):
+        return []
+    return [f"legacy {_outcome(control)} != relational {_outcome(candidate)}"]
+
+
+def _outcome(observation: Observation) -> str:
+    if observation.error is not None:
+        return f"raised {observation.error!r}"
+    return "found nothing" if observation.value is None else "returned a blob"
+
+
+class ShadowReads:
+    """GitHub Scientist's experiment for reads: the JSON (control) is served, and the relational
+    rebuild (candidate) is compared with it on a background thread, off the caller's path."""
+
+    def __init__(self, ledger: Ledger, write_lock: threading.Lock) -> None:
+        self._ledger = ledger
+        self._write_lock = write_lock
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ksi-shadow")  # threads start on first use
+        self._in_flight: set[Future[None]] = set()
+        self._lock = threading.Lock()
+
+    def run(self, read: Read) -> Blob | None:
+        row = read.legacy()
+        self._submit(read, row)
+        return maybe_blob(read.kind, row)
+
+    def _submit(self, read: Read, legacy_row: LegacyRow | None) -> None:
+        with self._lock:
+            if len(self._in_flight) >= SHADOW_BACKLOG:
+                self._ledger.tally(shadow_skipped=1)
+                return
+            # In the caller's context, so the comparison reads the same store's target (models.bound_to).
+            future = self._pool.submit(contextvars.copy_context().run, self._compare, read, legacy_row)
+            self._in_flight.add(future)
+        future.add_done_callback(self._finished)
+
+    def _finished(self, future: Future[None]) -> None:
+        with self._lock:
+            self._in_flight.discard(future)
+
+    def _compare(self, read: Read, legacy_row: LegacyRow | None) -> None:
+        # The control is parsed again from the row, so a caller changing the dict it was handed
+        # cannot make a difference appear.
+        control = observe(read.kind, lambda: legacy_row)
+        candidate = observe(read.kind, read.relational)
+        if candidate.error is not None and control.error is None:
+            self._ledger.tally(shadow_errors=1)
+            table = read.kind.legacy.name
+            logger.warning("shadow read of %s %s: the relational path raised %r", table, read.key, candidate.error)
+        elif not observation_differences(control, candidate):
+            self._ledger.tally(shadow_matches=1)
+        else:
+            self._confirm_mismatch(read)
+
+    def _confirm_mismatch(self, read: Read) -> None:
+        # A write may have changed the row between the two reads. Reading both sides again while
+        # no write of this store can run tells such a race from a real divergence.
+        with self._write_lock:
+            control = observe(read.kind, read.legacy)
+            candidate = observe(read.kind, read.relational)
+        differences = observation_differences(control, candidate)
+        if differences:
+            self._ledger.record_mismatch(ShadowMismatch(read.kind.legacy.name, read.key, differences))
+        else:
+            self._ledger.tally(shadow_stale=1)
+
+    def wait(self, timeout: float | None = None) -> None:
+        with self._lock:
+            in_flight = set(self._in_flight)
+        wait(in_flight, timeout=timeout)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

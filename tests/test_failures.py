@@ -1,0 +1,182 @@
+"""Operations under fire: a full disk, a missing folder, a lock that does not clear, a server
+that drops the connection. Each is one line on stderr that says what to do, exit status 2, and
+leaves no partial file; a server's dropped connection is retried, and a re-run is exact."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from migrator import engines
+from migrator.cli import main
+from migrator.fabricate import fabricate_snapshot
+from migrator.legacy import LegacySource
+from migrator.target import target_database
+from migrator.verify import verify
+from verification.engines import EngineRegistry
+
+SMALL_DISK = "48k"  # room for the tool's first bytes, not for a whole copy
+
+
+def run(*argv: object) -> int:
+    return main([str(arg) for arg in argv])
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("snapshot") / "legacy.db"
+    fabricate_snapshot(path, checkpoints=30, sessions=600, seed=5)
+    return path
+
+
+@pytest.fixture(scope="module")
+def migrated(snapshot: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("target") / "target.db"
+    assert run("migrate", "--source", snapshot, "--target", target) == 0
+    return target
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a file system too small for what is written into it (a tmpfs)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={SMALL_DISK}", "tmpfs", str(folder)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here (root needed): {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ksi-migrate: error: "), err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("command", "out"),
+    [("restore", "copy.db"), ("export", "rows.jsonl"), ("archive", "archive")],
+)
+def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(
+    command: str, out: str, snapshot: Path, migrated: Path, full_disk: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    given = ("--source", snapshot) if command == "archive" else ("--target", migrated)
+    capsys.readouterr()
+    assert run(command, *given, "--out", full_disk / out) == 2
+    error = one_line_error(capsys)
+    assert "no space left on the device" in error or "the disk is full" in error, error
+    assert list(full_disk.iterdir()) == []  # no partial file, folder, journal or WAL
+
+
+def test_a_migrate_that_fills_the_disk_is_one_line_and_the_target_stays_consistent(
+    snapshot: Path, full_disk: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = full_disk / "target.db"
+    capsys.readouterr()
+    assert run("migrate", "--source", snapshot, "--target", target) == 2
+    error = one_line_error(capsys)
+    assert "disk is full" in error or "no space left" in error, error
+    leftovers = sorted(path.name for path in full_disk.iterdir())
+    assert [name for name in leftovers if name not in ("target.db", "target.db-wal", "target.db-shm")] == []
+    if target.exists():  # every batch is a transaction: what is there is whole, and a re-run carries on
+        with closing(sqlite3.connect(f"file:{target}?mode=ro", uri=True)) as reader:
+            assert reader.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+@pytest.mark.parametrize("command", ["restore", "export"])
+def test_an_output_file_in_a_missing_folder_is_one_line_naming_it(
+    command: str, migrated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file goes into a folder that exists (a typo must not make folders); an archive is a
+    folder of its own, made with its missing parents (0700)."""
+    given = ("--target", migrated)
+    missing = tmp_path / "no" / "such" / "folder"
+    capsys.readouterr()
+    assert run(command, *given, "--out", missing / "out") == 2
+    assert str(missing) in one_line_error(capsys)
+    assert not (tmp_path / "no").exists()
+
+
+def test_a_one_file_target_in_rollback_journal_mode_is_migrated_without_locking_itself(
+    snapshot: Path, tmp_path: Path
+) -> None:
+    """The source's long read would hold the same file's writes out ("database is locked") in
+    rollback-journal mode; the one-file layout is put in WAL mode first, as open_store does."""
+    one_file = tmp_path / "ksi.db"
+    one_file.write_bytes(snapshot.read_bytes())
+    with closing(sqlite3.connect(one_file)) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    assert run("migrate", "--source", one_file, "--target", one_file) == 0
+    assert run("verify", "--source", one_file, "--target", one_file) == 0
+    with closing(sqlite3.connect(one_file)) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_a_lock_that_does_not_clear_is_one_line_with_what_to_do(
+    snapshot: Path, migrated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "locked.db"
+    target.write_bytes(migrated.read_bytes())
+    with closing(sqlite3.connect(target, isolation_level=None)) as holder:
+        holder.execute("BEGIN EXCLUSIVE")  # another writer that never lets go (within the busy timeout)
+        capsys.readouterr()
+        assert run("migrate", "--source", snapshot, "--target", target, "--recheck") == 2
+        holder.execute("ROLLBACK")
+    error = one_line_error(capsys)
+    assert "stayed locked" in error and "WAL mode" in error
+
+
+# --- a server that drops the connection ------------------------------------------------------
+
+
+def terminate(server_url: str, application_name: str, started: threading.Event, done: threading.Event) -> int:
+    """Cut every connection the migrate opened, once it has begun writing (a restart, as the run sees it)."""
+    killed = 0
+    with closing(engines.connect(server_url)) as server:
+        while not done.is_set() and not killed:
+            query = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s"
+            rows = server.execute_sql(f"{query} AND state <> 'idle'", (application_name,)).fetchall()
+            killed = len(rows)
+            time.sleep(0.05)
+    if killed:
+        started.set()
+    return killed
+
+
+def test_a_postgresql_connection_cut_during_migrate_is_retried_and_the_result_is_exact(
+    snapshot: Path, engine_registry: EngineRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with engine_registry.targets(engines.POSTGRESQL).fresh() as url:
+        name = f"ksi_cut_{time.monotonic_ns()}"
+        target = f"{url}&application_name={name}" if "?" in url else f"{url}?application_name={name}"
+        done, killed = threading.Event(), threading.Event()
+        cutter = threading.Thread(target=terminate, args=(url, name, killed, done))
+        cutter.start()
+        try:
+            status = run("migrate", "--source", snapshot, "--target", target, "--batch-size", "50", "--json")
+        finally:
+            done.set()
+            cutter.join()
+        out, err = capsys.readouterr()
+        assert killed.is_set(), "the migrate ended before its connection could be cut"
+        assert status in (0, 2), err
+        if status == 0:  # the dropped connection was opened again and the run started over
+            assert json.loads(out)["attempts"] >= 2
+        else:  # out of attempts: one line, and nothing more to it
+            assert err.count("\n") == 1 and "connection" in err, err
+        assert run("migrate", "--source", snapshot, "--target", url) == 0  # a re-run carries on
+        with LegacySource(snapshot) as source, target_database(url, must_exist=True) as database:
+            assert verify(source, database).ok
