@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from migrator import __version__
 from migrator.fabricate import fabricate_snapshot
 from migrator.fakes import fake_checkpoint_blob, make_faker
 from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacySource
+from verification.latency import latency_figures
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".bench-cache"
@@ -39,6 +40,16 @@ GATE_ALSO_AT = 100_000  # the gate is judged at the largest size, and also repor
 JUDGED_FROM = 100_000  # the gate's bars, and memory's, are judged from this size up (see verdicts)
 GATE_BARS = ("gate_speedup_n2", "gate_n2_vs_backfill_throughput")
 MET_WORDS = {True: "yes", False: "NO", None: f"not judged below {JUDGED_FROM:,} sessions"}
+HIGHER_IS_BETTER = {"verify_vs_backfill_throughput", "gate_n2_vs_backfill_throughput", "gate_speedup_n2"}
+
+
+def rule_of(verdict: str) -> str:
+    return "at least" if verdict in HIGHER_IS_BETTER else "at most"
+
+
+def meets(verdict: str, measured: float, bar: float) -> bool:
+    return measured >= bar if verdict in HIGHER_IS_BETTER else measured <= bar
+
 
 # The bar (issue 6), checked and reported, never asserted: benchmarks inform, the gate decides.
 BAR = {
@@ -68,13 +79,9 @@ def cached_snapshot(sessions: int, checkpoints: int) -> Path:
     return path
 
 
-def percentiles(samples_ns: Sequence[int]) -> dict[str, float]:
-    ordered = sorted(samples_ns)
-
-    def at(fraction: float) -> float:
-        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] / 1e6
-
-    return {"p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99), "max_ms": ordered[-1] / 1e6, "n": len(ordered)}
+def percentiles(samples_ns: Sequence[int]) -> dict[str, Any]:
+    """The gate's latency figures (`verification.latency`: nearest rank), from nanoseconds."""
+    return latency_figures(sample / 1e6 for sample in samples_ns)
 
 
 # --- measured in child processes --------------------------------------------------------------
@@ -234,24 +241,26 @@ def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     largest_size = max(by_size, key=int)
     largest = by_size[largest_size]
     gate = results["gate"][largest_size]
-    checks: dict[str, tuple[float, float, Callable[[float, float], bool]]] = {
-        "backfill_vs_reference": (largest["backfill_vs_reference"], BAR["backfill_vs_reference"], float.__le__),
-        "verify_vs_backfill_throughput": (largest["verify_vs_backfill_throughput"], 1.0, float.__ge__),
-        "gate_n2_vs_backfill_throughput": (gate["n2_rows_per_s"] / largest["migrate"]["rows_per_s"], 1.0, float.__ge__),
-        "lookup_p99_ms": (results["lookup"]["p99_ms"], BAR["lookup_p99_ms"], float.__le__),
-        "save_p99_ms": (results["save"]["p99_ms"], BAR["save_p99_ms"], float.__le__),
-        "gate_speedup_n2": (gate["speedup"], BAR["gate_speedup_n2"], float.__ge__),
+    checks: dict[str, tuple[float, float]] = {
+        "backfill_vs_reference": (largest["backfill_vs_reference"], BAR["backfill_vs_reference"]),
+        "verify_vs_backfill_throughput": (largest["verify_vs_backfill_throughput"], 1.0),
+        "gate_n2_vs_backfill_throughput": (gate["n2_rows_per_s"] / largest["migrate"]["rows_per_s"], 1.0),
+        "lookup_p99_ms": (results["lookup"]["p99_ms"], BAR["lookup_p99_ms"]),
+        "save_p99_ms": (results["save"]["p99_ms"], BAR["save_p99_ms"]),
+        "gate_speedup_n2": (gate["speedup"], BAR["gate_speedup_n2"]),
     }
     sizes = sorted(by_size, key=int)
     for small, large in pairwise(sizes):
         if int(large) == 10 * int(small):
             for step in ("migrate", "verify"):
                 rss = by_size[large][step]["max_rss_mb"] / by_size[small][step]["max_rss_mb"]
-                checks[f"{step}_rss_{large}_vs_{small}"] = (rss, BAR["rss_ratio_10x"], float.__le__)
+                checks[f"{step}_rss_{large}_vs_{small}"] = (rss, BAR["rss_ratio_10x"])
             seconds = by_size[large]["migrate"]["seconds"] / by_size[small]["migrate"]["seconds"]
-            checks[f"migrate_time_{large}_vs_{small}"] = (seconds, BAR["time_ratio_10x"], float.__le__)
-    judged = {name: {"measured": round(value, 3), "bar": bar, "met": meets(float(value), float(bar))}
-              for name, (value, bar, meets) in checks.items()}  # fmt: skip
+            checks[f"migrate_time_{large}_vs_{small}"] = (seconds, BAR["time_ratio_10x"])
+    judged = {
+        name: {"measured": round(value, 3), "bar": bar, "rule": rule_of(name), "met": meets(name, value, bar)}
+        for name, (value, bar) in checks.items()
+    }
     if int(largest_size) < JUDGED_FROM:
         # A gate run on a small snapshot is mostly pytest and xdist start-up (about a second per
         # process): its scaling is reported, but the bar is about production-size snapshots.
@@ -280,9 +289,8 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
     lines += ["", "| latency | p50 ms | p95 ms | p99 ms | max ms | samples |", "| --- | --- | --- | --- | --- | --- |"]
     for name in ("lookup", "save"):
         r = results[name]
-        lines.append(
-            f"| {name} | {r['p50_ms']:.3f} | {r['p95_ms']:.3f} | {r['p99_ms']:.3f} | {r['max_ms']:.3f} | {r['n']} |"
-        )
+        figures = " | ".join(f"{r[figure]:.3f}" for figure in ("p50_ms", "p95_ms", "p99_ms", "max_ms"))
+        lines.append(f"| {name} | {figures} | {r['samples']} |")
     lines += ["", "| gate on (sessions) | -n 0 s | -n 2 s | speedup | -n 0 rows/s | -n 2 rows/s |"]
     lines += ["| --- | --- | --- | --- | --- | --- |"]
     for size, gate in sorted(results["gate"].items(), key=lambda item: int(item[0])):
@@ -293,47 +301,106 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
     lines.append("")
     lines += ["| bar | measured | target | met |", "| --- | --- | --- | --- |"]
     for name, verdict in results["verdicts"].items():
-        lines.append(f"| {name} | {verdict['measured']} | {verdict['bar']} | {MET_WORDS[verdict['met']]} |")
+        target = f"{verdict['rule']} {verdict['bar']}"
+        lines.append(f"| {bar_title(name)} | {verdict['measured']} | {target} | {MET_WORDS[verdict['met']]} |")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def bar_title(name: str) -> str:
+    """A verdict's name in words: `migrate_rss_1000000_vs_100000` is "migrate peak RSS, 1M / 100k"."""
+    if name in BAR_TITLES:
+        return BAR_TITLES[name]
+    step, measure, large, _, small = name.split("_")
+    return f"{step} {'peak RSS' if measure == 'rss' else 'time'}, {short_size(large)} / {short_size(small)}"
+
+
+BAR_TITLES = {
+    "backfill_vs_reference": "backfill time / reference time",
+    "verify_vs_backfill_throughput": "verify rows/s / backfill rows/s",
+    "gate_n2_vs_backfill_throughput": "gate -n 2 rows/s / backfill rows/s",
+    "lookup_p99_ms": "session lookup p99, ms",
+    "save_p99_ms": "checkpoint save p99, ms",
+    "gate_speedup_n2": "gate -n 0 time / -n 2 time",
+}
+MET_COLOURS = {True: "tab:green", False: "tab:red", None: "tab:gray"}
+VERDICTS_PER_ROW = 6
+THROUGHPUT_STEPS = ("migrate", "reference", "verify")
+
+
+def short_size(sessions: str | int) -> str:
+    count = int(sessions)
+    return f"{count // 1_000_000}M" if count >= 1_000_000 else f"{count // 1000}k"
+
+
 def write_plot(results: dict[str, Any], path: Path) -> None:
+    """Latencies with their bars, throughput by size, and every verdict against its bar.
+
+    Each bar (threshold) is a dashed line; every measured value is a bar of its own, labelled,
+    on a linear axis, so one size (`--quick`) reads as well as three.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (latency, throughput) = plt.subplots(1, 2, figsize=(12, 4.5))
+    verdicts = results["verdicts"]
+    verdict_rows = -(-len(verdicts) // VERDICTS_PER_ROW)
+    figure = plt.figure(figsize=(15, 4.6 + 2.6 * verdict_rows), layout="constrained")
+    top, bottom = figure.subfigures(2, 1, height_ratios=[4.6, 2.6 * verdict_rows])
+    lookup, save, throughput = top.subplots(1, 3, width_ratios=[1, 1, 1.6])
+    draw_latency(lookup, results["lookup"], BAR["lookup_p99_ms"], "store.get_session (relational_only)")
+    draw_latency(save, results["save"], BAR["save_p99_ms"], "store.save_checkpoint (dual_write)")
+    draw_throughput(throughput, results)
+    axes = bottom.subplots(verdict_rows, VERDICTS_PER_ROW, squeeze=False).flatten()
+    for axis, (name, verdict) in zip(axes, verdicts.items(), strict=False):
+        draw_verdict(axis, bar_title(name), verdict)
+    for axis in axes[len(verdicts) :]:
+        axis.set_visible(False)
+    bottom.suptitle("Each figure against its bar (dashed): green met, red missed, grey not judged at this size")
+    figure.suptitle(f"ksi-migrator {results['version']} benchmarks, {results['when']} ({results['machine']})")
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def draw_latency(axis: Any, figures: dict[str, Any], bar_ms: float, title: str) -> None:
     labels = ("p50_ms", "p95_ms", "p99_ms", "max_ms")
-    for offset, name in enumerate(("lookup", "save")):
-        positions = [i + offset * 0.4 for i in range(len(labels))]
-        latency.bar(positions, [results[name][label] for label in labels], width=0.4, label=f"{name}")
-    latency.set_xticks([i + 0.2 for i in range(len(labels))], [label.removesuffix("_ms") for label in labels])
-    latency.set_yscale("log")
-    latency.set_ylabel("milliseconds (log)")
-    latency.set_title("store latency: get_session (1 ms bar), save_checkpoint (10 ms bar)")
-    latency.legend()
+    values = [figures[label] for label in labels]
+    colours = ["tab:blue", "tab:blue", "tab:orange", "tab:gray"]
+    drawn = axis.bar([label.removesuffix("_ms") for label in labels], values, color=colours)
+    axis.bar_label(drawn, fmt="%.3g")
+    axis.axhline(bar_ms, color="tab:red", linestyle="--", linewidth=1.5, label=f"bar: p99 at most {bar_ms:g} ms")
+    axis.set_ylim(0, max(*values, bar_ms) * 1.18)
+    axis.set_ylabel("milliseconds")
+    axis.set_title(f"{title}\n{figures.get('samples', figures.get('n'))} samples")
+    axis.legend(loc="upper left")
+
+
+def draw_throughput(axis: Any, results: dict[str, Any]) -> None:
     sizes = sorted(results["sizes"], key=int)
-    for step in ("migrate", "reference", "verify"):
-        throughput.plot(
-            [int(s) for s in sizes], [results["sizes"][s][step]["rows_per_s"] for s in sizes], marker="o", label=step
-        )
-    gated = sorted(results["gate"], key=int)
+    series = {step: [results["sizes"][size][step]["rows_per_s"] for size in sizes] for step in THROUGHPUT_STEPS}
     for workers in (0, 2):
-        throughput.plot(
-            [int(s) for s in gated],
-            [results["gate"][s][f"n{workers}_rows_per_s"] for s in gated],
-            marker="s",
-            linestyle="--",
-            label=f"gate -n {workers}",
-        )
-    throughput.set_xscale("log")
-    throughput.set_xlabel("sessions in the snapshot")
-    throughput.set_ylabel("legacy rows per second")
-    throughput.set_title("throughput against size")
-    throughput.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
+        gate = [results["gate"].get(size, {}) for size in sizes]
+        series[f"gate -n {workers}"] = [figures.get(f"n{workers}_rows_per_s", 0) for figures in gate]
+    width = 0.8 / len(series)
+    for number, (label, values) in enumerate(series.items()):
+        positions = [index + (number - (len(series) - 1) / 2) * width for index in range(len(sizes))]
+        drawn = axis.bar(positions, values, width=width, label=label)
+        axis.bar_label(drawn, labels=[f"{value / 1000:.0f}k" if value else "" for value in values], fontsize=8)
+    axis.set_xticks(range(len(sizes)), [f"{short_size(size)} sessions" for size in sizes])
+    axis.set_ylabel("legacy rows per second")
+    axis.set_title("throughput by snapshot size (gate: where it was measured)")
+    axis.legend(ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8)
+
+
+def draw_verdict(axis: Any, title: str, verdict: dict[str, Any]) -> None:
+    measured, bar = verdict["measured"], verdict["bar"]
+    drawn = axis.bar([0], [measured], width=0.5, color=MET_COLOURS[verdict["met"]])
+    axis.bar_label(drawn, fmt="%.3g")
+    axis.axhline(bar, color="black", linestyle="--", linewidth=1.5)
+    axis.set_xlim(-0.6, 0.6)
+    axis.set_ylim(0, max(measured, bar) * 1.25)
+    axis.set_xticks([])
+    axis.set_title(f"{title}\nbar: {verdict['rule']} {bar:g}", fontsize=9)
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -370,12 +437,28 @@ def run(sizes: Sequence[int], repeats: int, out: Path, lookup_samples: int, save
     return results
 
 
+def replot(results_file: Path, out: Path) -> None:
+    """Draws plot.png and results.md again from a results.json, without measuring anything."""
+    results = json.loads(results_file.read_text(encoding="utf-8"))
+    for name, verdict in results["verdicts"].items():  # a results.json written before verdicts named their rule
+        verdict.setdefault("rule", rule_of(name))
+    for name in ("lookup", "save"):
+        results[name].setdefault("samples", results[name].get("n"))
+    out.mkdir(parents=True, exist_ok=True)
+    write_markdown(results, out / "results.md")
+    write_plot(results, out / "plot.png")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10k sessions only, fewer samples (under 2 minutes)")
     parser.add_argument("--out", default=str(ROOT / "bench-results"), help="where results go")
     parser.add_argument("--repeats", type=int, help="rounds of product/reference alternation (default 3, quick 2)")
+    parser.add_argument("--replot", metavar="RESULTS.json", help="draw plot.png and results.md again from results")
     args = parser.parse_args(argv)
+    if args.replot:
+        replot(Path(args.replot), Path(args.out))
+        return 0
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
     repeats = args.repeats or (2 if args.quick else 3)
     results = run(sizes, repeats, Path(args.out), lookup_samples=2000 if args.quick else 20000,

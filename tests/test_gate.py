@@ -7,9 +7,13 @@ never judge wall-clock time (tests/README.md).
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
+import re
+import socket
 import sqlite3
+import subprocess
 import xml.etree.ElementTree as ElementTree
 from contextlib import closing
 from pathlib import Path
@@ -40,7 +44,8 @@ from verification.gate.checks import (
 )
 from verification.snapshots import checkpoint_row, session_row, write_snapshot
 
-GATE_TESTS = Path(__file__).resolve().parents[1] / "verification" / "gate" / "test_signoff.py"
+REPOSITORY = Path(__file__).resolve().parents[1]
+GATE_TESTS = REPOSITORY / "verification" / "gate" / "test_signoff.py"
 LIMITS_OUT_OF_REACH = ("--ksi-max-checkpoint-save-ms", "60000", "--ksi-max-session-lookup-ms", "60000")
 WITHOUT_FAKER = ("-p", "no:faker")  # the gate uses none of faker's fixtures; each process starts faster
 
@@ -136,7 +141,8 @@ def test_a_fabricated_snapshot_passes_under_xdist_and_both_artifacts_say_so(
     result.stdout.re_match_lines([r".*test_rows_exact\[mcp_sessions-rowid-1-4\] ok: 4 rows, 0 wrong, .* rows/s\)"])
     suite = ElementTree.parse(junit).getroot().find("testsuite")
     assert suite is not None
-    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("13", "0", "0")
+    verdict_cases = len(CHECK_TITLES) + 1  # one junit test case per check's verdict, and the sign-off's
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == (str(13 + verdict_cases), "0", "0")
 
 
 # --- quarantine --------------------------------------------------------------------------------
@@ -362,8 +368,10 @@ def test_a_latency_over_its_limit_fails_the_gate_with_its_percentiles(
 def test_a_check_that_did_not_run_makes_the_sign_off_fail(pytester: pytest.Pytester, clean_snapshot: Path) -> None:
     result = run_gate(pytester, clean_snapshot, "-k", "not test_schema_complete")
 
-    assert result.parseoutcomes()["passed"] == 11  # every test that ran passed ...
-    assert result.ret == pytest.ExitCode.TESTS_FAILED  # ... and still no sign-off without the schema check
+    # Every test that ran passed, as did the verdicts of the checks that ran: only the schema
+    # check's verdict (NOT RUN) and the sign-off's fail, and the run with them.
+    result.assert_outcomes(passed=11 + len(CHECK_TITLES) - 1, failed=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
     document = read_signoff(pytester)
     assert (document["verdict"], verdicts(document)[SCHEMA]) == ("FAIL", "NOT RUN")
     assert (pytester.path / "signoff" / "signoff.md").read_text(encoding="utf-8").startswith("FAIL")
@@ -373,7 +381,7 @@ def test_without_a_snapshot_the_gate_collects_nothing_and_signs_nothing(pytester
     result = run_gate_in_process(pytester)
 
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
-    assert result.parseoutcomes() == {"deselected": 10}
+    result.assert_outcomes(deselected=10)
     assert not (pytester.path / "signoff").exists()
 
 
@@ -408,3 +416,79 @@ def test_a_bad_option_value_is_a_usage_error(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([complaint])
     assert not (pytester.path / "signoff").exists()
+
+
+# --- a sign-off to act on ----------------------------------------------------------------------
+
+
+def next_commands(check: dict[str, Any]) -> list[str]:
+    """The commands in a check's next steps, in order."""
+    return [
+        command for step in check["next_steps"] for command in re.findall(r"`([^`]*(?:pytest|python3)[^`]*)`", step)
+    ]
+
+
+def junit_outcomes(junit: Path) -> dict[str, dict[str, str]]:
+    """Each junit test case's outcome, by class name and test name."""
+    suite = ElementTree.parse(junit).getroot().find("testsuite")
+    assert suite is not None
+    outcomes: dict[str, dict[str, str]] = {}
+    for case in suite.iter("testcase"):
+        outcome = "failed" if case.find("failure") is not None else "passed"
+        outcomes.setdefault(case.get("classname") or "", {})[case.get("name") or ""] = outcome
+    return outcomes
+
+
+def test_a_failing_sign_off_says_what_to_do_next_for_each_check_and_junit_sees_every_verdict(
+    pytester: pytest.Pytester, snapshot_with_unreadable_rows: Path
+) -> None:
+    """One run that fails every way a signer meets: unaccepted rows, a latency over its limit, a
+    check left out with -k, and a shard deselected, so that every test that ran may pass while the
+    counts cannot be added up (a verdict only the controller reaches, which junit must carry)."""
+    junit = pytester.path / "junit.xml"
+    left_out = "not test_schema_complete and not mcp_sessions-rowid-1-4"
+    failed = run_gate(
+        pytester, snapshot_with_unreadable_rows, "-n", "2", f"--junitxml={junit}", "-k", left_out,
+        "--ksi-max-session-lookup-ms", "1e-9",
+    )  # fmt: skip
+
+    assert failed.ret == pytest.ExitCode.TESTS_FAILED
+    document = read_signoff(pytester)
+    checks = checks_by_name(document)
+    not_passed = {QUARANTINE, PERFORMANCE, SCHEMA, ROWS_EXACT, COUNTS_CHECKSUMS}
+    assert {name for name, check in checks.items() if check["next_steps"]} == not_passed
+    markdown = (pytester.path / "signoff" / "signoff.md").read_text(encoding="utf-8")
+    for name in not_passed:
+        assert f"**{CHECK_TITLES[name]}** ({checks[name]['verdict']}):" in markdown
+        assert all(step in markdown for step in checks[name]["next_steps"])
+    assert "-k" not in document["rerun"]["command"].split()  # the whole gate, as it was run otherwise
+    assert any(command.endswith(" -k latency") for command in next_commands(checks[PERFORMANCE]))
+    assert len(document["latencies"]["session_lookup"]["measurements"]) == 2  # measured again before failing
+    assert document["signed"] == {
+        "host": socket.gethostname(),
+        "user": getpass.getuser(),
+        "at": document["generated_at"],
+    }
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPOSITORY, capture_output=True, text=True, check=True)
+    assert document["tool"]["commit"] == head.stdout.strip()  # the tests run from a checkout
+    assert f"git commit `{document['tool']['commit']}`" in markdown
+
+    signoff_cases = junit_outcomes(junit)["signoff"]
+    assert set(signoff_cases) == {*CHECK_TITLES, "verdict"}
+    assert {name for name, outcome in signoff_cases.items() if outcome == "failed"} == {*not_passed, "verdict"}
+    gate_cases = junit_outcomes(junit)["verification.gate.test_signoff"]
+    assert gate_cases["test_rows_exact[mcp_sessions-rowid-5-8]"] == "passed"  # every shard that ran passed
+
+    save, accept = next_commands(checks[QUARANTINE])
+    assert subprocess.run(save, shell=True, cwd=pytester.path, check=False).returncode == 0
+    assert "--ksi-accept-quarantine accepted.json" in accept
+    subprocess.run(accept, shell=True, cwd=pytester.path, capture_output=True, check=False)
+
+    accepted = read_signoff(pytester)
+    assert verdicts(accepted)[QUARANTINE] == "PASS"  # the signer ran the two commands, as told
+    assert verdicts(accepted)[COUNTS_CHECKSUMS] == "PASS"  # and the whole gate ran, -k dropped
+    accept_file = pytester.path / "accepted.json"
+    assert accepted["accepted_quarantine_file"] == str(accept_file)
+    assert accepted["accepted_quarantine_sha256"] == hashlib.sha256(accept_file.read_bytes()).hexdigest()
+    markdown = (pytester.path / "signoff" / "signoff.md").read_text(encoding="utf-8")
+    assert f"sha256 `{accepted['accepted_quarantine_sha256']}`" in markdown

@@ -136,10 +136,12 @@ SIGNOFF = {  # the least signoff_markdown reads
     "snapshot": {"path": "s", "sha256": "0", "wal_sha256": None},
     "target": {"location": "scratch", "scratch": True},
     "migration": None,
-    "tool": {"version": "0"},
+    "tool": {"version": "0", "commit": None, "local_changes": None},
     "generated_at": "now",
+    "signed": {"host": "h", "user": "u", "at": "now"},
     "quarantine": None,
     "accepted_quarantine_file": None,
+    "accepted_quarantine_sha256": None,
 }
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import peewee as pw
+import pytest
 
 from migrator.backfill import BackfillReport, backfill
 from migrator.batching import Progress
@@ -31,6 +32,16 @@ from migrator.target import target_database
 from migrator.verify import VerifyReport, verify
 
 LEGACY_TABLE_NAMES = [table.name for table in LEGACY_TABLES]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The suite's default hypothesis profile. The repository's root conftest does this too; an
+    # installed package (`--pyargs verification`) has only this one, and the gate alone may run
+    # where hypothesis is not installed (then the fuzzing plugin is not loaded).
+    if config.pluginmanager.has_plugin("verification.fuzzing"):
+        from verification.fuzzing import load_default_profile
+
+        load_default_profile(config)
 
 
 @contextmanager

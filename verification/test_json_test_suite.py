@@ -13,15 +13,13 @@
 All documents go into one snapshot, migrated and restored once per worker (a module fixture);
 the tests then look up their own rows.
 
-The corpus is found at `../shared/corpora/JSONTestSuite` beside the repository, or at
-`$KSI_JSON_TEST_SUITE`. Without it the module fails to collect, unless
-`KSI_ALLOW_MISSING_CORPUS=1` turns that into a skip.
+The corpus is part of this package (`verification/corpora/JSONTestSuite`, with its licence and
+origin), so the tests run in any clone and from an installed copy.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,25 +39,9 @@ from verification.conftest import (
 from verification.snapshots import checkpoint_row, session_row, write_snapshot
 from verification.strategies import RawJson, render
 
-SUITE_ENV = "KSI_JSON_TEST_SUITE"
-ALLOW_MISSING_ENV = "KSI_ALLOW_MISSING_CORPUS"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-EXPECTED_COUNTS = {"y_": 95, "n_": 188, "i_": 35}  # upstream commit 1ef36fa, see the corpus's ABOUT.md
+CORPUS = Path(__file__).resolve().parent / "corpora" / "JSONTestSuite"
+EXPECTED_COUNTS = {"y_": 95, "n_": 188, "i_": 35, "transform/": 22}  # upstream 1ef36fa, see the corpus README
 STAMP = "2025-06-20T23:17:27Z"
-
-
-def corpus_folder() -> Path:
-    return Path(os.environ.get(SUITE_ENV) or REPO_ROOT.parent / "shared" / "corpora" / "JSONTestSuite")
-
-
-def _require_corpus() -> Path:
-    folder = corpus_folder()
-    if (folder / "test_parsing").is_dir():
-        return folder
-    reason = f"JSONTestSuite corpus not found at {folder} (set {SUITE_ENV} to its folder)"
-    if os.environ.get(ALLOW_MISSING_ENV) == "1":
-        pytest.skip(f"{reason}; skipped because {ALLOW_MISSING_ENV}=1", allow_module_level=True)
-    pytest.fail(f"{reason}; set {ALLOW_MISSING_ENV}=1 to skip these tests instead", pytrace=False)
 
 
 # --- the documents ----------------------------------------------------------------------------
@@ -100,7 +82,7 @@ def load_documents(folder: Path) -> list[Document]:
     return documents
 
 
-DOCUMENTS = load_documents(_require_corpus())
+DOCUMENTS = load_documents(CORPUS)
 ACCEPTED = [document for document in DOCUMENTS if document.must_round_trip_as_a_value]
 REJECTED = [document for document in DOCUMENTS if not document.must_round_trip_as_a_value]
 
@@ -214,7 +196,7 @@ def corpus_run(tmp_path_factory: pytest.TempPathFactory) -> CorpusRun:
 
 def test_the_corpus_is_complete() -> None:
     counts = {prefix: sum(document.name.startswith(prefix) for document in DOCUMENTS) for prefix in EXPECTED_COUNTS}
-    assert counts == EXPECTED_COUNTS, f"a partial corpus at {corpus_folder()} would hide documents"
+    assert counts == EXPECTED_COUNTS, f"a partial corpus at {CORPUS} would hide documents"
 
 
 @pytest.mark.parametrize("document", ACCEPTED, ids=lambda document: document.name)

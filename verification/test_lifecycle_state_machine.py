@@ -9,9 +9,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import Bundle, invariant, precondition, rule
 
 from migrator.codec import InvalidText
 from migrator.kinds import KINDS
@@ -27,6 +28,7 @@ from verification.conftest import (
     verify_target,
 )
 from verification.engines import SQLITE_TARGETS, Targets
+from verification.fuzzing import BudgetedMachine
 from verification.strategies import (
     checkpoint_data_cells,
     session_data_cells,
@@ -55,7 +57,7 @@ def _bound(cell: Any) -> tuple[str, Any]:
     return "?", cell
 
 
-class LegacyDatabaseLifecycle(RuleBasedStateMachine):
+class LegacyDatabaseLifecycle(BudgetedMachine):
     """The daemon keeps writing its legacy tables while backfills run now and then.
 
     Rules: the daemon saves a checkpoint and prunes to the newest five; it rewrites a session
@@ -98,6 +100,7 @@ class LegacyDatabaseLifecycle(RuleBasedStateMachine):
         self.target_changed = False  # only a backfill changes the target, so only then re-check
 
     def teardown(self) -> None:
+        super().teardown()
         self.daemon.close()
         self.resources.close()
         self.folder.cleanup()
@@ -241,4 +244,5 @@ def lifecycle_on(targets: Targets) -> type[LegacyDatabaseLifecycle]:
 
 
 LegacyDatabaseLifecycle.TestCase.settings = settings(stateful_step_count=20)
-test_legacy_database_lifecycle = LegacyDatabaseLifecycle.TestCase
+# Long (60 examples of 20 steps, each backfill verified and restored): CI runs it with `-m slow`.
+test_legacy_database_lifecycle = pytest.mark.slow(LegacyDatabaseLifecycle.TestCase)

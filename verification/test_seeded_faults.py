@@ -38,7 +38,7 @@ from migrator.records import Kind, RecordSpec, SplitRecord
 from verification.conftest import LEGACY_TABLE_NAMES, legacy_file_differences, scratch_folder
 from verification.strategies import UNTYPED_SCHEMA, LegacySnapshot
 from verification.test_lifecycle_state_machine import LegacyDatabaseLifecycle
-from verification.test_properties import PROPERTIES
+from verification.test_properties import PROPERTIES, Property
 
 FAULT_SEARCH = settings(settings.get_profile("ci"), database=None, phases=(Phase.generate,))
 LIFECYCLE = "legacy-database-lifecycle"
@@ -366,6 +366,28 @@ FAULTS = (
 # --- the search -------------------------------------------------------------------------------
 
 
+class Arguments:
+    """A property's drawn arguments, shown as one word.
+
+    A found example is replayed once more to report it, and hypothesis pretty-prints every
+    value it built on the way (each `map` as the call that made it): for an unshrunk blob that
+    took seconds a search, longer than the search itself. The failure message is what matters
+    here, and this object hides the values from the printer.
+    """
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+
+    def __repr__(self) -> str:
+        return "<the property's arguments>"
+
+
+@st.composite
+def arguments_of(draw: st.DrawFn, prop: Property) -> Arguments:
+    # Drawn inside a composite, so the printer sees the `Arguments` alone, not how it was built.
+    return Arguments(draw(st.fixed_dictionaries(prop.arguments)))
+
+
 def property_failure(property_name: str) -> str | None:
     """How the property fails under the active fault, or None when no example makes it fail."""
     if property_name == LIFECYCLE:
@@ -383,7 +405,7 @@ def property_failure(property_name: str) -> str | None:
         return False
 
     try:
-        find(st.fixed_dictionaries(prop.arguments), fails, settings=FAULT_SEARCH)
+        find(arguments_of(prop), lambda found: fails(found.values), settings=FAULT_SEARCH)
     except NoSuchExample:
         return None
     return failures[-1]
@@ -405,7 +427,12 @@ def _refuse_errors_of_the_fault_itself(exc: Exception) -> None:
         raise AssertionError(f"the seeded fault itself crashed, so it proves nothing: {exc!r}") from exc
 
 
-CASES = [pytest.param(fault, name, id=f"{fault.name}-caught-by-{name}") for fault in FAULTS for name in fault.caught_by]
+CASES = [
+    # A search of the lifecycle runs whole state machines: long, so CI runs those with `-m slow`.
+    pytest.param(fault, name, id=f"{fault.name}-caught-by-{name}", marks=pytest.mark.slow if name == LIFECYCLE else ())
+    for fault in FAULTS
+    for name in fault.caught_by
+]
 
 
 # The first counterexample is kept unshrunk (see the module docstring), so it can be large.

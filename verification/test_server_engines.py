@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
 
 from verification.engines import Targets
+from verification.fuzzing import honour_budget
 from verification.snapshots import checkpoint_row, session_row
 from verification.strategies import DAEMON_SCHEMA, LegacySnapshot
 from verification.test_lifecycle_state_machine import lifecycle_on
@@ -71,6 +72,7 @@ def server_settings() -> settings:
     return settings(profile, max_examples=max(MIN_SERVER_EXAMPLES, profile.max_examples // SERVER_SHARE))
 
 
+@pytest.mark.hypothesis  # a hypothesis test, built as it runs: a fuzz budget gives it its share
 @pytest.mark.parametrize("property_name", DATABASE_PROPERTIES)
 def test_property_holds_on_a_server_engine(server_engine: Targets, property_name: str) -> None:
     prop = PROPERTIES[property_name]
@@ -83,9 +85,12 @@ def test_property_holds_on_a_server_engine(server_engine: Targets, property_name
     holds.__name__ = f"{property_name.replace('-', '_')}_on_{server_engine.engine}"
     for explicit in EXPLICIT_EXAMPLES.get(property_name, []):
         holds = example(arguments=explicit)(holds)
-    settings(server_settings())(given(arguments=st.fixed_dictionaries(prop.arguments))(holds))()
+    test = settings(server_settings())(given(arguments=st.fixed_dictionaries(prop.arguments))(holds))
+    honour_budget(test)()  # built while the test runs, so the plugin could not do it at collection
 
 
+@pytest.mark.slow
+@pytest.mark.hypothesis
 def test_legacy_database_lifecycle_on_a_server_engine(server_engine: Targets) -> None:
     run_state_machine_as_test(
         lifecycle_on(server_engine), settings=settings(server_settings(), stateful_step_count=LIFECYCLE_STEPS)

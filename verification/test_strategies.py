@@ -88,7 +88,16 @@ def test_session_overrides_keep_repeated_tools(blob: dict) -> None:
     assert next(value for key, value in blob.items() if key == "tools") == ["Read", "Read"]
 
 
+SMALL_BLOB = 300  # characters: a few lines of JSON, where a generated blob runs to many kilobytes
+
+
+@pytest.mark.slow  # 3 s alone, 20 s and more inside the suite, where there are more constants to try
 def test_a_failure_shrinks_to_a_small_blob() -> None:
-    """A blob holding -0.0 anywhere comes down to a few characters, not a page of JSON."""
+    """A blob holding -0.0 anywhere comes down to a few lines, not a page of JSON.
+
+    Not to one fixed size: hypothesis also draws constants it finds in every module the process
+    has loaded, so where the first -0.0 lands, and the local minimum the shrinker reaches from
+    there, depend on what else ran (54 characters alone, 61 and 197 inside the whole suite).
+    """
     smallest = find(checkpoint_blobs(), lambda blob: "-0.0" in render(blob), settings=SMALL_SEARCH)
-    assert len(render(smallest)) <= 60, render(smallest)
+    assert len(render(smallest)) <= SMALL_BLOB, render(smallest)

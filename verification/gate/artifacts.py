@@ -1,22 +1,32 @@
-"""The sign-off artifacts: `signoff.json` for machines, `signoff.md` for the person who signs.
+"""The sign-off artifacts: `signoff.json` for machines, `signoff.md` for the person who signs, and
+one junit test case per verdict for a CI system that reads `--junitxml`.
 
-Both come from one document built once on the controller, so they can never disagree. The
+All come from one document built once on the controller, so they can never disagree. The
 overall verdict is PASS only when every check passed; a check that did not run is not a pass.
+The sign-off says who ran it where and when, with which migrator (its version, and its git
+commit when it runs from a checkout), and, for each check that did not pass, what to do next.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import socket
+import subprocess
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+import migrator
 from migrator import __version__
 from migrator.private import make_folder, write_new_text
 from verification.gate.checks import COUNTS_CHECKSUMS, PERFORMANCE, QUARANTINE
-from verification.gate.ledger import FAIL, PASS, CheckVerdict
+from verification.gate.ledger import FAIL, PASS, SKIP, CheckVerdict
+from verification.gate.next_steps import Invocation, next_steps
 
 JSON_NAME = "signoff.json"
 MARKDOWN_NAME = "signoff.md"
@@ -34,6 +44,36 @@ class RunFacts:
     migration: dict[str, Any] | None  # the scratch migration's BackfillReport
     thresholds: dict[str, float]
     accept_file: Path | None
+    accept_sha256: str | None
+    invocation: Invocation
+    signer: dict[str, str | None]  # host and user: `who_and_where()`
+    migrator_source: dict[str, Any] | None  # `migrator_checkout()`
+
+
+def who_and_where() -> dict[str, str | None]:
+    try:
+        user: str | None = getpass.getuser()
+    except (OSError, KeyError):  # no login name, and no passwd entry for the uid (a bare container)
+        user = None
+    return {"host": socket.gethostname(), "user": user}
+
+
+def migrator_checkout() -> dict[str, Any] | None:
+    """The git commit the migrator runs from, and whether its files differ from it; None for an
+    installed copy (a package in site-packages is not the checkout of any repository around it)."""
+    package = Path(migrator.__file__).resolve().parent
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", "-C", str(package), *args], capture_output=True, text=True, timeout=10)
+
+    try:
+        if git("ls-files", "--error-unmatch", "__init__.py").returncode != 0:
+            return None
+        commit = git("rev-parse", "HEAD").stdout.strip()
+        changes = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    except (OSError, subprocess.SubprocessError):  # no git on this machine
+        return None
+    return {"commit": commit, "local_changes": bool(changes)} if commit else None
 
 
 # --- the document ------------------------------------------------------------------------------
@@ -42,10 +82,17 @@ class RunFacts:
 def signoff_document(facts: RunFacts, verdicts: list[CheckVerdict], now: datetime) -> dict[str, Any]:
     by_name = {verdict.name: verdict for verdict in verdicts}
     quarantine = figures_of(by_name[QUARANTINE])
+    source = facts.migrator_source or {}
     return {
         "verdict": PASS if all(verdict.verdict == PASS for verdict in verdicts) else FAIL,
         "generated_at": now.isoformat(timespec="seconds"),
-        "tool": {"name": "ksi-migrator", "version": __version__},
+        "signed": {**facts.signer, "at": now.isoformat(timespec="seconds")},
+        "tool": {
+            "name": "ksi-migrator",
+            "version": __version__,
+            "commit": source.get("commit"),  # None: not known (an installed copy)
+            "local_changes": source.get("local_changes"),
+        },
         "snapshot": {
             "path": str(facts.snapshot),
             "sha256": facts.snapshot_hashes["db"],
@@ -55,7 +102,9 @@ def signoff_document(facts: RunFacts, verdicts: list[CheckVerdict], now: datetim
         "migration": facts.migration,
         "thresholds": facts.thresholds,
         "accepted_quarantine_file": str(facts.accept_file) if facts.accept_file else None,
-        "checks": [check_entry(verdict) for verdict in verdicts],
+        "accepted_quarantine_sha256": facts.accept_sha256,
+        "rerun": {"folder": str(facts.invocation.folder), "command": facts.invocation.rerun()},
+        "checks": [check_entry(verdict, facts.invocation) for verdict in verdicts],
         "counts": {
             figures["table"]: {"source_rows": figures["source_rows"], "rebuilt_rows": figures["rebuilt_rows"]}
             for figures in figures_of(by_name[COUNTS_CHECKSUMS])
@@ -76,13 +125,14 @@ def figures_of(verdict: CheckVerdict) -> list[dict[str, Any]]:
     return [record.result["figures"] for record in verdict.tests if record.result]
 
 
-def check_entry(verdict: CheckVerdict) -> dict[str, Any]:
+def check_entry(verdict: CheckVerdict, invocation: Invocation) -> dict[str, Any]:
     return {
         "name": verdict.name,
         "title": verdict.title,
         "verdict": verdict.verdict,
         "summary": verdict.summary,
         "problems": verdict.problems,
+        "next_steps": next_steps(verdict, invocation),
         "tests": [
             {
                 "test": record.test,
@@ -108,7 +158,9 @@ def signoff_markdown(document: dict[str, Any]) -> str:
         f"- Snapshot: `{snapshot['path']}`, sha256 `{snapshot['sha256']}`"
         + (f", WAL sha256 `{snapshot['wal_sha256']}`" if snapshot["wal_sha256"] else ", no WAL file"),
         f"- Target: {describe_target(target, document['migration'])}",
-        f"- ksi-migrator {document['tool']['version']}, {document['generated_at']}",
+        f"- Accepted quarantine list: {describe_accept_file(document)}",
+        f"- Run by {describe_signer(document['signed'])}, {document['generated_at']}",
+        f"- {describe_tool(document['tool'])}",
         "",
         "| Check | Verdict | Figures |",
         "| --- | --- | --- |",
@@ -125,7 +177,30 @@ def signoff_markdown(document: dict[str, Any]) -> str:
         lines += [f"- {table_cell(line)}" for line in problems[:PROBLEMS_SHOWN_IN_MARKDOWN]]
         if len(problems) > PROBLEMS_SHOWN_IN_MARKDOWN:
             lines.append(f"- ... and {len(problems) - PROBLEMS_SHOWN_IN_MARKDOWN} more")
+    unfinished = [check for check in document["checks"] if check["next_steps"]]
+    if unfinished:
+        lines += ["", "## What to do next"]
+        for check in unfinished:
+            lines += ["", f"**{check['title']}** ({check['verdict']}):", ""]
+            lines += [f"{number}. {step}" for number, step in enumerate(check["next_steps"], start=1)]
     return "\n".join(lines) + "\n"
+
+
+def describe_accept_file(document: dict[str, Any]) -> str:
+    if document["accepted_quarantine_file"] is None:
+        return "none given"
+    return f"`{document['accepted_quarantine_file']}`, sha256 `{document['accepted_quarantine_sha256']}`"
+
+
+def describe_signer(signed: dict[str, Any]) -> str:
+    return f"{signed['user'] or 'an unknown user'} on {signed['host']}"
+
+
+def describe_tool(tool: dict[str, Any]) -> str:
+    if tool["commit"] is None:
+        return f"ksi-migrator {tool['version']} (installed; git commit not known)"
+    changes = ", with local changes" if tool["local_changes"] else ""
+    return f"ksi-migrator {tool['version']}, git commit `{tool['commit']}`{changes}"
 
 
 def describe_target(target: dict[str, Any], migration: dict[str, Any] | None) -> str:
@@ -148,6 +223,40 @@ def describe_quarantine(document: dict[str, Any]) -> str:
 
 def table_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+# --- junit ---------------------------------------------------------------------------------------
+
+JUNIT_OUTCOMES = {PASS: "passed", SKIP: "skipped"}  # anything else, NOT RUN included, fails
+
+
+def verdict_reports(document: dict[str, Any]) -> list[pytest.TestReport]:
+    """Setup, call and teardown reports of one test case per check, and one for the sign-off,
+    as pytest makes them for a test: junitxml (and every other report consumer) takes them as
+    such, so a CI system that reads junit sees a check fail even when every test passed (a check
+    the controller adds up from shards, or one that did not run)."""
+    cases = [(check["name"], check["verdict"], check_failure_text(check)) for check in document["checks"]]
+    failed = [check["title"] for check in document["checks"] if check["verdict"] != PASS]
+    cases.append(("verdict", document["verdict"], f"the sign-off is {document['verdict']}: {', '.join(failed)}"))
+    return [report for name, verdict, text in cases for report in case_reports(f"signoff::{name}", verdict, text)]
+
+
+def check_failure_text(check: dict[str, Any]) -> str:
+    lines = [f"{check['title']}: {check['verdict']}: {check['summary']}", *check["problems"]]
+    if check["next_steps"]:
+        lines += ["What to do next:", *check["next_steps"]]
+    return "\n".join(lines)
+
+
+def case_reports(nodeid: str, verdict: str, text: str) -> list[pytest.TestReport]:
+    location = ("signoff", None, nodeid)
+    outcome = JUNIT_OUTCOMES.get(verdict, "failed")
+    longrepr: Any = None if outcome == "passed" else ("signoff", 0, text) if outcome == "skipped" else text
+    return [
+        pytest.TestReport(nodeid, location, {}, "passed", None, "setup"),
+        pytest.TestReport(nodeid, location, {}, outcome, longrepr, "call"),
+        pytest.TestReport(nodeid, location, {}, "passed", None, "teardown"),
+    ]
 
 
 # --- files -------------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ rejected before anything runs, as a `pytest.UsageError`: pytest's own parser tur
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ class GateOptions:
     signoff_dir: Path
     accept_file: Path | None
     accepted: list[dict[str, Any]] = field(default_factory=list)  # the accept file's entries
+    accept_sha256: str | None = None  # of the accept file's bytes as they were read
     max_checkpoint_save_ms: float = DEFAULT_MAX_CHECKPOINT_SAVE_MS
     max_session_lookup_ms: float = DEFAULT_MAX_SESSION_LOOKUP_MS
     rows_per_shard: int = DEFAULT_SHARD_ROWS
@@ -65,14 +68,22 @@ def existing_target(text: str) -> str:
     return text if is_url(text) else str(existing_file(text))
 
 
-def positive_milliseconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of milliseconds: {text!r}") from None
-    if not value > 0:  # also refuses NaN, which every comparison would let through
-        raise argparse.ArgumentTypeError(f"must be more than 0 ms, got {text!r}")
-    return value
+def positive_number(unit: str, symbol: str) -> Callable[[str], float]:
+    """An option type: a number of `unit` (written `symbol`) above zero."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of {unit}: {text!r}") from None
+        if not value > 0:  # also refuses NaN, which every comparison would let through
+            raise argparse.ArgumentTypeError(f"must be more than 0 {symbol}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_milliseconds = positive_number("milliseconds", "ms")
 
 
 def positive_count(text: str) -> int:
@@ -159,12 +170,14 @@ def read_gate_options(config: pytest.Config) -> GateOptions | None:
         )
     if snapshot is None:
         return None
+    accepted, accept_sha256 = read_accept_file(accept_file) if accept_file else ([], None)
     return GateOptions(
         snapshot=snapshot,
         target=target,
         signoff_dir=signoff_dir(config),
         accept_file=accept_file,
-        accepted=read_accept_file(accept_file) if accept_file else [],
+        accepted=accepted,
+        accept_sha256=accept_sha256,
         max_checkpoint_save_ms=config.getoption(MAX_CHECKPOINT_SAVE_OPTION),
         max_session_lookup_ms=config.getoption(MAX_SESSION_LOOKUP_OPTION),
         rows_per_shard=config.getoption(SHARD_ROWS_OPTION),
@@ -179,11 +192,13 @@ def signoff_dir(config: pytest.Config) -> Path:
     return folder.resolve()
 
 
-def read_accept_file(path: Path) -> list[dict[str, Any]]:
-    """The signer's reviewed copy of signoff.json's `quarantine` list."""
+def read_accept_file(path: Path) -> tuple[list[dict[str, Any]], str]:
+    """The signer's reviewed copy of signoff.json's `quarantine` list, and the sha256 of the bytes
+    read: the sign-off records exactly which reviewed list it accepted."""
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        content = path.read_bytes()
+        entries = json.loads(content.decode("utf-8"))
+    except (OSError, ValueError) as exc:  # a UnicodeDecodeError is a ValueError
         raise pytest.UsageError(f"{ACCEPT_QUARANTINE_OPTION} {path}: not a readable JSON file: {exc}") from exc
     if not isinstance(entries, list):
         raise pytest.UsageError(
@@ -193,7 +208,7 @@ def read_accept_file(path: Path) -> list[dict[str, Any]]:
         problem = accept_entry_problem(entry)
         if problem:
             raise pytest.UsageError(f"{ACCEPT_QUARANTINE_OPTION} {path}: entry {position}: {problem}")
-    return entries
+    return entries, hashlib.sha256(content).hexdigest()
 
 
 def accept_entry_problem(entry: object) -> str | None:

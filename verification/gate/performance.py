@@ -8,16 +8,19 @@ with the daemon's `save_checkpoint` (one transaction through `write_legacy_rows`
 newest five as the daemon did). Lookups only read: they run on the target itself through a store
 opened read-only, so a large target is not copied for them. They are a large sample of real
 session keys spread over the snapshot, each `get_session` rebuilding the session's whole blob.
+
+Each check warms up first (a few saves or lookups, not measured), then measures. A p99 over the
+limit is measured once more before the check fails, and both measurements are recorded: a busy
+moment on a shared machine should not be mistaken for a slow store.
 """
 
 from __future__ import annotations
 
-import math
 import sqlite3
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ from migrator.models import ALL_MODELS, MigrationMeta, Quarantine
 from migrator.store import Blob, Mode, Store, blob_of, open_store
 from migrator.target import create_schema, is_url, target_database
 from verification.gate.checks import PERFORMANCE, CheckResult, source_rows_between
+from verification.latency import latency_figures, percentile
 
 STORE_MODE = Mode.RELATIONAL_ONLY  # after cut-over: the relational rows alone serve the daemon
 CHECKPOINT_SAVE_SAMPLE = 200  # each save commits a transaction; 200 give a p99 that is not just the max
@@ -39,40 +43,50 @@ SESSION_LOOKUP_SAMPLE = 5000
 MAX_MISSES_SHOWN = 20
 
 
-# --- figures -----------------------------------------------------------------------------------
+# --- figures ---------------------------------------------------------------------------------
 
 
-def percentile(ordered: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of ascending values: a value that was really measured."""
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[rank - 1]
+Measurement = list[float]  # one round's durations, in milliseconds
 
 
-def latency_figures(durations_ms: Iterable[float]) -> dict[str, Any]:
-    ordered = sorted(durations_ms)
-    if not ordered:
-        return {"samples": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
-    return {
-        "samples": len(ordered),
-        "p50_ms": round(percentile(ordered, 0.50), 3),
-        "p95_ms": round(percentile(ordered, 0.95), 3),
-        "p99_ms": round(percentile(ordered, 0.99), 3),
-        "max_ms": round(ordered[-1], 3),
+def over_limit(durations_ms: Measurement, limit_ms: float) -> bool:
+    # Unrounded: 0.0004 ms is not under a limit of 0.0001 ms.
+    return bool(durations_ms) and percentile(sorted(durations_ms), 0.99) >= limit_ms
+
+
+def measure_until_judged(measure: Callable[[], Measurement], limit_ms: float) -> list[Measurement]:
+    """One measurement, and a second one when the first's p99 is over the limit.
+
+    A latency fails only when it is over the limit twice in a row: one slow round on a busy
+    machine says little, two say the limit is not met here. Both rounds are recorded.
+    """
+    first = measure()
+    return [first, measure()] if over_limit(first, limit_ms) else [first]
+
+
+def latency_result(
+    operation: str, measurements: list[Measurement], limit_ms: float, problems: list[str]
+) -> CheckResult:
+    """The last measurement's p99 must be under the limit; a check that measured nothing has not shown that."""
+    judged = measurements[-1]
+    figures = {
+        "operation": operation,
+        **latency_figures(judged),
+        "p99_limit_ms": limit_ms,
+        "measurements": [latency_figures(durations) for durations in measurements],
     }
-
-
-def latency_result(operation: str, durations_ms: list[float], limit_ms: float, problems: list[str]) -> CheckResult:
-    """p99 must stay under the limit; a check that measured nothing has not shown that."""
-    figures = {"operation": operation, **latency_figures(durations_ms), "p99_limit_ms": limit_ms}
     name = operation.replace("_", " ")
-    if not durations_ms:
+    if not judged:
         problems = [*problems, f"no {name} could be measured: the snapshot holds no sample"]
-    elif percentile(sorted(durations_ms), 0.99) >= limit_ms:  # unrounded: 0.0004 ms is not under 0.0001
+    elif over_limit(judged, limit_ms):
         problems = [*problems, f"{name} p99 {figures['p99_ms']} ms is not under the {limit_ms} ms limit"]
     summary = (
         f"{name}: p50 {figures['p50_ms']} ms, p95 {figures['p95_ms']} ms, p99 {figures['p99_ms']} ms, "
         f"max {figures['max_ms']} ms over {figures['samples']:,} samples (p99 limit {limit_ms} ms)"
     )
+    if len(measurements) > 1:
+        first = figures["measurements"][0]
+        summary += f"; measured twice, the first p99 {first['p99_ms']} ms was over the limit"
     return CheckResult(PERFORMANCE, not problems, summary, figures, problems)
 
 
@@ -194,9 +208,12 @@ def session_keys(source: LegacySource, quarantined: set[int], wanted: int) -> li
 
 # --- timing ------------------------------------------------------------------------------------
 
+WARM_UP_SAVES = 5  # the first saves prepare statements and load pages: not what the daemon sees later
+WARM_UP_LOOKUPS = 100
 
-def time_checkpoint_saves(store: Store, blobs: list[Blob]) -> list[float]:
-    durations: list[float] = []
+
+def time_checkpoint_saves(store: Store, blobs: list[Blob]) -> Measurement:
+    durations: Measurement = []
     for blob in blobs:
         started = time.perf_counter()
         store.save_checkpoint(blob)
@@ -204,31 +221,34 @@ def time_checkpoint_saves(store: Store, blobs: list[Blob]) -> list[float]:
     return durations
 
 
-def time_session_lookups(store: Store, keys: list[str]) -> tuple[list[float], list[str]]:
-    """Milliseconds of each lookup, and the keys a lookup did not find."""
-    durations: list[float] = []
-    misses: list[str] = []
+def time_session_lookups(store: Store, keys: list[str], misses: set[str]) -> Measurement:
+    """Milliseconds of each lookup; the keys a lookup did not find are added to `misses`."""
+    durations: Measurement = []
     for key in keys:
         started = time.perf_counter()
         found = store.get_session(key)
         durations.append((time.perf_counter() - started) * 1000)
         if found is None:
-            misses.append(key)
-    return durations, misses
+            misses.add(key)
+    return durations
 
 
 def checkpoint_save_latency(source: LegacySource, target: str, limit_ms: float) -> CheckResult:
     with scratch_store(target, SAVE_MODELS) as store:
         blobs = checkpoint_blobs(source, quarantined_rowids(store.database, CHECKPOINTS), CHECKPOINT_SAVE_SAMPLE)
-        durations = time_checkpoint_saves(store, blobs)
-    return latency_result("checkpoint_save", durations, limit_ms, [])
+        time_checkpoint_saves(store, blobs[:WARM_UP_SAVES])
+        measurements = measure_until_judged(lambda: time_checkpoint_saves(store, blobs), limit_ms)
+    return latency_result("checkpoint_save", measurements, limit_ms, [])
 
 
 def session_lookup_latency(source: LegacySource, target: str, limit_ms: float) -> CheckResult:
+    misses: set[str] = set()
     with reading_store(target) as store:
         keys = session_keys(source, quarantined_rowids(store.database, MCP_SESSIONS), SESSION_LOOKUP_SAMPLE)
-        durations, misses = time_session_lookups(store, keys)
-    problems = [f"session {key!r} was not found by its key" for key in misses[:MAX_MISSES_SHOWN]]
-    if len(misses) > MAX_MISSES_SHOWN:
-        problems.append(f"... and {len(misses) - MAX_MISSES_SHOWN:,} more keys not found")
-    return latency_result("session_lookup", durations, limit_ms, problems)
+        time_session_lookups(store, keys[:WARM_UP_LOOKUPS], misses)
+        measurements = measure_until_judged(lambda: time_session_lookups(store, keys, misses), limit_ms)
+    missed = sorted(misses)
+    problems = [f"session {key!r} was not found by its key" for key in missed[:MAX_MISSES_SHOWN]]
+    if len(missed) > MAX_MISSES_SHOWN:
+        problems.append(f"... and {len(missed) - MAX_MISSES_SHOWN:,} more keys not found")
+    return latency_result("session_lookup", measurements, limit_ms, problems)

@@ -14,14 +14,15 @@ How a run goes, with or without xdist:
    text, which xdist carries to the controller like any report attribute.
 5. The controller tallies reports as they arrive (printing each shard's rows per second). At
    `pytest_sessionfinish` it adds up each table's counts and checksums from its shards' figures,
-   writes signoff.json and signoff.md, and makes the exit status non-zero unless the sign-off
-   is PASS.
+   writes signoff.json and signoff.md, reports one test case per verdict (before junitxml
+   writes its file), and makes the exit status non-zero unless the sign-off is PASS.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass
@@ -36,10 +37,19 @@ import pytest
 from migrator.backfill import backfill
 from migrator.errors import MigratorError
 from migrator.legacy import LegacySource, UnmappedColumns, snapshot_hashes
-from migrator.redaction import mask_url, secrets_of
+from migrator.redaction import mask_secrets, mask_url, secrets_of
 from migrator.store import Mode, Store, open_store
 from migrator.target import target_database
-from verification.gate.artifacts import RunFacts, remove_stale_signoff, signoff_document, write_signoff
+from verification.gate.artifacts import (
+    JSON_NAME,
+    RunFacts,
+    migrator_checkout,
+    remove_stale_signoff,
+    signoff_document,
+    verdict_reports,
+    who_and_where,
+    write_signoff,
+)
 from verification.gate.checks import (
     NO_ORPHANS,
     PERFORMANCE,
@@ -50,8 +60,9 @@ from verification.gate.checks import (
     plan_shards,
 )
 from verification.gate.ledger import PASS, Ledger
+from verification.gate.next_steps import Invocation
 from verification.gate.options import SNAPSHOT_OPTION, GateOptions, add_gate_options, read_gate_options
-from verification.gate.privacy import PRIVACY_PLUGIN, GatePrivacy
+from verification.gate.privacy import PRIVACY_PLUGIN, GatePrivacy, mask_report
 
 GATE_MARKER = "ksi_gate"
 REPORT_ATTRIBUTE = "ksi_gate"  # JSON text {"check", "result"} on every report of a gate test
@@ -308,6 +319,7 @@ class SignoffController:
         if entry["result"]:
             self.say(f"{test} {'ok' if entry['result']['passed'] else 'FAILED'}: {entry['result']['summary']}")
 
+    @pytest.hookimpl(tryfirst=True)  # before junitxml writes its file, so that it holds the verdicts
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if not self.runs_checks:
             return
@@ -319,11 +331,34 @@ class SignoffController:
         document = signoff_document(self.facts(), self.ledger.verdicts(), datetime.now(UTC))
         self.verdict = document["verdict"]
         self.written = write_signoff(self.run.options.signoff_dir, document)
+        self.report_verdicts(document)
         if self.verdict != PASS and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
+    def report_verdicts(self, document: dict[str, Any]) -> None:
+        hook = self.config.hook
+        secrets = secrets_of([self.run.options.target])
+        for report in verdict_reports(document):
+            mask_report(report, secrets)  # made here, they do not pass through the privacy plugin's makereport
+            if report.when == "setup":
+                hook.pytest_runtest_logstart(nodeid=report.nodeid, location=report.location)
+            hook.pytest_runtest_logreport(report=report)
+            if report.when == "teardown":
+                hook.pytest_runtest_logfinish(nodeid=report.nodeid, location=report.location)
+
     def facts(self) -> RunFacts:
         options = self.run.options
+        arguments = self.config.invocation_params.args
+        secrets = secrets_of([options.target, *arguments])
+        invocation = Invocation(
+            folder=self.config.invocation_params.dir,
+            python=sys.executable,
+            args=tuple(mask_secrets(argument, secrets) for argument in arguments),
+            snapshot=options.snapshot,
+            target=mask_url(options.target) if options.target else None,
+            signoff_json=options.signoff_dir / JSON_NAME,
+            password_masked=bool(secrets),
+        )
         return RunFacts(
             snapshot=options.snapshot,
             snapshot_hashes=self.run.hashes_at_start,
@@ -334,6 +369,10 @@ class SignoffController:
                 "session_lookup_p99_ms": options.max_session_lookup_ms,
             },
             accept_file=options.accept_file,
+            accept_sha256=options.accept_sha256,
+            invocation=invocation,
+            signer=who_and_where(),
+            migrator_source=migrator_checkout(),
         )
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:

@@ -1,0 +1,113 @@
+"""The sign-off's advice (`verification/gate/next_steps.py`) and its latency rule
+(`verification/gate/performance.py`): pure functions, checked without running the gate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from verification.gate.checks import PERFORMANCE, QUARANTINE, ROWS_EXACT
+from verification.gate.ledger import FAIL, NOT_RUN, PASS, CheckVerdict
+from verification.gate.next_steps import Invocation, next_steps, without
+from verification.gate.performance import latency_result, measure_until_judged
+
+ARGS = ("--pyargs", "verification", "--ksi-snapshot", "/data/legacy.db", "-n", "auto")
+
+
+def invocation(target: str | None = None, args: tuple[str, ...] = ARGS) -> Invocation:
+    return Invocation(Path("/work"), "/venv/bin/python", args, Path("/data/legacy.db"), target, Path("/s/signoff.json"))
+
+
+def verdict(name: str, outcome: str) -> CheckVerdict:
+    return CheckVerdict(name, name, outcome, "summary")
+
+
+@pytest.mark.parametrize(
+    "narrowed",
+    [("-k", "latency"), ("-klatency",), ("-k=latency",), ("--deselect", "x::y"), ("-x",), ("--maxfail=1",)],
+)
+def test_the_whole_gate_is_the_run_without_what_narrowed_or_stopped_it(narrowed: tuple[str, ...]) -> None:
+    run = invocation(args=(*ARGS[:2], *narrowed, *ARGS[2:]))
+
+    assert run.whole_gate() == list(ARGS)
+    assert run.rerun() == "cd /work && /venv/bin/python -m pytest " + " ".join(ARGS)
+
+
+def test_accepting_replaces_an_earlier_accept_file_and_keeps_everything_else() -> None:
+    run = invocation(args=(*ARGS, "--ksi-accept-quarantine", "old.json"))
+
+    assert run.rerun_accepting("accepted.json").endswith(" ".join(ARGS) + " --ksi-accept-quarantine accepted.json")
+    assert without(["-p", "x", "--ksi-accept-quarantine=old.json"], ("--ksi-accept-quarantine",), ()) == ["-p", "x"]
+
+
+def test_a_pass_needs_nothing_and_a_check_that_did_not_run_is_run_again_whole() -> None:
+    run = invocation(args=(*ARGS, "-k", "not schema"))
+
+    assert next_steps(verdict(QUARANTINE, PASS), run) == []
+    (step,) = next_steps(verdict(QUARANTINE, NOT_RUN), run)
+    assert step.endswith(f"`{invocation().rerun()}`")
+
+
+def test_a_database_url_never_appears_in_the_advice() -> None:
+    url = "postgresql://signer:s3cret@db.internal:5432/ksi"
+
+    steps = next_steps(verdict(ROWS_EXACT, FAIL), invocation(target=url))
+
+    assert "s3cret" not in "".join(steps)
+    assert "ksi-migrate migrate --source /data/legacy.db --target TARGET" in steps[0]
+
+
+def test_a_scratch_target_that_fails_is_a_defect_to_report_not_to_patch() -> None:
+    (step,) = next_steps(verdict(ROWS_EXACT, FAIL), invocation())
+
+    assert "defect" in step and "ksi-migrate" not in step
+
+
+# --- latency: measured again before failing ----------------------------------------------------
+
+
+def rounds(*measurements: list[float]) -> Callable[[], list[float]]:
+    """A measurement that hands out one of these rounds each time it is taken."""
+    remaining = list(measurements)
+    return lambda: remaining.pop(0)
+
+
+def test_a_latency_under_its_limit_is_measured_once() -> None:
+    measurements = measure_until_judged(rounds([1.0, 2.0], [50.0]), limit_ms=10)
+
+    assert measurements == [[1.0, 2.0]]
+    assert latency_result("session_lookup", measurements, 10, []).passed
+
+
+def test_a_slow_round_is_measured_again_and_passes_when_the_second_is_under_the_limit() -> None:
+    measurements = measure_until_judged(rounds([1.0, 50.0], [1.0, 2.0]), limit_ms=10)
+    result = latency_result("session_lookup", measurements, 10, [])
+
+    assert result.passed
+    assert [figures["p99_ms"] for figures in result.figures["measurements"]] == [50.0, 2.0]
+    assert result.figures["p99_ms"] == 2.0
+    assert "the first p99 50.0 ms was over the limit" in result.summary
+
+
+def test_a_latency_over_its_limit_twice_fails_with_both_rounds_recorded() -> None:
+    result = latency_result("checkpoint_save", measure_until_judged(rounds([20.0], [30.0]), limit_ms=10), 10, [])
+
+    assert not result.passed
+    assert [figures["p99_ms"] for figures in result.figures["measurements"]] == [20.0, 30.0]
+    assert result.problems == ["checkpoint save p99 30.0 ms is not under the 10 ms limit"]
+    assert result.check == PERFORMANCE
+
+
+def test_a_masked_password_is_named_so_that_the_commands_can_be_run() -> None:
+    masked = "postgresql://signer:***@db.internal:5432/ksi"
+    run = Invocation(
+        Path("/work"), "/venv/bin/python", (*ARGS, "--ksi-target", masked), Path("/data/legacy.db"), masked,
+        Path("/s/signoff.json"), password_masked=True,
+    )  # fmt: skip
+
+    steps = next_steps(verdict(QUARANTINE, NOT_RUN), run)
+
+    assert masked in steps[0]
+    assert steps[-1].startswith("The target's password is shown as ***")

@@ -1,0 +1,77 @@
+"""The package's pytest plugin (`verification/pytest_plugin.py`, the `pytest11` entry point): loaded
+once wherever the package is installed, and enough to sign off a snapshot from any folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from migrator.fabricate import fabricate_snapshot
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+PLUGIN_MODULES = ("verification.pytest_plugin", "verification.gate.plugin", "verification.fuzzing")
+
+
+def test_naming_the_plugins_again_registers_nothing_twice(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_registered=f"""
+        def test_each_plugin_is_registered_under_its_module_name(pytestconfig):
+            for module in {PLUGIN_MODULES!r}:
+                assert pytestconfig.pluginmanager.get_plugin(module) is not None
+        """
+    )
+    again = [argument for module in PLUGIN_MODULES for argument in ("-p", module)]
+
+    result = pytester.runpytest_inprocess(*again, "--ksi-shard-rows=10", "--hypothesis-profile=ci")
+
+    result.assert_outcomes(passed=1)
+
+
+def source_tree(destination: Path) -> Path:
+    """The repository's files as a clone has them (tracked or new, never ignored), copied apart,
+    so that building the package writes nothing into the repository."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, (entry.decode() for entry in listed)):
+        if (REPOSITORY / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPOSITORY / name, destination / name)
+    return destination
+
+
+def run(command: list[str | Path], cwd: Path) -> subprocess.CompletedProcess[str]:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("PYTEST_", "PYTHON"))}
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, check=False)
+
+
+@pytest.mark.slow
+def test_the_gate_signs_off_from_a_package_installed_in_a_fresh_venv_outside_the_repository(tmp_path: Path) -> None:
+    """The README's installed-package command, verbatim in spirit: a fresh venv, a non-editable
+    install with the `gate` extra (so no hypothesis), and pytest run from a folder with no
+    conftest or settings of its own."""
+    venv = tmp_path / "venv"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    source = source_tree(tmp_path / "source")
+    assert run([sys.executable, "-m", "venv", venv], tmp_path).returncode == 0
+    install = run([venv / "bin" / "pip", "install", "-q", f"{source}[gate]"], tmp_path)
+    assert install.returncode == 0, install.stderr
+    snapshot = elsewhere / "legacy.db"
+    fabricate_snapshot(snapshot, checkpoints=3, sessions=20, seed=5)
+
+    imported = run([venv / "bin" / "python", "-c", "import verification; print(verification.__file__)"], elsewhere)
+    gate = run([venv / "bin" / "pytest", "--pyargs", "verification", "--ksi-snapshot", snapshot], elsewhere)
+
+    assert Path(imported.stdout.strip()).is_relative_to(venv), "the package must come from the venv, not a checkout"
+    assert gate.returncode == 0, gate.stdout[-3000:] + gate.stderr[-3000:]
+    assert (elsewhere / "signoff" / "signoff.md").read_text(encoding="utf-8").startswith("PASS")
+    assert "test_rows_exact" in gate.stdout
