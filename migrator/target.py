@@ -30,6 +30,9 @@ def is_url(target: str) -> bool:
     return "://" in target
 
 
+MEMORY = ":memory:"  # SQLite's in-memory database: a name, never a file to create
+
+
 def open_target(target: str | os.PathLike[str], *, must_exist: bool = False, read_only: bool = False) -> pw.Database:
     """Connect to a target and bind the models to it; `read_only` makes the engine refuse writes."""
     text = str(target)
@@ -38,6 +41,8 @@ def open_target(target: str | os.PathLike[str], *, must_exist: bool = False, rea
             if not read_only:
                 _create_private_sqlite_file(text)
             database = engines.connect(text, read_only=read_only)
+        elif text == MEMORY:
+            database = pw.SqliteDatabase(MEMORY, pragmas=engines.SQLITE_PRAGMAS)
         else:
             path = Path(text)
             if (must_exist or read_only) and not path.is_file():

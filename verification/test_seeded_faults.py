@@ -178,7 +178,7 @@ def drop_a_requeued_item(monkeypatch: pytest.MonkeyPatch) -> None:
         seen: set[tuple[int, Any]] = set()
         kept = []
         for item in items:
-            identity = (item[1], item[3])  # (queue position, request_id)
+            identity = (item[checkpoints.ITEM_AT.queue_position], item[checkpoints.ITEM_AT.request_id])
             if identity not in seen:
                 seen.add(identity)
                 kept.append(item)
