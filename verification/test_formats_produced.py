@@ -158,6 +158,8 @@ def test_every_catalogue_entry_is_looked_for() -> None:
     assert unchecked == []
 
 
+# Hypothesis writes out each example's repr; a too_deep row makes a large one, never shown here.
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")
 @pytest.mark.parametrize("source", SOURCES, ids=lambda source: source.name)
 def test_strategies_draw_every_catalogue_entry(source: Source) -> None:
     seen = drawn_shapes(source)
