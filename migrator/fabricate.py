@@ -9,8 +9,8 @@ production, so that a lossless migration can be tested against them:
 * about 1.5% of rows whose JSON is valid but not in `json.dumps` default formatting;
 * a few readable rows whose non-JSON cells have another SQLite storage type
   (`last_seen` as INTEGER, REAL or BLOB; `timestamp` as BLOB);
-* with `unreadable=N`, N extra rows that cannot be read as the expected JSON object
-  (see `UNREADABLE_KINDS`).
+* with `unreadable=N`, N extra rows that cannot be read, one of each of the catalogue's
+  unreadable kinds in turn (`migrator.formats.UNREADABLE_KINDS`).
 
 The output depends only on the arguments: the same seed gives a byte-identical file.
 """
@@ -29,11 +29,11 @@ from typing import Any, NamedTuple
 
 from faker import Faker
 
+from migrator.codec import InvalidText
 from migrator.errors import OutputExists
 from migrator.fakes import (
     LOCAL_SHIFTS,
     SPAN,
-    TIMESTAMP_STYLES,
     epoch_seconds,
     fake_checkpoint_blob,
     fake_session_blob,
@@ -43,6 +43,7 @@ from migrator.fakes import (
     random_conversation_id,
     random_moment,
 )
+from migrator.formats import TIMESTAMP_TEXTS, UNREADABLE_KINDS, UnreadableKind
 from migrator.private import create_file
 
 CHECKPOINTS_DDL = """CREATE TABLE checkpoints (
@@ -75,27 +76,13 @@ SESSION_CELL_VARIANTS: dict[str, float] = {
 # so that modest test snapshots are guaranteed to contain every irregularity.
 MIN_ROWS_FOR_ALL_VARIANTS = 100
 
-UNREADABLE_KINDS: tuple[str, ...] = (
-    "truncated",  # a JSON object cut short
-    "invalid_json",  # Python repr instead of JSON: single quotes, True, None, nan
-    "top_level_array",  # valid JSON, but a list around the object
-    "top_level_string",  # valid JSON, but the object double-encoded into a string
-    "wrong_container",  # session_queues (checkpoints) / tools (sessions) is a string
-    "blob_typed",  # the JSON cell stored as a BLOB of UTF-8 bytes
-    "invalid_utf8",  # TEXT cell holding bytes that are not UTF-8
-    "empty",  # an empty string
-)
-
-# Which table each unreadable row goes to, in order: the first 8 cover every kind over both
-# tables, the next 8 swap tables, and the cycle repeats.
-_UNREADABLE_CYCLE: tuple[tuple[str, str], ...] = tuple(
-    (kind, "checkpoints" if (index + lap) % 2 == 0 else "mcp_sessions")
+# Which kind each unreadable row is, and its table, in order: the first lap gives every kind
+# once, the second puts each kind that fits both tables into the other one, and the cycle repeats.
+_UNREADABLE_CYCLE: tuple[tuple[UnreadableKind, str], ...] = tuple(
+    (kind, kind.tables[(index + lap) % len(kind.tables)])
     for lap in (0, 1)
     for index, kind in enumerate(UNREADABLE_KINDS)
 )
-
-# The JSON key that `wrong_container` turns into a string, per table.
-_CONTAINER_KEYS = {"checkpoints": "session_queues", "mcp_sessions": "tools"}
 
 _BATCH = 5000
 _AGENT_POOL = 3000
@@ -113,7 +100,7 @@ class _TablePlan:
     """Where, among a table's rows, each irregularity goes (decided up front, from the seed)."""
 
     readable: int
-    unreadable: dict[int, str] = field(default_factory=dict)  # row position -> kind
+    unreadable: dict[int, UnreadableKind] = field(default_factory=dict)  # row position -> kind
     json_format: dict[int, str] = field(default_factory=dict)  # readable ordinal -> format
     cell_variant: dict[int, str] = field(default_factory=dict)  # readable ordinal -> variant
 
@@ -218,8 +205,8 @@ def _write_snapshot(
     return sum(encoder.noncanonical for encoder in encoders.values())
 
 
-def _spread_unreadable(count: int) -> dict[str, list[str]]:
-    kinds: dict[str, list[str]] = {"checkpoints": [], "mcp_sessions": []}
+def _spread_unreadable(count: int) -> dict[str, list[UnreadableKind]]:
+    kinds: dict[str, list[UnreadableKind]] = {"checkpoints": [], "mcp_sessions": []}
     for index in range(count):
         kind, table = _UNREADABLE_CYCLE[index % len(_UNREADABLE_CYCLE)]
         kinds[table].append(kind)
@@ -227,7 +214,7 @@ def _spread_unreadable(count: int) -> dict[str, list[str]]:
 
 
 def _plan_table(
-    rng: random.Random, readable: int, unreadable_kinds: list[str], cell_rates: dict[str, float]
+    rng: random.Random, readable: int, unreadable_kinds: list[UnreadableKind], cell_rates: dict[str, float]
 ) -> _TablePlan:
     plan = _TablePlan(readable=readable)
     total = readable + len(unreadable_kinds)
@@ -303,9 +290,9 @@ def _checkpoint_rows(fake: Faker, rng: random.Random, plan: _TablePlan, encoder:
         kind = plan.unreadable.get(position)
         if kind is not None:
             blob = fake_checkpoint_blob(fake, rng, when=moment)
-            data, raw = _unreadable_cell(rng, kind, blob, "checkpoints")
+            spoiled = kind.spoil("checkpoints", blob, rng, json.dumps)
             column = format_timestamp(moment, "utc_z")
-            yield _Row((row_id, column, data), raw_text=raw)
+            yield _Row((row_id, column, _stored(spoiled.data)), raw_text=isinstance(spoiled.data, InvalidText))
         else:
             yield _readable_checkpoint(fake, rng, plan, ordinal, row_id, moment, encoder)
             ordinal += 1
@@ -345,7 +332,7 @@ def _checkpoint_column(rng: random.Random, blob_stamp: Any, moment: datetime) ->
     if roll < 0.65 and isinstance(blob_stamp, str):
         return blob_stamp
     if roll < 0.85:
-        return format_timestamp(moment, pick(rng, TIMESTAMP_STYLES), pick(rng, LOCAL_SHIFTS))
+        return format_timestamp(moment, pick(rng, TIMESTAMP_TEXTS).name, pick(rng, LOCAL_SHIFTS))
     later = moment + timedelta(microseconds=rng.randint(1, 3_000_000))
     return format_timestamp(later, "utc_z")
 
@@ -372,8 +359,10 @@ def _session_rows(
         blob = fake_session_blob(fake, rng, agent, conversation, when=created)
         kind = plan.unreadable.get(position)
         if kind is not None:
-            data, raw = _unreadable_cell(rng, kind, blob, "mcp_sessions")
-            yield _Row((key, data, _last_seen_text(rng, created)), raw_text=raw)
+            spoiled = kind.spoil("mcp_sessions", blob, rng, json.dumps)
+            key_cell = spoiled.key(key) if spoiled.key is not None else key
+            cells = (key_cell, _stored(spoiled.data), _last_seen_text(rng, created))
+            yield _Row(cells, raw_text=isinstance(spoiled.data, InvalidText))
             continue
         text = encoder.encode(blob, plan.json_format.get(ordinal))
         last_seen = _last_seen_cell(rng, created, plan.cell_variant.get(ordinal))
@@ -456,30 +445,6 @@ def _utf8_encodable(text: str) -> bool:
     return True
 
 
-def _unreadable_cell(rng: random.Random, kind: str, blob: dict[str, Any], table: str) -> tuple[str | bytes, bool]:
-    """A JSON cell that cannot be read as the expected object; (value, needs CAST AS TEXT)."""
-    text = json.dumps(blob)
-    if kind == "truncated":
-        # A proper prefix of an object's text is never valid JSON: the closing brace is gone.
-        return text[: rng.randint(1, len(text) - 1)], False
-    if kind == "invalid_json":
-        return ascii(blob), False  # str() by mistake; ascii() keeps it encodable
-    if kind == "top_level_array":
-        return json.dumps([blob]), False
-    if kind == "top_level_string":
-        return json.dumps(text), False
-    if kind == "wrong_container":
-        key = _CONTAINER_KEYS[table]
-        broken = dict(blob)
-        broken[key] = json.dumps(blob.get(key, []))
-        return json.dumps(broken), False
-    if kind == "blob_typed":
-        return text.encode("utf-8"), False
-    if kind == "invalid_utf8":
-        # Latin-1 bytes inside the first string, as a non-UTF-8 writer would leave them.
-        raw = text.encode("utf-8")
-        cut = raw.index(b'"') + 1
-        return raw[:cut] + b"caf\xe9 \xff" + raw[cut:], True
-    if kind == "empty":
-        return "", False
-    raise ValueError(f"unknown unreadable kind {kind!r}; expected one of {UNREADABLE_KINDS}")
+def _stored(cell: Any) -> Any:
+    """What sqlite3 is handed for a cell: text that is not UTF-8 goes as its bytes, cast to TEXT."""
+    return bytes(cell) if isinstance(cell, InvalidText) else cell

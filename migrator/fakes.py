@@ -3,9 +3,10 @@
 Two layers:
 
 * `KsiProvider` adds `ksi_*` methods to a Faker, one realistic value per call.
-* `fake_checkpoint_blob` and `fake_session_blob` assemble whole blobs in every shape listed
-  in /work/shared/ksi-legacy-formats.md. They draw faker values once into pools (one set of
-  pools per Faker) and then pick from them with a caller-supplied `random.Random`, because
+* `fake_checkpoint_blob` and `fake_session_blob` assemble whole blobs in every shape of the
+  catalogue of legacy formats (`migrator.formats`): each daemon era, queue and session shape,
+  tool form, later key and timestamp spelling. They draw faker values once into pools (one set
+  of pools per Faker) and then pick from them with a caller-supplied `random.Random`, because
   calling Faker for every value is far too slow for million-row snapshots.
 
 Everything is deterministic given the Faker seed and the state of the `random.Random`.
@@ -18,13 +19,36 @@ from __future__ import annotations
 import random
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from datetime import datetime, timedelta
+from typing import Any, TypeVar, cast
 
 from faker import Faker
 from faker.providers import BaseProvider
+
+from migrator.formats import (
+    CHECKPOINT_ERAS,
+    COMPLETION_KEYS,
+    COMPONENTS,
+    LATER_CHECKPOINT_KEYS,
+    LATER_COMPLETION_KEYS,
+    LATER_ITEM_KEYS,
+    LATER_QUEUE_KEYS,
+    LATER_SESSION_KEYS,
+    LATER_TOOL_KEYS,
+    QUEUE_SHAPES,
+    REASONS,
+    SESSION_SHAPES,
+    STATUSES,
+    TIMESTAMP_NUMBERS,
+    TIMESTAMP_TEXTS,
+    Era,
+    LaterKey,
+    QueueShape,
+    SessionShape,
+    by_name,
+)
 
 T = TypeVar("T")
 
@@ -43,15 +67,6 @@ LOCALES: dict[str, float] = {
 BASE_DATE = datetime(2025, 6, 1, 0, 0, 0)
 SPAN = timedelta(days=120)
 
-TIMESTAMP_STYLES: tuple[str, ...] = (
-    "utc_z",  # timestamp_utc(): 2025-06-20T23:17:27.832348Z (no micros when they are zero)
-    "utc_z_whole",  # timestamp_utc() at a whole second: 2025-06-20T23:17:27Z
-    "offset",  # aware isoformat(): 2025-06-20T23:17:27.832348+00:00
-    "offset_whole",  # 2025-06-20T23:17:27+00:00
-    "naive",  # naive local datetime.now().isoformat(): 2025-06-21T01:17:27.832348
-    "naive_whole",  # 2025-06-21T01:17:27
-)
-
 # Host UTC offsets applied to "naive local" texts, so they disagree with the UTC ones.
 LOCAL_SHIFTS: tuple[timedelta, ...] = tuple(timedelta(minutes=m) for m in (0, 0, 0, 120, 60, -240, -420, 330, 540, 480))
 
@@ -61,30 +76,29 @@ def weighted(options: dict[T, int]) -> tuple[T, ...]:
     return tuple(value for value, weight in options.items() for _ in range(weight))
 
 
-_STYLE_TABLE = weighted(
-    {
-        "utc_z": 55,
-        "utc_z_whole": 5,
-        "offset": 15,
-        "offset_whole": 3,
-        "naive": 17,
-        "naive_whole": 5,
-    }
+def catalogue_weighted(names: Iterable[str], weights: dict[str, int], default: int) -> tuple[str, ...]:
+    """`weighted` over every name of a catalogue group; a name without a weight gets `default`,
+    so a shape added to `migrator.formats` is drawn without a change here."""
+    unknown = set(weights) - set(names)
+    if unknown:
+        raise ValueError(f"weights for {sorted(unknown)}, which the catalogue does not list")
+    return weighted({name: weights.get(name, default) for name in names})
+
+
+_TEXT_SPELLINGS = by_name(TIMESTAMP_TEXTS)
+_NUMBER_SPELLINGS = by_name(TIMESTAMP_NUMBERS)
+
+# Any code path's spelling; the daemon's own timestamp_utc() dominates where it wrote the value.
+_STYLE_TABLE = catalogue_weighted(
+    _TEXT_SPELLINGS, {"utc_z": 55, "utc_z_whole": 5, "offset": 15, "offset_whole": 3, "naive": 17, "naive_whole": 5}, 2
 )
-# The daemon's own timestamp_utc() dominates wherever it wrote the value itself.
-_DAEMON_STYLE_TABLE = weighted(
-    {
-        "utc_z": 84,
-        "utc_z_whole": 4,
-        "offset": 7,
-        "offset_whole": 1,
-        "naive": 3,
-        "naive_whole": 1,
-    }
+_DAEMON_STYLE_TABLE = catalogue_weighted(
+    _TEXT_SPELLINGS, {"utc_z": 84, "utc_z_whole": 4, "offset": 7, "offset_whole": 1, "naive": 3, "naive_whole": 1}, 1
 )
 
-STATUSES: tuple[str, ...] = ("queued", "processing", "completed", "failed", "cancelled")
-_STATUS_TABLE = weighted({"queued": 30, "processing": 25, "completed": 25, "failed": 14, "cancelled": 6})
+_STATUS_TABLE = catalogue_weighted(
+    STATUSES, {"queued": 30, "processing": 25, "completed": 25, "failed": 14, "cancelled": 6}, 5
+)
 
 CLAUDE_TOOLS: tuple[str, ...] = (
     "Read", "Write", "Edit", "MultiEdit", "Bash", "Glob", "Grep", "LS", "WebFetch",
@@ -275,25 +289,25 @@ def random_moment(r: random.Random, start: datetime = BASE_DATE, span: timedelta
 
 
 def format_timestamp(moment: datetime, style: str, local_shift: timedelta = timedelta(0)) -> str:
-    """Render a naive UTC `moment` the way one of the daemon's code paths did.
+    """Render a naive UTC `moment` in one of the catalogue's text spellings (`TIMESTAMP_TEXTS`).
 
     `isoformat()` drops the microseconds when they are zero, exactly as the daemon's text did;
-    the `*_whole` styles force that case so it shows up often enough to be tested.
+    the `*_whole` spellings force that case so it shows up often enough to be tested.
     """
-    if style.endswith("_whole"):
-        moment = moment.replace(microsecond=0)
-    if style.startswith("utc_z"):
-        return moment.isoformat() + "Z"
-    if style.startswith("offset"):
-        return moment.replace(tzinfo=UTC).isoformat()
-    if style.startswith("naive"):
-        return (moment + local_shift).isoformat()
-    raise ValueError(f"unknown timestamp style {style!r}; expected one of {TIMESTAMP_STYLES}")
+    spelling = _TEXT_SPELLINGS.get(style)
+    if spelling is None:
+        raise ValueError(f"unknown timestamp style {style!r}; expected one of {tuple(_TEXT_SPELLINGS)}")
+    return cast(str, spelling.render(moment, local_shift))  # a text spelling renders text
 
 
 def epoch_seconds(moment: datetime) -> float:
     """`time.time()`-style float for a naive UTC moment (some daemon paths stored these)."""
-    return moment.replace(tzinfo=UTC).timestamp()
+    return cast(float, _NUMBER_SPELLINGS["epoch"].render(moment, timedelta(0)))
+
+
+def epoch_number(moment: datetime, r: random.Random) -> float | int:
+    """A time as one of the catalogue's number spellings (`TIMESTAMP_NUMBERS`)."""
+    return cast(float | int, pick(r, TIMESTAMP_NUMBERS).render(moment, timedelta(0)))
 
 
 class KsiProvider(BaseProvider):
@@ -374,7 +388,9 @@ class KsiProvider(BaseProvider):
             schema["additionalProperties"] = r.random() < 0.5
         if r.random() < 0.1:
             schema["$schema"] = "http://json-schema.org/draft-07/schema#"
-        return {"name": name, "description": gen.sentence(), "inputSchema": schema}
+        tool: dict[str, Any] = {"name": name, "description": gen.sentence(), "inputSchema": schema}
+        add_later_keys(r, tool, LATER_TOOL_KEYS, 0.1)
+        return tool
 
     def _param_schema(self) -> dict[str, Any]:
         r = self.generator.random
@@ -471,10 +487,18 @@ def _build_pools(fake: Faker) -> _Pools:
     )
 
 
+# How often each era of `migrator.formats.CHECKPOINT_ERAS` wrote a checkpoint.
+_ERA_TABLE = catalogue_weighted(
+    by_name(CHECKPOINT_ERAS), {"8a0bb1b": 30, "bf15176": 10, "later": 45, "rolling_upgrade": 15}, 10
+)
+_ERAS = by_name(CHECKPOINT_ERAS)
+_QUEUE_SHAPES: dict[str, QueueShape] = by_name(QUEUE_SHAPES)
+
+
 class _Ctx:
     """Per-blob choices shared by the helpers: which daemon era wrote it and how."""
 
-    __slots__ = ("era", "moment", "pools", "queue_shape", "r", "shift", "style")
+    __slots__ = ("era", "moment", "pools", "r", "shift", "style")
 
     def __init__(self, pools: _Pools, r: random.Random, moment: datetime) -> None:
         self.pools = pools
@@ -482,11 +506,7 @@ class _Ctx:
         self.moment = moment
         self.shift = pick(r, LOCAL_SHIFTS)
         self.style = pick(r, _DAEMON_STYLE_TABLE)
-        roll = r.random()
-        # "old" daemons wrote list queues and no later keys, "new" ones object queues;
-        # a rolling upgrade left both shapes inside one checkpoint ("mixed").
-        self.era = "old" if roll < 0.35 else ("new" if roll < 0.85 else "mixed")
-        self.queue_shape = "list" if self.era == "old" else "object"
+        self.era: Era = _ERAS[pick(r, _ERA_TABLE)]
 
     def stamp(self, moment: datetime) -> str:
         """Mostly this blob's style; sometimes another code path's."""
@@ -507,10 +527,29 @@ def _optional(ctx: _Ctx, target: dict[str, Any], key: str, value: Any, present: 
         target[key] = None if roll < present * 0.04 else value
 
 
+def add_later_keys(
+    r: random.Random,
+    target: dict[str, Any],
+    keys: Iterable[LaterKey],
+    rate: float,
+    *,
+    rates: Mapping[str, float] | None = None,
+    values: Mapping[str, Callable[[], Any]] | None = None,
+) -> None:
+    """Append each of the catalogue's later `keys` with probability `rate` (or its own in
+    `rates`), in catalogue order. Its value is made by `values` when that names the key (a value
+    built for this blob), else picked from the catalogue's examples of it.
+    """
+    for key in keys:
+        if r.random() < (rates or {}).get(key.name, rate):
+            make = (values or {}).get(key.name)
+            target[key.name] = make() if make is not None else pick(r, key.examples)
+
+
 def _time_value(ctx: _Ctx, moment: datetime) -> Any:
-    """A time field: usually text, sometimes a time.time() float, as different paths wrote."""
+    """A time field: usually text, sometimes a time.time() number, as different paths wrote."""
     if ctx.r.random() < 0.06:
-        return epoch_seconds(moment)
+        return epoch_number(moment, ctx.r)
     return ctx.stamp(moment)
 
 
@@ -615,12 +654,13 @@ def _original_event(ctx: _Ctx, data: dict[str, Any], agent_id: str) -> Any:
     return event
 
 
+# The daemon's key order, and the one a later completion service wrote (status and data first).
+_LATER_FIRST = ("status", "session_id", "agent_id", "data")
 _COMPLETION_ORDERS: tuple[tuple[str, ...], ...] = (
-    ("session_id", "agent_id", "status", "queued_at", "started_at", "completed_at", "error",
-     "data", "original_event"),
-    ("status", "session_id", "agent_id", "data", "queued_at", "started_at", "completed_at",
-     "error", "original_event"),
-)  # fmt: skip
+    COMPLETION_KEYS,
+    (*_LATER_FIRST, *(key for key in COMPLETION_KEYS if key not in _LATER_FIRST)),
+)
+_LATER_COMPLETION_RATES = {"retry_count": 0.15, "provider": 0.12, "max_retries": 0.04, "result_summary": 0.03}
 
 
 def _completion(ctx: _Ctx, request_id: str, session_id: str, agent_id: str) -> dict[str, Any]:
@@ -642,7 +682,7 @@ def _completion(ctx: _Ctx, request_id: str, session_id: str, agent_id: str) -> d
         "data": data,
         "original_event": _original_event(ctx, data, agent_id),
     }
-    order = _COMPLETION_ORDERS[0] if ctx.era == "old" else pick(r, _COMPLETION_ORDERS)
+    order = pick(r, _COMPLETION_ORDERS) if ctx.era.later_keys else COMPLETION_KEYS
     completion: dict[str, Any] = {}
     for key in order:
         _optional(
@@ -652,25 +692,15 @@ def _completion(ctx: _Ctx, request_id: str, session_id: str, agent_id: str) -> d
             values[key],
             0.97 if key in ("status", "data") else 0.9,
         )
-    _add_later_completion_keys(ctx, completion)
+    if ctx.era.later_keys:
+        _add_later_completion_keys(ctx, completion)
     return completion
 
 
 def _add_later_completion_keys(ctx: _Ctx, completion: dict[str, Any]) -> None:
     r = ctx.r
-    if ctx.era == "old":
-        return
-    if r.random() < 0.15:
-        completion["retry_count"] = pick(r, (0, 1, 2, 3, 1.0))
-    if r.random() < 0.12:
-        completion["provider"] = pick(r, ("claude-cli", "litellm", "anthropic", "openai", None))
-    if r.random() < 0.04:
-        completion["max_retries"] = 3
-    if r.random() < 0.03:
-        completion["result_summary"] = {
-            "tokens": pick(r, _odd_numbers(r)),
-            "cost_usd": 0.0123,
-        }
+    summary = {"result_summary": lambda: {"tokens": pick(r, _odd_numbers(r)), "cost_usd": 0.0123}}
+    add_later_keys(r, completion, LATER_COMPLETION_KEYS, 0.05, rates=_LATER_COMPLETION_RATES, values=summary)
 
 
 def _count(r: random.Random, zero: float, high: int) -> int:
@@ -680,21 +710,26 @@ def _count(r: random.Random, zero: float, high: int) -> int:
     return 1 + int(r.random() ** 2 * high)
 
 
-def _queue_item(ctx: _Ctx, request_id: str, data: dict[str, Any], shape: str) -> dict[str, Any]:
-    if shape == "list":
-        return {"request_id": request_id, "data": data}
-    item: dict[str, Any] = {"request_id": request_id, "data": data}
-    if ctx.r.random() < 0.97:
-        item["timestamp"] = ctx.stamp(ctx.earlier(ctx.moment, 1800))
+def _queue_item(ctx: _Ctx, request_id: str, data: dict[str, Any], shape: QueueShape) -> dict[str, Any]:
+    """One queued request with `shape`'s item keys; a queueing time only where the shape has one."""
+    values = {"request_id": request_id, "data": data}
+    item: dict[str, Any] = {}
+    for key in shape.item_keys:
+        if key == "timestamp":
+            if ctx.r.random() < 0.97:
+                item[key] = ctx.stamp(ctx.earlier(ctx.moment, 1800))
+        else:
+            item[key] = values[key]
+    add_later_keys(ctx.r, item, LATER_ITEM_KEYS, 0.03)
     return item
 
 
 def _queue(
     ctx: _Ctx, session_id: str, completions: dict[str, dict[str, Any]], agent_id: str
 ) -> list[dict[str, Any]] | dict[str, Any]:
-    """One session's queue, list-shaped (old) or object-shaped (new); order matters."""
+    """One session's queue in one of the era's shapes; order matters."""
     r = ctx.r
-    shape = ctx.queue_shape if ctx.era != "mixed" else pick(r, ("list", "object"))
+    shape = _QUEUE_SHAPES[pick(r, ctx.era.queue_shapes)]
     # Requests of this session that are also in active_completions (with their data).
     in_flight = [
         rid for rid, c in completions.items() if c.get("session_id") == session_id and isinstance(c.get("data"), dict)
@@ -711,22 +746,23 @@ def _queue(
         if r.random() < 0.06:
             # Requests were sometimes queued twice (client retry).
             items.append(dict(pick(r, items)))
-    if shape == "list":
+    if shape.keys is None:
         return items
-    return _queue_object(ctx, items, in_flight)
+    return _queue_object(ctx, shape, items, in_flight)
 
 
-def _queue_object(ctx: _Ctx, items: list[dict[str, Any]], in_flight: list[str]) -> dict[str, Any]:
+def _queue_object(ctx: _Ctx, shape: QueueShape, items: list[dict[str, Any]], in_flight: list[str]) -> dict[str, Any]:
     r = ctx.r
     is_active = r.random() < 0.5
     active: str | None = None
     if is_active:
         active = pick(r, in_flight) if in_flight and r.random() < 0.7 else random_request_id(r)
-    queue: dict[str, Any] = {"items": items, "is_active": is_active}
-    if r.random() < 0.95:
-        queue["active_request"] = active
-    if r.random() < 0.03:
-        queue["last_activity"] = ctx.stamp(ctx.moment)
+    values = {"items": items, "is_active": is_active, "active_request": active}
+    queue: dict[str, Any] = {}
+    for key in shape.keys or ():
+        if key != "active_request" or r.random() < 0.95:
+            queue[key] = values[key]
+    add_later_keys(r, queue, LATER_QUEUE_KEYS, 0.03, values={"last_activity": lambda: ctx.stamp(ctx.moment)})
     return queue
 
 
@@ -741,7 +777,7 @@ def _session_ids_for(ctx: _Ctx) -> list[str]:
 
 
 def fake_checkpoint_blob(fake: Faker, rng: random.Random, *, when: datetime | None = None) -> dict[str, Any]:
-    """A `checkpoint_data` dict in any shape the daemon wrote.
+    """A `checkpoint_data` dict in any shape the daemon wrote: the keys of one daemon era in order.
 
     `fake` must carry `KsiProvider` (use `make_faker`). `when` is the checkpoint's naive UTC
     moment; it is drawn from `rng` when omitted.
@@ -756,39 +792,33 @@ def fake_checkpoint_blob(fake: Faker, rng: random.Random, *, when: datetime | No
     queues: dict[str, Any] = {}
     for sid in session_ids if rng.random() < 0.7 else []:
         queues[sid] = _queue(ctx, sid, completions, pick(rng, ctx.pools.agent_ids))
-    blob: dict[str, Any] = {
-        "timestamp": format_timestamp(ctx.moment, ctx.style, ctx.shift),
-        "session_queues": queues,
-        "active_completions": completions,
+    values: dict[str, Callable[[], Any]] = {
+        "timestamp": lambda: format_timestamp(ctx.moment, ctx.style, ctx.shift),
+        "session_queues": lambda: queues,
+        "active_completions": lambda: completions,
+        "components": lambda: {name: rng.random() < 0.9 for name in COMPONENTS},
     }
+    blob = {key: values[key]() for key in ctx.era.keys}
     _add_checkpoint_extras(ctx, blob)
     return blob
 
 
 def _add_checkpoint_extras(ctx: _Ctx, blob: dict[str, Any]) -> None:
-    """`reason` and keys from later daemon versions, appended as the daemon did."""
+    """`reason` (in any era) and keys from later daemon versions, appended as the daemon did."""
     r = ctx.r
     if r.random() < 0.45:
-        blob["reason"] = pick(r, ("shutdown", "shutdown", "shutdown", "manual", "manual", "dev"))
-    if ctx.era == "old" or r.random() >= 0.15:
+        blob["reason"] = pick(r, ("shutdown", "shutdown", *REASONS))
+    if not ctx.era.later_keys or r.random() >= 0.15:
         return
-    later: tuple[tuple[str, Any], ...] = (
-        ("checkpoint_version", pick(r, (2, 2.0, "2"))),
-        ("daemon_version", pick(r, ("0.9.3", "1.0.0", "1.1.0-dev"))),
-        ("hostname", pick(r, ctx.pools.hosts)),
-        ("pid", r.randint(100, 4_000_000)),
-        (
-            "stats",
-            {"sessions": len(blob["session_queues"]), "duration_ms": r.random() * 50},
-        ),
-        ("paused_sessions", []),
-        (
-            "features",
-            {"retry": True, "providers": ["claude-cli", "litellm"], "x": None},
-        ),
-    )
-    for key, value in r.sample(later, r.randint(1, 3)):
-        blob[key] = value
+    values: dict[str, Callable[[], Any]] = {
+        "hostname": lambda: pick(r, ctx.pools.hosts),
+        "pid": lambda: r.randint(100, 4_000_000),
+        "stats": lambda: {"sessions": len(blob.get("session_queues", ())), "duration_ms": r.random() * 50},
+    }
+    later = [key for key in LATER_CHECKPOINT_KEYS if key.name != "reason"]
+    for key in r.sample(later, r.randint(1, 3)):
+        make = values.get(key.name)
+        blob[key.name] = make() if make is not None else pick(r, key.examples)
 
 
 def _tools_missing(r: random.Random) -> bool:
@@ -806,29 +836,29 @@ def _tool_names(r: random.Random, pool: Sequence[str]) -> list[str]:
     return names
 
 
-def _plan_session(ctx: _Ctx, agent_id: str | None) -> dict[str, Any]:
-    """The shape in the design plan: tool names as strings, thin_handshake, created_at."""
-    r = ctx.r
-    blob: dict[str, Any] = {"agent_id": agent_id}
-    if not _tools_missing(r):
-        blob["tools"] = _tool_names(r, _ALL_TOOLS)
-    if r.random() < 0.97:
-        blob["thin_handshake"] = r.random() < 0.85
-    blob["created_at"] = format_timestamp(ctx.moment, ctx.style, ctx.shift)
-    return blob
-
-
-def _daemon_tools(ctx: _Ctx) -> list[dict[str, Any]]:
-    """Name-only dicts, or (sometimes) full tool schemas, or occasionally a mix."""
+def _tools(ctx: _Ctx, shape: SessionShape) -> list[Any]:
+    """A tools list in the shape's forms: bare names (plan); name-only dicts, or (sometimes)
+    full tool schemas, or occasionally a mix (daemon)."""
     r = ctx.r
     names = _tool_names(r, _ALL_TOOLS)
-    by_name = ctx.pools.name_only_tools
-    roll = r.random()
-    if roll < 0.80:
-        return [by_name[name] for name in names]
-    if roll < 0.95:
-        return [pick(r, ctx.pools.schemas) for _ in names]
-    return [by_name[name] if r.random() < 0.5 else pick(r, ctx.pools.schemas) for name in names]
+    forms = shape.tool_forms
+    if len(forms) == 1:
+        chosen = [forms[0]] * len(names)
+    else:
+        roll = r.random()
+        mixed = [pick(r, forms) for _ in names]
+        chosen = [forms[0]] * len(names) if roll < 0.80 else [forms[1]] * len(names) if roll < 0.95 else mixed
+    return [_tool(ctx, name, form) for name, form in zip(names, chosen, strict=True)]
+
+
+def _tool(ctx: _Ctx, name: str, form: str) -> Any:
+    if form == "name":
+        return name
+    if form == "name-only":
+        return ctx.pools.name_only_tools[name]
+    if form == "schema":
+        return pick(ctx.r, ctx.pools.schemas)
+    raise ValueError(f"no builder for the tool form {form!r}")
 
 
 def _agent_info(ctx: _Ctx) -> dict[str, Any]:
@@ -861,26 +891,49 @@ def _agent_info(ctx: _Ctx) -> dict[str, Any]:
     return info
 
 
-def _daemon_session(ctx: _Ctx, agent_id: str | None, conversation_id: str) -> dict[str, Any]:
-    """The shape dynamic_server.py really wrote, with agent_info and tool dicts."""
+def _permissions(ctx: _Ctx) -> dict[str, Any]:
+    """ee6e4bc's permission:get_agent answer, or its fallback `{"allowed_tools", "profile"}`."""
     r = ctx.r
-    blob: dict[str, Any] = {
-        "agent_id": agent_id,
-        "conversation_id": conversation_id,
-        "agent_info": _agent_info(ctx),
+    permissions: dict[str, Any] = {
+        "allowed_tools": [pick(r, ctx.pools.event_names) for _ in range(_count(r, 0.1, 8))],
+        "profile": pick(r, ("restricted", "restricted", "standard", "trusted", "researcher")),
     }
-    if not _tools_missing(r):
-        blob["tools"] = _daemon_tools(ctx)
-    blob["created"] = ctx.stamp(ctx.moment)
-    if r.random() < 0.1:
-        blob["thin_handshake"] = r.random() < 0.5
-    if r.random() < 0.04:
-        blob["client_info"] = {
-            "name": "claude-code",
-            "version": pick(r, ("1.0.31", "1.0.44")),
-        }
-    if r.random() < 0.03:
-        blob["protocol_version"] = "2024-11-05"
+    if r.random() < 0.3:
+        permissions["allowed_modules"] = r.sample(
+            ("state", "agent", "message", "system", "completion"), r.randint(0, 3)
+        )
+    if r.random() < 0.2:
+        permissions["disallowed_tools"] = r.sample(KSI_TOOLS, r.randint(0, 2))
+    return permissions
+
+
+_SESSION_TABLE = catalogue_weighted(by_name(SESSION_SHAPES), {"plan": 35, "daemon": 55, "permissions": 10}, 10)
+_SESSIONS: dict[str, SessionShape] = by_name(SESSION_SHAPES)
+_LATER_SESSION_RATES = {"thin_handshake": 0.1, "client_info": 0.04, "protocol_version": 0.03}
+
+
+def _session(ctx: _Ctx, shape: SessionShape, agent_id: str | None, conversation_id: str) -> dict[str, Any]:
+    """A session blob with `shape`'s keys in order (tools sometimes left out), later keys after."""
+    r = ctx.r
+    values: dict[str, Callable[[], Any]] = {
+        "agent_id": lambda: agent_id,
+        "conversation_id": lambda: conversation_id,
+        "agent_info": lambda: _agent_info(ctx),
+        "permissions": lambda: _permissions(ctx),
+        "tools": lambda: _tools(ctx, shape),
+        "thin_handshake": lambda: r.random() < 0.85,
+        "created_at": lambda: format_timestamp(ctx.moment, ctx.style, ctx.shift),
+        "created": lambda: ctx.stamp(ctx.moment),
+    }
+    blob: dict[str, Any] = {}
+    for key in shape.keys:
+        if (key == "tools" and _tools_missing(r)) or (key == "thin_handshake" and r.random() >= 0.97):
+            continue
+        blob[key] = values[key]()
+    later = (key for key in LATER_SESSION_KEYS if key.name not in shape.keys)
+    add_later_keys(
+        r, blob, later, 0.03, rates=_LATER_SESSION_RATES, values={"thin_handshake": lambda: r.random() < 0.5}
+    )
     return blob
 
 
@@ -892,7 +945,7 @@ def fake_session_blob(
     *,
     when: datetime | None = None,
 ) -> dict[str, Any]:
-    """A `session_data` dict: about a third in the plan shape, the rest in the daemon shape.
+    """A `session_data` dict in any of the catalogue's session shapes (about a third the plan's).
 
     `when` is the session's naive UTC creation moment; it is drawn from `rng` when omitted.
     An `"unknown"` agent is sometimes stored as null, as the daemon did when it had none.
@@ -901,6 +954,4 @@ def fake_session_blob(
     stored_agent: str | None = agent_id
     if agent_id == "unknown" and rng.random() < 0.4:
         stored_agent = None
-    if rng.random() < 0.35:
-        return _plan_session(ctx, stored_agent)
-    return _daemon_session(ctx, stored_agent, conversation_id)
+    return _session(ctx, _SESSIONS[pick(rng, _SESSION_TABLE)], stored_agent, conversation_id)

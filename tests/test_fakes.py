@@ -13,13 +13,12 @@ import pytest
 from migrator.fakes import (
     CLAUDE_TOOLS,
     KSI_TOOLS,
-    STATUSES,
-    TIMESTAMP_STYLES,
     fake_checkpoint_blob,
     fake_session_blob,
     format_timestamp,
     make_faker,
 )
+from migrator.formats import CHECKPOINT_ERAS, LATER_CHECKPOINT_KEYS, LATER_TOOL_KEYS, STATUSES, TIMESTAMP_TEXTS
 
 PROVIDER_METHODS = (
     "ksi_agent_id",
@@ -35,15 +34,6 @@ PROVIDER_METHODS = (
     "ksi_status",
     "ksi_timestamp",
 )
-
-STYLE_PATTERNS = {
-    "utc_z": r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z",
-    "utc_z_whole": r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ",
-    "offset": r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?\+00:00",
-    "offset_whole": r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00",
-    "naive": r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?",
-    "naive_whole": r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d",
-}
 
 SCRIPTS = {
     "cyrillic": r"[\u0400-\u04ff]",
@@ -82,11 +72,11 @@ def test_builders_are_deterministic() -> None:
     assert build(3) != build(4)
 
 
-@pytest.mark.parametrize("style", TIMESTAMP_STYLES)
-def test_timestamp_styles(fake: Any, style: str) -> None:
+@pytest.mark.parametrize("spelling", TIMESTAMP_TEXTS, ids=lambda spelling: spelling.name)
+def test_timestamp_styles(fake: Any, spelling: Any) -> None:
     for _ in range(30):
-        text = fake.ksi_timestamp(style=style)
-        assert re.fullmatch(STYLE_PATTERNS[style], text), text
+        text = fake.ksi_timestamp(style=spelling.name)
+        assert re.fullmatch(spelling.pattern, text), text
         datetime.fromisoformat(text)  # every form must still parse
 
 
@@ -101,12 +91,12 @@ def test_timestamp_drops_zero_microseconds_like_isoformat() -> None:
 
 
 def style_of(text: str) -> str:
-    family = "utc_z" if text.endswith("Z") else "offset" if text.endswith("+00:00") else "naive"
-    return family if "." in text else f"{family}_whole"
+    (name,) = [spelling.name for spelling in TIMESTAMP_TEXTS if re.fullmatch(spelling.pattern, text)]
+    return name
 
 
 def test_default_timestamps_mix_every_style(fake: Any) -> None:
-    assert {style_of(fake.ksi_timestamp()) for _ in range(600)} == set(TIMESTAMP_STYLES)
+    assert {style_of(fake.ksi_timestamp()) for _ in range(1000)} == {spelling.name for spelling in TIMESTAMP_TEXTS}
 
 
 def test_session_keys(fake: Any) -> None:
@@ -136,25 +126,32 @@ def test_value_vocabularies(fake: Any) -> None:
 def test_tool_schema_shape(fake: Any) -> None:
     for _ in range(50):
         schema = fake.ksi_tool_schema()
-        assert list(schema) == ["name", "description", "inputSchema"]
+        assert list(schema)[:3] == ["name", "description", "inputSchema"]
+        assert set(list(schema)[3:]) <= {key.name for key in LATER_TOOL_KEYS}
         assert schema["inputSchema"]["type"] == "object"
         assert isinstance(schema["inputSchema"]["properties"], dict)
         json.dumps(schema)
 
 
 def test_checkpoint_blob_keeps_the_daemon_key_order(fake: Any) -> None:
+    """Each blob starts with one era's keys in that era's order; only `reason` and later keys follow."""
     rng = random.Random(1)
-    for _ in range(100):
+    later = {key.name for key in LATER_CHECKPOINT_KEYS}
+    eras = set()
+    for _ in range(200):
         blob = fake_checkpoint_blob(fake, rng)
-        assert list(blob)[:3] == ["timestamp", "session_queues", "active_completions"]
-        assert set(list(blob)[3:]).isdisjoint({"timestamp", "session_queues", "active_completions"})
+        (keys,) = {era.keys for era in CHECKPOINT_ERAS if list(blob)[: len(era.keys)] == list(era.keys)}
+        allowed = later if any(era.later_keys for era in CHECKPOINT_ERAS if era.keys == keys) else {"reason"}
+        assert set(list(blob)[len(keys) :]) <= allowed, keys
+        eras.add(keys)
+    assert eras == {era.keys for era in CHECKPOINT_ERAS}
 
 
 def test_session_blob_shapes_and_ids(fake: Any) -> None:
     rng = random.Random(2)
     blobs = [fake_session_blob(fake, rng, "agent_7", "slack:T1:C2") for _ in range(200)]
     plan = [blob for blob in blobs if "created_at" in blob]
-    daemon = [blob for blob in blobs if "agent_info" in blob]
+    daemon = [blob for blob in blobs if "agent_info" in blob or "permissions" in blob]
     assert plan and daemon and len(plan) + len(daemon) == len(blobs)
     assert all(blob["agent_id"] == "agent_7" for blob in blobs)
     assert all(blob["conversation_id"] == "slack:T1:C2" for blob in daemon)

@@ -83,13 +83,17 @@ class JsonObject(dict):
             self.setdefault(key, value)
             self.every.setdefault(key, []).append(value)
 
+    # A repeated key's column holds its first value of the column's type; JSON null is every
+    # column's NULL, so a first null wins over a later value (which the round trip keeps apart).
+
     def text(self, key: str) -> str | None:
-        """What the key's text column holds: its first value that is text a column can hold."""
-        return next((text for text in map(column_text, self.every.get(key, [])) if text is not None), None)
+        """What the key's text column holds: its first value that is null or text a column can hold."""
+        fitting = (value for value in self.every.get(key, []) if value is None or column_text(value) is not None)
+        return next(fitting, None)
 
     def flag(self, key: str) -> bool | None:
-        """What the key's boolean column holds: its first value that is a boolean."""
-        return next((value for value in self.every.get(key, []) if isinstance(value, bool)), None)
+        """What the key's boolean column holds: its first value that is null or a boolean."""
+        return next((value for value in self.every.get(key, []) if value is None or isinstance(value, bool)), None)
 
 
 def first_values(text: str) -> JsonObject | None:

@@ -350,6 +350,22 @@ def test_migrate_then_restore_gives_identical_legacy_rows(snapshot: LegacySnapsh
     check_migrate_then_restore(snapshot, batch_size)
 
 
+# Found by this property: a repeated key whose first value is null. Its column holds that null,
+# the mapping's rule, where the oracle took the first value of the column's type.
+REPEATED_AFTER_NULL = LegacySnapshot(
+    DAEMON_SCHEMA,
+    (checkpoint_row(1, '{"reason": null, "reason": "manual", "session_queues": {}, "active_completions": {}}'),),
+    (
+        session_row(
+            1,
+            "agent:conversation",
+            '{"agent_id": null, "agent_id": "a1", "thin_handshake": null, "thin_handshake": true}',
+        ),
+    ),
+)
+
+
+@example(snapshot=REPEATED_AFTER_NULL, batch_size=1)
 @given(**PROPERTIES["relational-rows-match-the-blobs"].arguments)
 def test_relational_rows_match_the_blobs(snapshot: LegacySnapshot, batch_size: int) -> None:
     check_relational_rows_match_the_blobs(snapshot, batch_size)

@@ -8,9 +8,10 @@
   Infinity), deep nesting, empty containers, null against missing keys, repeated keys, odd key
   orders; every SQLite storage type in every cell; and text that is not JSON at all.
 
-`blobs` assembles whole `checkpoint_data`/`session_data` values with per-field overrides,
-`rendering` writes them as JSON text in any formatting, and `rows` makes legacy rows and whole
-snapshots. Import everything from here:
+`blobs` assembles whole `checkpoint_data`/`session_data` values with per-field overrides, in every
+shape of the catalogue of legacy formats (`migrator.formats`); `rendering` writes them as JSON text
+in any formatting, and `rows` makes legacy rows and whole snapshots, unreadable ones among them in
+every kind the catalogue lists. Import everything from here:
 
     from verification.strategies import checkpoint_blobs, checkpoint_rows, legacy_snapshots
 """
@@ -79,6 +80,7 @@ from verification.strategies.rows import (
     session_data_cells,
     session_rows,
     session_tables,
+    spoiled,
     unreadable_checkpoint_data,
     unreadable_checkpoint_rows,
     unreadable_session_data,
@@ -134,6 +136,7 @@ __all__ = [
     "session_queue_maps",
     "session_rows",
     "session_tables",
+    "spoiled",
     "sqlite_cells",
     "sqlite_integers",
     "sqlite_reals",

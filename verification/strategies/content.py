@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -27,18 +27,16 @@ from migrator.fakes import (
     MODEL_NAMES,
     PROFILES,
     SPAN,
-    STATUSES,
-    TIMESTAMP_STYLES,
-    epoch_seconds,
     fake_checkpoint_blob,
     fake_session_blob,
-    format_timestamp,
     make_faker,
 )
+from migrator.formats import COMPONENTS, REASONS, STATUSES, TIMESTAMP_NUMBERS, TIMESTAMP_TEXTS, Spelling, by_name
 
 __all__ = [
     "agent_ids",
     "agent_infos",
+    "components",
     "conversation_ids",
     "epoch_times",
     "error_texts",
@@ -48,13 +46,13 @@ __all__ = [
     "last_seen_texts",
     "model_names",
     "original_events",
+    "permissions",
     "prompts",
     "reasons",
     "request_data",
     "request_ids",
     "session_ids",
     "session_keys",
-    "sqlite_timestamps",
     "statuses",
     "timestamps",
     "tool_names",
@@ -145,7 +143,7 @@ def statuses() -> SearchStrategy[str]:
 
 @cache
 def reasons() -> SearchStrategy[str]:
-    return st.sampled_from(("manual", "shutdown", "dev"))
+    return st.sampled_from(REASONS)
 
 
 @cache
@@ -161,28 +159,30 @@ def _moments() -> SearchStrategy[datetime]:
     return st.datetimes(min_value=BASE_DATE, max_value=BASE_DATE + SPAN)
 
 
-@cache
-def timestamps(styles: tuple[str, ...] = TIMESTAMP_STYLES) -> SearchStrategy[str]:
-    """Timestamp texts in every style a daemon code path wrote (see `migrator.fakes`)."""
-    return st.builds(format_timestamp, _moments(), st.sampled_from(styles), st.sampled_from(LOCAL_SHIFTS))
+_TEXT_SPELLINGS = by_name(TIMESTAMP_TEXTS)
+
+
+def _spelt(moment: datetime, spelling: Spelling, shift: timedelta) -> Any:
+    return spelling.render(moment, shift)
 
 
 @cache
-def sqlite_timestamps() -> SearchStrategy[str]:
-    """SQLite's own CURRENT_TIMESTAMP form, `2025-06-20 23:17:27`, as other writers left it."""
-    return st.builds(lambda moment: moment.isoformat(" ", "seconds"), _moments())
+def timestamps(spellings: tuple[str, ...] = tuple(_TEXT_SPELLINGS)) -> SearchStrategy[str]:
+    """Timestamp texts in the catalogue's text spellings (`migrator.formats.TIMESTAMP_TEXTS`)."""
+    chosen = st.sampled_from([_TEXT_SPELLINGS[name] for name in spellings])
+    return st.builds(_spelt, _moments(), chosen, st.sampled_from(LOCAL_SHIFTS))
 
 
 @cache
 def last_seen_texts() -> SearchStrategy[str]:
     """`datetime.now().isoformat()`: naive local time, microseconds left out when zero."""
-    return st.builds(datetime.isoformat, _moments())
+    return timestamps(("naive", "naive_whole"))
 
 
 @cache
-def epoch_times() -> SearchStrategy[float]:
-    """`time.time()` floats, as some daemon paths stored times."""
-    return st.builds(epoch_seconds, _moments())
+def epoch_times() -> SearchStrategy[float | int]:
+    """Times as numbers (`time.time()` and its whole seconds), as some daemon paths stored them."""
+    return st.builds(_spelt, _moments(), st.sampled_from(TIMESTAMP_NUMBERS), st.just(timedelta(0)))
 
 
 # --- nested payloads --------------------------------------------------------------------------
@@ -230,6 +230,29 @@ def agent_infos() -> SearchStrategy[dict[str, Any]]:
             "limits": _limits(),
         },
     )
+
+
+@cache
+def permissions() -> SearchStrategy[dict[str, Any]]:
+    """ee6e4bc's `permissions`: the answer of permission:get_agent, or its fallback."""
+    return st.fixed_dictionaries(
+        {
+            "allowed_tools": st.lists(event_names(), max_size=4),
+            "profile": st.sampled_from(("restricted", "standard", "trusted", "researcher")),
+        },
+        optional={
+            "allowed_modules": st.lists(st.sampled_from(("state", "agent", "message", "system")), max_size=3),
+            "disallowed_tools": st.lists(tool_names(), max_size=2),
+        },
+    )
+
+
+@cache
+def components() -> SearchStrategy[dict[str, bool]]:
+    """bf15176's `components`: a boolean for each part of the completion service, in order."""
+    # Not `fixed_dictionaries`, which does not keep the order of its keys.
+    flags = st.tuples(*(st.booleans() for _ in COMPONENTS))
+    return flags.map(lambda values: dict(zip(COMPONENTS, values, strict=True)))
 
 
 @cache

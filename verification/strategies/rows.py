@@ -8,6 +8,7 @@ JSON, JSON of the wrong shape, or a cell of another SQLite storage type.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cache
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
 from migrator.codec import InvalidText
+from migrator.formats import UNREADABLE_KINDS, Spoiled, UnreadableKind
 from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacyRow, LegacySchema
 from migrator.legacy_copy import LegacyWriter, default_schema
 from verification.strategies import blobs, content
@@ -46,6 +48,7 @@ __all__ = [
     "session_data_cells",
     "session_rows",
     "session_tables",
+    "spoiled",
     "unreadable_checkpoint_data",
     "unreadable_checkpoint_rows",
     "unreadable_session_data",
@@ -121,6 +124,18 @@ def _too_deep() -> SearchStrategy[RawJson]:
     return st.sampled_from((RawJson("[" * 5_000 + "]" * 5_000), RawJson('{"a":' * 5_000 + "0" + "}" * 5_000)))
 
 
+def _spoil(kind: UnreadableKind, table: str, blob: Any, rng: random.Random, formatting: Formatting) -> Spoiled:
+    return kind.spoil(table, blob, rng, lambda value: render(value, formatting))
+
+
+@cache
+def spoiled(table: str) -> SearchStrategy[Spoiled]:
+    """A blob of `table` made unreadable by one of the catalogue's kinds (`migrator.formats`)."""
+    kinds = st.sampled_from([kind for kind in UNREADABLE_KINDS if table in kind.tables])
+    blob = blobs.checkpoint_blobs() if table == CHECKPOINTS.name else blobs.session_blobs()
+    return st.builds(_spoil, kinds, st.just(table), blob, st.randoms(use_true_random=False), formattings())
+
+
 @cache
 def unreadable_checkpoint_data(*, nullable: bool = True) -> SearchStrategy[Any]:
     """`checkpoint_data` cells no reader can map: each must be quarantined verbatim."""
@@ -138,7 +153,12 @@ def unreadable_checkpoint_data(*, nullable: bool = True) -> SearchStrategy[Any]:
         blobs.checkpoint_blobs(active_completions=_maps_repeating_a_key(content.request_ids(), blobs.completions())),
         blobs.checkpoint_blobs(extra_keys=st.tuples(st.just("deep"), _too_deep()).map(lambda pair: [pair])),
     )
-    return weighted((2, rendered(wrong_shapes)), (2, not_json_texts()), (1, non_text_cells(nullable=nullable)))
+    return weighted(
+        (3, spoiled(CHECKPOINTS.name).map(_data_cell)),
+        (2, rendered(wrong_shapes)),
+        (2, not_json_texts()),
+        (1, non_text_cells(nullable=nullable)),
+    )
 
 
 @cache
@@ -149,7 +169,20 @@ def unreadable_session_data(*, nullable: bool = True) -> SearchStrategy[Any]:
         blobs.session_blobs(tools=_not_arrays()),
         blobs.session_blobs(agent_info=_too_deep()),
     )
-    return weighted((2, rendered(wrong_shapes)), (2, not_json_texts()), (1, non_text_cells(nullable=nullable)))
+    return weighted(
+        (3, spoiled(MCP_SESSIONS.name).filter(_keeps_key).map(_data_cell)),
+        (2, rendered(wrong_shapes)),
+        (2, not_json_texts()),
+        (1, non_text_cells(nullable=nullable)),
+    )
+
+
+def _data_cell(spoilt: Spoiled) -> Any:
+    return spoilt.data
+
+
+def _keeps_key(spoilt: Spoiled) -> bool:
+    return spoilt.key is None
 
 
 # --- the JSON cell ----------------------------------------------------------------------------
@@ -187,7 +220,7 @@ def rowids() -> SearchStrategy[int]:
 
 @cache
 def checkpoint_timestamp_cells(*, nullable: bool = True) -> SearchStrategy[Any]:
-    return weighted((6, content.timestamps()), (1, content.sqlite_timestamps()), (2, sqlite_cells(nullable=nullable)))
+    return weighted((7, content.timestamps()), (2, sqlite_cells(nullable=nullable)))
 
 
 @cache
@@ -195,8 +228,7 @@ def last_seen_cells(*, nullable: bool = True) -> SearchStrategy[Any]:
     """Mostly the daemon's naive isoformat; also other writers' forms, numbers, and any cell."""
     return weighted(
         (4, content.last_seen_texts()),
-        (2, content.timestamps()),
-        (1, content.sqlite_timestamps()),
+        (3, content.timestamps()),
         (1, content.epoch_times()),
         (2, sqlite_cells(nullable=nullable)),
     )
@@ -257,7 +289,19 @@ def unreadable_session_rows(*, nullable: bool = True) -> SearchStrategy[LegacyRo
     return st.one_of(
         session_rows(data=unreadable_session_data(nullable=nullable), nullable=nullable),
         session_rows(key=non_text_cells(nullable=nullable), nullable=nullable),
+        st.builds(
+            _spoilt_session_row,
+            rowids(),
+            content.session_keys(),
+            spoiled(MCP_SESSIONS.name),
+            last_seen_cells(nullable=nullable),
+        ),
     )
+
+
+def _spoilt_session_row(rowid: int, key: str, spoilt: Spoiled, last_seen: Any) -> LegacyRow:
+    """A session row with a catalogue kind's cells: its JSON cell, and its key as the kind stores it."""
+    return rowid, spoilt.key(key) if spoilt.key is not None else key, spoilt.data, last_seen
 
 
 # --- tables and snapshots ---------------------------------------------------------------------
