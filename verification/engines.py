@@ -1,5 +1,5 @@
 """The target engines the tests run on: SQLite always; PostgreSQL and MySQL/MariaDB when their
-servers answer. Registered as a pytest plugin by the root `conftest.py`, so `tests/` and
+servers answer. Registered as a pytest plugin by `verification.pytest_plugin`, so `tests/` and
 `verification/` share the fixtures.
 
 Every test database is isolated: each pytest process (each xdist worker) makes its own

@@ -29,7 +29,7 @@ import pytest
 
 from migrator.codec import InvalidText
 from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacyRow, LegacyTable
-from verification.conftest import (
+from verification.harness import (
     legacy_row_differences,
     migrate,
     read_legacy_rows,

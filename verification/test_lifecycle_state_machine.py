@@ -19,7 +19,9 @@ from migrator.kinds import KINDS
 from migrator.legacy import CHECKPOINTS, LEGACY_TABLES, MCP_SESSIONS, LegacyRow
 from migrator.relational import rebuilt_rows
 from migrator.target import target_database
-from verification.conftest import (
+from verification.engines import SQLITE_TARGETS, Targets
+from verification.fuzzing import BudgetedMachine
+from verification.harness import (
     legacy_file_differences,
     legacy_row_differences,
     migrate,
@@ -27,8 +29,6 @@ from verification.conftest import (
     restore_copy,
     verify_target,
 )
-from verification.engines import SQLITE_TARGETS, Targets
-from verification.fuzzing import BudgetedMachine
 from verification.strategies import (
     checkpoint_data_cells,
     session_data_cells,

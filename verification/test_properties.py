@@ -24,7 +24,8 @@ from migrator import checkpoints, sessions
 from migrator.codec import UnreadableBlob, cell_identity
 from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacyRow
 from migrator.relational import BlobKind, quarantine_row, unquarantine_row
-from verification.conftest import (
+from verification.engines import SQLITE_TARGETS, Targets
+from verification.harness import (
     TableContents,
     as_multisets,
     contents_by_identity,
@@ -39,7 +40,6 @@ from verification.conftest import (
     target_contents,
     verify_target,
 )
-from verification.engines import SQLITE_TARGETS, Targets
 from verification.oracle import fact_problems
 from verification.snapshots import checkpoint_row, session_row
 from verification.strategies import (

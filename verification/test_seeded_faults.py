@@ -35,7 +35,7 @@ from migrator import checkpoints, codec, records, relational, sessions
 from migrator.codec import InvalidText, keep_duplicate_keys, parse_timestamp
 from migrator.legacy_copy import compare_legacy_files
 from migrator.records import Kind, RecordSpec, SplitRecord
-from verification.conftest import LEGACY_TABLE_NAMES, legacy_file_differences, scratch_folder
+from verification.harness import LEGACY_TABLE_NAMES, legacy_file_differences, scratch_folder
 from verification.strategies import UNTYPED_SCHEMA, LegacySnapshot
 from verification.test_lifecycle_state_machine import LegacyDatabaseLifecycle
 from verification.test_properties import PROPERTIES, Property
