@@ -134,7 +134,11 @@ def test_a_budget_that_is_not_a_positive_number_is_a_usage_error(pytester: pytes
 # --- the profiles ------------------------------------------------------------------------------
 
 
-def test_the_profiles_are_there_to_choose_but_another_project_keeps_its_default(pytester: pytest.Pytester) -> None:
+def test_the_profiles_are_there_to_choose_but_another_project_keeps_its_default(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hypothesis itself loads a profile named "ci" when $CI is set; that choice is not ours to test.
+    monkeypatch.delenv("CI", raising=False)
     pytester.makepyfile(
         test_profile="""
         from hypothesis import settings
