@@ -528,7 +528,9 @@ def checkpoint_ids_in_the_database_file(path: Path) -> list[int]:
     with closing(sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)) as connection:
         try:
             return [rowid for (rowid,) in connection.execute("SELECT id FROM checkpoints")]
-        except sqlite3.OperationalError:  # the table itself is still only in the WAL
+        except sqlite3.DatabaseError:
+            # The table is still only in the WAL, or (immutable reads take no lock) the read raced
+            # the checkpoint's copy and saw a half-written page: either way, not there yet.
             return []
 
 
