@@ -338,6 +338,17 @@ def restore_archive(
     started = time.perf_counter()
     folder = Path(directory)
     manifest = check_archive(folder)  # never restore half an archive
+    report = RestoreReport(out=str(out))
+    report.rows = write_archived_tables(folder, manifest, out, batch_size=batch_size)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def write_archived_tables(
+    folder: Path, manifest: Manifest, out: str | os.PathLike[str], *, batch_size: int = DEFAULT_BATCH_SIZE
+) -> dict[str, int]:
+    """The legacy file an archive holds, written to the new file `out`: its DDL, rows and counters.
+    `manifest` must be the one `check_archive` proved for `folder`. Returns rows written per table."""
     tables = [
         (
             manifest.tables[name].table(name),
@@ -345,7 +356,4 @@ def restore_archive(
         )
         for name in manifest.schema.tables
     ]
-    report = RestoreReport(out=str(out))
-    report.rows = write_legacy_copy(out, manifest.schema, tables, batch_size=batch_size)
-    report.seconds = time.perf_counter() - started
-    return report
+    return write_legacy_copy(out, manifest.schema, tables, batch_size=batch_size)

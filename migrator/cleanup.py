@@ -9,7 +9,17 @@ so it plans first and acts only when every check passes:
 3. every column of the legacy tables is one the target carries (a column the mapping does not
    read would be lost with the drop);
 4. the target holds every source row exactly, both ways (`verify`; rows the target holds
-   beyond the source are allowed, as nothing of the source is lost by them).
+   beyond the source are allowed, as nothing of the source is lost by them);
+5. the archive restores the source exactly: it is restored into a scratch file, which is compared
+   with the source row by row by the comparison engine (`compare_legacy_rows`), every cell by
+   storage type and value. This is defence in depth: the checksums of (1) and (2) prove the
+   archive equal to the source only as long as every one of those comparisons is right, while
+   the rollback after cleanup is this very restore, so it is proved by doing it once.
+
+The scratch file is private (a 0700 folder, a 0600 file), next to a SQLite target (a disk known
+to hold the data once more) or in the system's temporary folder for a server target, and it is
+removed afterwards. When it cannot be written (a full disk), the check fails with one line that
+says so, and nothing is dropped.
 
 The drop runs in one `BEGIN IMMEDIATE` transaction that first counts and checksums the source
 again: a daemon that wrote between the checks and the drop makes it refuse, not lose that row.
@@ -19,8 +29,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
-from contextlib import closing
+import tempfile
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,11 +41,21 @@ from urllib.parse import quote
 
 import peewee as pw
 
-from migrator.archive import MANIFEST, ArchivedTable, Manifest, RowTally, check_archive, source_tally, tally
+from migrator.archive import (
+    MANIFEST,
+    ArchivedTable,
+    Manifest,
+    RowTally,
+    check_archive,
+    source_tally,
+    tally,
+    write_archived_tables,
+)
 from migrator.batching import DEFAULT_BATCH_SIZE
 from migrator.codec import decode_sqlite_text
-from migrator.compare import LOSES_SOURCE_DATA, MismatchKind
+from migrator.compare import LOSES_SOURCE_DATA, Mismatch, MismatchKind, compare_legacy_rows
 from migrator.errors import ArchiveCorrupt, ArchiveIncomplete, ArchiveRefused, CleanupRefused, MigratorError
+from migrator.failures import explain
 from migrator.legacy import LegacySource, UnmappedColumns, file_sha256
 from migrator.target import CLEANUP_META_KEY, set_meta
 from migrator.verify import verify
@@ -111,6 +134,7 @@ def plan_cleanup(
             _check_archive_matches_source(legacy, manifest),
             _check_columns_carried(legacy),
             _check_target_rebuilds_source(legacy, database, batch_size),
+            _check_archive_restores_source(legacy, Path(archive), manifest, scratch_parent(database), batch_size),
         ]
         tables = [table.name for table in legacy.tables]
     return CleanupPlan(Path(source), Path(archive), checks, tables, manifest)
@@ -191,6 +215,75 @@ def _check_target_rebuilds_source(source: LegacySource, database: pw.Database, b
     detail = f"{sum(t.matched for t in tables)} source rows rebuilt exactly"
     extra = sum(t.extra for t in tables)
     return Check(name, True, detail + (f"; the target also holds {extra} row(s) the source lacks" if extra else ""))
+
+
+RESTORES = "archive restores the source exactly"
+SCRATCH_PREFIX = ".ksi-cleanup-scratch-"
+
+
+def _check_archive_restores_source(
+    source: LegacySource, archive: Path, manifest: Manifest | None, parent: Path | None, batch_size: int
+) -> Check:
+    """Restore the archive into a scratch file, as a rollback would, and compare it with the source."""
+    if manifest is None:
+        return Check(RESTORES, False, "not checked, as the archive cannot be read")
+    where = parent if parent is not None else Path(tempfile.gettempdir())
+    try:
+        with scratch_folder(parent) as folder:
+            copy = folder / "restored.db"
+            rows = sum(write_archived_tables(archive, manifest, copy, batch_size=batch_size).values())
+            with LegacySource(copy, unmapped=UnmappedColumns.REPORT) as restored:
+                differing, examples, problems = restored_differences(source, restored, batch_size)
+    except (OSError, sqlite3.Error, MigratorError) as exc:
+        reason = explain(exc) or " ".join(str(exc).split())
+        return Check(RESTORES, False, f"the archive could not be restored into a scratch copy in {where}: {reason}")
+    if differing:
+        shown = " | ".join(mismatch.headline() for mismatch in examples)
+        problems.insert(0, f"{differing} row(s) of the restored copy differ from the source, e.g. {shown}")
+    if problems:
+        return Check(RESTORES, False, "; ".join(problems))
+    return Check(RESTORES, True, f"{rows} rows restored into a scratch copy in {where} and compared: identical")
+
+
+def restored_differences(
+    source: LegacySource, restored: LegacySource, batch_size: int, shown: int = 3
+) -> tuple[int, list[Mismatch], list[str]]:
+    """Every row of every source table against the restored copy's, by the comparison engine:
+    how many differ, the first `shown` of them, and what differs in the tables themselves (the
+    DDL, AUTOINCREMENT counters and encoding the copy was created with)."""
+    problems = []
+    if source.schema() != restored.schema():
+        problems.append("the restored copy's tables, DDL, counters or encoding differ from the source's")
+    differing, examples = 0, []
+    held = {table.name: table for table in restored.tables}
+    for table in map(source.stored_table, source.tables):
+        if table.name not in held or restored.stored_table(held[table.name]).columns != table.columns:
+            problems.append(f"{table.name}: the restored copy lacks the table or some of its columns")
+            continue
+        expected = (row for batch in source.batches(table, batch_size) for row in batch)
+        actual = (row for batch in restored.batches(table, batch_size) for row in batch)
+        for mismatch in compare_legacy_rows(table, expected, actual):
+            differing += 1
+            if len(examples) < shown:
+                examples.append(mismatch)
+    return differing, examples, problems
+
+
+def scratch_parent(database: pw.Database) -> Path | None:
+    """Where the scratch copy goes: beside a SQLite target, else (a server) the system's temporary folder."""
+    if isinstance(database, pw.SqliteDatabase) and database.database not in ("", ":memory:"):
+        return Path(database.database).resolve().parent
+    return None
+
+
+@contextmanager
+def scratch_folder(parent: Path | None) -> Iterator[Path]:
+    """A private folder (0700, as `mkdtemp` makes it) removed with everything in it afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=parent))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- running ----------------------------------------------------------------------------------

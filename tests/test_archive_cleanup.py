@@ -3,9 +3,12 @@ archive and the target complete, and the restore from the archive."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+import os
 import sqlite3
+import subprocess
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
@@ -14,13 +17,13 @@ from pathlib import Path
 import pytest
 
 from migrator import open_store
-from migrator.archive import check_archive
-from migrator.cleanup import execute_cleanup, plan_cleanup
+from migrator.archive import ArchivedTable, Manifest, RowTally, check_archive, parse_line, tally
+from migrator.cleanup import RESTORES, SCRATCH_PREFIX, Check, execute_cleanup, plan_cleanup
 from migrator.cli import main
 from migrator.codec import InvalidText
 from migrator.errors import ArchiveCorrupt, CleanupRefused, LegacyUnavailable
 from migrator.fabricate import fabricate_snapshot
-from migrator.legacy import LegacySource, file_sha256, snapshot_hashes
+from migrator.legacy import MCP_SESSIONS, LegacySource, file_sha256, snapshot_hashes
 from migrator.legacy_copy import compare_legacy_files
 from migrator.models import Checkpoint, McpSessionTool
 from migrator.target import target_database
@@ -162,9 +165,11 @@ def test_dry_run_prints_the_plan_and_changes_nothing(migrated: Migrated, capsys:
     before = snapshot_hashes(migrated.legacy)
     assert cleanup(migrated, "--dry-run") == 0
     out = capsys.readouterr().out
-    assert out.count("[ok]") == 4
+    assert out.count("[ok]") == 5
+    assert "[ok] archive restores the source exactly: 42 rows restored into a scratch copy in " in out
     assert 'would run: DROP TABLE "checkpoints"' in out and "nothing was changed" in out
     assert snapshot_hashes(migrated.legacy) == before
+    assert sorted(path.name for path in migrated.target.parent.iterdir()) == ["archive", "legacy.db", "target.db"]
 
 
 def test_cleanup_drops_the_legacy_tables_and_the_store_then_refuses_to_recreate_them(
@@ -348,3 +353,127 @@ def test_a_tampered_manifest_is_refused_by_restore_and_cleanup_which_drop_and_cr
     assert sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*")) == listing  # nothing created
     if hostname:
         assert hostname not in capsys.readouterr().out + err  # never opened, so never shown
+
+
+# --- defence in depth: the archive restored into a scratch copy and compared row by row ----------
+
+
+def reseal_with_one_changed_row(paths: Migrated) -> None:
+    """An archive whose one session row was changed after it was written, and whose manifest was
+    then made to agree with it (the file's sha256 and the row checksum): consistent on its own,
+    so only a comparison with the source can tell."""
+    data = paths.archive / "mcp_sessions.jsonl.gz"
+    lines = gzip.decompress(data.read_bytes()).decode("ascii").splitlines(keepends=True)
+    record = json.loads(lines[0])
+    record["last_seen"] = "2031-01-01T00:00:00"
+    lines[0] = json.dumps(record) + "\n"
+    data.write_bytes(gzip.compress("".join(lines).encode("ascii"), mtime=0))
+    rows = [parse_line(MCP_SESSIONS, line.rstrip("\n")) for line in lines]
+    resealed = {"sha256": file_sha256(data), "checksum": tally(rows).checksum}
+    rewrite_manifest(paths.archive, lambda m: m["tables"]["mcp_sessions"].update(resealed))
+
+
+def checks_of(paths: Migrated) -> dict[str, Check]:
+    with target_database(paths.target) as database:
+        return {check.name: check for check in plan_cleanup(paths.legacy, database, paths.archive).checks}
+
+
+def test_a_resealed_archive_is_refused_by_the_checksums_and_by_the_scratch_restore(migrated: Migrated) -> None:
+    reseal_with_one_changed_row(migrated)
+    before = snapshot_hashes(migrated.legacy)
+
+    checks = checks_of(migrated)
+
+    assert checks["archive complete and readable"].passed  # consistent on its own
+    assert not checks["archive matches the source"].passed
+    restored = checks[RESTORES]
+    assert not restored.passed
+    assert restored.detail.startswith("1 row(s) of the restored copy differ from the source, e.g. mcp_sessions ")
+    assert "(rowid 1): rebuilt legacy row differs from the source row" in restored.detail
+    assert cleanup(migrated) == 2
+    assert legacy_tables(migrated.legacy) == TABLES and snapshot_hashes(migrated.legacy) == before
+
+
+def test_with_the_checksum_comparison_gone_the_scratch_restore_alone_refuses_a_resealed_archive(
+    migrated: Migrated, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fault that drops the comparison of row checksums (counts only) lets the archive pass its
+    second check; the drop is still refused, by the restore, naming the row."""
+    from migrator import cleanup as cleanup_module
+
+    def counts_only(table: str, found: RowTally, archived: ArchivedTable) -> list[str]:
+        return [] if found.rows == archived.rows else [f"{table}: counts differ"]
+
+    monkeypatch.setattr(cleanup_module, "tally_differences", counts_only)
+    reseal_with_one_changed_row(migrated)
+    before = snapshot_hashes(migrated.legacy)
+
+    checks = checks_of(migrated)
+
+    assert checks["archive matches the source"].passed  # blind, by the fault
+    assert not checks[RESTORES].passed and "mcp_sessions " in checks[RESTORES].detail
+    capsys.readouterr()
+    assert cleanup(migrated) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cleanup refused, nothing was changed: {RESTORES}: 1 row(s)" in err
+    assert legacy_tables(migrated.legacy) == TABLES and snapshot_hashes(migrated.legacy) == before
+
+
+def test_the_scratch_copy_is_private_and_removed(migrated: Migrated, monkeypatch: pytest.MonkeyPatch) -> None:
+    from migrator import cleanup as cleanup_module
+
+    seen: list[tuple[int, int]] = []
+    original = cleanup_module.write_archived_tables
+
+    def spying(folder: Path, manifest: Manifest, out: Path, **kwargs: int) -> dict[str, int]:
+        written = original(folder, manifest, out, **kwargs)
+        seen.append((out.parent.stat().st_mode & 0o777, Path(out).stat().st_mode & 0o777))
+        assert out.parent.parent == migrated.target.parent  # beside the target
+        return written
+
+    monkeypatch.setattr(cleanup_module, "write_archived_tables", spying)
+    assert checks_of(migrated)[RESTORES].passed
+    assert seen == [(0o700, 0o600)]
+    assert not list(migrated.target.parent.glob(f"{SCRATCH_PREFIX}*"))
+
+
+SMALL_DISK = "8m"
+ROOM_TO_OPEN_THE_TARGET = 96 * 1024  # its -wal and -shm, and little more
+
+
+def test_a_full_disk_under_the_scratch_copy_is_one_line_and_drops_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The target on a small file system, filled up: the scratch copy beside it cannot be written."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={SMALL_DISK}", "tmpfs", str(disk)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here (root needed): {mounted.stderr.decode().strip()}")
+    try:
+        paths = Migrated(tmp_path / "legacy.db", disk / "target.db", tmp_path / "archive")
+        fabricate_snapshot(paths.legacy, checkpoints=4, sessions=200, seed=3)
+        assert cli("migrate", "--source", paths.legacy, "--target", paths.target) == 0
+        assert cli("archive", "--source", paths.legacy, "--out", paths.archive) == 0
+        filler = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)  # the rest of the disk
+        with contextlib.suppress(OSError):
+            while os.write(filler, b"\0" * 4096):
+                pass
+        os.ftruncate(filler, os.fstat(filler).st_size - ROOM_TO_OPEN_THE_TARGET)
+        os.close(filler)
+        assert paths.legacy.stat().st_size > 2 * ROOM_TO_OPEN_THE_TARGET  # no room for a copy of it
+        capsys.readouterr()
+        before = snapshot_hashes(paths.legacy)
+        assert cleanup(paths) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{RESTORES}: the archive could not be restored into a scratch copy" in err
+        assert "no space left on the device" in err or "the disk is full" in err, err
+        assert legacy_tables(paths.legacy) == TABLES and snapshot_hashes(paths.legacy) == before
+        assert not list(disk.glob(f"{SCRATCH_PREFIX}*"))  # the scratch folder is gone
+        (disk / "filler").unlink()
+        assert cleanup(paths) == 0  # with room again, the same archive is restored, compared and trusted
+        assert legacy_tables(paths.legacy) == []
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
