@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import xml.etree.ElementTree as ElementTree
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,15 @@ from verification.gate.checks import (
     NO_ORPHANS,
     PERFORMANCE,
     QUARANTINE,
+    ROWS_COVERED,
     ROWS_EXACT,
     SCHEMA,
     Shard,
     shards_covering,
     table_counts,
 )
+from verification.gate.coverage import check_coverage
+from verification.gate.rowids import RowidRuns, decode_runs
 from verification.snapshots import checkpoint_row, session_row, write_snapshot
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -348,6 +352,111 @@ def test_counts_fail_when_the_shards_read_fewer_rows_than_the_plan_indexed() -> 
     assert result.problems == ["mcp_sessions: the rowid index counted 3 source rows but the shards read 2"]
 
 
+# --- the gate's own coverage: every source rowid compared by exactly one shard ------------------
+
+
+def runs(*rowids: int) -> list[int]:
+    encoded = RowidRuns()
+    for rowid in rowids:
+        encoded.add(rowid)
+    return encoded.encoded
+
+
+def test_rowid_runs_are_two_numbers_a_run_and_decode_to_the_rowids() -> None:
+    assert runs(3, 4, 5, 9, 10, 12) == [3, 3, 3, 2, 1, 1]
+    assert list(decode_runs(runs(3, 4, 5, 9, 10, 12))) == [(3, 6), (9, 11), (12, 13)]
+    assert list(decode_runs(runs(-5, 2**62))) == [(-5, -4), (2**62, 2**62 + 1)]
+
+
+GAPPY = [1, 2, 3, 5, 8, 9, 10, 14]
+PLANNED = shards_covering("checkpoints", [(1, 3, 3), (5, 9, 3), (10, 14, 2)])
+
+
+def test_coverage_passes_when_each_rowid_is_compared_by_exactly_one_shard() -> None:
+    compared = {PLANNED[0].id: runs(1, 2, 3), PLANNED[1].id: runs(5, 8, 9), PLANNED[2].id: runs(10, 14)}
+
+    result = check_coverage("checkpoints", GAPPY, PLANNED, compared)
+
+    assert result.passed, result.problems
+    assert result.summary == "checkpoints: each of 8 source rowids compared by exactly one of 3 shards"
+    assert (result.figures["compared_once"], result.figures["compared_by_no_shard"]) == (8, 0)
+
+
+def test_coverage_names_each_rowid_no_shard_compared_and_says_why() -> None:
+    off_by_one = [replace(shard, high=shard.last) for shard in PLANNED]  # a half-open range ending at its last rowid
+    compared = {off_by_one[0].id: runs(1, 2), off_by_one[1].id: runs(5, 8), off_by_one[2].id: runs(10)}
+
+    result = check_coverage("checkpoints", GAPPY, off_by_one, compared)
+
+    assert not result.passed
+    assert result.problems == [
+        "checkpoints rowid 3: compared by no shard (it is within no shard's rowid bounds)",
+        "checkpoints rowid 9: compared by no shard (it is within no shard's rowid bounds)",
+        "checkpoints rowid 14: compared by no shard (it is within no shard's rowid bounds)",
+    ]
+    assert result.summary == "checkpoints: 3 of 8 source rowids compared by no shard, 0 by more than one"
+
+
+def test_coverage_names_rowids_compared_twice_and_the_shards_that_did_not_run() -> None:
+    overlapping = {PLANNED[0].id: runs(1, 2, 3, 5), PLANNED[1].id: runs(5, 8, 9)}  # the last shard did not run
+
+    result = check_coverage("checkpoints", [*GAPPY, 20], PLANNED, overlapping)
+
+    assert result.problems == [
+        f"checkpoints rowid 5: compared by 2 shards ({PLANNED[0].id}, {PLANNED[1].id})",
+        f"checkpoints rowids 10 to 20 (3 rows): compared by no shard (its shard {PLANNED[2].id} did not run)",
+    ]
+    assert result.figures["compared_more_than_once"] == 1
+
+
+def test_coverage_counts_rowids_a_shard_compared_that_the_index_lacks() -> None:
+    compared = {PLANNED[0].id: runs(1, 2, 3, 4), PLANNED[1].id: runs(5, 8, 9), PLANNED[2].id: runs(10, 14)}
+
+    result = check_coverage("checkpoints", GAPPY, PLANNED, compared)
+
+    assert result.problems == [f"checkpoints: shard {PLANNED[0].id} compared 1 rowid(s) the source's rowid index lacks"]
+
+
+OFF_BY_ONE_PLUGIN = """
+from dataclasses import replace
+
+import verification.gate.checks as checks
+
+planned = checks.shards_covering
+
+
+def shards_covering(table, spans):
+    # The fault: each shard's upper bound is its own last rowid, in a half-open range.
+    return [replace(shard, high=shard.last) if shard.high is not None else shard for shard in planned(table, spans)]
+
+
+checks.shards_covering = shards_covering
+"""
+
+
+def test_shard_bounds_off_by_one_fail_the_sign_off_naming_each_rowid_never_compared(
+    pytester: pytest.Pytester, clean_snapshot: Path
+) -> None:
+    """Every per-row test passes (each shard is exact about the rows it reads): only the coverage
+    check, added up by the controller from what the workers' shards reported, sees the rows left out."""
+    pytester.makepyfile(ksi_off_by_one=OFF_BY_ONE_PLUGIN)
+    pytester.syspathinsert()
+    junit = pytester.path / "junit.xml"
+
+    result = run_gate(pytester, clean_snapshot, "-p", "ksi_off_by_one", "-n", "2", f"--junitxml={junit}")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    document = read_signoff(pytester)
+    assert verdicts(document)[ROWS_EXACT] == "PASS"
+    covered = checks_by_name(document)[ROWS_COVERED]
+    assert covered["verdict"] == "FAIL"
+    assert covered["problems"] == ["mcp_sessions rowid 4: compared by no shard (it is within no shard's rowid bounds)"]
+    assert "mcp_sessions rowid 4: compared by no shard" in (pytester.path / "signoff" / "signoff.md").read_text()
+    cases = {case.get("name"): case for case in ElementTree.parse(junit).getroot().iter("testcase")}
+    failure = cases[ROWS_COVERED].find("failure")  # the junit test case signoff::rows_covered
+    assert failure is not None and "mcp_sessions rowid 4: compared by no shard" in (failure.text or "")
+
+
 # --- what the signer cannot miss ---------------------------------------------------------------
 
 
@@ -455,8 +564,11 @@ def test_a_failing_sign_off_says_what_to_do_next_for_each_check_and_junit_sees_e
     assert failed.ret == pytest.ExitCode.TESTS_FAILED
     document = read_signoff(pytester)
     checks = checks_by_name(document)
-    not_passed = {QUARANTINE, PERFORMANCE, SCHEMA, ROWS_EXACT, COUNTS_CHECKSUMS}
+    not_passed = {QUARANTINE, PERFORMANCE, SCHEMA, ROWS_EXACT, COUNTS_CHECKSUMS, ROWS_COVERED}
     assert {name for name, check in checks.items() if check["next_steps"]} == not_passed
+    assert checks[ROWS_COVERED]["problems"] == [
+        "mcp_sessions rowids 1 to 4 (4 rows): compared by no shard (its shard mcp_sessions-rowid-1-4 did not run)"
+    ]
     markdown = (pytester.path / "signoff" / "signoff.md").read_text(encoding="utf-8")
     for name in not_passed:
         assert f"**{CHECK_TITLES[name]}** ({checks[name]['verdict']}):" in markdown

@@ -8,10 +8,12 @@ exactness check knows its planned shards, so a missing shard fails it by name.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from verification.gate.checks import CHECK_TITLES, MAX_PROBLEMS, ROWS_EXACT, CheckResult, Shard, table_counts
+from verification.gate.coverage import check_coverage, compared_rowids
 
 PASS, FAIL, SKIP, NOT_RUN = "PASS", "FAIL", "SKIP", "NOT RUN"
 OUTCOME_WEIGHT = {"passed": 0, "skipped": 1, "failed": 2}  # a test's worst phase is its outcome
@@ -88,6 +90,19 @@ class Ledger:
         for table in dict.fromkeys(shard.table for shard in self.planned):
             result = table_counts(table, self.planned, self.figures(ROWS_EXACT))
             self.note_result(f"{table}, added up from its shards by the controller", result)
+
+    def add_up_coverage(self, indexed: Callable[[str], Iterable[int]]) -> None:
+        """Each table's rowid index (`indexed(table)`, read by the controller) against the rowids
+        its shards reported comparing: each must be compared by exactly one shard.
+
+        Left not run when no shard ran at all, as the counts are.
+        """
+        if not self.records[ROWS_EXACT]:
+            return
+        reported = compared_rowids(record.result for record in self.records[ROWS_EXACT].values() if record.result)
+        for table in dict.fromkeys(shard.table for shard in self.planned):
+            result = check_coverage(table, indexed(table), self.planned, reported.get(table, {}))
+            self.note_result(f"{table}, its rowid index against its shards' rowids, by the controller", result)
 
     def verdicts(self) -> list[CheckVerdict]:
         return [self.verdict_of(name) for name in CHECK_TITLES]

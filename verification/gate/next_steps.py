@@ -19,6 +19,7 @@ from verification.gate.checks import (
     NO_ORPHANS,
     PERFORMANCE,
     QUARANTINE,
+    ROWS_COVERED,
     ROWS_EXACT,
     SCHEMA,
     SOURCE_UNTOUCHED,
@@ -170,6 +171,15 @@ def steps_for_source(run: Invocation) -> list[str]:
     ]
 
 
+def steps_for_coverage(run: Invocation) -> list[str]:
+    return [
+        "A row no shard compared is not proven, however many shards passed. When shards did not run (see "
+        f"Per-row exactness), run the whole gate: `{run.rerun()}`",
+        "Otherwise the gate itself planned its shards wrongly (a rowid named here is within no shard's bounds, "
+        "or within two): a defect of the gate. Do not sign off; report it with signoff.json.",
+    ]
+
+
 def steps_for_unknown(run: Invocation) -> list[str]:
     return [f"See its problems in signoff.json, remove their cause, and run the gate again: `{run.rerun()}`"]
 
@@ -182,5 +192,6 @@ STEPS_FOR_FAILED = {
     QUARANTINE: steps_for_quarantine,
     PERFORMANCE: steps_for_performance,
     SOURCE_UNTOUCHED: steps_for_source,
+    ROWS_COVERED: steps_for_coverage,
     **dict.fromkeys(DATA_CHECKS, steps_for_data),
 }
