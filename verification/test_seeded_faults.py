@@ -20,7 +20,7 @@ import json
 import traceback
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,19 +29,28 @@ import pytest
 from hypothesis import Phase, find, settings
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
-from hypothesis.stateful import run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
-from migrator import checkpoints, codec, records, relational, sessions
+from migrator import checkpoints, cleanup, codec, records, relational, sessions
 from migrator.codec import InvalidText, keep_duplicate_keys, parse_timestamp
+from migrator.legacy import MCP_SESSIONS
 from migrator.legacy_copy import compare_legacy_files
 from migrator.records import Kind, RecordSpec, SplitRecord
+from migrator.store import core as store_core
+from migrator.store import legacy_side, relational_side
+from verification.gate import checks as gate_checks
 from verification.harness import LEGACY_TABLE_NAMES, legacy_file_differences, scratch_folder
 from verification.strategies import UNTYPED_SCHEMA, LegacySnapshot
+from verification.test_cleanup_and_gate import PROPERTIES as GUARD_PROPERTIES
 from verification.test_lifecycle_state_machine import LegacyDatabaseLifecycle
-from verification.test_properties import PROPERTIES, Property
+from verification.test_properties import PROPERTIES as MIGRATION_PROPERTIES
+from verification.test_properties import Property
+from verification.test_store_model import StoreAgainstTheDaemon
 
 FAULT_SEARCH = settings(settings.get_profile("ci"), database=None, phases=(Phase.generate,))
 LIFECYCLE = "legacy-database-lifecycle"
+STORE_MODEL = "store-against-the-daemon"
+PROPERTIES = {**MIGRATION_PROPERTIES, **GUARD_PROPERTIES}
 
 Patch = Callable[[pytest.MonkeyPatch], None]
 
@@ -331,6 +340,73 @@ def written_tools_stamped(monkeypatch: pytest.MonkeyPatch) -> None:
     _rows_written_with(monkeypatch, "mcp_session_tool", lambda row: (*row[:stamp], moment, *row[stamp + 1 :]))
 
 
+# --- faults in the store, the catch-up, the gate and cleanup ----------------------------------
+# What the property suite missed before the store was driven against a model of the daemon, and
+# before cleanup and the gate were properties of their own: each is a one-line edit a careless
+# change could make.
+
+
+def store_prunes_to_six(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store keeps the newest six checkpoints, not the daemon's five (`KEPT_CHECKPOINTS = 6`)."""
+    for module in (legacy_side, relational_side):
+        monkeypatch.setattr(module, "KEPT_CHECKPOINTS", 6)
+
+
+def latest_checkpoint_is_the_oldest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The relational side's latest checkpoint is the first id it holds (`ids[0]` for `ids[-1]`)."""
+
+    def oldest(self: relational_side.RelationalTables) -> Any:
+        with self.database.atomic():
+            ids = self.checkpoint_ids()
+            return self.checkpoint(ids[0]) if ids else None
+
+    monkeypatch.setattr(relational_side.RelationalTables, "latest_checkpoint", oldest)
+
+
+def dual_write_failure_only_logged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed relational write is logged, not recorded as a pending repair: reads trust stale rows."""
+
+    def logged(self: store_core.Store, change: Any) -> None:
+        try:
+            self._mirror(change)
+        except Exception as exc:  # noqa: BLE001 - the fault: swallowed with a warning
+            store_core.logger.warning("relational write of %s failed: %r", change.key, exc)
+
+    monkeypatch.setattr(store_core.Store, "_mirror_or_defer", logged)
+
+
+def catch_up_digest_ignores_last_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The catch-up digest of a session is of its key and data only: a row whose only change is
+    `last_seen`, at the same rowid, looks unchanged and is never rewritten."""
+    original = backfill.row_digest
+
+    def key_and_data(cells: Any) -> str:
+        is_session = len(cells) == len(MCP_SESSIONS.columns) and not isinstance(cells[0], int)
+        return original(cells[:2] if is_session else cells)
+
+    monkeypatch.setattr(backfill, "row_digest", key_and_data)
+
+
+def gate_shard_bounds_off_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each shard's half-open rowid range ends at its own last rowid, which no shard then reads."""
+    original = gate_checks.shards_covering
+
+    def off_by_one(table: str, spans: Any) -> list[gate_checks.Shard]:
+        shards = original(table, spans)
+        return [replace(shard, high=shard.last) if shard.high is not None else shard for shard in shards]
+
+    monkeypatch.setattr(gate_checks, "shards_covering", off_by_one)
+
+
+def cleanup_checksum_comparison_removed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cleanup compares the archive's row counts with the source's, and no longer the row checksums."""
+
+    def counts_only(table: str, found: Any, archived: Any) -> list[str]:
+        return [] if found.rows == archived.rows else [f"{table}: the source has {found.rows} rows"]
+
+    monkeypatch.setattr(cleanup, "tally_differences", counts_only)
+
+
 IN_MEMORY = ("checkpoint-round-trip-in-memory", "session-round-trip-in-memory")
 ORACLE = ("relational-rows-match-the-blobs",)
 FORWARD_CHECK = ("migrate-then-restore",)  # its `verify` holds the target to the mapping, column by column
@@ -360,6 +436,16 @@ FAULTS = (
     Fault("session-key-digest-of-another-form", session_key_digest_of_another_form, ORACLE),
     Fault("written-sessions-inactive", written_sessions_inactive, (*FORWARD_CHECK, *ORACLE)),
     Fault("written-tools-stamped", written_tools_stamped, FORWARD_CHECK),
+    Fault("store-prunes-to-six", store_prunes_to_six, (STORE_MODEL,)),
+    Fault("latest-checkpoint-is-the-oldest", latest_checkpoint_is_the_oldest, (STORE_MODEL,)),
+    Fault("dual-write-failure-only-logged", dual_write_failure_only_logged, (STORE_MODEL,)),
+    Fault("catch-up-digest-ignores-last-seen", catch_up_digest_ignores_last_seen, (STORE_MODEL,)),
+    Fault("gate-shard-bounds-off-by-one", gate_shard_bounds_off_by_one, ("gate-compares-every-row-once",)),
+    Fault(
+        "cleanup-checksum-comparison-removed",
+        cleanup_checksum_comparison_removed,
+        ("cleanup-drops-only-what-the-archive-restores",),
+    ),
 )
 
 
@@ -390,8 +476,8 @@ def arguments_of(draw: st.DrawFn, prop: Property) -> Arguments:
 
 def property_failure(property_name: str) -> str | None:
     """How the property fails under the active fault, or None when no example makes it fail."""
-    if property_name == LIFECYCLE:
-        return _lifecycle_failure()
+    if property_name in MACHINES:
+        return _machine_failure(*MACHINES[property_name])
     prop = PROPERTIES[property_name]
     failures: list[str] = []
 
@@ -411,9 +497,16 @@ def property_failure(property_name: str) -> str | None:
     return failures[-1]
 
 
-def _lifecycle_failure() -> str | None:
+# The state machines searched, and the steps each example takes.
+MACHINES: dict[str, tuple[type[RuleBasedStateMachine], int]] = {
+    LIFECYCLE: (LegacyDatabaseLifecycle, 20),
+    STORE_MODEL: (StoreAgainstTheDaemon, 12),
+}
+
+
+def _machine_failure(machine: type[RuleBasedStateMachine], steps: int) -> str | None:
     try:
-        run_state_machine_as_test(LegacyDatabaseLifecycle, settings=settings(FAULT_SEARCH, stateful_step_count=20))
+        run_state_machine_as_test(machine, settings=settings(FAULT_SEARCH, stateful_step_count=steps))
     except Exception as exc:  # noqa: BLE001 - any way the machine fails is the fault caught...
         _refuse_errors_of_the_fault_itself(exc)
         return f"{type(exc).__name__}: {exc}"

@@ -31,7 +31,7 @@ from unittest.mock import patch
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, initialize, invariant, precondition, rule
+from hypothesis.stateful import Bundle, MultipleResults, initialize, invariant, multiple, precondition, rule
 
 from migrator.equivalence import json_differences
 from migrator.store import Mode, SessionRecord, Store, open_store
@@ -60,8 +60,8 @@ DAEMON_TABLES = (
 class DaemonModel:
     """The legacy daemon: its own statements on its own two tables, nothing else."""
 
-    def __init__(self) -> None:
-        self.db = sqlite3.connect(":memory:", isolation_level=None)
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db  # in autocommit mode, as the daemon commits after each statement
         for statement in DAEMON_TABLES:
             self.db.execute(statement)
 
@@ -159,7 +159,7 @@ class StoreAgainstTheDaemon(BudgetedMachine):
     def __init__(self) -> None:
         super().__init__()
         self.folder = tempfile.TemporaryDirectory(prefix="ksi-store-model-")
-        self.model = DaemonModel()
+        self.model = DaemonModel(sqlite3.connect(":memory:", isolation_level=None))
         self.store: Store | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.clock = START
@@ -178,18 +178,39 @@ class StoreAgainstTheDaemon(BudgetedMachine):
 
     # --- opening and phases ---------------------------------------------------------------------
 
-    @initialize(mode=st.sampled_from(list(Mode)), two_files=st.booleans(), aio=st.booleans())
-    def open_the_store(self, mode: Mode, two_files: bool, aio: bool) -> None:
+    @initialize(
+        target=keys,
+        two_files=st.booleans(),
+        aio=st.booleans(),
+        sessions=st.lists(
+            st.tuples(session_keys(), SESSION_STATES), min_size=1, max_size=3, unique_by=lambda pair: pair[0]
+        ),
+        states=st.lists(CHECKPOINT_STATES, max_size=3),
+    )
+    def a_migrated_daemon_database(
+        self, two_files: bool, aio: bool, sessions: list[tuple[str, Blob]], states: list[Blob]
+    ) -> MultipleResults[str]:
+        """The daemon's database as the migration finds it, backfilled once, with the relational
+        tables in the same file or in one beside it; the daemon goes on in phase 1 (`legacy`), and
+        `the_phase_changes` takes it through the others."""
         folder = Path(self.folder.name)
         self.target = folder / "target.db"
         self.legacy = folder / "ksi.db" if two_files else self.target
-        if two_files:
-            with closing(sqlite3.connect(self.legacy)) as daemon:  # the daemon's own file, as it made it
-                for statement in DAEMON_TABLES:
-                    daemon.execute(statement)
         self.two_files = two_files
         self.loop = asyncio.new_event_loop() if aio else None
-        self.open(mode)
+        with closing(sqlite3.connect(self.legacy, isolation_level=None)) as connection:
+            daemon = DaemonModel(connection)  # the daemon's own file, written by its own statements
+            for state in states:
+                stamp = self.stamp()
+                assert daemon.save_checkpoint(stamp, state) == self.model.save_checkpoint(stamp, state)
+            for key, state in sessions:
+                daemon.save_session(key, state, self.clock.isoformat())
+                self.model.save_session(key, state, self.clock.isoformat())
+        self.open(Mode.LEGACY)
+        assert self.store is not None
+        self.store.catch_up(batch_size=2)  # the backfill of phase 1 (the store puts both files in WAL mode)
+        self.known_keys += [key for key, _ in sessions]
+        return multiple(*(key for key, _ in sessions))
 
     def open(self, mode: Mode) -> None:
         legacy = self.legacy if self.two_files else None
@@ -271,7 +292,7 @@ class StoreAgainstTheDaemon(BudgetedMachine):
     @rule(key=keys, hours=st.integers(min_value=0, max_value=2))
     @precondition(lambda self: self.mode is Mode.LEGACY)
     def only_last_seen_changes_in_place(self, key: str, hours: int) -> None:
-        self.clock += timedelta(hours=hours)
+        self.clock += timedelta(hours=hours, seconds=1)  # a later time than any the row holds
         self.in_place("UPDATE mcp_sessions SET last_seen = ? WHERE session_key = ?", self.clock.isoformat(), key)
 
     @rule(key=keys, state=SESSION_STATES)
