@@ -254,7 +254,7 @@ def restored_differences(
     problems = []
     if source.schema() != restored.schema():
         problems.append("the restored copy's tables, DDL, counters or encoding differ from the source's")
-    differing, examples = 0, []
+    differing, examples = 0, list[Mismatch]()
     held = {table.name: table for table in restored.tables}
     for table in map(source.stored_table, source.tables):
         if table.name not in held or restored.stored_table(held[table.name]).columns != table.columns:
