@@ -23,6 +23,7 @@ import asyncio
 import json
 import sqlite3
 import tempfile
+from collections.abc import Callable
 from contextlib import closing
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -161,14 +162,16 @@ class StoreAgainstTheDaemon(BudgetedMachine):
         self.folder = tempfile.TemporaryDirectory(prefix="ksi-store-model-")
         self.model = DaemonModel(sqlite3.connect(":memory:", isolation_level=None))
         self.store: Store | None = None
+        self.cutover: Store | None = None  # the relational rows read alone, opened when first needed
         self.loop: asyncio.AbstractEventLoop | None = None
         self.clock = START
         self.known_keys: list[str] = []
 
     def teardown(self) -> None:
         try:
-            if self.store is not None:
-                self.store.close()
+            for store in (self.store, self.cutover):
+                if store is not None:
+                    store.close()
             if self.loop is not None:
                 self.loop.close()
             self.model.db.close()
@@ -180,6 +183,7 @@ class StoreAgainstTheDaemon(BudgetedMachine):
 
     @initialize(
         target=keys,
+        first=st.sampled_from((Mode.LEGACY, Mode.DUAL_WRITE)),
         two_files=st.booleans(),
         aio=st.booleans(),
         sessions=st.lists(
@@ -188,11 +192,12 @@ class StoreAgainstTheDaemon(BudgetedMachine):
         states=st.lists(CHECKPOINT_STATES, max_size=3),
     )
     def a_migrated_daemon_database(
-        self, two_files: bool, aio: bool, sessions: list[tuple[str, Blob]], states: list[Blob]
+        self, first: Mode, two_files: bool, aio: bool, sessions: list[tuple[str, Blob]], states: list[Blob]
     ) -> MultipleResults[str]:
         """The daemon's database as the migration finds it, backfilled once, with the relational
-        tables in the same file or in one beside it; the daemon goes on in phase 1 (`legacy`), and
-        `the_phase_changes` takes it through the others."""
+        tables in the same file or in one beside it; the daemon goes on in phase 1 (`legacy`) or
+        phase 2 (`dual_write`, `open_store`'s default), and `the_phase_changes` takes it through
+        the others."""
         folder = Path(self.folder.name)
         self.target = folder / "target.db"
         self.legacy = folder / "ksi.db" if two_files else self.target
@@ -209,6 +214,9 @@ class StoreAgainstTheDaemon(BudgetedMachine):
         self.open(Mode.LEGACY)
         assert self.store is not None
         self.store.catch_up(batch_size=2)  # the backfill of phase 1 (the store puts both files in WAL mode)
+        if first is not Mode.LEGACY:
+            self.store.close()
+            self.open(first)
         self.known_keys += [key for key, _ in sessions]
         return multiple(*(key for key, _ in sessions))
 
@@ -336,24 +344,40 @@ class StoreAgainstTheDaemon(BudgetedMachine):
     def every_read_equals_the_models(self) -> None:
         if self.store is None:
             return
-        problems = differences("latest checkpoint", self.model.latest_checkpoint(), self.call("latest_checkpoint"))
-        listed = self.call("list_checkpoints")
+        problems = self.read_differences(self.call)
+        assert not problems, f"in {self.mode.value} mode, reads differ from the daemon's:\n" + "\n".join(problems)
+
+    @invariant()
+    def the_relational_rows_answer_as_the_daemon_would(self) -> None:
+        """While both sides are written, the relational rows alone (the store the daemon will
+        read after cutover: `relational_only`, read-only) answer every read as the daemon's
+        tables do, unless a repair is pending."""
+        if self.store is None or self.mode not in DUAL_WRITING or self.store.report().pending_repairs:
+            return
+        if self.cutover is None:
+            self.cutover = open_store(self.target, mode=Mode.RELATIONAL_ONLY, read_only=True)
+        cutover = self.cutover
+        problems = self.read_differences(lambda operation, *args: getattr(cutover, operation)(*args))
+        assert not problems, f"in {self.mode.value} mode, the relational rows answer otherwise:\n" + "\n".join(problems)
+
+    def read_differences(self, call: Callable[..., Any]) -> list[str]:
+        """Every read the daemon makes, through `call(operation, *args)`, against the model's."""
+        problems = differences("latest checkpoint", self.model.latest_checkpoint(), call("latest_checkpoint"))
+        listed = call("list_checkpoints")
         if listed != self.model.list_checkpoints():
             problems.append(f"list_checkpoints: {listed} != the daemon's {self.model.list_checkpoints()}")
         ids = self.model.row_ids()
         for checkpoint_id in range(min(ids, default=1) - 1, max(ids, default=0) + 2):
             expected = self.model.load_checkpoint(checkpoint_id)
-            problems += differences(
-                f"checkpoint {checkpoint_id}", expected, self.call("load_checkpoint", checkpoint_id)
-            )
+            problems += differences(f"checkpoint {checkpoint_id}", expected, call("load_checkpoint", checkpoint_id))
         for key in dict.fromkeys(self.known_keys):
             problems += differences(
-                f"session {key!r}", self.model.load_session(key), session(self.call("load_session", key))
+                f"session {key!r}", self.model.load_session(key), session(call("load_session", key))
             )
         cutoff = (self.clock - SESSION_LIFETIME).isoformat()
-        seen = [(r.key, r.blob, r.last_seen) for r in self.call("sessions_seen_after", cutoff)]
+        seen = [(r.key, r.blob, r.last_seen) for r in call("sessions_seen_after", cutoff)]
         problems += differences(f"sessions seen after {cutoff}", self.model.sessions_seen_after(cutoff), seen)
-        assert not problems, f"in {self.mode.value} mode, reads differ from the daemon's:\n" + "\n".join(problems)
+        return problems
 
 
 def session(record: SessionRecord | None) -> tuple[Blob, Any] | None:

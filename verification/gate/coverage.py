@@ -7,9 +7,9 @@ controller holds them against the source's rowid index, read again at the end, n
 rowid compared by no shard or by more than one.
 
 A shard's rowids cross from its worker on the test's report (`CheckResult.rowids`, never written
-to the sign-off), as runs of consecutive rowids: `[start, length, gap, length, gap, length, ...]`,
-each run starting `gap` after the end of the one before. A table whose rowids have no holes is
-two numbers a shard, and memory stays flat on the controller: the runs are swept in one pass.
+to the sign-off), as runs of consecutive rowids (`verification.gate.rowids`): a table whose rowids
+have no holes is two numbers a shard. The controller sweeps every shard's runs beside the index in
+one pass, reading the index a row at a time.
 """
 
 from __future__ import annotations
