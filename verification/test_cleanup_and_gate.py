@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from migrator.archive import archive_line, archived_rows, check_archive, restore_archive, tally, write_archive
@@ -201,6 +201,13 @@ PROPERTIES: dict[str, Property] = {
 }
 
 
+# Each example migrates, archives, plans cleanup twice (each plan verifies the target and restores
+# the archive) and drops: a third of the profile's examples (20 under `ci`), as the server
+# engines' properties take a share. The seeded faults still search it with all of `ci`'s.
+CLEANUP_SHARE = 3
+
+
+@settings(settings.default, max_examples=max(10, settings.default.max_examples // CLEANUP_SHARE))
 @given(**PROPERTIES["cleanup-drops-only-what-the-archive-restores"].arguments)
 def test_cleanup_drops_only_what_the_archive_restores(case: tuple[LegacySnapshot, Tampering], batch_size: int) -> None:
     check_cleanup_drops_only_what_the_archive_restores(case, batch_size)
