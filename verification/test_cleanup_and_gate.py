@@ -207,7 +207,13 @@ PROPERTIES: dict[str, Property] = {
 CLEANUP_SHARE = 3
 
 
-@settings(settings.default, max_examples=max(10, settings.default.max_examples // CLEANUP_SHARE))
+def share_of_the_profile(share: int) -> settings:
+    profile = settings.default
+    assert profile is not None  # loaded before the suite's modules are collected
+    return settings(profile, max_examples=max(10, profile.max_examples // share))
+
+
+@share_of_the_profile(CLEANUP_SHARE)
 @given(**PROPERTIES["cleanup-drops-only-what-the-archive-restores"].arguments)
 def test_cleanup_drops_only_what_the_archive_restores(case: tuple[LegacySnapshot, Tampering], batch_size: int) -> None:
     check_cleanup_drops_only_what_the_archive_restores(case, batch_size)
