@@ -22,7 +22,7 @@ from typing import Any
 
 import peewee as pw
 
-from migrator import engines, sessions
+from migrator import engines, moves, sessions
 from migrator.batching import DEFAULT_BATCH_SIZE, Progress
 from migrator.codec import key_digest, stored_key
 from migrator.compare import compare_rows
@@ -44,11 +44,14 @@ class TableReport:
     table: str
     source_rows: int = 0
     written: int = 0  # rows new or changed since the last run, written by this one
-    rewritten: int = 0  # of those, rows the target held before, in another form
+    rewritten: int = 0  # of those, rows the target held before (by rowid, or a session by key), in another form
+    moved: int = 0  # sessions the daemon saved again unchanged under a new rowid: their rows given it in place
     unchanged: int = 0
     deleted: int = 0  # rows gone from the source, removed from the target
     orphans_removed: int = 0  # child rows without their legacy row, removed (recheck)
     changed_meanwhile: int = 0  # rows a daemon changed or removed during the run: left to it, or the next run
+    child_rows_written: int = 0  # child rows (tools, queues, queue items, completions) mapped and written
+    child_rows_moved: int = 0  # tools of moved sessions, pointed at the new rowid (nothing else in them changes)
     migrated: int = 0  # rows now held relationally (after the run)
     quarantined: int = 0  # rows now held verbatim in quarantine
     noncanonical: int = 0  # migrated rows whose JSON is not in json.dumps' default format
@@ -168,18 +171,28 @@ def _backfill_table(
 ) -> TableReport:
     table = kind.legacy
     table_report = TableReport(table.name, source_rows=source.count(table))
-    if not target_is_empty:
+    by_key = _by_key(kind, run, target_is_empty)
+    if not target_is_empty and not by_key:
         table_report.deleted = _delete_vanished(source, database, kind, run)
         if run.recheck:
             table_report.orphans_removed = _remove_orphans(database, kind, run)
+    claimed: set[int] = set()  # old rowids of sessions moved or replaced by key: not vanished
     for batch in source.batches(table, run.batch_size):
-        _sync_batch(database, source, kind, batch, table_report, run, assume_new=target_is_empty)
+        _sync_batch(database, source, kind, batch, table_report, run, assume_new=target_is_empty, claimed=claimed)
         if run.progress:
             run.progress(table.name, len(batch))
+    if by_key:  # after the batches, so that a session saved again under a new rowid is moved, not removed
+        table_report.deleted = _delete_vanished(source, database, kind, run, claimed)
     if target_is_empty and run.dry_run:
         return table_report  # there is no table to count in yet
     _count_totals(kind, table_report)
     return table_report
+
+
+def _by_key(kind: BlobKind, run: Run, target_is_empty: bool) -> bool:
+    """Whether sessions are matched by key as well as rowid (`migrator.moves`). A recheck trusts
+    no digest, so it matches by rowid alone and removes what vanished first, as before."""
+    return kind is sessions.KIND and not target_is_empty and not run.recheck
 
 
 def _has_rows(kind: BlobKind) -> bool:
@@ -245,11 +258,17 @@ def _target_rowids(kind: BlobKind, batch_size: int) -> Iterator[list[int]]:
             after = rowids[-1]
 
 
-def _delete_vanished(source: LegacySource, database: pw.Database, kind: BlobKind, run: Run) -> int:
+def _delete_vanished(
+    source: LegacySource,
+    database: pw.Database,
+    kind: BlobKind,
+    run: Run,
+    claimed: set[int] | frozenset[int] = frozenset(),
+) -> int:
     vanished: list[int] = []
     for rowids in _target_rowids(kind, run.batch_size):
         present = source.existing_rowids(kind.legacy, rowids)
-        vanished.extend(rowid for rowid in rowids if rowid not in present)
+        vanished.extend(rowid for rowid in rowids if rowid not in present and rowid not in claimed)
     if not run.dry_run:
         for start in range(0, len(vanished), run.batch_size):
             with engines.engine(database).write_transaction():
@@ -320,13 +339,26 @@ def _sync_batch(
     run: Run,
     *,
     assume_new: bool,
+    claimed: set[int],
 ) -> None:
     changed, held = _changed_rows(database, kind, batch, run, assume_new=assume_new)
+    plan = moves.KeyPlan([], changed, {})
+    if _by_key(kind, run, assume_new):
+        plan = moves.plan_by_key(database, kind, changed, held)
+        claimed.update(move.old_rowid for move in plan.moves)
+        claimed.update(plan.displaced.values())
     report.unchanged += len(batch) - len(changed)
+    moved = plan.moves
+    if moved and not run.dry_run:
+        moved = _move_as_read(database, source, kind, moved, report)
+    report.moved += len(moved)
+    changed = plan.rest
     if changed and not run.dry_run:
-        changed = _write_as_read(database, source, kind, changed, report, assume_new=assume_new)
+        changed = _write_as_read(
+            database, source, kind, changed, report, assume_new=assume_new, displaced=plan.displaced
+        )
     report.written += len(changed)
-    report.rewritten += sum(1 for row, _ in changed if row[ROWID] in held)
+    report.rewritten += sum(1 for row, _ in changed if row[ROWID] in held or row[ROWID] in plan.displaced)
 
 
 WRITE_ATTEMPTS = 3
@@ -342,6 +374,7 @@ def _write_as_read(
     report: TableReport,
     *,
     assume_new: bool,
+    displaced: dict[int, int],
 ) -> list[tuple[LegacyRow, str]]:
     """Write the relational rows of these snapshot rows, in one transaction that first makes sure
     the legacy file still holds each row as the snapshot read it: a row a daemon changed or
@@ -353,15 +386,33 @@ def _write_as_read(
                 current = _still_as_read(source, kind, rows)
                 # Every rowid about to be written is cleared first, not only those with a known digest:
                 # child rows left behind under a new rowid (an orphan) would otherwise collide with its keys.
+                # A session's key held under another rowid is replaced too (the legacy file now holds
+                # the key only here), or the unique key would refuse the new row.
                 replace = [] if assume_new else [row[ROWID] for row, _ in current]
-                write_legacy_rows(database, kind, current, replace=replace)
+                replace += [displaced[rowid] for rowid in replace if rowid in displaced]
+                written = write_legacy_rows(database, kind, current, replace=replace)
         except pw.IntegrityError:
             if attempt == WRITE_ATTEMPTS:
                 raise
             continue
         report.changed_meanwhile += len(rows) - len(current)
+        report.child_rows_written += written.child_rows
         return current
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def _move_as_read(
+    database: pw.Database, source: LegacySource, kind: BlobKind, planned: list[moves.Move], report: TableReport
+) -> list[moves.Move]:
+    """Move sessions to their new rowids in one transaction, as `_write_as_read` writes: only
+    those the legacy file still holds as the snapshot read them, and the target still holds as
+    planned (a dual write since then has mirrored the newer row itself). Returns the moves made."""
+    with engines.engine(database).write_transaction():
+        as_read = {row[ROWID] for row, _ in _still_as_read(source, kind, [(m.row, m.digest) for m in planned])}
+        current = moves.still_held(database, [move for move in planned if move.new_rowid in as_read])
+        report.child_rows_moved += moves.apply_moves(database, kind, current)
+    report.changed_meanwhile += len(planned) - len(current)
+    return current
 
 
 def _still_as_read(

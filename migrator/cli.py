@@ -216,14 +216,14 @@ def format_backfill(report: BackfillReport) -> str:
         if report.dry_run:
             lines.append(
                 f"{t.table}: {t.source_rows} source rows; a run would write {t.written - t.rewritten} new, "
-                f"rewrite {t.rewritten}, keep {t.unchanged} unchanged, remove {t.deleted}"
+                f"rewrite {t.rewritten}, move {t.moved}, keep {t.unchanged} unchanged, remove {t.deleted}"
                 + (f" and {t.orphans_removed} orphaned child rows" if report.recheck else "")
             )
             continue
         lines.append(
             f"{t.table}: {t.source_rows} source rows; {t.migrated} migrated, {t.quarantined} quarantined, "
             f"{t.noncanonical} non-canonical; this run wrote {t.written - t.rewritten} new, rewrote {t.rewritten}, "
-            f"kept {t.unchanged} unchanged, removed {t.deleted}"
+            f"moved {t.moved}, kept {t.unchanged} unchanged, removed {t.deleted}"
             + (f" and {t.orphans_removed} orphaned child rows" if report.recheck else "")
         )
     lines.append(

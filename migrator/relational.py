@@ -11,7 +11,7 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 from weakref import WeakKeyDictionary
 
 import peewee as pw
@@ -228,13 +228,19 @@ def map_legacy_row(kind: BlobKind, row: LegacyRow, digest: str) -> Mapped:
         return Mapped(None, quarantine_row(kind, row, digest, f"cannot be mapped: {exc!r}"))
 
 
+class Written(NamedTuple):
+    migrated: int  # legacy rows written as relational rows
+    quarantined: int  # legacy rows written to quarantine
+    child_rows: int  # rows of the child tables written for them
+
+
 def write_legacy_rows(
     database: pw.Database, kind: BlobKind, rows: Sequence[tuple[LegacyRow, str]], *, replace: Sequence[int] = ()
-) -> tuple[int, int]:
+) -> Written:
     """Map (legacy row, digest) pairs to relational rows and write them in one transaction.
 
     `replace` names rowids whose previous relational rows (and quarantine rows) are removed
-    first. Returns (migrated, quarantined).
+    first.
     """
     tables: list[list[Row]] = [[] for _ in kind.tables]
     quarantined: list[Row] = []
@@ -251,7 +257,8 @@ def write_legacy_rows(
         for table, bucket in zip(kind.tables, tables, strict=True):
             insert_rows(database, table, bucket)
         insert_rows(database, QUARANTINE, quarantined)
-    return len(rows) - len(quarantined), len(quarantined)
+    children = sum(len(bucket) for bucket in tables[ROOT + 1 :])
+    return Written(len(rows) - len(quarantined), len(quarantined), children)
 
 
 # --- reading ----------------------------------------------------------------------------------

@@ -1,0 +1,134 @@
+"""Catch-up by identity for sessions: a session the daemon saved again unchanged keeps its rows.
+
+The daemon saves every cached session with `INSERT OR REPLACE`, which deletes the row and inserts
+it again under a new rowid, changed or not. Matched by rowid alone, every such session would look
+new and be rewritten with all its tools. A session is known by its key: when the target holds the
+key under another rowid with the same digest, the session is *moved*, its relational identity
+changed in place to the new rowid (and its tools pointed at it), and nothing is mapped or
+rewritten. When the target holds the key with other content, that old rowid is *displaced*: the
+write replaces it, so the key's unique index never sees the session twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import peewee as pw
+
+from migrator.codec import key_digest, stored_key
+from migrator.legacy import ROWID, LegacyRow
+from migrator.models import McpSession, McpSessionTool
+from migrator.relational import BlobKind, delete_identities, fetch
+
+Changed = tuple[LegacyRow, str]
+"""A source row that must reach the target, with its digest."""
+
+
+@dataclass(frozen=True)
+class Move:
+    """A source row the target holds unchanged under an older rowid."""
+
+    row: LegacyRow
+    digest: str
+    old_rowid: int
+    key_digest: str
+
+    @property
+    def new_rowid(self) -> int:
+        return int(self.row[ROWID])
+
+
+@dataclass
+class KeyPlan:
+    """What the keys say about a batch's changed session rows."""
+
+    moves: list[Move]  # held unchanged under another rowid: moved in place
+    rest: list[Changed]  # written as before
+    displaced: dict[int, int]  # new rowid -> the other rowid the target holds its key under, with other content
+
+
+def plan_by_key(database: pw.Database, kind: BlobKind, changed: Sequence[Changed], held: set[int]) -> KeyPlan:
+    """Sort a batch's changed session rows by what the target holds under their keys. `held` are
+    the rowids of the batch's range the target holds rows for: a row whose new rowid is taken is
+    never moved there (the occupant's rows are replaced, as any rewrite does)."""
+    keyed = {
+        row[ROWID]: key_digest(stored_key(key)) for row, _ in changed if isinstance(key := kind.legacy.key_of(row), str)
+    }
+    found = _held_under_keys(database, list(keyed.values()))
+    plan = KeyPlan([], [], {})
+    for row, digest in changed:
+        rowid = row[ROWID]
+        old = found.get(keyed.get(rowid, ""))
+        if old is None or old[0] == rowid:
+            plan.rest.append((row, digest))
+        elif old[1] == digest and rowid not in held:
+            plan.moves.append(Move(row, digest, old[0], keyed[rowid]))
+        else:
+            plan.rest.append((row, digest))
+            plan.displaced[rowid] = old[0]
+    return plan
+
+
+def _held_under_keys(database: pw.Database, digests: list[str]) -> dict[str, tuple[int, str]]:
+    """key digest -> (rowid, source digest) of the target's sessions with these keys."""
+    if not digests:
+        return {}
+    query = McpSession.select(McpSession.session_key_digest, McpSession.id, McpSession.source_digest).where(
+        McpSession.session_key_digest.in_(digests)
+    )
+    return {key: (rowid, digest) for key, rowid, digest in fetch(database, query)}
+
+
+def still_held(database: pw.Database, moves: Sequence[Move]) -> list[Move]:
+    """The moves whose old rows the target still holds as planned, locked where the engine can
+    (a dual write may have replaced the session since the plan was read)."""
+    if not moves:
+        return []
+    query = McpSession.select(McpSession.id, McpSession.source_digest).where(
+        McpSession.id.in_([move.old_rowid for move in moves])
+    )
+    if database.for_update:  # SQLite's write transaction already holds the only write lock
+        query = query.for_update()
+    current: dict[int, str] = {rowid: digest for rowid, digest in fetch(database, query)}
+    return [move for move in moves if current.get(move.old_rowid) == move.digest]
+
+
+MOVES_A_STATEMENT = 500
+"""Each move takes a few parameters in each statement; this many keep far under SQLite's limit."""
+
+
+def apply_moves(database: pw.Database, kind: BlobKind, moves: Sequence[Move]) -> int:
+    """Give each session its new rowid in place, inside the caller's transaction; returns the tool
+    rows pointed at the new rowids (none is written or mapped again).
+
+    The foreign key from tools to sessions is checked at once on every engine, so the session
+    row is copied to its new rowid (under a placeholder key digest, the unique index still holding
+    the old row), the tools are pointed at it, the old row is deleted, and the copy takes its
+    key digest back: four statements for each `MOVES_A_STATEMENT` moves.
+    """
+    return sum(
+        _move_chunk(database, kind, moves[start : start + MOVES_A_STATEMENT])
+        for start in range(0, len(moves), MOVES_A_STATEMENT)
+    )
+
+
+def _move_chunk(database: pw.Database, kind: BlobKind, moves: Sequence[Move]) -> int:
+    new_ids = [move.new_rowid for move in moves]
+    old_ids = [move.old_rowid for move in moves]
+    delete_identities(database, kind, new_ids)  # child rows an earlier failure left there (orphans)
+    to_new = pw.Case(McpSession.id, [(move.old_rowid, move.new_rowid) for move in moves])
+    # A placeholder is never a real digest: those are 32 hexadecimal digits.
+    placeholder = pw.Case(McpSession.id, [(move.old_rowid, f"moving {move.old_rowid}") for move in moves])
+    fields = McpSession._meta.sorted_fields
+    copied = [
+        to_new if field is McpSession.id else placeholder if field is McpSession.session_key_digest else field
+        for field in fields
+    ]
+    McpSession.insert_from(McpSession.select(*copied).where(McpSession.id.in_(old_ids)), fields).execute()
+    tool_to_new = pw.Case(McpSessionTool.session, [(move.old_rowid, move.new_rowid) for move in moves])
+    tools = McpSessionTool.update(session=tool_to_new).where(McpSessionTool.session.in_(old_ids)).execute()
+    McpSession.delete().where(McpSession.id.in_(old_ids)).execute()
+    real = pw.Case(McpSession.id, [(move.new_rowid, move.key_digest) for move in moves])
+    McpSession.update(session_key_digest=real).where(McpSession.id.in_(new_ids)).execute()
+    return int(tools)
