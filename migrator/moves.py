@@ -11,8 +11,10 @@ write replaces it, so the key's unique index never sees the session twice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
+from weakref import WeakKeyDictionary
 
 import peewee as pw
 
@@ -94,7 +96,7 @@ def still_held(database: pw.Database, moves: Sequence[Move]) -> list[Move]:
     return [move for move in moves if current.get(move.old_rowid) == move.digest]
 
 
-MOVES_A_STATEMENT = 500
+MOVES_A_STATEMENT = 250
 """Each move takes a few parameters in each statement; this many keep far under SQLite's limit."""
 
 
@@ -114,21 +116,90 @@ def apply_moves(database: pw.Database, kind: BlobKind, moves: Sequence[Move]) ->
 
 
 def _move_chunk(database: pw.Database, kind: BlobKind, moves: Sequence[Move]) -> int:
-    new_ids = [move.new_rowid for move in moves]
-    old_ids = [move.old_rowid for move in moves]
-    delete_identities(database, kind, new_ids)  # child rows an earlier failure left there (orphans)
+    delete_identities(database, kind, [move.new_rowid for move in moves])  # child rows a failure left there
+    tools = 0
+    for name in STATEMENTS:
+        sql, sources = _template(database, name, len(moves))
+        cursor = database.execute_sql(sql, [_parameter(moves[index], part) for part, index in sources])
+        if name == "point tools":
+            tools = cursor.rowcount
+    return int(tools)
+
+
+class _Sentinel(NamedTuple):
+    old_rowid: int
+    new_rowid: int
+    key_digest: str
+
+
+def _placeholder(move: Move | _Sentinel) -> str:
+    """A session's key digest while its copy and its old row are both there: never a real digest
+    (those are 32 hexadecimal digits), and unique, as its old rowid is."""
+    return f"moving {move.old_rowid}"
+
+
+def _copy(moves: Sequence[Move | _Sentinel]) -> pw.Query:
     to_new = pw.Case(McpSession.id, [(move.old_rowid, move.new_rowid) for move in moves])
-    # A placeholder is never a real digest: those are 32 hexadecimal digits.
-    placeholder = pw.Case(McpSession.id, [(move.old_rowid, f"moving {move.old_rowid}") for move in moves])
+    placeholder = pw.Case(McpSession.id, [(move.old_rowid, _placeholder(move)) for move in moves])
     fields = McpSession._meta.sorted_fields
     copied = [
         to_new if field is McpSession.id else placeholder if field is McpSession.session_key_digest else field
         for field in fields
     ]
-    McpSession.insert_from(McpSession.select(*copied).where(McpSession.id.in_(old_ids)), fields).execute()
-    tool_to_new = pw.Case(McpSessionTool.session, [(move.old_rowid, move.new_rowid) for move in moves])
-    tools = McpSessionTool.update(session=tool_to_new).where(McpSessionTool.session.in_(old_ids)).execute()
-    McpSession.delete().where(McpSession.id.in_(old_ids)).execute()
+    old_ids = [move.old_rowid for move in moves]
+    return McpSession.insert_from(McpSession.select(*copied).where(McpSession.id.in_(old_ids)), fields)
+
+
+def _point_tools(moves: Sequence[Move | _Sentinel]) -> pw.Query:
+    to_new = pw.Case(McpSessionTool.session, [(move.old_rowid, move.new_rowid) for move in moves])
+    old_ids = [move.old_rowid for move in moves]
+    return McpSessionTool.update(session=to_new).where(McpSessionTool.session.in_(old_ids))
+
+
+def _delete_old(moves: Sequence[Move | _Sentinel]) -> pw.Query:
+    return McpSession.delete().where(McpSession.id.in_([move.old_rowid for move in moves]))
+
+
+def _restore_keys(moves: Sequence[Move | _Sentinel]) -> pw.Query:
     real = pw.Case(McpSession.id, [(move.new_rowid, move.key_digest) for move in moves])
-    McpSession.update(session_key_digest=real).where(McpSession.id.in_(new_ids)).execute()
-    return int(tools)
+    return McpSession.update(session_key_digest=real).where(McpSession.id.in_([move.new_rowid for move in moves]))
+
+
+STATEMENTS: dict[str, Callable[[Sequence[Move | _Sentinel]], pw.Query]] = {
+    "copy sessions": _copy,
+    "point tools": _point_tools,
+    "delete old rows": _delete_old,
+    "restore keys": _restore_keys,
+}
+"""The four statements of a move, in order, each built from a list of moves."""
+
+Source = tuple[str, int]
+"""Where a parameter of a statement comes from: which value (old, new, key, placeholder) of which move."""
+
+_TEMPLATES: WeakKeyDictionary[pw.Database, dict[tuple[str, int], tuple[str, list[Source]]]] = WeakKeyDictionary()
+
+
+def _template(database: pw.Database, name: str, count: int) -> tuple[str, list[Source]]:
+    """A statement's SQL for `count` moves, and where each of its parameters comes from.
+
+    peewee takes longer to build a statement of hundreds of CASE branches than the database
+    takes to run it, so each statement is built once per engine and size, from sentinel moves
+    whose values each say what they stand for, then run with the real values in their places."""
+    cached = _TEMPLATES.setdefault(database, {})
+    if (name, count) not in cached:
+        sentinels = [_Sentinel(index, count + index, f"key {index}") for index in range(count)]
+        sources: dict[object, Source] = {}
+        for index, sentinel in enumerate(sentinels):
+            sources |= {sentinel.old_rowid: ("old", index), sentinel.new_rowid: ("new", index)}
+            sources |= {sentinel.key_digest: ("key", index), _placeholder(sentinel): ("placeholder", index)}
+        sql, parameters = database.get_sql_context().sql(STATEMENTS[name](sentinels)).query()
+        cached[(name, count)] = (sql, [sources[value] for value in parameters])
+    return cached[(name, count)]
+
+
+def _parameter(move: Move, part: str) -> object:
+    if part == "old":
+        return move.old_rowid
+    if part == "new":
+        return move.new_rowid
+    return move.key_digest if part == "key" else _placeholder(move)
