@@ -30,9 +30,10 @@ from migrator.ddl import refuse_unrestorable_schema
 from migrator.errors import SnapshotMismatch
 from migrator.failures import connection_lost
 from migrator.kinds import KINDS
-from migrator.legacy import CELLS, ROWID, LegacyRow, LegacySource, row_digest, snapshot_hashes
+from migrator.legacy import CELLS, ROWID, LegacyRow, row_digest
 from migrator.models import McpSession, Quarantine
 from migrator.relational import BlobKind, delete_identities, delete_orphans, orphans, write_legacy_rows
+from migrator.sources import Snapshot, files_hashes, source_files, source_label
 from migrator.status import record_last_migrate
 from migrator.target import create_schema, save_legacy_schema, schema_version
 
@@ -86,7 +87,7 @@ class Run:
 
 
 def backfill(
-    source: LegacySource,
+    source: Snapshot,
     database: pw.Database,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -134,7 +135,7 @@ def _reconnect(database: pw.Database) -> None:
     database.connect(reuse_if_open=True)
 
 
-def _backfill_once(source: LegacySource, database: pw.Database, run: Run, replace_all: bool) -> BackfillReport:
+def _backfill_once(source: Snapshot, database: pw.Database, run: Run, replace_all: bool) -> BackfillReport:
     started = time.perf_counter()
     batch_size, dry_run, recheck = run.batch_size, run.dry_run, run.recheck
     refuse_unrestorable_schema(source, "migrate")  # now, not at the rollback that needs it
@@ -155,7 +156,7 @@ def _backfill_once(source: LegacySource, database: pw.Database, run: Run, replac
     fresh_models = [table.model for kind in kinds if empty[kind.legacy.name] for table in kind.tables]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ksi-hash") as hasher:
         # The snapshot's sha256 for the record of this run, taken on the other core meanwhile.
-        hashes = None if dry_run else hasher.submit(snapshot_hashes, source.path)
+        hashes = None if dry_run else hasher.submit(files_hashes, source_files(source))
         loading = engines.engine(database)
         with loading.bulk_load(), loading.indexes_built_after([] if dry_run else fresh_models):
             for kind in kinds:
@@ -167,7 +168,7 @@ def _backfill_once(source: LegacySource, database: pw.Database, run: Run, replac
 
 
 def _backfill_table(
-    source: LegacySource, database: pw.Database, kind: BlobKind, run: Run, target_is_empty: bool
+    source: Snapshot, database: pw.Database, kind: BlobKind, run: Run, target_is_empty: bool
 ) -> TableReport:
     table = kind.legacy
     table_report = TableReport(table.name, source_rows=source.count(table))
@@ -204,7 +205,7 @@ def _has_rows(kind: BlobKind) -> bool:
 
 
 def _refuse_disjoint_snapshot(
-    source: LegacySource, kinds: Sequence[BlobKind], empty: dict[str, bool], batch_size: int
+    source: Snapshot, kinds: Sequence[BlobKind], empty: dict[str, bool], batch_size: int
 ) -> None:
     """A catch-up removes every target row the snapshot lacks. When the snapshot shares no row at
     all with a target that holds rows, that is the wrong file far more often than a daemon whose
@@ -214,13 +215,13 @@ def _refuse_disjoint_snapshot(
         return
     tables = ", ".join(kind.legacy.name for kind in held)
     raise SnapshotMismatch(
-        f"refusing to catch up: {source.path} shares no row with the target's {tables} (no row with the same "
+        f"refusing to catch up: {source_label(source)} shares no row with the target's {tables} (no row with the same "
         "rowid and content, no session with the same key), so it looks like another daemon's database and "
         "catching up would replace every row; if every row really changed since the last run, pass --replace"
     )
 
 
-def _shares_a_row(source: LegacySource, kind: BlobKind, batch_size: int) -> bool:
+def _shares_a_row(source: Snapshot, kind: BlobKind, batch_size: int) -> bool:
     """True at the first source row the target holds with the same rowid and content, or, for a
     session, under the same key (the daemon rewrites sessions in place, giving them new rowids)."""
     for batch in source.batches(kind.legacy, batch_size):
@@ -259,7 +260,7 @@ def _target_rowids(kind: BlobKind, batch_size: int) -> Iterator[list[int]]:
 
 
 def _delete_vanished(
-    source: LegacySource,
+    source: Snapshot,
     database: pw.Database,
     kind: BlobKind,
     run: Run,
@@ -332,7 +333,7 @@ def _changed_rows(
 
 def _sync_batch(
     database: pw.Database,
-    source: LegacySource,
+    source: Snapshot,
     kind: BlobKind,
     batch: Sequence[LegacyRow],
     report: TableReport,
@@ -368,7 +369,7 @@ notices only at commit) is checked and written again, this many times in all."""
 
 def _write_as_read(
     database: pw.Database,
-    source: LegacySource,
+    source: Snapshot,
     kind: BlobKind,
     rows: list[tuple[LegacyRow, str]],
     report: TableReport,
@@ -402,7 +403,7 @@ def _write_as_read(
 
 
 def _move_as_read(
-    database: pw.Database, source: LegacySource, kind: BlobKind, planned: list[moves.Move], report: TableReport
+    database: pw.Database, source: Snapshot, kind: BlobKind, planned: list[moves.Move], report: TableReport
 ) -> list[moves.Move]:
     """Move sessions to their new rowids in one transaction, as `_write_as_read` writes: only
     those the legacy file still holds as the snapshot read them, and the target still holds as
@@ -415,9 +416,7 @@ def _move_as_read(
     return current
 
 
-def _still_as_read(
-    source: LegacySource, kind: BlobKind, rows: list[tuple[LegacyRow, str]]
-) -> list[tuple[LegacyRow, str]]:
+def _still_as_read(source: Snapshot, kind: BlobKind, rows: list[tuple[LegacyRow, str]]) -> list[tuple[LegacyRow, str]]:
     """The rows the legacy file still holds as the snapshot read them (all, when nobody wrote)."""
     if not source.written_since():
         return rows

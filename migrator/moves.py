@@ -21,7 +21,7 @@ import peewee as pw
 from migrator.codec import key_digest, stored_key
 from migrator.legacy import ROWID, LegacyRow
 from migrator.models import McpSession, McpSessionTool
-from migrator.relational import BlobKind, delete_identities, fetch
+from migrator.relational import BlobKind, delete_identities, statement
 
 Changed = tuple[LegacyRow, str]
 """A source row that must reach the target, with its digest."""
@@ -76,10 +76,13 @@ def _held_under_keys(database: pw.Database, digests: list[str]) -> dict[str, tup
     """key digest -> (rowid, source digest) of the target's sessions with these keys."""
     if not digests:
         return {}
-    query = McpSession.select(McpSession.session_key_digest, McpSession.id, McpSession.source_digest).where(
-        McpSession.session_key_digest.in_(digests)
+    columns = (McpSession.session_key_digest, McpSession.id, McpSession.source_digest)
+    sql = statement(  # built once per batch size: peewee takes longer to build an IN list than to run it
+        database,
+        ("sessions by key", len(digests)),
+        lambda: McpSession.select(*columns).where(McpSession.session_key_digest.in_(digests)),
     )
-    return {key: (rowid, digest) for key, rowid, digest in fetch(database, query)}
+    return {key: (rowid, digest) for key, rowid, digest in database.execute_sql(sql, digests).fetchall()}
 
 
 def still_held(database: pw.Database, moves: Sequence[Move]) -> list[Move]:
@@ -87,12 +90,15 @@ def still_held(database: pw.Database, moves: Sequence[Move]) -> list[Move]:
     (a dual write may have replaced the session since the plan was read)."""
     if not moves:
         return []
-    query = McpSession.select(McpSession.id, McpSession.source_digest).where(
-        McpSession.id.in_([move.old_rowid for move in moves])
-    )
-    if database.for_update:  # SQLite's write transaction already holds the only write lock
-        query = query.for_update()
-    current: dict[int, str] = {rowid: digest for rowid, digest in fetch(database, query)}
+    old_ids = [move.old_rowid for move in moves]
+
+    def build() -> pw.Query:
+        query = McpSession.select(McpSession.id, McpSession.source_digest).where(McpSession.id.in_(old_ids))
+        # SQLite's write transaction already holds the only write lock; a server locks the rows.
+        return query.for_update() if database.for_update else query
+
+    sql = statement(database, ("sessions to move", len(old_ids)), build)
+    current: dict[int, str] = dict(database.execute_sql(sql, old_ids).fetchall())
     return [move for move in moves if current.get(move.old_rowid) == move.digest]
 
 

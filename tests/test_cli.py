@@ -202,7 +202,7 @@ def test_status_of_a_target_that_holds_nothing_yet(tmp_path: Path, capsys: pytes
 def test_without_a_terminal_progress_is_a_line_every_few_seconds(
     snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("migrator.cli.PROGRESS_LINE_SECONDS", 0.0)  # every batch, for the test
+    monkeypatch.setattr("migrator.progress.PROGRESS_LINE_SECONDS", 0.0)  # every batch, for the test
     assert main(["migrate", "--source", str(snapshot), "--target", str(tmp_path / "t.db"), "--batch-size", "1"]) == 0
     lines = capsys.readouterr().err.splitlines()
     assert lines and all(re.fullmatch(r"migrate: \w+, \d+ of 4 rows, [\d,]+ rows/s", line) for line in lines), lines

@@ -17,7 +17,9 @@ ARGS = ("--pyargs", "verification", "--ksi-snapshot", "/data/legacy.db", "-n", "
 
 
 def invocation(target: str | None = None, args: tuple[str, ...] = ARGS) -> Invocation:
-    return Invocation(Path("/work"), "/venv/bin/python", args, Path("/data/legacy.db"), target, Path("/s/signoff.json"))
+    return Invocation(
+        Path("/work"), "/venv/bin/python", args, (Path("/data/legacy.db"),), target, Path("/s/signoff.json")
+    )
 
 
 def verdict(name: str, outcome: str) -> CheckVerdict:
@@ -103,7 +105,7 @@ def test_a_latency_over_its_limit_twice_fails_with_both_rounds_recorded() -> Non
 def test_a_masked_password_is_named_so_that_the_commands_can_be_run() -> None:
     masked = "postgresql://signer:***@db.internal:5432/ksi"
     run = Invocation(
-        Path("/work"), "/venv/bin/python", (*ARGS, "--ksi-target", masked), Path("/data/legacy.db"), masked,
+        Path("/work"), "/venv/bin/python", (*ARGS, "--ksi-target", masked), (Path("/data/legacy.db"),), masked,
         Path("/s/signoff.json"), password_masked=True,
     )  # fmt: skip
 

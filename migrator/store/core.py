@@ -6,7 +6,7 @@ import functools
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -27,12 +27,12 @@ from migrator.legacy import (
     CELLS,
     CHECKPOINTS,
     LegacyRow,
-    LegacySource,
     LegacyTable,
     row_digest,
 )
 from migrator.models import Checkpoint, McpSession, bound_to
 from migrator.relational import BlobKind, write_legacy_rows
+from migrator.sources import open_sources
 from migrator.store.aio import AsyncStore
 from migrator.store.common import (
     Blob,
@@ -87,7 +87,7 @@ class Store:
         database: pw.Database,
         mode: Mode,
         legacy: DaemonTables | None = None,
-        legacy_path: Path | None = None,
+        legacy_path: Path | Sequence[Path] | None = None,
         *,
         read_only: bool = False,
     ) -> None:
@@ -95,11 +95,12 @@ class Store:
         self.mode = mode
         self.read_only = read_only
         self._legacy = legacy
-        self._legacy_path = legacy_path
+        # The legacy file, or the daemon's two files: what a catch-up reads.
+        self._legacy_paths = [legacy_path] if isinstance(legacy_path, Path) else list(legacy_path or [])
         self._relational = RelationalTables(database)
         self._write_lock = threading.Lock()
         self._ledger = Ledger(mode)
-        written = [database] if legacy is None or legacy.database is database else [database, legacy.database]
+        written = [database, *(d for d in (legacy.databases if legacy else []) if d is not database)]
         self._checkpointers = [] if read_only else [c for c in map(wal_checkpointer, written) if c is not None]
         self._shadow = ShadowReads(self._ledger, self._write_lock)
         self.aio = AsyncStore(self)
@@ -107,7 +108,7 @@ class Store:
     @property
     def one_file(self) -> bool:
         """True when the legacy tables live in the target itself: both sides commit together."""
-        return self._legacy is not None and self._legacy.database is self.database
+        return self._legacy is not None and self._legacy.databases == [self.database]
 
     # --- writes ---
 
@@ -158,7 +159,7 @@ class Store:
                     if change is not None:
                         self._mirror(change)
                 return change
-            with engines.engine(self._legacy.database).write_transaction():
+            with self._legacy.write_transaction():
                 change = on_legacy(self._legacy)
                 if change is not None and self.mode.writes_relational and self.one_file:
                     self._mirror_or_defer(change)  # a savepoint inside the legacy write's transaction
@@ -364,9 +365,9 @@ class Store:
     @_on_its_target
     def catch_up(self, *, batch_size: int = DEFAULT_BATCH_SIZE) -> BackfillReport:
         """Backfill from the legacy tables while this store's writes wait, then settle repairs."""
-        if self._legacy_path is None:
+        if not self._legacy_paths:
             raise LegacyUnavailable(f"the store runs in {self.mode.value} mode, without legacy tables")
-        with self._write_lock, LegacySource(self._legacy_path) as source:
+        with self._write_lock, open_sources(self._legacy_paths) as source:
             # The store's own legacy tables are the daemon's: a catch-up from them is never another daemon's file.
             report = backfill(source, self.database, batch_size=batch_size, replace_all=True)
         self.settle_repairs()
@@ -407,8 +408,9 @@ class Store:
         self._shadow.close()
         for checkpointer in self._checkpointers:
             checkpointer.close()
-        if self._legacy is not None and not self.one_file:
-            self._legacy.database.close()
+        for legacy in self._legacy.databases if self._legacy is not None else []:
+            if legacy is not self.database:
+                legacy.close()
         self.database.close()
 
     def __enter__(self) -> Store:

@@ -24,6 +24,7 @@ import pytest
 import migrator
 from migrator import __version__
 from migrator.private import make_folder, write_new_text
+from migrator.sources import files_listing
 from verification.gate.checks import COUNTS_CHECKSUMS, PERFORMANCE, QUARANTINE
 from verification.gate.ledger import FAIL, PASS, SKIP, CheckVerdict
 from verification.gate.next_steps import Invocation, next_steps
@@ -38,8 +39,8 @@ PROBLEMS_SHOWN_IN_MARKDOWN = 8
 class RunFacts:
     """What the sign-off is about, besides the checks' own figures."""
 
-    snapshot: Path
-    snapshot_hashes: dict[str, str | None]  # taken when the session started
+    snapshots: tuple[Path, ...]  # one file, or the daemon's two
+    snapshot_hashes: dict[str, str | None]  # taken when the session started (`sources.files_hashes`)
     target: str | None  # None: a scratch SQLite target migrated from the snapshot, gone after the run
     migration: dict[str, Any] | None  # the scratch migration's BackfillReport
     thresholds: dict[str, float]
@@ -94,9 +95,10 @@ def signoff_document(facts: RunFacts, verdicts: list[CheckVerdict], now: datetim
             "local_changes": source.get("local_changes"),
         },
         "snapshot": {
-            "path": str(facts.snapshot),
+            "path": " + ".join(str(path) for path in facts.snapshots),
             "sha256": facts.snapshot_hashes["db"],
             "wal_sha256": facts.snapshot_hashes["wal"],
+            **({"files": files_listing(facts.snapshots)} if len(facts.snapshots) > 1 else {}),
         },
         "target": {"location": facts.target or "scratch", "scratch": facts.target is None},
         "migration": facts.migration,

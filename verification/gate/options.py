@@ -41,7 +41,7 @@ ACCEPT_ENTRY_FIELDS = ("table", "key", "reason")
 
 @dataclass(frozen=True)
 class GateOptions:
-    snapshot: Path
+    snapshots: tuple[Path, ...]  # one legacy file, or the daemon's two (checkpoint.db, mcp_sessions.db)
     target: str | None  # None: migrate the snapshot into a scratch target
     signoff_dir: Path
     accept_file: Path | None
@@ -51,6 +51,11 @@ class GateOptions:
     max_session_lookup_ms: float = DEFAULT_MAX_SESSION_LOOKUP_MS
     rows_per_shard: int = DEFAULT_SHARD_ROWS
     read_sample: int = DEFAULT_READ_SAMPLE
+
+    @property
+    def label(self) -> str:
+        """The snapshot's file, or its files joined with ` + `, as the gate's lines name it."""
+        return " + ".join(str(path) for path in self.snapshots)
 
 
 # --- declaring ---------------------------------------------------------------------------------
@@ -101,8 +106,10 @@ def add_gate_options(parser: pytest.Parser) -> None:
     group.addoption(
         SNAPSHOT_OPTION,
         type=existing_file,
+        action="append",
         metavar="LEGACY.db",
-        help="legacy snapshot to sign off; without it the gate collects nothing",
+        help="legacy snapshot to sign off, once per file for the daemon's two files (checkpoint.db and "
+        "mcp_sessions.db); without it the gate collects nothing",
     )
     group.addoption(
         TARGET_OPTION,
@@ -161,18 +168,18 @@ def read_gate_options(config: pytest.Config) -> GateOptions | None:
 
     The rules checked here involve more than one option, or a file's content.
     """
-    snapshot: Path | None = config.getoption(SNAPSHOT_OPTION)
+    snapshots: list[Path] | None = config.getoption(SNAPSHOT_OPTION)
     target: str | None = config.getoption(TARGET_OPTION)
     accept_file: Path | None = config.getoption(ACCEPT_QUARANTINE_OPTION)
-    if target is not None and snapshot is None:
+    if target is not None and not snapshots:
         raise pytest.UsageError(
             f"{TARGET_OPTION} needs {SNAPSHOT_OPTION}: the snapshot is what the target is checked against"
         )
-    if snapshot is None:
+    if not snapshots:
         return None
     accepted, accept_sha256 = read_accept_file(accept_file) if accept_file else ([], None)
     return GateOptions(
-        snapshot=snapshot,
+        snapshots=tuple(snapshots),
         target=target,
         signoff_dir=signoff_dir(config),
         accept_file=accept_file,

@@ -30,8 +30,9 @@ import peewee as pw
 
 from migrator import engines
 from migrator.kinds import KINDS
-from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacySource, LegacyTable
+from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacyTable
 from migrator.models import ALL_MODELS, MigrationMeta, Quarantine
+from migrator.sources import Snapshot
 from migrator.store import Blob, Mode, Store, blob_of, open_store
 from migrator.target import create_schema, is_url, target_database
 from verification.gate.checks import PERFORMANCE, CheckResult, source_rows_between
@@ -183,11 +184,11 @@ def quarantined_rowids(database: pw.Database, table: LegacyTable) -> set[int]:
     return {rowid for (rowid,) in database.execute(query)}
 
 
-def readable_total(source: LegacySource, table: LegacyTable, quarantined: set[int]) -> int:
+def readable_total(source: Snapshot, table: LegacyTable, quarantined: set[int]) -> int:
     return (source.count(table) if table in source.tables else 0) - len(quarantined)
 
 
-def checkpoint_blobs(source: LegacySource, quarantined: set[int], wanted: int) -> list[Blob]:
+def checkpoint_blobs(source: Snapshot, quarantined: set[int], wanted: int) -> list[Blob]:
     """Real checkpoint blobs spread over the snapshot, parsed as the daemon holds them before a save.
 
     Quarantined rows are left out: the daemon never saves a checkpoint that is not a JSON object.
@@ -197,11 +198,11 @@ def checkpoint_blobs(source: LegacySource, quarantined: set[int], wanted: int) -
     return [blob_of(KINDS[CHECKPOINTS.name], row) for row in every_nth(rows, total, wanted)]
 
 
-def session_keys(source: LegacySource, quarantined: set[int], wanted: int) -> list[str]:
+def session_keys(source: Snapshot, quarantined: set[int], wanted: int) -> list[str]:
     """Real session keys spread over the snapshot, read without reading a blob."""
     if MCP_SESSIONS not in source.tables:
         return []
-    cursor = source.connection.execute('SELECT rowid, "session_key" FROM "mcp_sessions" ORDER BY rowid')
+    cursor = source.reader(MCP_SESSIONS).execute('SELECT rowid, "session_key" FROM "mcp_sessions" ORDER BY rowid')
     keys = (key for rowid, key in cursor if rowid not in quarantined and isinstance(key, str))
     return list(every_nth(keys, readable_total(source, MCP_SESSIONS, quarantined), wanted))
 
@@ -233,7 +234,7 @@ def time_session_lookups(store: Store, keys: list[str], misses: set[str]) -> Mea
     return durations
 
 
-def checkpoint_save_latency(source: LegacySource, target: str, limit_ms: float) -> CheckResult:
+def checkpoint_save_latency(source: Snapshot, target: str, limit_ms: float) -> CheckResult:
     with scratch_store(target, SAVE_MODELS) as store:
         blobs = checkpoint_blobs(source, quarantined_rowids(store.database, CHECKPOINTS), CHECKPOINT_SAVE_SAMPLE)
         time_checkpoint_saves(store, blobs[:WARM_UP_SAVES])
@@ -241,7 +242,7 @@ def checkpoint_save_latency(source: LegacySource, target: str, limit_ms: float) 
     return latency_result("checkpoint_save", measurements, limit_ms, [])
 
 
-def session_lookup_latency(source: LegacySource, target: str, limit_ms: float) -> CheckResult:
+def session_lookup_latency(source: Snapshot, target: str, limit_ms: float) -> CheckResult:
     misses: set[str] = set()
     with reading_store(target) as store:
         keys = session_keys(source, quarantined_rowids(store.database, MCP_SESSIONS), SESSION_LOOKUP_SAMPLE)
