@@ -55,7 +55,7 @@ def child(mode: str, source: Path, target: Path) -> None:
     from migrator.target import target_database
     from migrator.verify import verify
 
-    backfill_module = importlib.import_module("migrator.backfill")  # the module: the package exports the function
+    backfill_module: Any = importlib.import_module("migrator.backfill")  # the module: the package exports the function
     if mode == "by_rowid":
         backfill_module._by_key = lambda *_: False  # the catch-up before issue 16, nothing else changed
     with LegacySource(source) as legacy, target_database(target) as database:

@@ -15,6 +15,7 @@ from migrator.backfill import backfill
 from migrator.cli import main
 from migrator.legacy import LegacySource, file_sha256
 from migrator.models import McpSessionTool
+from migrator.relational import fetch
 from migrator.target import target_database
 from tests.conftest import SnapshotFactory
 from verification.snapshots import session_row
@@ -48,8 +49,8 @@ def verify_ok(source: Path, target: str) -> bool:
 
 
 def tool_rows(target: str) -> list[tuple[Any, ...]]:
-    with target_database(target, must_exist=True):
-        return sorted(McpSessionTool.select(McpSessionTool.position, McpSessionTool.tool_name).tuples())
+    with target_database(target, must_exist=True) as database:
+        return sorted(fetch(database, McpSessionTool.select(McpSessionTool.position, McpSessionTool.tool_name)))
 
 
 def test_sessions_saved_again_unchanged_are_moved_and_no_tool_row_is_written(
