@@ -346,8 +346,6 @@ def _sync_batch(
     plan = moves.KeyPlan([], changed, {})
     if _by_key(kind, run, assume_new):
         plan = moves.plan_by_key(database, kind, changed, held)
-        claimed.update(move.old_rowid for move in plan.moves)
-        claimed.update(plan.displaced.values())
     report.unchanged += len(batch) - len(changed)
     moved = plan.moves
     if moved and not run.dry_run:
@@ -358,6 +356,10 @@ def _sync_batch(
         changed = _write_as_read(
             database, source, kind, changed, report, assume_new=assume_new, displaced=plan.displaced
         )
+    # The old rowids these sessions left are not vanished rows: the deletion after the batches
+    # leaves them alone (a move not made, as a daemon changed the row meanwhile, claims nothing).
+    claimed.update(move.old_rowid for move in moved)
+    claimed.update(plan.displaced[row[ROWID]] for row, _ in changed if row[ROWID] in plan.displaced)
     report.written += len(changed)
     report.rewritten += sum(1 for row, _ in changed if row[ROWID] in held or row[ROWID] in plan.displaced)
 
