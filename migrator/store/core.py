@@ -59,8 +59,9 @@ T = TypeVar("T")
 
 # --- the store --------------------------------------------------------------------------------
 
-LegacyWrite = Callable[[DaemonTables], LegacyChange]
-RelationalWrite = Callable[[RelationalTables], LegacyChange]
+# A write on one side: the legacy change it made, or None when it changed nothing.
+LegacyWrite = Callable[[DaemonTables], LegacyChange | None]
+RelationalWrite = Callable[[RelationalTables], LegacyChange | None]
 
 
 def _cutoff_text(cutoff: str | datetime) -> str:
@@ -119,6 +120,7 @@ class Store:
             lambda legacy: legacy.insert_checkpoint(timestamp, data),
             lambda relational: relational.insert_checkpoint(timestamp, data),
         )
+        assert change is not None  # an insert always changes a row
         return int(change.key)
 
     @_on_its_target
@@ -137,7 +139,7 @@ class Store:
             lambda legacy: legacy.delete_session(session_key),
             lambda relational: relational.delete_session(session_key),
         )
-        return bool(change.removed)
+        return change is not None and bool(change.removed)
 
     def _write(self, on_legacy: LegacyWrite, on_relational: RelationalWrite) -> LegacyChange | None:
         if self.read_only:
@@ -186,6 +188,7 @@ class Store:
         if recorded is None:  # nothing recorded yet: the legacy side's own schema, as a catch-up records it
             save_legacy_schema(self.database, self._legacy_tables().schema())
             recorded = load_legacy_schema(self.database)
+            assert recorded is not None  # just saved
         record_legacy_schema(self.database, replace(recorded, sequences={**recorded.sequences, table.name: sequence}))
 
     def _mirror_or_defer(self, change: LegacyChange) -> None:
