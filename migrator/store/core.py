@@ -248,13 +248,7 @@ class Store:
     def load_session(self, session_key: str) -> SessionRecord | None:
         """A session as the daemon reads it back at start-up: its blob and `last_seen` as stored."""
         return self._read(
-            Read(
-                sessions.KIND,
-                session_key,
-                lambda: self._legacy_tables().session(session_key),
-                lambda: self._relational.session(session_key),
-                present=lambda row: None if row is None else session_record(row),
-            )
+            self._session_read(session_key, present=lambda row: None if row is None else session_record(row))
         )
 
     @_on_its_target
@@ -311,13 +305,16 @@ class Store:
 
     @_on_its_target
     def get_session(self, session_key: str) -> Blob | None:
-        return self._read(
-            Read(
-                sessions.KIND,
-                session_key,
-                lambda: self._legacy_tables().session(session_key),
-                lambda: self._relational.session(session_key),
-            )
+        return self._read(self._session_read(session_key))
+
+    def _session_read(self, session_key: str, present: Callable[[Any], Any] | None = None) -> Read:
+        """One session's row read on each side; `present` makes the answer (the blob by default)."""
+        return Read(
+            sessions.KIND,
+            session_key,
+            lambda: self._legacy_tables().session(session_key),
+            lambda: self._relational.session(session_key),
+            present=present,
         )
 
     def _read(self, read: Read) -> Any:
