@@ -238,7 +238,7 @@ def _legacy_file(path: Path) -> pw.Database:
     # WAL, so that a reader (`verify`, `archive`, a catch-up, the gate) never holds the daemon's
     # writes out: in rollback-journal mode a long read makes every save wait, then fail with
     # "database is locked". The mode is kept by the file, as it is for the target.
-    return pw.SqliteDatabase(path, pragmas=LEGACY_PRAGMAS)
+    return pw.SqliteDatabase(str(path), pragmas=LEGACY_PRAGMAS)
 
 
 def _open_two_files(

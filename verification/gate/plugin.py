@@ -90,10 +90,10 @@ class GateRun:
             return plan_shards(source, self.options.rows_per_shard, self.options.read_sample)
 
 
-def open_snapshot(paths: Sequence[Path]) -> Snapshot:
+def open_snapshot(paths: Path | Sequence[Path]) -> Snapshot:
     """The snapshot as the gate reads it: a column the mapping does not carry is not refused here
     but reported, by its own check, so the sign-off names it."""
-    return open_sources(paths, unmapped=UnmappedColumns.REPORT)
+    return open_sources([paths] if isinstance(paths, Path) else paths, unmapped=UnmappedColumns.REPORT)
 
 
 RUN_KEY = pytest.StashKey[GateRun]()
