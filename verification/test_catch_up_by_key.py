@@ -8,7 +8,7 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from migrator.backfill import TableReport
@@ -19,12 +19,21 @@ BATCH_SIZES = st.integers(min_value=1, max_value=4)
 
 
 def save_every_session_again(source: Path) -> None:
-    """The daemon's shutdown save of every cached session, unchanged, in one transaction."""
+    """The daemon's shutdown save of every cached session, unchanged, in one transaction: what
+    `INSERT OR REPLACE` does to each row (deleted, and inserted under a new rowid above every
+    other), with the rowids given, so that SQLite's own choice (random ones once the largest rowid
+    is taken) does not decide what the property sees."""
     with closing(sqlite3.connect(source)) as daemon, daemon:
+        top, count = daemon.execute("SELECT coalesce(max(rowid), 0), count(*) FROM mcp_sessions").fetchone()
+        assume(top + count < 2**63)
+        # In SQL, so that every cell keeps its storage type (text that is not UTF-8 included).
         daemon.execute(
-            "INSERT OR REPLACE INTO mcp_sessions (session_key, session_data, last_seen) "
-            "SELECT session_key, session_data, last_seen FROM mcp_sessions ORDER BY rowid"
+            "INSERT OR REPLACE INTO mcp_sessions (rowid, session_key, session_data, last_seen) "
+            "SELECT ? + row_number() OVER (ORDER BY rowid), session_key, session_data, last_seen "
+            "FROM mcp_sessions ORDER BY rowid",
+            (top,),
         )
+        daemon.execute("DELETE FROM mcp_sessions WHERE rowid <= ?", (top,))  # a NULL key replaces nothing
 
 
 def sessions_of(tables: list[TableReport]) -> TableReport:
