@@ -395,13 +395,13 @@ def _write_as_read(
                 # the key only here), or the unique key would refuse the new row.
                 replace = [] if assume_new else [row[ROWID] for row, _ in current]
                 replace += [displaced[rowid] for rowid in replace if rowid in displaced]
-                written = write_legacy_rows(database, kind, current, replace=replace)
+                _, _, child_rows = write_legacy_rows(database, kind, current, replace=replace)
         except pw.IntegrityError:
             if attempt == WRITE_ATTEMPTS:
                 raise
             continue
         report.changed_meanwhile += len(rows) - len(current)
-        report.child_rows_written += written.child_rows
+        report.child_rows_written += child_rows
         return current
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 

@@ -12,7 +12,7 @@ from dataclasses import InitVar, dataclass, field
 from functools import partial
 from itertools import groupby
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any
 from weakref import WeakKeyDictionary
 
 import peewee as pw
@@ -232,19 +232,13 @@ def map_legacy_row(kind: BlobKind, row: LegacyRow, digest: str) -> Mapped:
         return Mapped(None, quarantine_row(kind, row, digest, f"cannot be mapped: {exc!r}"))
 
 
-class Written(NamedTuple):
-    migrated: int  # legacy rows written as relational rows
-    quarantined: int  # legacy rows written to quarantine
-    child_rows: int  # rows of the child tables written for them
-
-
 def write_legacy_rows(
     database: pw.Database, kind: BlobKind, rows: Sequence[tuple[LegacyRow, str]], *, replace: Sequence[int] = ()
-) -> Written:
+) -> tuple[int, int, int]:
     """Map (legacy row, digest) pairs to relational rows and write them in one transaction.
 
     `replace` names rowids whose previous relational rows (and quarantine rows) are removed
-    first.
+    first. Returns (migrated, quarantined, child rows written).
     """
     tables: list[list[Row]] = [[] for _ in kind.tables]
     quarantined: list[Row] = []
@@ -262,7 +256,7 @@ def write_legacy_rows(
             insert_rows(database, table, bucket)
         insert_rows(database, QUARANTINE, quarantined)
     children = sum(len(bucket) for bucket in tables[ROOT + 1 :])
-    return Written(len(rows) - len(quarantined), len(quarantined), children)
+    return len(rows) - len(quarantined), len(quarantined), children
 
 
 # --- reading ----------------------------------------------------------------------------------
