@@ -192,7 +192,10 @@ def open_legacy_side(
     else:
         raise SourceNotFound(f"legacy database not found: {path}")
     missing = tables.missing()
-    if missing:
+    if missing and (tables.database is database or len(missing) == len(LEGACY_TABLES)):
+        # A separate file holding one of the daemon's tables is one of its two files
+        # (`checkpoint.db`, `mcp_sessions.db`): the other table lives in the other file, and an
+        # empty one created here would look to a catch-up from this file like a table emptied.
         _refuse_missing_legacy(database, path, missing)
         tables.create()
         if schema_version(database) is not None and load_legacy_schema(database) is None:
