@@ -4,7 +4,8 @@ Each statement is the daemon's, as its code runs it (`ksi_daemon/core/checkpoint
 and bf15176, `ksi_daemon/mcp/dynamic_server.py` at ee6e4bc and 775e9c9), through `sqlite3`
 instead of `aiosqlite` (the same SQLite, one connection a call, as the daemon opened one). The
 drop-in (`migrator.ksi`) and the store's reads are compared with what this answers on the same
-rows. It shares nothing with the migrator but the clock it is given.
+rows. It shares nothing with the migrator but the clock it is given (and, for reads, how TEXT that
+is not UTF-8 is kept).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from contextlib import closing, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from verification.harness import text_or_invalid
 
 logger = logging.getLogger(__name__)
 
@@ -159,3 +162,76 @@ class DaemonSessions:
 
 
 # --- the reads the store offers, as legacy SQL ------------------------------------------------
+# The store's reads, as the legacy SQL answers them: the daemon's statements where it has one,
+# and plain reads of the rows for the others. Cells come back with their storage types; TEXT
+# that is not UTF-8 as `InvalidText`, as the store reads it (the daemon's driver would fail).
+
+
+@contextmanager
+def reading(path: Path) -> Iterator[sqlite3.Connection]:
+    with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
+        connection.text_factory = text_or_invalid
+        yield connection
+
+
+def loads(data: str) -> Any:
+    """The daemon's reading of a data cell."""
+    return json.loads(data)
+
+
+def session(path: Path, session_key: str) -> tuple[Any, Any] | None:
+    """(session_data, last_seen) of a session, as the daemon's columns hold them."""
+    with reading(path) as db:
+        return db.execute(
+            "SELECT session_data, last_seen FROM mcp_sessions WHERE session_key = ?", (session_key,)
+        ).fetchone()
+
+
+def session_rows(path: Path) -> list[tuple[Any, ...]]:
+    """(rowid, session_key, session_data) of every session, in rowid order."""
+    with reading(path) as db:
+        return db.execute("SELECT rowid, session_key, session_data FROM mcp_sessions ORDER BY rowid").fetchall()
+
+
+def session_rows_with_last_seen(path: Path) -> list[tuple[Any, ...]]:
+    with reading(path) as db:
+        return db.execute(
+            "SELECT rowid, session_key, session_data, last_seen FROM mcp_sessions ORDER BY rowid"
+        ).fetchall()
+
+
+def seen_after(path: Path, cutoff: str) -> list[int]:
+    """The rows the daemon's start-up load selects (`WHERE last_seen > ?`), by rowid."""
+    with reading(path) as db:
+        return [rowid for (rowid,) in db.execute("SELECT rowid FROM mcp_sessions WHERE last_seen > ?", (cutoff,))]
+
+
+def seen_before(path: Path, cutoff: str) -> list[int]:
+    """The rows the daemon's expiry deletes (`DELETE ... WHERE last_seen < ?`), by rowid."""
+    with reading(path) as db:
+        return [rowid for (rowid,) in db.execute("SELECT rowid FROM mcp_sessions WHERE last_seen < ?", (cutoff,))]
+
+
+def checkpoint(path: Path, checkpoint_id: int) -> Any:
+    with reading(path) as db:
+        found = db.execute("SELECT checkpoint_data FROM checkpoints WHERE id = ?", (checkpoint_id,)).fetchone()
+    return found[0] if found else None
+
+
+def latest_checkpoint(path: Path) -> Any:
+    """The daemon's `SELECT checkpoint_data FROM checkpoints ORDER BY id DESC LIMIT 1`."""
+    with reading(path) as db:
+        found = db.execute("SELECT checkpoint_data FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+    return found[0] if found else None
+
+
+def checkpoint_list(path: Path) -> list[tuple[Any, Any]]:
+    """(id, timestamp) of every checkpoint, newest first."""
+    with reading(path) as db:
+        return db.execute("SELECT id, timestamp FROM checkpoints ORDER BY id DESC").fetchall()
+
+
+def checkpoint_rows(path: Path) -> list[tuple[Any, ...]]:
+    """(id, id, checkpoint_data) of every checkpoint, in id order: shaped like `session_rows`."""
+    with reading(path) as db:
+        return db.execute("SELECT id, id, checkpoint_data FROM checkpoints ORDER BY id").fetchall()
