@@ -136,8 +136,10 @@ async def daemon_flows(daemon: Daemon, clock: Clock) -> dict[str, Any]:
     cache, seen = {}, {}
     await daemon.sessions.load(cache, seen)  # a day later
     answers["a day later"] = loaded(cache, seen)
-    await daemon.sessions.save(cache, seen)  # expires what was seen more than 24 hours ago
-    answers["after expiry"] = loaded(cache, seen)
+    answers["expired"] = await daemon.sessions.expire()  # what was seen more than 24 hours ago
+    answers["expired again"] = await daemon.sessions.expire()
+    await daemon.sessions.save(cache, seen)
+    answers["after the save"] = loaded(cache, seen)
     return answers
 
 
@@ -220,6 +222,7 @@ def test_the_daemons_flows_through_the_drop_in_answer_as_the_daemons_sql(
     assert expected["after clearing"]["active_completions"] == {}
     assert [key for key, _ in expected["second start"][0]] == ["day:conv", "whole:conv", "recent:conv", "unseen:conv"]
     assert [key for key, _ in expected["a day later"][0]] == ["day:conv", "new:conv"]
+    assert (expected["expired"], expected["expired again"]) == (3, 0)  # whole, recent, unseen
 
     # The same rows are left behind: the prune's ids, the kept timestamps, INSERT OR REPLACE's new rowids.
     for table in LEGACY_TABLES:

@@ -160,6 +160,14 @@ class DaemonSessions:
         except Exception as e:  # noqa: BLE001 - the daemon's own handling
             logger.error(f"Failed to save MCP sessions: {e}")
 
+    async def expire(self) -> int:
+        """The expiry alone, as `_save_sessions` ends: `DELETE ... WHERE last_seen < ?`; how many went."""
+        with connected(self.path) as db:
+            cutoff = (self.now() - timedelta(hours=24)).isoformat()
+            removed = db.execute("DELETE FROM mcp_sessions WHERE last_seen < ?", (cutoff,)).rowcount
+            db.commit()
+        return removed
+
 
 # --- the reads the store offers, as legacy SQL ------------------------------------------------
 # The store's reads, as the legacy SQL answers them: the daemon's statements where it has one,
