@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -35,7 +36,8 @@ from migrator.store.relational_side import RelationalTables
 from verification import daemon_sql
 from verification.harness import migrate, scratch_folder
 from verification.oracle import JsonObject, column_text, first_values
-from verification.strategies import LegacySnapshot, legacy_snapshots, session_tables
+from verification.snapshots import checkpoint_row, session_row
+from verification.strategies import DAEMON_SCHEMA, LegacySnapshot, legacy_snapshots, session_tables
 
 Answer = Any
 UNREADABLE = "unreadable"  # what a read of a row that is not a JSON object answers, on both sides
@@ -211,13 +213,10 @@ def check_plan_queries(
     return problems
 
 
-def check_query_equivalence(snapshot: LegacySnapshot, data: st.DataObject) -> None:
+def check_query_equivalence(snapshot: LegacySnapshot, cutoff: str, agent: str, reason: str) -> None:
     with scratch_folder() as folder:
         legacy, target = snapshot.write(folder / "legacy.db"), folder / "target.db"
         migrate(legacy, target, batch_size=3)
-        cutoff = data.draw(cutoffs(snapshot.sessions), label="cutoff")
-        agent = data.draw(st.text(max_size=3), label="agent")
-        reason = data.draw(st.text(max_size=3), label="reason")
         quarantined = quarantined_rowids(target)
         with open_store(target, mode=Mode.RELATIONAL_ONLY, read_only=True) as store:
             problems = check_reads_by_key(store, legacy)
@@ -228,4 +227,33 @@ def check_query_equivalence(snapshot: LegacySnapshot, data: st.DataObject) -> No
 
 @given(snapshot=legacy_snapshots(sessions=session_tables(max_size=8)), data=st.data())
 def test_every_read_answers_as_the_legacy_sql(snapshot: LegacySnapshot, data: st.DataObject) -> None:
-    check_query_equivalence(snapshot, data)
+    cutoff = data.draw(cutoffs(snapshot.sessions), label="cutoff")
+    agent, reason = data.draw(st.text(max_size=3), label="agent"), data.draw(st.text(max_size=3), label="reason")
+    check_query_equivalence(snapshot, cutoff, agent, reason)
+
+
+CUTOFF = "2025-06-20T10:00:00"
+EDGES = LegacySnapshot(
+    DAEMON_SCHEMA,
+    (
+        checkpoint_row(3, {"reason": "manual", "session_queues": {}, "active_completions": {}}, "2025-06-20T10:00:00Z"),
+        checkpoint_row(5, "[truncated"),  # quarantined: listed, the latest, in no plan query
+        checkpoint_row(4, '{"reason": "manual", "session_queues": {"s": []}, "session_queues": {"s": []}}'),
+    ),
+    (
+        session_row(1, "at:c", {"agent_id": "a", "tools": ["Read"]}, CUTOFF),  # neither after nor before
+        session_row(2, "after:c", {"agent_id": "a", "tools": [{"name": "Read"}, "Bash"]}, f"{CUTOFF}.000001"),
+        session_row(3, "broken:c", "not json", "2025-06-21T00:00:00"),  # quarantined, after
+        session_row(4, "list:c", [1], "2025-06-19T00:00:00"),  # quarantined, before
+        session_row(5, "space:c", {"agent_id": "b", "tools": []}, "2025-06-20 11:00:00"),  # by time: after
+        session_row(6, "zulu:c", {"tools": ["Read"]}, f"{CUTOFF}Z"),  # by time: at the cutoff
+        session_row(7, "number:c", {"tools": []}, 1750413600),  # names no time
+        session_row(8, "before:c", {"agent_id": "a", "tools": ["Read", "Read"]}, "2025-06-20T09:59:59.999999"),
+    ),
+)
+
+
+@pytest.mark.parametrize("cutoff", [CUTOFF, "2025-06-20T09:59:59.999999", f"{CUTOFF}.000001", "2025-06-20T11:00:00"])
+def test_the_edges_answer_as_the_legacy_sql(cutoff: str) -> None:
+    """Cutoffs at stored values, quarantined rows on both sides of them, every spelling the README names."""
+    check_query_equivalence(EDGES, cutoff, "a", "manual")
