@@ -220,17 +220,16 @@ def seen_before(path: Path, cutoff: str) -> list[int]:
         return [rowid for (rowid,) in db.execute("SELECT rowid FROM mcp_sessions WHERE last_seen < ?", (cutoff,))]
 
 
-def checkpoint(path: Path, checkpoint_id: int) -> Any:
+def checkpoint(path: Path, checkpoint_id: int) -> tuple[Any] | None:
+    """(checkpoint_data,) of a checkpoint, or None when there is none (not a NULL cell)."""
     with reading(path) as db:
-        found = db.execute("SELECT checkpoint_data FROM checkpoints WHERE id = ?", (checkpoint_id,)).fetchone()
-    return found[0] if found else None
+        return db.execute("SELECT checkpoint_data FROM checkpoints WHERE id = ?", (checkpoint_id,)).fetchone()
 
 
-def latest_checkpoint(path: Path) -> Any:
-    """The daemon's `SELECT checkpoint_data FROM checkpoints ORDER BY id DESC LIMIT 1`."""
+def latest_checkpoint(path: Path) -> tuple[Any] | None:
+    """The daemon's `SELECT checkpoint_data FROM checkpoints ORDER BY id DESC LIMIT 1`: its row."""
     with reading(path) as db:
-        found = db.execute("SELECT checkpoint_data FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
-    return found[0] if found else None
+        return db.execute("SELECT checkpoint_data FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
 
 
 def checkpoint_list(path: Path) -> list[tuple[Any, Any]]:

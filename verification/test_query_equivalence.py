@@ -15,16 +15,14 @@ legacy SQL returns gives, for every row that is not quarantined, and never name 
 from __future__ import annotations
 
 import itertools
-import sqlite3
 from collections import Counter
 from collections.abc import Callable
-from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from migrator.equivalence import json_differences
@@ -34,10 +32,13 @@ from migrator.models import bound_to
 from migrator.store import Mode, Store, open_store
 from migrator.store.relational_side import RelationalTables
 from verification import daemon_sql
+from verification.engines import SQLITE_TARGETS, Targets
+from verification.fuzzing import honour_budget
 from verification.harness import migrate, scratch_folder
 from verification.oracle import JsonObject, column_text, first_values
 from verification.snapshots import checkpoint_row, session_row
 from verification.strategies import DAEMON_SCHEMA, LegacySnapshot, legacy_snapshots, session_tables
+from verification.test_server_engines import server_settings
 
 Answer = Any
 UNREADABLE = "unreadable"  # what a read of a row that is not a JSON object answers, on both sides
@@ -137,12 +138,11 @@ def expected_tool_usage(sessions: list[tuple[LegacyRow, JsonObject]]) -> list[tu
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
-def quarantined_rowids(target: Path) -> dict[str, set[int]]:
+def quarantined_rowids(store: Store) -> dict[str, set[int]]:
     """The rowids of each legacy table that the migration quarantined."""
     found: dict[str, set[int]] = {CHECKPOINTS.name: set(), MCP_SESSIONS.name: set()}
-    with closing(sqlite3.connect(target)) as connection:
-        for table, rowid in connection.execute("SELECT legacy_table, source_rowid FROM ksi_quarantine"):
-            found[table].add(rowid)
+    for table, rowid in store.database.execute_sql("SELECT legacy_table, source_rowid FROM ksi_quarantine"):
+        found[table].add(rowid)
     return found
 
 
@@ -170,11 +170,11 @@ def check_reads_by_key(store: Store, legacy: Path) -> list[str]:
     ids = [checkpoint_id for checkpoint_id, _ in daemon_sql.checkpoint_list(legacy)]
     missing = next(candidate for candidate in itertools.count(1) if candidate not in ids)
     for checkpoint_id in [*ids, missing]:
-        data = daemon_sql.checkpoint(legacy, checkpoint_id)
-        expected = None if data is None else daemon_reading(data)
+        found = daemon_sql.checkpoint(legacy, checkpoint_id)
+        expected = None if found is None else daemon_reading(found[0])
         problems += answers_alike(expected, stored(store.load_checkpoint, checkpoint_id))
     latest = daemon_sql.latest_checkpoint(legacy)
-    problems += answers_alike(None if latest is None else daemon_reading(latest), stored(store.latest_checkpoint))
+    problems += answers_alike(None if latest is None else daemon_reading(latest[0]), stored(store.latest_checkpoint))
     problems += answers_alike(daemon_sql.checkpoint_list(legacy), store.list_checkpoints())
     return problems
 
@@ -213,23 +213,41 @@ def check_plan_queries(
     return problems
 
 
-def check_query_equivalence(snapshot: LegacySnapshot, cutoff: str, agent: str, reason: str) -> None:
-    with scratch_folder() as folder:
-        legacy, target = snapshot.write(folder / "legacy.db"), folder / "target.db"
+def check_query_equivalence(
+    snapshot: LegacySnapshot, cutoff: str, agent: str, reason: str, targets: Targets = SQLITE_TARGETS
+) -> None:
+    with scratch_folder() as folder, targets.fresh() as target:
+        legacy = snapshot.write(folder / "legacy.db")
         migrate(legacy, target, batch_size=3)
-        quarantined = quarantined_rowids(target)
         with open_store(target, mode=Mode.RELATIONAL_ONLY, read_only=True) as store:
             problems = check_reads_by_key(store, legacy)
             problems += check_seen_after_and_expiry(store, legacy, cutoff)
-            problems += check_plan_queries(store, legacy, quarantined, agent, reason)
+            problems += check_plan_queries(store, legacy, quarantined_rowids(store), agent, reason)
     assert problems == []
 
 
-@given(snapshot=legacy_snapshots(sessions=session_tables(max_size=8)), data=st.data())
-def test_every_read_answers_as_the_legacy_sql(snapshot: LegacySnapshot, data: st.DataObject) -> None:
+SNAPSHOTS = legacy_snapshots(sessions=session_tables(max_size=8))
+
+
+def check_drawn(snapshot: LegacySnapshot, data: st.DataObject, targets: Targets = SQLITE_TARGETS) -> None:
     cutoff = data.draw(cutoffs(snapshot.sessions), label="cutoff")
     agent, reason = data.draw(st.text(max_size=3), label="agent"), data.draw(st.text(max_size=3), label="reason")
-    check_query_equivalence(snapshot, cutoff, agent, reason)
+    check_query_equivalence(snapshot, cutoff, agent, reason, targets)
+
+
+@given(snapshot=SNAPSHOTS, data=st.data())
+def test_every_read_answers_as_the_legacy_sql(snapshot: LegacySnapshot, data: st.DataObject) -> None:
+    check_drawn(snapshot, data)
+
+
+@pytest.mark.hypothesis  # a hypothesis test, built as it runs: a fuzz budget gives it its share
+def test_every_read_answers_as_the_legacy_sql_on_a_server_engine(server_engine: Targets) -> None:
+    def holds(snapshot: LegacySnapshot, data: st.DataObject) -> None:
+        check_drawn(snapshot, data, server_engine)
+
+    holds.__name__ = f"query_equivalence_on_{server_engine.engine}"  # failures saved per engine
+    test = settings(server_settings())(given(snapshot=SNAPSHOTS, data=st.data())(holds))
+    honour_budget(test)()
 
 
 CUTOFF = "2025-06-20T10:00:00"
@@ -254,6 +272,6 @@ EDGES = LegacySnapshot(
 
 
 @pytest.mark.parametrize("cutoff", [CUTOFF, "2025-06-20T09:59:59.999999", f"{CUTOFF}.000001", "2025-06-20T11:00:00"])
-def test_the_edges_answer_as_the_legacy_sql(cutoff: str) -> None:
+def test_the_edges_answer_as_the_legacy_sql(any_engine: Targets, cutoff: str) -> None:
     """Cutoffs at stored values, quarantined rows on both sides of them, every spelling the README names."""
-    check_query_equivalence(EDGES, cutoff, "a", "manual")
+    check_query_equivalence(EDGES, cutoff, "a", "manual", any_engine)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from migrator import open_store
+from migrator.equivalence import json_differences
 from migrator.legacy import LegacyRow
 from migrator.store.relational_side import RelationalTables
 
@@ -39,7 +40,7 @@ def test_reads_the_backlog_cannot_hold_are_counted_logged_and_lower_the_share_co
             answers.append(store.get_session("a:c"))  # the backlog has room again
             store.wait_for_shadow_reads()
         report = store.report()
-    assert answers == [SESSION] * 6  # the caller is served the JSON whatever the backlog
+    assert json_differences([SESSION] * 6, answers) == []  # the caller is served the JSON whatever the backlog
     assert (report.shadow_reads, report.shadow_matches, report.shadow_skipped) == (6, 2, 4)
     assert report.shadow_compared_share == pytest.approx(2 / 6)
     warnings = [record.getMessage() for record in caplog.records]

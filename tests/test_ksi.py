@@ -1,6 +1,6 @@
 """The daemon's drop-in (`migrator.ksi`): the daemon's own flows, run through it in every store
-mode on the daemon's two files, answer exactly what the daemon's own SQL answers
-(`verification.daemon_sql`, the model) and leave the same rows behind."""
+mode on the daemon's two files (and a target on each engine), answer exactly what the daemon's own
+SQL answers (`verification.daemon_sql`, the model) and leave the same rows behind."""
 
 from __future__ import annotations
 
@@ -159,11 +159,12 @@ def model_daemon(folder: Path, clock: Clock) -> Daemon:
 
 
 @contextmanager
-def drop_in_daemon(folder: Path, mode: str, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Store]]:
+def drop_in_daemon(
+    folder: Path, target: str, mode: str, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[Store]]:
     """`migrator.ksi` configured as a daemon would: a store per legacy file, on one target. The
     daemon's own start-up creates its tables in its files; in `relational_only` there are none."""
     monkeypatch.setattr("migrator.store.core.timestamp_utc", clock.timestamp_utc)
-    target = folder / "target.db"
     with ExitStack() as stack:
         if mode == Mode.RELATIONAL_ONLY:
             checkpoint_store = session_store = stack.enter_context(open_store(target, mode=mode, create=True))
@@ -196,13 +197,13 @@ def table_names(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_the_daemons_flows_through_the_drop_in_answer_as_the_daemons_sql(
-    tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, target: str, mode: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     (tmp_path / "model").mkdir()
     (tmp_path / "ksi").mkdir()
     model_clock, clock = Clock(), Clock()
     expected = asyncio.run(daemon_flows(model_daemon(tmp_path / "model", model_clock), model_clock))
-    with drop_in_daemon(tmp_path / "ksi", mode, clock, monkeypatch) as stores:
+    with drop_in_daemon(tmp_path / "ksi", target, mode, clock, monkeypatch) as stores:
         persistence = ksi.SessionPersistence(stores[1], now=clock.now)
         with caplog.at_level(logging.ERROR, logger="migrator.ksi"):
             answers = asyncio.run(daemon_flows(Daemon(ksi, persistence), clock))
@@ -293,4 +294,5 @@ def test_the_environment_names_the_target_and_the_daemons_two_files(
         ksi.configure(None)
     assert [row[1] for row in read_legacy_rows(tmp_path / "checkpoint.db", CHECKPOINTS)] == [1]
     assert [row[1] for row in read_legacy_rows(tmp_path / "mcp_sessions.db", MCP_SESSIONS)] == ["a:c"]
-    assert restarted.session_cache == {"a:c": ksi.saved_form(handshake("a", 1))}
+    assert json_differences({"a:c": ksi.saved_form(handshake("a", 1))}, restarted.session_cache) == []
+    assert list(restarted.session_cache["a:c"]["tools"]) == [{"name": "tool_0"}, "raw"]  # names only
