@@ -153,7 +153,7 @@ def answers_alike(expected: Answer, actual: Answer) -> list[str]:
     return [str(difference) for difference in json_differences(expected, actual)]
 
 
-def check_reads_by_key(store: Store, legacy: Path) -> list[str]:
+def check_session_reads(store: Store, legacy: Path) -> list[str]:
     problems = []
     for row in daemon_sql.session_rows(legacy):
         key = row[1]
@@ -166,12 +166,16 @@ def check_reads_by_key(store: Store, legacy: Path) -> list[str]:
         as_read = record if record in (None, UNREADABLE) else [record.key, record.blob, record.last_seen]
         legacy_record = None if found is None else UNREADABLE if blob == UNREADABLE else [key, blob, found[1]]
         problems += answers_alike(legacy_record, as_read)
-    problems += answers_alike(None, store.get_session("no such session"))
+    return [*problems, *answers_alike(None, store.get_session("no such session"))]
+
+
+def check_checkpoint_reads(store: Store, legacy: Path) -> list[str]:
+    problems = []
     ids = [checkpoint_id for checkpoint_id, _ in daemon_sql.checkpoint_list(legacy)]
     missing = next(candidate for candidate in itertools.count(1) if candidate not in ids)
     for checkpoint_id in [*ids, missing]:
-        found = daemon_sql.checkpoint(legacy, checkpoint_id)
-        expected = None if found is None else daemon_reading(found[0])
+        row = daemon_sql.checkpoint(legacy, checkpoint_id)
+        expected = None if row is None else daemon_reading(row[0])
         problems += answers_alike(expected, stored(store.load_checkpoint, checkpoint_id))
     latest = daemon_sql.latest_checkpoint(legacy)
     problems += answers_alike(None if latest is None else daemon_reading(latest[0]), stored(store.latest_checkpoint))
@@ -220,7 +224,7 @@ def check_query_equivalence(
         legacy = snapshot.write(folder / "legacy.db")
         migrate(legacy, target, batch_size=3)
         with open_store(target, mode=Mode.RELATIONAL_ONLY, read_only=True) as store:
-            problems = check_reads_by_key(store, legacy)
+            problems = check_session_reads(store, legacy) + check_checkpoint_reads(store, legacy)
             problems += check_seen_after_and_expiry(store, legacy, cutoff)
             problems += check_plan_queries(store, legacy, quarantined_rowids(store), agent, reason)
     assert problems == []
