@@ -112,7 +112,7 @@ def compare_backfills(source: Path, work: Path, repeats: int) -> dict[str, Any]:
         seconds = statistics.median(s["seconds"] for s in samples)
         return {"seconds": seconds, "rows_per_s": rows / seconds, "max_rss_mb": max(s["max_rss_mb"] for s in samples)}
 
-    result = {name: summary(samples) for name, samples in (*runs.items(), ("verify", verify_runs))}
+    result: dict[str, Any] = {name: summary(samples) for name, samples in (*runs.items(), ("verify", verify_runs))}
     result["rows"] = rows
     result["backfill_vs_reference"] = result["migrate"]["seconds"] / result["reference"]["seconds"]
     result["verify_vs_backfill_throughput"] = result["verify"]["rows_per_s"] / result["migrate"]["rows_per_s"]
