@@ -81,6 +81,10 @@ class ReadOnlyStore(MigratorError):
     """A write through a store opened read-only, or a read-only store in a mode that writes."""
 
 
+class StoreNotConfigured(MigratorError):
+    """The daemon's drop-in (`migrator.ksi`) was given no store, and the environment names none."""
+
+
 class SnapshotMismatch(MigratorError):
     """A catch-up from a snapshot that shares no row with the target, which would replace it all."""
 
