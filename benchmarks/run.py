@@ -346,7 +346,7 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
     verdicts = results["verdicts"]
     verdict_rows = -(-len(verdicts) // VERDICTS_PER_ROW)
     figure = plt.figure(figsize=(15, 4.6 + 2.6 * verdict_rows), layout="constrained")
-    top, bottom = figure.subfigures(2, 1, height_ratios=[4.6, 2.6 * verdict_rows])
+    top, bottom = figure.subfigures(2, 1, height_ratios=[4.6, 2.6 * verdict_rows], squeeze=False)[:, 0]
     lookup, save, throughput = top.subplots(1, 3, width_ratios=[1, 1, 1.6])
     draw_latency(lookup, results["lookup"], BAR["lookup_p99_ms"], "store.get_session (relational_only)")
     draw_latency(save, results["save"], BAR["save_p99_ms"], "store.save_checkpoint (dual_write)")
