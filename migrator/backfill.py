@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import peewee as pw
 
-from migrator import engines, sessions
+from migrator import engines, parallel, sessions
 from migrator.batching import DEFAULT_BATCH_SIZE, Progress
 from migrator.codec import key_digest, stored_key
 from migrator.compare import compare_rows
@@ -30,9 +30,16 @@ from migrator.ddl import refuse_unrestorable_schema
 from migrator.errors import SnapshotMismatch
 from migrator.failures import connection_lost
 from migrator.kinds import KINDS
-from migrator.legacy import CELLS, ROWID, LegacyRow, LegacySource, row_digest, snapshot_hashes
+from migrator.legacy import CELLS, ROWID, LegacyRow, LegacySource, LegacyTable, row_digest, snapshot_hashes
 from migrator.models import McpSession, Quarantine
-from migrator.relational import BlobKind, delete_identities, delete_orphans, orphans, write_legacy_rows
+from migrator.relational import (
+    BlobKind,
+    MappedRows,
+    delete_identities,
+    delete_orphans,
+    orphans,
+    write_legacy_rows,
+)
 from migrator.status import record_last_migrate
 from migrator.target import create_schema, save_legacy_schema, schema_version
 
@@ -80,6 +87,8 @@ class Run:
     progress: Progress | None
     recheck: bool
     dry_run: bool
+    jobs: int = 1  # worker processes that map the rows of a fresh load (1: none, this process maps)
+    pool: Executor | None = None  # those workers, while the run has them
 
 
 def backfill(
@@ -91,18 +100,20 @@ def backfill(
     recheck: bool = False,
     dry_run: bool = False,
     replace_all: bool = False,
+    jobs: int = 1,
 ) -> BackfillReport:
     """Create the schema if needed, then catch the target up with every legacy table present.
 
     `dry_run` plans the same run and writes nothing, not even the schema. `recheck` compares
     every target row with the mapping of its source row and rewrites what differs. `replace_all`
-    allows a catch-up from a snapshot that shares no row with the target.
+    allows a catch-up from a snapshot that shares no row with the target. `jobs` above 1 maps
+    the rows of tables loaded fresh in that many worker processes (`migrator.parallel`).
 
     A server connection that drops (a restart, a network blip) is opened again and the run
     starts over, after a pause that grows each time (`RETRY_PAUSES`): every run is a catch-up,
     so what the first attempt committed is kept and found unchanged, and the result is exact.
     """
-    run = Run(batch_size, progress, recheck, dry_run)
+    run = Run(batch_size, progress, recheck, dry_run, jobs)
     for attempt, pause in enumerate((*RETRY_PAUSES, None), start=1):
         try:
             report = _backfill_once(source, database, run, replace_all)
@@ -150,7 +161,10 @@ def _backfill_once(source: LegacySource, database: pw.Database, run: Run, replac
             save_legacy_schema(database, source.schema(now=source.written_since()))
     report = BackfillReport(dry_run=dry_run, recheck=recheck)
     fresh_models = [table.model for kind in kinds if empty[kind.legacy.name] for table in kind.tables]
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ksi-hash") as hasher:
+    # Only a fresh load maps enough rows to be worth workers; a catch-up maps what changed.
+    jobs = run.jobs if not dry_run and any(empty.values()) else 1
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ksi-hash") as hasher, parallel.worker_pool(jobs) as pool:
+        run = replace(run, pool=pool)
         # The snapshot's sha256 for the record of this run, taken on the other core meanwhile.
         hashes = None if dry_run else hasher.submit(snapshot_hashes, source.path)
         loading = engines.engine(database)
@@ -172,14 +186,25 @@ def _backfill_table(
         table_report.deleted = _delete_vanished(source, database, kind, run)
         if run.recheck:
             table_report.orphans_removed = _remove_orphans(database, kind, run)
-    for batch in source.batches(table, run.batch_size):
-        _sync_batch(database, source, kind, batch, table_report, run, assume_new=target_is_empty)
+    for batch, mapped in _read_batches(source, table, run, target_is_empty):
+        _sync_batch(database, source, kind, batch, table_report, run, assume_new=target_is_empty, mapped=mapped)
         if run.progress:
             run.progress(table.name, len(batch))
     if target_is_empty and run.dry_run:
         return table_report  # there is no table to count in yet
     _count_totals(kind, table_report)
     return table_report
+
+
+def _read_batches(
+    source: LegacySource, table: LegacyTable, run: Run, target_is_empty: bool
+) -> Iterator[tuple[list[LegacyRow], parallel.MappedBatch | None]]:
+    """The source's batches in rowid order, each mapped already by a worker when the run has them
+    and the table is loaded fresh (None: `_sync_batch` maps it here)."""
+    batches = source.batches(table, run.batch_size)
+    if target_is_empty and run.pool is not None and not run.dry_run:
+        return parallel.mapped_batches(run.pool, table.name, batches, run.jobs)
+    return ((batch, None) for batch in batches)
 
 
 def _has_rows(kind: BlobKind) -> bool:
@@ -320,11 +345,16 @@ def _sync_batch(
     run: Run,
     *,
     assume_new: bool,
+    mapped: parallel.MappedBatch | None = None,
 ) -> None:
-    changed, held = _changed_rows(database, kind, batch, run, assume_new=assume_new)
+    if mapped is not None:  # a fresh load's batch, mapped by a worker: every row is new
+        changed, held = list(zip(batch, mapped.digests, strict=True)), set()
+    else:
+        changed, held = _changed_rows(database, kind, batch, run, assume_new=assume_new)
     report.unchanged += len(batch) - len(changed)
     if changed and not run.dry_run:
-        changed = _write_as_read(database, source, kind, changed, report, assume_new=assume_new)
+        premapped = mapped.mapped if mapped is not None else None
+        changed = _write_as_read(database, source, kind, changed, report, assume_new=assume_new, mapped=premapped)
     report.written += len(changed)
     report.rewritten += sum(1 for row, _ in changed if row[ROWID] in held)
 
@@ -342,11 +372,12 @@ def _write_as_read(
     report: TableReport,
     *,
     assume_new: bool,
+    mapped: MappedRows | None = None,
 ) -> list[tuple[LegacyRow, str]]:
     """Write the relational rows of these snapshot rows, in one transaction that first makes sure
     the legacy file still holds each row as the snapshot read it: a row a daemon changed or
     removed since is never written back over the newer one (its dual write has mirrored it, or
-    the next catch-up will). Returns the rows written."""
+    the next catch-up will). `mapped` is what a worker made of `rows`. Returns the rows written."""
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
             with engines.engine(database).write_transaction():  # SQLite: the write lock first
@@ -354,7 +385,9 @@ def _write_as_read(
                 # Every rowid about to be written is cleared first, not only those with a known digest:
                 # child rows left behind under a new rowid (an orphan) would otherwise collide with its keys.
                 replace = [] if assume_new else [row[ROWID] for row, _ in current]
-                write_legacy_rows(database, kind, current, replace=replace)
+                # A worker mapped every row read; when some changed meanwhile, the rest are mapped here.
+                premapped = mapped if current is rows else None
+                write_legacy_rows(database, kind, current, replace=replace, mapped=premapped)
         except pw.IntegrityError:
             if attempt == WRITE_ATTEMPTS:
                 raise

@@ -28,6 +28,7 @@ from migrator.cleanup import CleanupPlan, cleanup
 from migrator.errors import MigratorError
 from migrator.failures import explain
 from migrator.legacy import LegacySource, UnmappedColumns
+from migrator.parallel import MAX_DEFAULT_JOBS, default_jobs
 from migrator.private import private_umask, write_new_text
 from migrator.redaction import mask_secrets, mask_url, secrets_of
 from migrator.rollback import export, restore
@@ -139,6 +140,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 recheck=args.recheck,
                 dry_run=args.dry_run,
                 replace_all=args.replace,
+                jobs=args.jobs,
             )
     print(json.dumps(report.to_dict()) if args.json else format_backfill(report))
     return EXIT_OK
@@ -369,6 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub["migrate"].add_argument(
         "--dry-run", action="store_true", help="print what a run would write, keep, rewrite and remove; change nothing"
+    )
+    sub["migrate"].add_argument(
+        "--jobs",
+        type=_positive,
+        default=default_jobs(),
+        help="worker processes that parse blobs while this one writes; 1 uses none (default: the cores, at most "
+        f"{MAX_DEFAULT_JOBS}, here %(default)s)",
     )
     sub["migrate"].add_argument(
         "--replace",

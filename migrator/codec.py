@@ -21,7 +21,7 @@ import hashlib
 import json
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -98,8 +98,36 @@ class UnreadableBlob(ValueError):
 
 # --- encoding exactly like json.dumps(value) with default arguments ----------------------------
 
-dumps = json.dumps
 encode_str = json.encoder.encode_basestring_ascii  # the C function json.dumps uses for strings
+
+
+def _reused_encoder() -> Callable[[JSONValue], str]:
+    """`json.dumps` with its defaults, minus its cost per call.
+
+    Each `json.dumps` call builds a `JSONEncoder` and a C encoder before it writes a byte, which
+    is most of the time of a small value (3.3 us against 1.1 us for `{"prompt": "..."}`), and a
+    checkpoint save serialises some 200 small values. This is the same C encoder with the same
+    settings, made once. It skips the circular-reference check: values come from `json.loads`
+    and the mapping, which cannot hold a cycle. Where the C encoder is missing or differs, and on
+    any sample it encodes otherwise than `json.dumps`, `json.dumps` itself is used.
+    """
+    make = json.encoder.c_make_encoder
+    defaults = json.JSONEncoder()
+    if make is None:  # pragma: no cover - a Python built without the C accelerator
+        return json.dumps
+    try:
+        encode = make(None, defaults.default, encode_str, None, ": ", ", ", False, False, True)
+    except TypeError:  # pragma: no cover - another signature in another Python version
+        return json.dumps
+
+    def reused(value: JSONValue) -> str:
+        return "".join(encode(value, 0))
+
+    samples = ({"a": [1, 1.0, -0.0, 1e300, float("nan"), float("-inf"), True, None, "\u00e9\ud800"]}, "x", 10**40)
+    return reused if all(reused(sample) == json.dumps(sample) for sample in samples) else json.dumps
+
+
+dumps = _reused_encoder()
 NULL_TEXT = "null"
 
 

@@ -102,3 +102,7 @@ class SchemaRefused(MigratorError):
 class ArchiveRefused(MigratorError):
     """An archive's manifest names a file outside the archive folder, or holds DDL that is not the
     legacy tables' (`SchemaRefused`): nothing of it is read or run."""
+
+
+class WorkerFailed(MigratorError):
+    """A worker process that parses blobs (`--jobs`) stopped before it finished its batch."""

@@ -228,14 +228,12 @@ def map_legacy_row(kind: BlobKind, row: LegacyRow, digest: str) -> Mapped:
         return Mapped(None, quarantine_row(kind, row, digest, f"cannot be mapped: {exc!r}"))
 
 
-def write_legacy_rows(
-    database: pw.Database, kind: BlobKind, rows: Sequence[tuple[LegacyRow, str]], *, replace: Sequence[int] = ()
-) -> tuple[int, int]:
-    """Map (legacy row, digest) pairs to relational rows and write them in one transaction.
+Pairs = Sequence[tuple[LegacyRow, str]]  # (legacy row, digest of its cells)
+MappedRows = tuple[list[list[Row]], list[Row]]  # relational rows by table, in the kind's order; quarantine rows
 
-    `replace` names rowids whose previous relational rows (and quarantine rows) are removed
-    first. Returns (migrated, quarantined).
-    """
+
+def map_legacy_rows(kind: BlobKind, rows: Pairs) -> MappedRows:
+    """The relational rows of (legacy row, digest) pairs, gathered by table, in the rows' order."""
     tables: list[list[Row]] = [[] for _ in kind.tables]
     quarantined: list[Row] = []
     for row, digest in rows:
@@ -245,6 +243,18 @@ def write_legacy_rows(
             continue
         for produced, bucket in zip(mapped.bundle, tables, strict=True):
             bucket.extend(produced)
+    return tables, quarantined
+
+
+def write_legacy_rows(
+    database: pw.Database, kind: BlobKind, rows: Pairs, *, replace: Sequence[int] = (), mapped: MappedRows | None = None
+) -> tuple[int, int]:
+    """Map (legacy row, digest) pairs to relational rows and write them in one transaction.
+
+    `replace` names rowids whose previous relational rows (and quarantine rows) are removed first.
+    `mapped` is `map_legacy_rows` of these rows made beforehand (by a worker process).
+    Returns (migrated, quarantined)."""
+    tables, quarantined = map_legacy_rows(kind, rows) if mapped is None else mapped
     with database.atomic():
         if replace:
             delete_identities(database, kind, replace)

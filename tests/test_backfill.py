@@ -259,12 +259,12 @@ def test_a_load_that_fails_half_way_still_builds_every_index(
     sync = backfill_module._sync_batch
 
     def failing_second_batch(
-        database: Any, source: Any, kind: Any, batch: Any, report: Any, run: Any, *, assume_new: bool
+        database: Any, source: Any, kind: Any, batch: Any, report: Any, run: Any, **options: Any
     ) -> None:
         built_during_load.append(index_names(tmp_path / "t.db"))
         if len(built_during_load) == 2:
             raise RuntimeError("the machine went away")
-        sync(database, source, kind, batch, report, run, assume_new=assume_new)
+        sync(database, source, kind, batch, report, run, **options)
 
     monkeypatch.setattr(backfill_module, "_sync_batch", failing_second_batch)
     with pytest.raises(RuntimeError, match="went away"):
