@@ -205,19 +205,28 @@ def encoded_blob(blob: JSONValue) -> Iterator[str]:
 
 def _is_plain_json(value: JSONValue) -> bool:
     """Dicts with str keys, lists, str, int, float, bool and None, exactly those types, all the way down."""
+    if type(value) is not dict and type(value) is not list:
+        return type(value) in _PLAIN_SCALARS
     pending = [value]
-    while pending:
+    while pending:  # only containers are pushed: the scalars, most of a blob, are checked where met
         item = pending.pop()
-        kind = type(item)
-        if kind is dict:
-            if any(type(key) is not str for key in item):
-                return False
-            pending.extend(item.values())
-        elif kind is list:
-            pending.extend(item)
-        elif kind not in _PLAIN_SCALARS:
-            return False
+        if type(item) is dict:
+            for key, child in item.items():
+                if type(key) is not str or not _plain_child(child, pending):
+                    return False
+        else:
+            for child in item:
+                if not _plain_child(child, pending):
+                    return False
     return True
+
+
+def _plain_child(child: JSONValue, pending: list[JSONValue]) -> bool:
+    kind = type(child)
+    if kind is dict or kind is list:
+        pending.append(child)
+        return True
+    return kind in _PLAIN_SCALARS
 
 
 # --- text overlays: spelling and whitespace that differ from the canonical encoding -------------
