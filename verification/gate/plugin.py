@@ -86,7 +86,8 @@ class GateRun:
     def shards(self) -> list[Shard]:
         # Every process plans the same shards from the same read-only file, as xdist requires.
         with open_snapshot(self.options.snapshot) as source:
-            return plan_shards(source, self.options.rows_per_shard, self.options.read_sample)
+            options = self.options
+            return plan_shards(source, options.rows_per_shard, options.read_sample, options.bytes_per_shard)
 
 
 def open_snapshot(path: Path) -> LegacySource:
