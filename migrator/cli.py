@@ -376,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs",
         type=_positive,
         default=default_jobs(),
-        help="worker processes that parse blobs while this one writes; 1 uses none (default: the cores, at most "
+        help="processes of a fresh load: this one writes, the others parse blobs; 1 starts none "
+        "(default: the cores, at most "
         f"{MAX_DEFAULT_JOBS}, here %(default)s)",
     )
     sub["migrate"].add_argument(

@@ -1,11 +1,14 @@
 """Both cores: legacy blobs parsed and split in worker processes while the main process writes.
 
 A fresh load spends most of its time in `json.loads`, `json.dumps` and the record splits, which
-hold the GIL, so threads would not help. `--jobs N` starts N worker processes; the main process
-reads the snapshot a batch at a time, hands each batch to a worker, and writes the results in
-the order it read them, so the target's rows (their order and rowids included) are those of a
-run in one process. At most `IN_FLIGHT_PER_JOB` batches a worker are read ahead, so memory stays
-flat however large the snapshot. `--jobs 1` starts no process at all.
+hold the GIL, so threads would not help. `--jobs N` runs N processes: the main one, which reads
+the snapshot a batch at a time and writes every batch, in the order read, and N - 1 workers that
+map the batches they are handed. The main process maps a batch itself whenever the workers have
+their fill, so neither side idles while the other works, and the work shares out by itself
+between a writer and mappers that run at different speeds. Results are written in the order
+read, so the target's rows (their order and rowids included) are those of a run in one process.
+At most `IN_FLIGHT_PER_WORKER` batches a worker are read ahead, so memory stays flat however
+large the snapshot. `--jobs 1` starts no process at all.
 
 A worker computes the rows' digests and maps them (`relational.map_legacy_rows`): a row that
 cannot be read is quarantined there exactly as it would be in the main process.
@@ -29,10 +32,10 @@ from migrator.legacy import CELLS, LegacyRow, row_digest
 from migrator.relational import MappedRows, map_legacy_rows
 
 MAX_DEFAULT_JOBS = 4
-"""`--jobs` defaults to the cores this process may use, at most this many: past a few workers the
+"""`--jobs` defaults to the cores this process may use, at most this many: past a few processes the
 one writer is the limit, and each worker costs its own interpreter's memory."""
-IN_FLIGHT_PER_JOB = 2
-"""Batches read ahead per worker: one being mapped, one waiting, so no worker idles between batches."""
+IN_FLIGHT_PER_WORKER = 2
+"""Batches handed to a worker at a time: one being mapped, one waiting, so it never idles between two."""
 
 
 def default_jobs() -> int:
@@ -58,7 +61,13 @@ def map_batch(kind_name: str, batch: list[LegacyRow]) -> MappedBatch:
     return MappedBatch([digest for _, digest in rows], map_legacy_rows(KINDS[kind_name], rows))
 
 
-def _ignore_interrupts() -> None:
+def _mapped_here(kind_name: str, batch: list[LegacyRow]) -> Future[MappedBatch]:
+    mapped: Future[MappedBatch] = Future()
+    mapped.set_result(map_batch(kind_name, batch))
+    return mapped
+
+
+def _start_worker() -> None:
     """Ctrl-C reaches every process of the terminal's group: the main process alone handles it
     (and stops the workers), so the user sees one message, not one traceback per worker."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -66,7 +75,7 @@ def _ignore_interrupts() -> None:
 
 @contextmanager
 def worker_pool(jobs: int) -> Iterator[Executor | None]:
-    """`jobs` worker processes, or None for 1: the run maps in this process, as before."""
+    """`jobs - 1` worker processes beside this one, or None for 1: the run maps here, as before."""
     if jobs <= 1:
         yield None
         return
@@ -76,7 +85,7 @@ def worker_pool(jobs: int) -> Iterator[Executor | None]:
     context = multiprocessing.get_context(method)
     if method == "forkserver":
         context.set_forkserver_preload(["migrator.kinds"])
-    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_ignore_interrupts)
+    pool = ProcessPoolExecutor(jobs - 1, mp_context=context, initializer=_start_worker)
     try:
         yield pool
     finally:
@@ -86,12 +95,16 @@ def worker_pool(jobs: int) -> Iterator[Executor | None]:
 def mapped_batches(
     pool: Executor, kind_name: str, batches: Iterable[list[LegacyRow]], jobs: int
 ) -> Iterator[tuple[list[LegacyRow], MappedBatch]]:
-    """Each batch with what a worker made of it, in the order read, with a bounded read-ahead."""
+    """Each batch with what a worker, or this process, made of it, in the order read."""
+    room = (jobs - 1) * IN_FLIGHT_PER_WORKER  # batches the workers hold at a time
     pending: deque[tuple[list[LegacyRow], Future[MappedBatch]]] = deque()
     try:
         for batch in batches:
-            pending.append((batch, pool.submit(map_batch, kind_name, batch)))
-            if len(pending) >= jobs * IN_FLIGHT_PER_JOB:
+            if sum(1 for _, future in pending if not future.done()) < room:
+                pending.append((batch, pool.submit(map_batch, kind_name, batch)))
+            else:  # the workers have their fill: map this one here rather than wait
+                pending.append((batch, _mapped_here(kind_name, batch)))
+            while pending and (pending[0][1].done() or len(pending) > room):
                 batch, future = pending.popleft()
                 yield batch, future.result()
         while pending:

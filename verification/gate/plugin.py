@@ -37,6 +37,7 @@ import pytest
 from migrator.backfill import backfill
 from migrator.errors import MigratorError
 from migrator.legacy import LegacySource, UnmappedColumns, snapshot_hashes
+from migrator.parallel import default_jobs
 from migrator.redaction import mask_secrets, mask_url, secrets_of
 from migrator.store import Mode, Store, open_store
 from migrator.target import target_database
@@ -287,7 +288,7 @@ class SignoffController:
         self.say(f"migrating {self.run.options.snapshot} into a scratch target")
         try:
             with LegacySource(self.run.options.snapshot) as source, target_database(target) as database:
-                report = backfill(source, database)
+                report = backfill(source, database, jobs=default_jobs())  # alone before the workers: every core
         except MigratorError as exc:  # every check that needs the target fails with this reason
             self.run.migration_error = f"the snapshot cannot be migrated: {exc}"
             self.say(self.run.migration_error)
