@@ -126,7 +126,7 @@ def compare_backfills(source: Path, work: Path, repeats: int) -> dict[str, Any]:
         workers = [s["workers_rss_mb"] for s in samples if "workers_rss_mb" in s]
         return figures | ({"workers_rss_mb": max(workers)} if workers else {})
 
-    result = {name: summary(samples) for name, samples in (*runs.items(), ("verify", verify_runs))}
+    result: dict[str, Any] = {name: summary(samples) for name, samples in (*runs.items(), ("verify", verify_runs))}
     result["rows"] = rows
     result["backfill_vs_reference"] = result["migrate"]["seconds"] / result["reference"]["seconds"]
     result["jobs1_vs_minimal"] = result["migrate"]["seconds"] / result["minimal"]["seconds"]

@@ -347,8 +347,9 @@ def _sync_batch(
     assume_new: bool,
     mapped: parallel.MappedBatch | None = None,
 ) -> None:
+    held: set[int] = set()
     if mapped is not None:  # a fresh load's batch, mapped by a worker: every row is new
-        changed, held = list(zip(batch, mapped.digests, strict=True)), set()
+        changed = list(zip(batch, mapped.digests, strict=True))
     else:
         changed, held = _changed_rows(database, kind, batch, run, assume_new=assume_new)
     report.unchanged += len(batch) - len(changed)

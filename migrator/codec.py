@@ -113,7 +113,7 @@ def _reused_encoder() -> Callable[[JSONValue], str]:
     and the mapping, which cannot hold a cycle. Where the C encoder is missing or differs, and on
     any sample it encodes otherwise than `json.dumps`, `json.dumps` itself is used.
     """
-    make = json.encoder.c_make_encoder
+    make = getattr(json.encoder, "c_make_encoder", None)  # the C accelerator, undeclared in the stubs
     defaults = json.JSONEncoder()
     if make is None:  # pragma: no cover - a Python built without the C accelerator
         return json.dumps
