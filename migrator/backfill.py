@@ -87,7 +87,7 @@ class Run:
     progress: Progress | None
     recheck: bool
     dry_run: bool
-    jobs: int = 1  # worker processes that map the rows of a fresh load (1: none, this process maps)
+    jobs: int = 1  # processes of a fresh load: this one and jobs - 1 workers that map (1: this one alone)
     pool: Executor | None = None  # those workers, while the run has them
 
 
@@ -106,8 +106,10 @@ def backfill(
 
     `dry_run` plans the same run and writes nothing, not even the schema. `recheck` compares
     every target row with the mapping of its source row and rewrites what differs. `replace_all`
-    allows a catch-up from a snapshot that shares no row with the target. `jobs` above 1 maps
-    the rows of tables loaded fresh in that many worker processes (`migrator.parallel`).
+    allows a catch-up from a snapshot that shares no row with the target. `jobs` above 1 loads
+    tables that are empty in that many processes, `jobs - 1` of them workers that map rows
+    (`migrator.parallel`); a script that asks for them starts its work under
+    `if __name__ == "__main__":`, as every program whose workers are not forked must.
 
     A server connection that drops (a restart, a network blip) is opened again and the run
     starts over, after a pause that grows each time (`RETRY_PAUSES`): every run is a catch-up,
@@ -348,7 +350,7 @@ def _sync_batch(
     mapped: parallel.MappedBatch | None = None,
 ) -> None:
     held: set[int] = set()
-    if mapped is not None:  # a fresh load's batch, mapped by a worker: every row is new
+    if mapped is not None:  # a fresh load's batch, mapped already (`parallel`): every row is new
         changed = list(zip(batch, mapped.digests, strict=True))
     else:
         changed, held = _changed_rows(database, kind, batch, run, assume_new=assume_new)
@@ -378,7 +380,7 @@ def _write_as_read(
     """Write the relational rows of these snapshot rows, in one transaction that first makes sure
     the legacy file still holds each row as the snapshot read it: a row a daemon changed or
     removed since is never written back over the newer one (its dual write has mirrored it, or
-    the next catch-up will). `mapped` is what a worker made of `rows`. Returns the rows written."""
+    the next catch-up will). `mapped` is `rows` mapped already (`parallel`). Returns the rows written."""
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
             with engines.engine(database).write_transaction():  # SQLite: the write lock first
@@ -386,7 +388,7 @@ def _write_as_read(
                 # Every rowid about to be written is cleared first, not only those with a known digest:
                 # child rows left behind under a new rowid (an orphan) would otherwise collide with its keys.
                 replace = [] if assume_new else [row[ROWID] for row, _ in current]
-                # A worker mapped every row read; when some changed meanwhile, the rest are mapped here.
+                # Every row read was mapped already; when some changed meanwhile, the rest are mapped again.
                 premapped = mapped if current is rows else None
                 write_legacy_rows(database, kind, current, replace=replace, mapped=premapped)
         except pw.IntegrityError:
