@@ -243,6 +243,7 @@ def gate_seconds(source: Path, target: Path, workers: int, work: Path) -> float:
         sys.executable, "-m", "pytest", "verification/", "-q", "-p", "no:cacheprovider",
         "--ksi-snapshot", str(source), "--ksi-target", str(target),
         "--ksi-signoff-dir", str(work / f"signoff-n{workers}"), "-n", str(workers),
+        "-p", "no:faker", "--assert=plain",  # the start-up the README recommends for the gate
     ]  # fmt: skip
     started = time.perf_counter()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
