@@ -323,7 +323,8 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             f"{r['backfill_vs_reference']:.2f}x | {r['verify']['seconds']:.2f} | {r['migrate']['rows_per_s']:,.0f} | "
             f"{r['verify']['rows_per_s']:,.0f} | {r['migrate']['max_rss_mb']:.0f} | {r['verify']['max_rss_mb']:.0f} |"
         )
-    lines += ["", *both_cores_table(results)]
+    both_cores = both_cores_table(results)
+    lines += ["", *both_cores] if both_cores else []
     lines += ["", "| latency | p50 ms | p95 ms | p99 ms | max ms | samples |", "| --- | --- | --- | --- | --- | --- |"]
     for name in ("lookup", "save", *(f"save_largest_{mode}" for mode in SAVE_MODES)):
         if name not in results:
@@ -354,6 +355,8 @@ LATENCY_TITLES = {
 
 def both_cores_table(results: dict[str, Any]) -> list[str]:
     """`migrate --jobs 1` and `--jobs 2` beside the minimal reference (issue 18), where measured."""
+    if not any("minimal" in figures for figures in results["sizes"].values()):
+        return []  # a results.json from before issue 18
     lines = [
         "| size (sessions) | --jobs 1 s | --jobs 2 s | minimal s | --jobs 1 / minimal | --jobs 2 / minimal | "
         "--jobs 2 RSS MB (main + workers) |",
