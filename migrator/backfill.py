@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
 import peewee as pw
 
-from migrator import engines, moves, sessions
+from migrator import engines, moves, parallel, sessions
+from migrator.backfill_report import BackfillReport, TableReport
 from migrator.batching import DEFAULT_BATCH_SIZE, Progress
 from migrator.codec import key_digest, stored_key
 from migrator.compare import compare_rows
@@ -30,50 +30,15 @@ from migrator.ddl import refuse_unrestorable_schema
 from migrator.errors import SnapshotMismatch
 from migrator.failures import connection_lost
 from migrator.kinds import KINDS
-from migrator.legacy import CELLS, ROWID, LegacyRow, row_digest
+from migrator.legacy import CELLS, ROWID, LegacyRow, LegacyTable, row_digest
 from migrator.models import McpSession, Quarantine
-from migrator.relational import BlobKind, delete_identities, delete_orphans, orphans, write_legacy_rows
+from migrator.orphans import delete_orphans, orphans
+from migrator.relational import BlobKind, MappedRows, delete_identities, write_legacy_rows
 from migrator.sources import Snapshot, files_hashes, source_files, source_label
 from migrator.status import record_last_migrate
 from migrator.target import create_schema, save_legacy_schema, schema_version
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TableReport:
-    table: str
-    source_rows: int = 0
-    written: int = 0  # rows new or changed since the last run, written by this one
-    rewritten: int = 0  # of those, rows the target held before (by rowid, or a session by key), in another form
-    moved: int = 0  # sessions the daemon saved again unchanged under a new rowid: their rows given it in place
-    unchanged: int = 0
-    deleted: int = 0  # rows gone from the source, removed from the target
-    orphans_removed: int = 0  # child rows without their legacy row, removed (recheck)
-    changed_meanwhile: int = 0  # rows a daemon changed or removed during the run: left to it, or the next run
-    child_rows_written: int = 0  # child rows (tools, queues, queue items, completions) mapped and written
-    child_rows_moved: int = 0  # tools of moved sessions, pointed at the new rowid (nothing else in them changes)
-    migrated: int = 0  # rows now held relationally (after the run)
-    quarantined: int = 0  # rows now held verbatim in quarantine
-    noncanonical: int = 0  # migrated rows whose JSON is not in json.dumps' default format
-
-
-@dataclass
-class BackfillReport:
-    tables: list[TableReport] = field(default_factory=list)
-    seconds: float = 0.0
-    dry_run: bool = False
-    recheck: bool = False
-    attempts: int = 1  # more than 1 when a dropped server connection made the run start over
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "tables": [asdict(t) for t in self.tables],
-            "seconds": round(self.seconds, 3),
-            "dry_run": self.dry_run,
-            "recheck": self.recheck,
-            "attempts": self.attempts,
-        }
 
 
 @dataclass(frozen=True)
@@ -84,6 +49,8 @@ class Run:
     progress: Progress | None
     recheck: bool
     dry_run: bool
+    jobs: int = 1  # processes of a fresh load: this one and jobs - 1 workers that map (1: this one alone)
+    pool: Executor | None = None  # those workers, while the run has them
 
 
 def backfill(
@@ -95,18 +62,22 @@ def backfill(
     recheck: bool = False,
     dry_run: bool = False,
     replace_all: bool = False,
+    jobs: int = 1,
 ) -> BackfillReport:
     """Create the schema if needed, then catch the target up with every legacy table present.
 
     `dry_run` plans the same run and writes nothing, not even the schema. `recheck` compares
     every target row with the mapping of its source row and rewrites what differs. `replace_all`
-    allows a catch-up from a snapshot that shares no row with the target.
+    allows a catch-up from a snapshot that shares no row with the target. `jobs` above 1 loads
+    tables that are empty in that many processes, `jobs - 1` of them workers that map rows
+    (`migrator.parallel`); a script that asks for them starts its work under
+    `if __name__ == "__main__":`, as every program whose workers are not forked must.
 
     A server connection that drops (a restart, a network blip) is opened again and the run
     starts over, after a pause that grows each time (`RETRY_PAUSES`): every run is a catch-up,
     so what the first attempt committed is kept and found unchanged, and the result is exact.
     """
-    run = Run(batch_size, progress, recheck, dry_run)
+    run = Run(batch_size, progress, recheck, dry_run, jobs)
     for attempt, pause in enumerate((*RETRY_PAUSES, None), start=1):
         try:
             report = _backfill_once(source, database, run, replace_all)
@@ -154,7 +125,10 @@ def _backfill_once(source: Snapshot, database: pw.Database, run: Run, replace_al
             save_legacy_schema(database, source.schema(now=source.written_since()))
     report = BackfillReport(dry_run=dry_run, recheck=recheck)
     fresh_models = [table.model for kind in kinds if empty[kind.legacy.name] for table in kind.tables]
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ksi-hash") as hasher:
+    # Only a fresh load maps enough rows to be worth workers; a catch-up maps what changed.
+    jobs = run.jobs if not dry_run and any(empty.values()) else 1
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ksi-hash") as hasher, parallel.worker_pool(jobs) as pool:
+        run = replace(run, pool=pool)
         # The snapshot's sha256 for the record of this run, taken on the other core meanwhile.
         hashes = None if dry_run else hasher.submit(files_hashes, source_files(source))
         loading = engines.engine(database)
@@ -178,8 +152,10 @@ def _backfill_table(
         if run.recheck:
             table_report.orphans_removed = _remove_orphans(database, kind, run)
     claimed: set[int] = set()  # old rowids of sessions moved or replaced by key: not vanished
-    for batch in source.batches(table, run.batch_size):
-        _sync_batch(database, source, kind, batch, table_report, run, assume_new=target_is_empty, claimed=claimed)
+    for batch, mapped in _read_batches(source, table, run, target_is_empty):
+        _sync_batch(
+            database, source, kind, batch, table_report, run, assume_new=target_is_empty, claimed=claimed, mapped=mapped
+        )
         if run.progress:
             run.progress(table.name, len(batch))
     if by_key:  # after the batches, so that a session saved again under a new rowid is moved, not removed
@@ -194,6 +170,17 @@ def _by_key(kind: BlobKind, run: Run, target_is_empty: bool) -> bool:
     """Whether sessions are matched by key as well as rowid (`migrator.moves`). A recheck trusts
     no digest, so it matches by rowid alone and removes what vanished first, as before."""
     return kind is sessions.KIND and not target_is_empty and not run.recheck
+
+
+def _read_batches(
+    source: Snapshot, table: LegacyTable, run: Run, target_is_empty: bool
+) -> Iterator[tuple[list[LegacyRow], parallel.MappedBatch | None]]:
+    """The source's batches in rowid order, each mapped already by a worker when the run has them
+    and the table is loaded fresh (None: `_sync_batch` maps it here)."""
+    batches = source.batches(table, run.batch_size)
+    if target_is_empty and run.pool is not None and not run.dry_run:
+        return parallel.mapped_batches(run.pool, table.name, batches, run.jobs)
+    return ((batch, None) for batch in batches)
 
 
 def _has_rows(kind: BlobKind) -> bool:
@@ -343,8 +330,13 @@ def _sync_batch(
     *,
     assume_new: bool,
     claimed: set[int],
+    mapped: parallel.MappedBatch | None = None,
 ) -> None:
-    changed, held = _changed_rows(database, kind, batch, run, assume_new=assume_new)
+    held: set[int] = set()
+    if mapped is not None:  # a fresh load's batch, mapped already (`parallel`): every row is new
+        changed = list(zip(batch, mapped.digests, strict=True))
+    else:
+        changed, held = _changed_rows(database, kind, batch, run, assume_new=assume_new)
     plan = moves.KeyPlan([], changed, {})
     if _by_key(kind, run, assume_new):
         plan = moves.plan_by_key(database, kind, changed, held)
@@ -355,8 +347,9 @@ def _sync_batch(
     report.moved += len(moved)
     changed = plan.rest
     if changed and not run.dry_run:
+        premapped = mapped.mapped if mapped is not None else None
         changed = _write_as_read(
-            database, source, kind, changed, report, assume_new=assume_new, displaced=plan.displaced
+            database, source, kind, changed, report, assume_new=assume_new, displaced=plan.displaced, mapped=premapped
         )
     # The old rowids these sessions left are not vanished rows: the deletion after the batches
     # leaves them alone (a move not made, as a daemon changed the row meanwhile, claims nothing).
@@ -380,11 +373,12 @@ def _write_as_read(
     *,
     assume_new: bool,
     displaced: dict[int, int],
+    mapped: MappedRows | None = None,
 ) -> list[tuple[LegacyRow, str]]:
     """Write the relational rows of these snapshot rows, in one transaction that first makes sure
     the legacy file still holds each row as the snapshot read it: a row a daemon changed or
     removed since is never written back over the newer one (its dual write has mirrored it, or
-    the next catch-up will). Returns the rows written."""
+    the next catch-up will). `mapped` is `rows` mapped already (`parallel`). Returns the rows written."""
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
             with engines.engine(database).write_transaction():  # SQLite: the write lock first
@@ -395,7 +389,9 @@ def _write_as_read(
                 # the key only here), or the unique key would refuse the new row.
                 replace = [] if assume_new else [row[ROWID] for row, _ in current]
                 replace += [displaced[rowid] for rowid in replace if rowid in displaced]
-                _, _, child_rows = write_legacy_rows(database, kind, current, replace=replace)
+                # Every row read was mapped already; when some changed meanwhile, the rest are mapped again.
+                premapped = mapped if current is rows else None
+                _, _, child_rows = write_legacy_rows(database, kind, current, replace=replace, mapped=premapped)
         except pw.IntegrityError:
             if attempt == WRITE_ATTEMPTS:
                 raise

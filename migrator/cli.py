@@ -28,6 +28,7 @@ from migrator.errors import MigratorError, RestoreLayoutError
 from migrator.failures import explain
 from migrator.legacy import UnmappedColumns
 from migrator.legacy_copy import Outputs
+from migrator.parallel import MAX_DEFAULT_JOBS, default_jobs
 from migrator.private import private_umask, write_new_text
 from migrator.progress import progress_bar
 from migrator.redaction import mask_secrets, mask_url, secrets_of
@@ -83,6 +84,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 recheck=args.recheck,
                 dry_run=args.dry_run,
                 replace_all=args.replace,
+                jobs=args.jobs,
             )
     print(json.dumps(report.to_dict()) if args.json else format_backfill(report))
     return EXIT_OK
@@ -340,6 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub["migrate"].add_argument(
         "--dry-run", action="store_true", help="print what a run would write, keep, rewrite and remove; change nothing"
+    )
+    sub["migrate"].add_argument(
+        "--jobs",
+        type=_positive,
+        default=default_jobs(),
+        help="processes of a fresh load: this one writes, the others parse blobs; 1 starts none "
+        "(default: the cores, at most "
+        f"{MAX_DEFAULT_JOBS}, here %(default)s)",
     )
     sub["migrate"].add_argument(
         "--replace",

@@ -110,3 +110,7 @@ class ArchiveRefused(MigratorError):
 
 class RestoreLayoutError(MigratorError):
     """A restore into a file per table that does not say where one of the tables goes."""
+
+
+class WorkerFailed(MigratorError):
+    """A worker process that parses blobs (`--jobs`) stopped before it finished its batch."""

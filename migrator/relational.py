@@ -232,14 +232,12 @@ def map_legacy_row(kind: BlobKind, row: LegacyRow, digest: str) -> Mapped:
         return Mapped(None, quarantine_row(kind, row, digest, f"cannot be mapped: {exc!r}"))
 
 
-def write_legacy_rows(
-    database: pw.Database, kind: BlobKind, rows: Sequence[tuple[LegacyRow, str]], *, replace: Sequence[int] = ()
-) -> tuple[int, int, int]:
-    """Map (legacy row, digest) pairs to relational rows and write them in one transaction.
+Pairs = Sequence[tuple[LegacyRow, str]]  # (legacy row, digest of its cells)
+MappedRows = tuple[list[list[Row]], list[Row]]  # relational rows by table, in the kind's order; quarantine rows
 
-    `replace` names rowids whose previous relational rows (and quarantine rows) are removed
-    first. Returns (migrated, quarantined, child rows written).
-    """
+
+def map_legacy_rows(kind: BlobKind, rows: Pairs) -> MappedRows:
+    """The relational rows of (legacy row, digest) pairs, gathered by table, in the rows' order."""
     tables: list[list[Row]] = [[] for _ in kind.tables]
     quarantined: list[Row] = []
     for row, digest in rows:
@@ -249,6 +247,18 @@ def write_legacy_rows(
             continue
         for produced, bucket in zip(mapped.bundle, tables, strict=True):
             bucket.extend(produced)
+    return tables, quarantined
+
+
+def write_legacy_rows(
+    database: pw.Database, kind: BlobKind, rows: Pairs, *, replace: Sequence[int] = (), mapped: MappedRows | None = None
+) -> tuple[int, int, int]:
+    """Map (legacy row, digest) pairs to relational rows and write them in one transaction.
+
+    `replace` names rowids whose previous relational rows (and quarantine rows) are removed first.
+    `mapped` is `map_legacy_rows` of these rows made beforehand (by a worker process).
+    Returns (migrated, quarantined, child rows written)."""
+    tables, quarantined = map_legacy_rows(kind, rows) if mapped is None else mapped
     with database.atomic():
         if replace:
             delete_identities(database, kind, replace)
@@ -417,33 +427,3 @@ def rebuilt_rows(
             yield record.rowid, record.rebuild(kind)
         except Exception as exc:  # noqa: BLE001 - reported per row by the caller
             yield record.rowid, exc
-
-
-def orphans(database: pw.Database, kind: BlobKind, limit: int = 20) -> list[tuple[str, int]]:
-    """(table, legacy rowid) of child rows whose legacy row is gone: the target must hold nothing a
-    source row lacks.
-
-    NOT EXISTS probes the parent's primary key per child row; NOT IN would first gather every
-    parent id into a temporary structure, which grows with the table (and so would memory).
-    """
-    found: list[tuple[str, int]] = []
-    for child in kind.children:
-        query = child.model.select(child.identity).where(_orphaned(kind, child)).distinct().limit(limit)
-        found += [(child.name, rowid) for (rowid,) in fetch(database, query)]
-    return found
-
-
-def delete_orphans(database: pw.Database, kind: BlobKind) -> int:
-    """Remove every child row whose legacy row is gone (a repair): children first, as they cascade."""
-    removed = 0
-    with database.atomic():
-        for child in reversed(kind.children):
-            removed += child.model.delete().where(_orphaned(kind, child)).execute(database)
-    return removed
-
-
-def _orphaned(kind: BlobKind, child: TableMap) -> pw.ColumnBase:
-    """The child row's legacy row is gone: no root row holds its identity."""
-    root = kind.root
-    parent = root.model.select(pw.SQL("1")).where(root.identity == child.identity)
-    return ~pw.fn.EXISTS(parent)

@@ -109,6 +109,21 @@ def test_dual_write_writes_the_daemons_legacy_rows_and_exact_relational_rows(
     assert verify_problems(tmp_path / "ksi.db", store) == []
 
 
+def test_saves_of_values_json_loads_would_not_return_are_mapped_from_their_text(
+    one_file: Callable[..., Store], tmp_path: Path
+) -> None:
+    # Only a value of the types json.loads returns is mapped without parsing its text again
+    # (codec.encoded_blob); these are parsed, and must come out exactly all the same.
+    store = one_file()
+    store.save_checkpoint({**CHECKPOINT, 1: "an int key", "1": "its text twin"})
+    store.save_checkpoint({**CHECKPOINT, "session_queues": {"s": ({"request_id": "r"},)}})
+    store.save_session("a:c", {**SESSION, "tools": ("Read",)}, SEEN)
+    assert verify_problems(tmp_path / "ksi.db", store) == []
+    with closing(sqlite3.connect(tmp_path / "ksi.db")) as connection:
+        (overlays,) = connection.execute("SELECT count(*) FROM checkpoint WHERE text_overlay IS NOT NULL").fetchone()
+    assert overlays == 1  # the repeated key "1" is kept by the overlay, as a migrate keeps it
+
+
 def test_checkpoint_timestamp_column_is_the_daemons_timestamp_utc(
     one_file: Callable[..., Store], tmp_path: Path
 ) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -17,7 +16,7 @@ import peewee as pw
 from migrator import checkpoints, engines, sessions
 from migrator.backfill import BackfillReport, backfill
 from migrator.batching import DEFAULT_BATCH_SIZE
-from migrator.codec import LegacyCell
+from migrator.codec import LegacyCell, encoded_blob
 from migrator.errors import (
     LegacyUnavailable,
     ReadOnlyStore,
@@ -115,23 +114,24 @@ class Store:
 
     @_on_its_target
     def save_checkpoint(self, blob: Blob) -> int:
-        data = json.dumps(blob)  # the daemon's encoding: default arguments, keys in the caller's order
         timestamp = timestamp_utc()
-        change = self._write(
-            lambda legacy: legacy.insert_checkpoint(timestamp, data),
-            lambda relational: relational.insert_checkpoint(timestamp, data),
-        )
+        # The daemon's encoding (default arguments, keys in the caller's order), mapped without a second parse.
+        with encoded_blob(blob) as data:
+            change = self._write(
+                lambda legacy: legacy.insert_checkpoint(timestamp, data),
+                lambda relational: relational.insert_checkpoint(timestamp, data),
+            )
         assert change is not None  # an insert always changes a row
         return int(change.key)
 
     @_on_its_target
     def save_session(self, session_key: str, blob: Blob, last_seen: str | datetime) -> None:
-        data = json.dumps(blob)
         seen = last_seen.isoformat() if isinstance(last_seen, datetime) else last_seen  # the daemon's text
-        self._write(
-            lambda legacy: legacy.put_session(session_key, data, seen),
-            lambda relational: relational.put_session(session_key, data, seen),
-        )
+        with encoded_blob(blob) as data:
+            self._write(
+                lambda legacy: legacy.put_session(session_key, data, seen),
+                lambda relational: relational.put_session(session_key, data, seen),
+            )
 
     @_on_its_target
     def delete_session(self, session_key: str) -> bool:
@@ -202,21 +202,21 @@ class Store:
     def update_latest_checkpoint(self, blob: Blob) -> int | None:
         """The daemon's in-place update of its newest checkpoint (`timestamp` is kept); the id
         updated, or None when there is no checkpoint."""
-        data = json.dumps(blob)
-        change = self._write(
-            lambda legacy: legacy.update_checkpoint(legacy.latest_checkpoint_id(), data),
-            lambda relational: relational.update_checkpoint(relational.latest_checkpoint_id(), data),
-        )
+        with encoded_blob(blob) as data:
+            change = self._write(
+                lambda legacy: legacy.update_checkpoint(legacy.latest_checkpoint_id(), data),
+                lambda relational: relational.update_checkpoint(relational.latest_checkpoint_id(), data),
+            )
         return int(change.key) if change is not None else None
 
     @_on_its_target
     def update_checkpoint(self, checkpoint_id: int, blob: Blob) -> bool:
         """Update one checkpoint in place (`timestamp` is kept); False when there is no such id."""
-        data = json.dumps(blob)
-        change = self._write(
-            lambda legacy: legacy.update_checkpoint(checkpoint_id, data),
-            lambda relational: relational.update_checkpoint(checkpoint_id, data),
-        )
+        with encoded_blob(blob) as data:
+            change = self._write(
+                lambda legacy: legacy.update_checkpoint(checkpoint_id, data),
+                lambda relational: relational.update_checkpoint(checkpoint_id, data),
+            )
         return change is not None
 
     @_on_its_target

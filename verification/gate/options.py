@@ -28,12 +28,14 @@ ACCEPT_QUARANTINE_OPTION = "--ksi-accept-quarantine"
 MAX_CHECKPOINT_SAVE_OPTION = "--ksi-max-checkpoint-save-ms"
 MAX_SESSION_LOOKUP_OPTION = "--ksi-max-session-lookup-ms"
 SHARD_ROWS_OPTION = "--ksi-shard-rows"
+SHARD_BYTES_OPTION = "--ksi-shard-bytes"
 READ_SAMPLE_OPTION = "--ksi-read-sample"
 
 DEFAULT_SIGNOFF_DIR = "signoff"
 DEFAULT_MAX_CHECKPOINT_SAVE_MS = 100.0  # the plan's "checkpoint save < 100ms"
 DEFAULT_MAX_SESSION_LOOKUP_MS = 10.0  # the plan's "session lookup < 10ms"
 DEFAULT_SHARD_ROWS = 2000
+DEFAULT_SHARD_BYTES = 8 << 20  # about 1,700 sessions or 700 checkpoints of the benchmark's snapshots
 DEFAULT_READ_SAMPLE = 100_000  # reads a table through the store whole up to this size, else every n-th row
 
 ACCEPT_ENTRY_FIELDS = ("table", "key", "reason")
@@ -50,6 +52,7 @@ class GateOptions:
     max_checkpoint_save_ms: float = DEFAULT_MAX_CHECKPOINT_SAVE_MS
     max_session_lookup_ms: float = DEFAULT_MAX_SESSION_LOOKUP_MS
     rows_per_shard: int = DEFAULT_SHARD_ROWS
+    bytes_per_shard: int = DEFAULT_SHARD_BYTES
     read_sample: int = DEFAULT_READ_SAMPLE
 
     @property
@@ -148,7 +151,16 @@ def add_gate_options(parser: pytest.Parser) -> None:
         type=positive_count,
         default=DEFAULT_SHARD_ROWS,
         metavar="N",
-        help="legacy rows per exactness shard, the unit spread over -n workers (default: %(default)s)",
+        help="at most this many legacy rows per exactness shard, the unit spread over -n workers "
+        "(default: %(default)s)",
+    )
+    group.addoption(
+        SHARD_BYTES_OPTION,
+        type=positive_count,
+        default=DEFAULT_SHARD_BYTES,
+        metavar="N",
+        help="what an exactness shard costs to check, in bytes: its rows' blobs, plus 4 KiB a row for the "
+        "work besides the blob (default: %(default)s)",
     )
     group.addoption(
         READ_SAMPLE_OPTION,
@@ -188,6 +200,7 @@ def read_gate_options(config: pytest.Config) -> GateOptions | None:
         max_checkpoint_save_ms=config.getoption(MAX_CHECKPOINT_SAVE_OPTION),
         max_session_lookup_ms=config.getoption(MAX_SESSION_LOOKUP_OPTION),
         rows_per_shard=config.getoption(SHARD_ROWS_OPTION),
+        bytes_per_shard=config.getoption(SHARD_BYTES_OPTION),
         read_sample=config.getoption(READ_SAMPLE_OPTION),
     )
 

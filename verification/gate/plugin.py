@@ -37,6 +37,7 @@ import pytest
 from migrator.backfill import backfill
 from migrator.errors import MigratorError
 from migrator.legacy import UnmappedColumns
+from migrator.parallel import default_jobs
 from migrator.redaction import mask_secrets, mask_url, secrets_of
 from migrator.sources import Snapshot, files_hashes, open_sources
 from migrator.store import Mode, Store, open_store
@@ -87,7 +88,8 @@ class GateRun:
     def shards(self) -> list[Shard]:
         # Every process plans the same shards from the same read-only file, as xdist requires.
         with open_snapshot(self.options.snapshots) as source:
-            return plan_shards(source, self.options.rows_per_shard, self.options.read_sample)
+            options = self.options
+            return plan_shards(source, options.rows_per_shard, options.read_sample, options.bytes_per_shard)
 
 
 def open_snapshot(paths: Path | Sequence[Path]) -> Snapshot:
@@ -287,7 +289,7 @@ class SignoffController:
         self.say(f"migrating {self.run.options.label} into a scratch target")
         try:
             with open_sources(self.run.options.snapshots) as source, target_database(target) as database:
-                report = backfill(source, database)
+                report = backfill(source, database, jobs=default_jobs())  # alone before the workers: every core
         except MigratorError as exc:  # every check that needs the target fails with this reason
             self.run.migration_error = f"the snapshot cannot be migrated: {exc}"
             self.say(self.run.migration_error)
