@@ -39,6 +39,7 @@ SEED = 20261126
 GATE_ALSO_AT = 100_000  # the gate is judged at the largest size, and also reported here
 JUDGED_FROM = 100_000  # the gate's bars, and memory's, are judged from this size up (see verdicts)
 GATE_BARS = ("gate_speedup_n2", "gate_n2_vs_backfill_throughput")
+JOBS_BARS = ("jobs1_vs_minimal", "jobs2_vs_minimal")  # issue 18 sets them at 100k and 1M sessions
 MET_WORDS = {True: "yes", False: "NO", None: f"not judged below {JUDGED_FROM:,} sessions"}
 HIGHER_IS_BETTER = {"verify_vs_backfill_throughput", "gate_n2_vs_backfill_throughput", "gate_speedup_n2"}
 
@@ -51,11 +52,14 @@ def meets(verdict: str, measured: float, bar: float) -> bool:
     return measured >= bar if verdict in HIGHER_IS_BETTER else measured <= bar
 
 
-# The bar (issue 6), checked and reported, never asserted: benchmarks inform, the gate decides.
+# The bar (issues 6 and 18), checked and reported, never asserted: benchmarks inform, the gate decides.
 BAR = {
     "backfill_vs_reference": 2.0,
+    "jobs1_vs_minimal": 2.0,  # migrate --jobs 1 against benchmarks/minimal_reference.py (issue 18)
+    "jobs2_vs_minimal": 1.3,  # migrate --jobs 2 likewise, on a 2-core machine
     "lookup_p99_ms": 1.0,
     "save_p99_ms": 10.0,
+    "largest_save_p99_ms": 5.0,  # the largest checkpoint of the snapshot, dual_write and relational_only
     "gate_speedup_n2": 1.6,
     "rss_ratio_10x": 1.2,
     "time_ratio_10x": 11.0,
@@ -98,23 +102,35 @@ def measure(operation: str, source: Path, target: Path, *, fresh: bool) -> dict[
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+BACKFILLS = ("migrate", "migrate-j2", "reference", "minimal")
+
+
 def compare_backfills(source: Path, work: Path, repeats: int) -> dict[str, Any]:
-    """Product and reference alternate, each starting first every other round."""
-    runs: dict[str, list[dict[str, Any]]] = {"migrate": [], "reference": []}
+    """Product (`--jobs 1` and `--jobs 2`), reference and minimal reference take turns, each
+    starting a round in its turn."""
+    runs: dict[str, list[dict[str, Any]]] = {operation: [] for operation in BACKFILLS}
     for round_number in range(repeats):
-        order = ("migrate", "reference") if round_number % 2 == 0 else ("reference", "migrate")
-        for operation in order:
+        shift = round_number % len(BACKFILLS)
+        for operation in BACKFILLS[shift:] + BACKFILLS[:shift]:
             runs[operation].append(measure(operation, source, work / f"{operation}.db", fresh=True))
     verify_runs = [measure("verify", source, work / "migrate.db", fresh=False) for _ in range(repeats)]
     rows = runs["migrate"][0]["rows"]
 
     def summary(samples: list[dict[str, Any]]) -> dict[str, float]:
         seconds = statistics.median(s["seconds"] for s in samples)
-        return {"seconds": seconds, "rows_per_s": rows / seconds, "max_rss_mb": max(s["max_rss_mb"] for s in samples)}
+        figures = {
+            "seconds": seconds,
+            "rows_per_s": rows / seconds,
+            "max_rss_mb": max(s["max_rss_mb"] for s in samples),
+        }
+        workers = [s["workers_rss_mb"] for s in samples if "workers_rss_mb" in s]
+        return figures | ({"workers_rss_mb": max(workers)} if workers else {})
 
-    result = {name: summary(samples) for name, samples in (*runs.items(), ("verify", verify_runs))}
+    result: dict[str, Any] = {name: summary(samples) for name, samples in (*runs.items(), ("verify", verify_runs))}
     result["rows"] = rows
     result["backfill_vs_reference"] = result["migrate"]["seconds"] / result["reference"]["seconds"]
+    result["jobs1_vs_minimal"] = result["migrate"]["seconds"] / result["minimal"]["seconds"]
+    result["jobs2_vs_minimal"] = result["migrate-j2"]["seconds"] / result["minimal"]["seconds"]
     result["verify_vs_backfill_throughput"] = result["verify"]["rows_per_s"] / result["migrate"]["rows_per_s"]
     return result
 
@@ -160,8 +176,23 @@ def save_blob(rng: random.Random) -> dict[str, Any]:
     return blob
 
 
-def save_latency(work: Path, samples: int) -> dict[str, Any]:
-    """`store.save_checkpoint` in dual_write mode on a target holding 10,000 checkpoints.
+SAVE_MODES = ("dual_write", "relational_only")  # the daemon's two modes that write relational rows
+
+
+def largest_checkpoint(source: Path) -> dict[str, Any]:
+    """The snapshot's largest checkpoint blob, as the daemon would hand it to a save."""
+    with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as connection:
+        (text,) = connection.execute(
+            "SELECT checkpoint_data FROM checkpoints ORDER BY length(CAST(checkpoint_data AS BLOB)) DESC LIMIT 1"
+        ).fetchone()
+    return json.loads(text)
+
+
+def save_latency(
+    work: Path, samples: int, blob: dict[str, Any] | None = None, mode: str = "dual_write"
+) -> dict[str, Any]:
+    """`store.save_checkpoint` on a target holding 10,000 checkpoints: by default in dual_write
+    mode, of the checkpoint the bar names (`save_blob`).
 
     One SQLite file, as the runbook recommends: the relational rows of a long-kept snapshot
     (10,000 checkpoints) beside the daemon's legacy table, which holds what the daemon keeps
@@ -174,8 +205,8 @@ def save_latency(work: Path, samples: int) -> dict[str, Any]:
     target = work / "save-target.db"
     measure("migrate", snapshot, target, fresh=True)
     _add_newest_legacy_checkpoints(snapshot, target, keep=5)
-    blob = save_blob(random.Random(SEED))
-    store = open_store(target, mode="dual_write")
+    blob = blob if blob is not None else save_blob(random.Random(SEED))
+    store = open_store(target, mode=mode)
     try:
         for _ in range(20):  # warm-up, not measured
             store.save_checkpoint(blob)
@@ -212,6 +243,7 @@ def gate_seconds(source: Path, target: Path, workers: int, work: Path) -> float:
         sys.executable, "-m", "pytest", "verification/", "-q", "-p", "no:cacheprovider",
         "--ksi-snapshot", str(source), "--ksi-target", str(target),
         "--ksi-signoff-dir", str(work / f"signoff-n{workers}"), "-n", str(workers),
+        "-p", "no:faker", "--assert=plain",  # the start-up the README recommends for the gate
     ]  # fmt: skip
     started = time.perf_counter()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
@@ -247,8 +279,13 @@ def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "gate_n2_vs_backfill_throughput": (gate["n2_rows_per_s"] / largest["migrate"]["rows_per_s"], 1.0),
         "lookup_p99_ms": (results["lookup"]["p99_ms"], BAR["lookup_p99_ms"]),
         "save_p99_ms": (results["save"]["p99_ms"], BAR["save_p99_ms"]),
+        "jobs1_vs_minimal": (largest["jobs1_vs_minimal"], BAR["jobs1_vs_minimal"]),
+        "jobs2_vs_minimal": (largest["jobs2_vs_minimal"], BAR["jobs2_vs_minimal"]),
         "gate_speedup_n2": (gate["speedup"], BAR["gate_speedup_n2"]),
     }
+    if all(f"save_largest_{mode}" in results for mode in SAVE_MODES):  # a results.json from before has none
+        p99 = max(results[f"save_largest_{mode}"]["p99_ms"] for mode in SAVE_MODES)
+        checks["largest_save_p99_ms"] = (p99, BAR["largest_save_p99_ms"])
     sizes = sorted(by_size, key=int)
     for small, large in pairwise(sizes):
         if int(large) == 10 * int(small):
@@ -264,7 +301,7 @@ def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if int(largest_size) < JUDGED_FROM:
         # A gate run on a small snapshot is mostly pytest and xdist start-up (about a second per
         # process): its scaling is reported, but the bar is about production-size snapshots.
-        for name in GATE_BARS:
+        for name in (*GATE_BARS, *JOBS_BARS):  # workers' start-up weighs on small runs too
             judged[name]["met"] = None
     for small, large in pairwise(sizes):
         if int(small) < JUDGED_FROM and f"migrate_rss_{large}_vs_{small}" in judged:
@@ -286,11 +323,15 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             f"{r['backfill_vs_reference']:.2f}x | {r['verify']['seconds']:.2f} | {r['migrate']['rows_per_s']:,.0f} | "
             f"{r['verify']['rows_per_s']:,.0f} | {r['migrate']['max_rss_mb']:.0f} | {r['verify']['max_rss_mb']:.0f} |"
         )
+    both_cores = both_cores_table(results)
+    lines += ["", *both_cores] if both_cores else []
     lines += ["", "| latency | p50 ms | p95 ms | p99 ms | max ms | samples |", "| --- | --- | --- | --- | --- | --- |"]
-    for name in ("lookup", "save"):
+    for name in ("lookup", "save", *(f"save_largest_{mode}" for mode in SAVE_MODES)):
+        if name not in results:
+            continue
         r = results[name]
         figures = " | ".join(f"{r[figure]:.3f}" for figure in ("p50_ms", "p95_ms", "p99_ms", "max_ms"))
-        lines.append(f"| {name} | {figures} | {r['samples']} |")
+        lines.append(f"| {LATENCY_TITLES.get(name, name)} | {figures} | {r['samples']} |")
     lines += ["", "| gate on (sessions) | -n 0 s | -n 2 s | speedup | -n 0 rows/s | -n 2 rows/s |"]
     lines += ["| --- | --- | --- | --- | --- | --- |"]
     for size, gate in sorted(results["gate"].items(), key=lambda item: int(item[0])):
@@ -304,6 +345,33 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         target = f"{verdict['rule']} {verdict['bar']}"
         lines.append(f"| {bar_title(name)} | {verdict['measured']} | {target} | {MET_WORDS[verdict['met']]} |")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+LATENCY_TITLES = {
+    "save": "save, the bar's checkpoint (dual_write)",
+    **{f"save_largest_{mode}": f"save, the largest checkpoint ({mode})" for mode in SAVE_MODES},
+}
+
+
+def both_cores_table(results: dict[str, Any]) -> list[str]:
+    """`migrate --jobs 1` and `--jobs 2` beside the minimal reference (issue 18), where measured."""
+    if not any("minimal" in figures for figures in results["sizes"].values()):
+        return []  # a results.json from before issue 18
+    lines = [
+        "| size (sessions) | --jobs 1 s | --jobs 2 s | minimal s | --jobs 1 / minimal | --jobs 2 / minimal | "
+        "--jobs 2 RSS MB (main + workers) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for size, r in sorted(results["sizes"].items(), key=lambda item: int(item[0])):
+        if "minimal" not in r:
+            continue
+        j2 = r["migrate-j2"]
+        lines.append(
+            f"| {int(size):,} | {r['migrate']['seconds']:.2f} | {j2['seconds']:.2f} | {r['minimal']['seconds']:.2f} | "
+            f"{r['jobs1_vs_minimal']:.2f}x | {r['jobs2_vs_minimal']:.2f}x | "
+            f"{j2['max_rss_mb']:.0f} + {j2.get('workers_rss_mb', 0):.0f} |"
+        )
+    return lines
 
 
 def bar_title(name: str) -> str:
@@ -320,11 +388,14 @@ BAR_TITLES = {
     "gate_n2_vs_backfill_throughput": "gate -n 2 rows/s / backfill rows/s",
     "lookup_p99_ms": "session lookup p99, ms",
     "save_p99_ms": "checkpoint save p99, ms",
+    "largest_save_p99_ms": "largest checkpoint save p99, ms",
+    "jobs1_vs_minimal": "migrate --jobs 1 / minimal",
+    "jobs2_vs_minimal": "migrate --jobs 2 / minimal",
     "gate_speedup_n2": "gate -n 0 time / -n 2 time",
 }
 MET_COLOURS = {True: "tab:green", False: "tab:red", None: "tab:gray"}
 VERDICTS_PER_ROW = 6
-THROUGHPUT_STEPS = ("migrate", "reference", "verify")
+THROUGHPUT_STEPS = ("migrate", "migrate-j2", "reference", "minimal", "verify")
 
 
 def short_size(sessions: str | int) -> str:
@@ -346,7 +417,7 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
     verdicts = results["verdicts"]
     verdict_rows = -(-len(verdicts) // VERDICTS_PER_ROW)
     figure = plt.figure(figsize=(15, 4.6 + 2.6 * verdict_rows), layout="constrained")
-    top, bottom = figure.subfigures(2, 1, height_ratios=[4.6, 2.6 * verdict_rows])
+    top, bottom = figure.subfigures(2, 1, height_ratios=[4.6, 2.6 * verdict_rows], squeeze=False)[:, 0]
     lookup, save, throughput = top.subplots(1, 3, width_ratios=[1, 1, 1.6])
     draw_latency(lookup, results["lookup"], BAR["lookup_p99_ms"], "store.get_session (relational_only)")
     draw_latency(save, results["save"], BAR["save_p99_ms"], "store.save_checkpoint (dual_write)")
@@ -377,7 +448,9 @@ def draw_latency(axis: Any, figures: dict[str, Any], bar_ms: float, title: str) 
 
 def draw_throughput(axis: Any, results: dict[str, Any]) -> None:
     sizes = sorted(results["sizes"], key=int)
-    series = {step: [results["sizes"][size][step]["rows_per_s"] for size in sizes] for step in THROUGHPUT_STEPS}
+    series = {
+        step: [results["sizes"][size].get(step, {}).get("rows_per_s", 0) for size in sizes] for step in THROUGHPUT_STEPS
+    }
     for workers in (0, 2):
         gate = [results["gate"].get(size, {}) for size in sizes]
         series[f"gate -n {workers}"] = [figures.get(f"n{workers}_rows_per_s", 0) for figures in gate]
@@ -430,6 +503,10 @@ def run(sizes: Sequence[int], repeats: int, out: Path, lookup_samples: int, save
                 results["gate"][str(sessions)] = gate_scaling(source, work / "migrate.db", work, rows)
         log(f"checkpoint saves on {SAVE_TARGET_CHECKPOINTS:,} checkpoints")
         results["save"] = save_latency(work, save_samples)
+        largest = largest_checkpoint(cached_snapshot(sizes[-1], sizes[-1] // SESSIONS_PER_CHECKPOINT))
+        for mode in SAVE_MODES:
+            log(f"saves of the snapshot's largest checkpoint, {mode}")
+            results[f"save_largest_{mode}"] = save_latency(work, save_samples, largest, mode)
     results["verdicts"] = verdicts(results)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     write_markdown(results, out / "results.md")

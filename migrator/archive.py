@@ -50,14 +50,14 @@ from migrator.legacy import (
     ROWID,
     LegacyRow,
     LegacySchema,
-    LegacySource,
     LegacyTable,
     file_sha256,
     row_digest,
 )
-from migrator.legacy_copy import write_legacy_copy
+from migrator.legacy_copy import Outputs, outputs_label, write_legacy_copies
 from migrator.private import make_folder, open_new, write_new_text
 from migrator.rollback import RestoreReport, export_cell
+from migrator.sources import Snapshot, source_label
 
 FORMAT = "ksi-legacy-archive"
 FORMAT_VERSION = 2  # 2: each table lists its columns (a column the mapping does not read is kept too)
@@ -139,7 +139,7 @@ def tally(rows: Iterable[LegacyRow]) -> RowTally:
     return counted
 
 
-def source_tally(source: LegacySource, table: LegacyTable, batch_size: int = DEFAULT_BATCH_SIZE) -> RowTally:
+def source_tally(source: Snapshot, table: LegacyTable, batch_size: int = DEFAULT_BATCH_SIZE) -> RowTally:
     return tally(row for batch in source.batches(table, batch_size) for row in batch)
 
 
@@ -256,9 +256,7 @@ def file_name_problem(directory: Path, name: object) -> str | None:
 # --- writing ----------------------------------------------------------------------------------
 
 
-def write_archive(
-    source: LegacySource, out: str | os.PathLike[str], *, batch_size: int = DEFAULT_BATCH_SIZE
-) -> Manifest:
+def write_archive(source: Snapshot, out: str | os.PathLike[str], *, batch_size: int = DEFAULT_BATCH_SIZE) -> Manifest:
     """Archive every legacy table of `source` into the new folder `out`; returns its manifest."""
     folder = Path(out)
     if folder.exists():
@@ -272,7 +270,7 @@ def write_archive(
         # Every column of every row, the ones the mapping does not read too: nothing is left behind.
         stored = [source.stored_table(table) for table in source.tables]
         entries = {table.name: _write_table(source, table, partial, batch_size) for table in stored}
-        manifest = Manifest(entries, source.schema(), str(source.path.resolve()), _utc_now())
+        manifest = Manifest(entries, source.schema(), source_label(source, resolve=True), _utc_now())
         write_new_text(partial / MANIFEST, manifest.to_json())
         os.replace(partial, folder)
     except BaseException:
@@ -281,7 +279,7 @@ def write_archive(
     return manifest
 
 
-def _write_table(source: LegacySource, table: LegacyTable, folder: Path, batch_size: int) -> ArchivedTable:
+def _write_table(source: Snapshot, table: LegacyTable, folder: Path, batch_size: int) -> ArchivedTable:
     name = f"{table.name}.jsonl.gz"
     counted = RowTally()
     # mtime=0 and no file name in the gzip header: the same rows always give the same bytes.
@@ -332,23 +330,25 @@ def check_archive(directory: str | os.PathLike[str]) -> Manifest:
 
 
 def restore_archive(
-    directory: str | os.PathLike[str], out: str | os.PathLike[str], *, batch_size: int = DEFAULT_BATCH_SIZE
+    directory: str | os.PathLike[str], out: Outputs, *, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> RestoreReport:
-    """Write a new SQLite file holding the archived legacy tables exactly (DDL, rows, counters)."""
+    """Write a new SQLite file holding the archived legacy tables exactly (DDL, rows, counters), or
+    a file per table (`legacy_copy.write_legacy_copies`)."""
     started = time.perf_counter()
     folder = Path(directory)
     manifest = check_archive(folder)  # never restore half an archive
-    report = RestoreReport(out=str(out))
+    report = RestoreReport(out=outputs_label(out))
     report.rows = write_archived_tables(folder, manifest, out, batch_size=batch_size)
     report.seconds = time.perf_counter() - started
     return report
 
 
 def write_archived_tables(
-    folder: Path, manifest: Manifest, out: str | os.PathLike[str], *, batch_size: int = DEFAULT_BATCH_SIZE
+    folder: Path, manifest: Manifest, out: Outputs, *, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> dict[str, int]:
-    """The legacy file an archive holds, written to the new file `out`: its DDL, rows and counters.
-    `manifest` must be the one `check_archive` proved for `folder`. Returns rows written per table."""
+    """The legacy tables an archive holds, written to the new file `out` (or a file per table):
+    their DDL, rows and counters. `manifest` must be the one `check_archive` proved for `folder`.
+    Returns rows written per table."""
     tables = [
         (
             manifest.tables[name].table(name),
@@ -356,4 +356,4 @@ def write_archived_tables(
         )
         for name in manifest.schema.tables
     ]
-    return write_legacy_copy(out, manifest.schema, tables, batch_size=batch_size)
+    return write_legacy_copies(out, manifest.schema, tables, batch_size=batch_size)

@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
 import peewee as pw
 
-from migrator import engines, sessions
+from migrator import engines, moves, parallel, sessions
+from migrator.backfill_report import BackfillReport, TableReport
 from migrator.batching import DEFAULT_BATCH_SIZE, Progress
 from migrator.codec import key_digest, stored_key
 from migrator.compare import compare_rows
@@ -30,46 +30,15 @@ from migrator.ddl import refuse_unrestorable_schema
 from migrator.errors import SnapshotMismatch
 from migrator.failures import connection_lost
 from migrator.kinds import KINDS
-from migrator.legacy import CELLS, ROWID, LegacyRow, LegacySource, row_digest, snapshot_hashes
+from migrator.legacy import CELLS, ROWID, LegacyRow, LegacyTable, row_digest
 from migrator.models import McpSession, Quarantine
-from migrator.relational import BlobKind, delete_identities, delete_orphans, orphans, write_legacy_rows
+from migrator.orphans import delete_orphans, orphans
+from migrator.relational import BlobKind, MappedRows, delete_identities, write_legacy_rows
+from migrator.sources import Snapshot, files_hashes, source_files, source_label
 from migrator.status import record_last_migrate
 from migrator.target import create_schema, save_legacy_schema, schema_version
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TableReport:
-    table: str
-    source_rows: int = 0
-    written: int = 0  # rows new or changed since the last run, written by this one
-    rewritten: int = 0  # of those, rows the target held before, in another form
-    unchanged: int = 0
-    deleted: int = 0  # rows gone from the source, removed from the target
-    orphans_removed: int = 0  # child rows without their legacy row, removed (recheck)
-    changed_meanwhile: int = 0  # rows a daemon changed or removed during the run: left to it, or the next run
-    migrated: int = 0  # rows now held relationally (after the run)
-    quarantined: int = 0  # rows now held verbatim in quarantine
-    noncanonical: int = 0  # migrated rows whose JSON is not in json.dumps' default format
-
-
-@dataclass
-class BackfillReport:
-    tables: list[TableReport] = field(default_factory=list)
-    seconds: float = 0.0
-    dry_run: bool = False
-    recheck: bool = False
-    attempts: int = 1  # more than 1 when a dropped server connection made the run start over
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "tables": [asdict(t) for t in self.tables],
-            "seconds": round(self.seconds, 3),
-            "dry_run": self.dry_run,
-            "recheck": self.recheck,
-            "attempts": self.attempts,
-        }
 
 
 @dataclass(frozen=True)
@@ -80,10 +49,12 @@ class Run:
     progress: Progress | None
     recheck: bool
     dry_run: bool
+    jobs: int = 1  # processes of a fresh load: this one and jobs - 1 workers that map (1: this one alone)
+    pool: Executor | None = None  # those workers, while the run has them
 
 
 def backfill(
-    source: LegacySource,
+    source: Snapshot,
     database: pw.Database,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -91,18 +62,22 @@ def backfill(
     recheck: bool = False,
     dry_run: bool = False,
     replace_all: bool = False,
+    jobs: int = 1,
 ) -> BackfillReport:
     """Create the schema if needed, then catch the target up with every legacy table present.
 
     `dry_run` plans the same run and writes nothing, not even the schema. `recheck` compares
     every target row with the mapping of its source row and rewrites what differs. `replace_all`
-    allows a catch-up from a snapshot that shares no row with the target.
+    allows a catch-up from a snapshot that shares no row with the target. `jobs` above 1 loads
+    tables that are empty in that many processes, `jobs - 1` of them workers that map rows
+    (`migrator.parallel`); a script that asks for them starts its work under
+    `if __name__ == "__main__":`, as every program whose workers are not forked must.
 
     A server connection that drops (a restart, a network blip) is opened again and the run
     starts over, after a pause that grows each time (`RETRY_PAUSES`): every run is a catch-up,
     so what the first attempt committed is kept and found unchanged, and the result is exact.
     """
-    run = Run(batch_size, progress, recheck, dry_run)
+    run = Run(batch_size, progress, recheck, dry_run, jobs)
     for attempt, pause in enumerate((*RETRY_PAUSES, None), start=1):
         try:
             report = _backfill_once(source, database, run, replace_all)
@@ -127,11 +102,11 @@ def _reconnect(database: pw.Database) -> None:
     try:
         database.close()
     except Exception:  # noqa: BLE001 - a dead connection, or a transaction left open on it
-        database._state.reset()  # peewee's own way to forget a connection
+        database._state.reset()  # type: ignore[attr-defined]  # peewee's own way to forget a connection
     database.connect(reuse_if_open=True)
 
 
-def _backfill_once(source: LegacySource, database: pw.Database, run: Run, replace_all: bool) -> BackfillReport:
+def _backfill_once(source: Snapshot, database: pw.Database, run: Run, replace_all: bool) -> BackfillReport:
     started = time.perf_counter()
     batch_size, dry_run, recheck = run.batch_size, run.dry_run, run.recheck
     refuse_unrestorable_schema(source, "migrate")  # now, not at the rollback that needs it
@@ -150,9 +125,12 @@ def _backfill_once(source: LegacySource, database: pw.Database, run: Run, replac
             save_legacy_schema(database, source.schema(now=source.written_since()))
     report = BackfillReport(dry_run=dry_run, recheck=recheck)
     fresh_models = [table.model for kind in kinds if empty[kind.legacy.name] for table in kind.tables]
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ksi-hash") as hasher:
+    # Only a fresh load maps enough rows to be worth workers; a catch-up maps what changed.
+    jobs = run.jobs if not dry_run and any(empty.values()) else 1
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ksi-hash") as hasher, parallel.worker_pool(jobs) as pool:
+        run = replace(run, pool=pool)
         # The snapshot's sha256 for the record of this run, taken on the other core meanwhile.
-        hashes = None if dry_run else hasher.submit(snapshot_hashes, source.path)
+        hashes = None if dry_run else hasher.submit(files_hashes, source_files(source))
         loading = engines.engine(database)
         with loading.bulk_load(), loading.indexes_built_after([] if dry_run else fresh_models):
             for kind in kinds:
@@ -164,22 +142,45 @@ def _backfill_once(source: LegacySource, database: pw.Database, run: Run, replac
 
 
 def _backfill_table(
-    source: LegacySource, database: pw.Database, kind: BlobKind, run: Run, target_is_empty: bool
+    source: Snapshot, database: pw.Database, kind: BlobKind, run: Run, target_is_empty: bool
 ) -> TableReport:
     table = kind.legacy
     table_report = TableReport(table.name, source_rows=source.count(table))
-    if not target_is_empty:
+    by_key = _by_key(kind, run, target_is_empty)
+    if not target_is_empty and not by_key:
         table_report.deleted = _delete_vanished(source, database, kind, run)
         if run.recheck:
             table_report.orphans_removed = _remove_orphans(database, kind, run)
-    for batch in source.batches(table, run.batch_size):
-        _sync_batch(database, source, kind, batch, table_report, run, assume_new=target_is_empty)
+    claimed: set[int] = set()  # old rowids of sessions moved or replaced by key: not vanished
+    for batch, mapped in _read_batches(source, table, run, target_is_empty):
+        _sync_batch(
+            database, source, kind, batch, table_report, run, assume_new=target_is_empty, claimed=claimed, mapped=mapped
+        )
         if run.progress:
             run.progress(table.name, len(batch))
+    if by_key:  # after the batches, so that a session saved again under a new rowid is moved, not removed
+        table_report.deleted = _delete_vanished(source, database, kind, run, claimed)
     if target_is_empty and run.dry_run:
         return table_report  # there is no table to count in yet
     _count_totals(kind, table_report)
     return table_report
+
+
+def _by_key(kind: BlobKind, run: Run, target_is_empty: bool) -> bool:
+    """Whether sessions are matched by key as well as rowid (`migrator.moves`). A recheck trusts
+    no digest, so it matches by rowid alone and removes what vanished first, as before."""
+    return kind is sessions.KIND and not target_is_empty and not run.recheck
+
+
+def _read_batches(
+    source: Snapshot, table: LegacyTable, run: Run, target_is_empty: bool
+) -> Iterator[tuple[list[LegacyRow], parallel.MappedBatch | None]]:
+    """The source's batches in rowid order, each mapped already by a worker when the run has them
+    and the table is loaded fresh (None: `_sync_batch` maps it here)."""
+    batches = source.batches(table, run.batch_size)
+    if target_is_empty and run.pool is not None and not run.dry_run:
+        return parallel.mapped_batches(run.pool, table.name, batches, run.jobs)
+    return ((batch, None) for batch in batches)
 
 
 def _has_rows(kind: BlobKind) -> bool:
@@ -191,7 +192,7 @@ def _has_rows(kind: BlobKind) -> bool:
 
 
 def _refuse_disjoint_snapshot(
-    source: LegacySource, kinds: Sequence[BlobKind], empty: dict[str, bool], batch_size: int
+    source: Snapshot, kinds: Sequence[BlobKind], empty: dict[str, bool], batch_size: int
 ) -> None:
     """A catch-up removes every target row the snapshot lacks. When the snapshot shares no row at
     all with a target that holds rows, that is the wrong file far more often than a daemon whose
@@ -201,13 +202,13 @@ def _refuse_disjoint_snapshot(
         return
     tables = ", ".join(kind.legacy.name for kind in held)
     raise SnapshotMismatch(
-        f"refusing to catch up: {source.path} shares no row with the target's {tables} (no row with the same "
+        f"refusing to catch up: {source_label(source)} shares no row with the target's {tables} (no row with the same "
         "rowid and content, no session with the same key), so it looks like another daemon's database and "
         "catching up would replace every row; if every row really changed since the last run, pass --replace"
     )
 
 
-def _shares_a_row(source: LegacySource, kind: BlobKind, batch_size: int) -> bool:
+def _shares_a_row(source: Snapshot, kind: BlobKind, batch_size: int) -> bool:
     """True at the first source row the target holds with the same rowid and content, or, for a
     session, under the same key (the daemon rewrites sessions in place, giving them new rowids)."""
     for batch in source.batches(kind.legacy, batch_size):
@@ -238,18 +239,24 @@ def _target_rowids(kind: BlobKind, batch_size: int) -> Iterator[list[int]]:
                 query = query.where(where)
             if after is not None:
                 query = query.where(column > after)
-            rowids = [rowid for (rowid,) in query.tuples()]
+            rowids = [rowid for (rowid,) in query.tuples().iterator()]
             if not rowids:
                 break
             yield rowids
             after = rowids[-1]
 
 
-def _delete_vanished(source: LegacySource, database: pw.Database, kind: BlobKind, run: Run) -> int:
+def _delete_vanished(
+    source: Snapshot,
+    database: pw.Database,
+    kind: BlobKind,
+    run: Run,
+    claimed: set[int] | frozenset[int] = frozenset(),
+) -> int:
     vanished: list[int] = []
     for rowids in _target_rowids(kind, run.batch_size):
         present = source.existing_rowids(kind.legacy, rowids)
-        vanished.extend(rowid for rowid in rowids if rowid not in present)
+        vanished.extend(rowid for rowid in rowids if rowid not in present and rowid not in claimed)
     if not run.dry_run:
         for start in range(0, len(vanished), run.batch_size):
             with engines.engine(database).write_transaction():
@@ -278,11 +285,13 @@ def _known_digests(kind: BlobKind, low: int, high: int) -> dict[int, str]:
         for rowid, digest in root.select(kind.root.identity, root.source_digest)
         .where(kind.root.identity.between(low, high))
         .tuples()
+        .iterator()
     }
     quarantined = (
         Quarantine.select(Quarantine.source_rowid, Quarantine.source_digest)
         .where((Quarantine.legacy_table == kind.legacy.name) & Quarantine.source_rowid.between(low, high))
         .tuples()
+        .iterator()
     )
     known.update(dict(quarantined))
     return known
@@ -313,20 +322,41 @@ def _changed_rows(
 
 def _sync_batch(
     database: pw.Database,
-    source: LegacySource,
+    source: Snapshot,
     kind: BlobKind,
     batch: Sequence[LegacyRow],
     report: TableReport,
     run: Run,
     *,
     assume_new: bool,
+    claimed: set[int],
+    mapped: parallel.MappedBatch | None = None,
 ) -> None:
-    changed, held = _changed_rows(database, kind, batch, run, assume_new=assume_new)
+    held: set[int] = set()
+    if mapped is not None:  # a fresh load's batch, mapped already (`parallel`): every row is new
+        changed = list(zip(batch, mapped.digests, strict=True))
+    else:
+        changed, held = _changed_rows(database, kind, batch, run, assume_new=assume_new)
+    plan = moves.KeyPlan([], changed, {})
+    if _by_key(kind, run, assume_new):
+        plan = moves.plan_by_key(database, kind, changed, held)
     report.unchanged += len(batch) - len(changed)
+    moved = plan.moves
+    if moved and not run.dry_run:
+        moved = _move_as_read(database, source, kind, moved, report)
+    report.moved += len(moved)
+    changed = plan.rest
     if changed and not run.dry_run:
-        changed = _write_as_read(database, source, kind, changed, report, assume_new=assume_new)
+        premapped = mapped.mapped if mapped is not None else None
+        changed = _write_as_read(
+            database, source, kind, changed, report, assume_new=assume_new, displaced=plan.displaced, mapped=premapped
+        )
+    # The old rowids these sessions left are not vanished rows: the deletion after the batches
+    # leaves them alone (a move not made, as a daemon changed the row meanwhile, claims nothing).
+    claimed.update(move.old_rowid for move in moved)
+    claimed.update(plan.displaced[row[ROWID]] for row, _ in changed if row[ROWID] in plan.displaced)
     report.written += len(changed)
-    report.rewritten += sum(1 for row, _ in changed if row[ROWID] in held)
+    report.rewritten += sum(1 for row, _ in changed if row[ROWID] in held or row[ROWID] in plan.displaced)
 
 
 WRITE_ATTEMPTS = 3
@@ -336,37 +366,57 @@ notices only at commit) is checked and written again, this many times in all."""
 
 def _write_as_read(
     database: pw.Database,
-    source: LegacySource,
+    source: Snapshot,
     kind: BlobKind,
     rows: list[tuple[LegacyRow, str]],
     report: TableReport,
     *,
     assume_new: bool,
+    displaced: dict[int, int],
+    mapped: MappedRows | None = None,
 ) -> list[tuple[LegacyRow, str]]:
     """Write the relational rows of these snapshot rows, in one transaction that first makes sure
     the legacy file still holds each row as the snapshot read it: a row a daemon changed or
     removed since is never written back over the newer one (its dual write has mirrored it, or
-    the next catch-up will). Returns the rows written."""
+    the next catch-up will). `mapped` is `rows` mapped already (`parallel`). Returns the rows written."""
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
             with engines.engine(database).write_transaction():  # SQLite: the write lock first
                 current = _still_as_read(source, kind, rows)
                 # Every rowid about to be written is cleared first, not only those with a known digest:
                 # child rows left behind under a new rowid (an orphan) would otherwise collide with its keys.
+                # A session's key held under another rowid is replaced too (the legacy file now holds
+                # the key only here), or the unique key would refuse the new row.
                 replace = [] if assume_new else [row[ROWID] for row, _ in current]
-                write_legacy_rows(database, kind, current, replace=replace)
+                replace += [displaced[rowid] for rowid in replace if rowid in displaced]
+                # Every row read was mapped already; when some changed meanwhile, the rest are mapped again.
+                premapped = mapped if current is rows else None
+                _, _, child_rows = write_legacy_rows(database, kind, current, replace=replace, mapped=premapped)
         except pw.IntegrityError:
             if attempt == WRITE_ATTEMPTS:
                 raise
             continue
         report.changed_meanwhile += len(rows) - len(current)
+        report.child_rows_written += child_rows
         return current
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
-def _still_as_read(
-    source: LegacySource, kind: BlobKind, rows: list[tuple[LegacyRow, str]]
-) -> list[tuple[LegacyRow, str]]:
+def _move_as_read(
+    database: pw.Database, source: Snapshot, kind: BlobKind, planned: list[moves.Move], report: TableReport
+) -> list[moves.Move]:
+    """Move sessions to their new rowids in one transaction, as `_write_as_read` writes: only
+    those the legacy file still holds as the snapshot read them, and the target still holds as
+    planned (a dual write since then has mirrored the newer row itself). Returns the moves made."""
+    with engines.engine(database).write_transaction():
+        as_read = {row[ROWID] for row, _ in _still_as_read(source, kind, [(m.row, m.digest) for m in planned])}
+        current = moves.still_held(database, [move for move in planned if move.new_rowid in as_read])
+        report.child_rows_moved += moves.apply_moves(database, kind, current)
+    report.changed_meanwhile += len(planned) - len(current)
+    return current
+
+
+def _still_as_read(source: Snapshot, kind: BlobKind, rows: list[tuple[LegacyRow, str]]) -> list[tuple[LegacyRow, str]]:
     """The rows the legacy file still holds as the snapshot read them (all, when nobody wrote)."""
     if not source.written_since():
         return rows

@@ -23,6 +23,8 @@ says so, and nothing is dropped.
 
 The drop runs in one `BEGIN IMMEDIATE` transaction that first counts and checksums the source
 again: a daemon that wrote between the checks and the drop makes it refuse, not lose that row.
+With the daemon's two files, each file's transaction is begun and checked before any drops a
+table, and they commit one after the other.
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, closing, contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -54,9 +56,11 @@ from migrator.archive import (
 from migrator.batching import DEFAULT_BATCH_SIZE
 from migrator.codec import decode_sqlite_text
 from migrator.compare import LOSES_SOURCE_DATA, Mismatch, MismatchKind, compare_legacy_rows
+from migrator.ddl import statements_by_table
 from migrator.errors import ArchiveCorrupt, ArchiveIncomplete, ArchiveRefused, CleanupRefused, MigratorError
 from migrator.failures import explain
-from migrator.legacy import LegacySource, UnmappedColumns, file_sha256
+from migrator.legacy import LegacySchema, LegacySource, UnmappedColumns, file_sha256
+from migrator.sources import Paths, Snapshot, open_sources, table_file
 from migrator.target import CLEANUP_META_KEY, set_meta
 from migrator.verify import verify
 
@@ -72,17 +76,25 @@ class Check:
 
 @dataclass
 class CleanupPlan:
-    source: Path
+    source: Path  # the first source file (`files` names each with its tables)
     archive: Path
     checks: list[Check]
     tables: list[str]  # the legacy tables to drop
     manifest: Manifest | None
     executed: bool = False
+    files: dict[Path, list[str]] = field(default_factory=dict)  # each source file and the tables it holds
 
     @property
     def statements(self) -> list[str]:
-        """What the run executes, in this order, in one transaction."""
-        return [f'DROP TABLE "{name}"' for name in self.tables]
+        """What the run executes, in this order: one transaction a file."""
+        return [statement for path in self.files for statement in self.file_statements(path)]
+
+    def file_statements(self, path: Path) -> list[str]:
+        return [f'DROP TABLE "{name}"' for name in self.files[path]]
+
+    @property
+    def label(self) -> str:
+        return " + ".join(str(path) for path in self.files) or str(self.source)
 
     @property
     def ready(self) -> bool:
@@ -90,7 +102,8 @@ class CleanupPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "source": str(self.source),
+            "source": self.label,
+            "files": {str(path): tables for path, tables in self.files.items()},
             "archive": str(self.archive),
             "ready": self.ready,
             "executed": self.executed,
@@ -105,7 +118,7 @@ class CleanupPlan:
 
 
 def cleanup(
-    source: str | os.PathLike[str],
+    source: str | os.PathLike[str] | Paths,
     database: pw.Database,
     archive: str | os.PathLike[str],
     *,
@@ -121,14 +134,16 @@ def cleanup(
 
 
 def plan_cleanup(
-    source: str | os.PathLike[str],
+    source: str | os.PathLike[str] | Paths,
     database: pw.Database,
     archive: str | os.PathLike[str],
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> CleanupPlan:
+    """The checks, and the drop they allow; `source` is a legacy file, or the daemon's files."""
+    paths = [source] if isinstance(source, str | os.PathLike) else list(source)
     manifest, readable = _check_archive_readable(Path(archive))
-    with LegacySource(source, unmapped=UnmappedColumns.REPORT) as legacy:
+    with open_sources(paths, unmapped=UnmappedColumns.REPORT) as legacy:
         checks = [
             readable,
             _check_archive_matches_source(legacy, manifest),
@@ -137,7 +152,10 @@ def plan_cleanup(
             _check_archive_restores_source(legacy, Path(archive), manifest, scratch_parent(database), batch_size),
         ]
         tables = [table.name for table in legacy.tables]
-    return CleanupPlan(Path(source), Path(archive), checks, tables, manifest)
+        files: dict[Path, list[str]] = {}
+        for table in legacy.tables:
+            files.setdefault(table_file(legacy, table), []).append(table.name)
+    return CleanupPlan(Path(paths[0]), Path(archive), checks, tables, manifest, files=files)
 
 
 def _check_archive_readable(archive: Path) -> tuple[Manifest | None, Check]:
@@ -151,7 +169,7 @@ def _check_archive_readable(archive: Path) -> tuple[Manifest | None, Check]:
     return manifest, Check(name, True, detail)
 
 
-def _check_archive_matches_source(source: LegacySource, manifest: Manifest | None) -> Check:
+def _check_archive_matches_source(source: Snapshot, manifest: Manifest | None) -> Check:
     name = "archive matches the source"
     if manifest is None:
         return Check(name, False, "not checked, as the archive cannot be read")
@@ -186,7 +204,7 @@ def tally_differences(table: str, found: RowTally, archived: ArchivedTable) -> l
     return problems
 
 
-def _check_columns_carried(source: LegacySource) -> Check:
+def _check_columns_carried(source: Snapshot) -> Check:
     name = "every source column carried"
     if source.unmapped:
         named = ", ".join(f"{table}.{column}" for table, column in source.unmapped)
@@ -194,7 +212,7 @@ def _check_columns_carried(source: LegacySource) -> Check:
     return Check(name, True, "every column of the legacy tables is carried by the target")
 
 
-def _check_target_rebuilds_source(source: LegacySource, database: pw.Database, batch_size: int) -> Check:
+def _check_target_rebuilds_source(source: Snapshot, database: pw.Database, batch_size: int) -> Check:
     name = "target holds every source row exactly"
     try:
         report = verify(source, database, batch_size=batch_size)
@@ -222,7 +240,7 @@ SCRATCH_PREFIX = ".ksi-cleanup-scratch-"
 
 
 def _check_archive_restores_source(
-    source: LegacySource, archive: Path, manifest: Manifest | None, parent: Path | None, batch_size: int
+    source: Snapshot, archive: Path, manifest: Manifest | None, parent: Path | None, batch_size: int
 ) -> Check:
     """Restore the archive into a scratch file, as a rollback would, and compare it with the source."""
     if manifest is None:
@@ -246,13 +264,13 @@ def _check_archive_restores_source(
 
 
 def restored_differences(
-    source: LegacySource, restored: LegacySource, batch_size: int, shown: int = 3
+    source: Snapshot, restored: LegacySource, batch_size: int, shown: int = 3
 ) -> tuple[int, list[Mismatch], list[str]]:
     """Every row of every source table against the restored copy's, by the comparison engine:
     how many differ, the first `shown` of them, and what differs in the tables themselves (the
     DDL, AUTOINCREMENT counters and encoding the copy was created with)."""
     problems = []
-    if source.schema() != restored.schema():
+    if not same_schema(source.schema(), restored.schema()):
         problems.append("the restored copy's tables, DDL, counters or encoding differ from the source's")
     differing, examples = 0, list[Mismatch]()
     held = {table.name: table for table in restored.tables}
@@ -267,6 +285,17 @@ def restored_differences(
             if len(examples) < shown:
                 examples.append(mismatch)
     return differing, examples, problems
+
+
+def same_schema(source: LegacySchema, restored: LegacySchema) -> bool:
+    """The same tables with the same statements, counters and encoding, whichever order they are
+    listed in (the daemon's two files are restored into one scratch file)."""
+    return (
+        sorted(source.tables) == sorted(restored.tables)
+        and statements_by_table(source.statements) == statements_by_table(restored.statements)
+        and source.sequences == restored.sequences
+        and source.encoding == restored.encoding
+    )
 
 
 def scratch_parent(database: pw.Database) -> Path | None:
@@ -293,28 +322,42 @@ def execute_cleanup(plan: CleanupPlan, database: pw.Database) -> CleanupPlan:
     """Drop the legacy tables of a ready plan, after counting and checksumming them once more."""
     if not plan.ready or plan.manifest is None:
         raise CleanupRefused(plan.refusal())
-    uri = f"file:{quote(str(plan.source.resolve()))}?mode=rw"  # rw, never create: the file must be the checked one
-    with closing(sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)) as connection:
-        connection.text_factory = decode_sqlite_text
-        connection.execute("BEGIN IMMEDIATE")  # from here on no other writer can change the tables
-        try:
-            drift = _source_drift(connection, plan.manifest)
-            if drift:
-                raise CleanupRefused(f"{REFUSED}: the source changed since the checks: {'; '.join(drift)}")
-            for statement in plan.statements:
+    with ExitStack() as files:
+        # Every file's write lock first, and every file checked, before any table is dropped.
+        connections = {path: files.enter_context(_locked(path)) for path in plan.files}
+        drift = [
+            problem for path, c in connections.items() for problem in _source_drift(c, plan.manifest, plan.files[path])
+        ]
+        if drift:
+            raise CleanupRefused(f"{REFUSED}: the source changed since the checks: {'; '.join(drift)}")
+        for path, connection in connections.items():
+            for statement in plan.file_statements(path):
                 connection.execute(statement)
+        for connection in connections.values():
             connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
     _record_cleanup(database, plan)
     plan.executed = True
     return plan
 
 
-def _source_drift(connection: sqlite3.Connection, manifest: Manifest) -> list[str]:
+@contextmanager
+def _locked(path: Path) -> Iterator[sqlite3.Connection]:
+    """A source file opened for writing in a `BEGIN IMMEDIATE` transaction, rolled back unless committed."""
+    uri = f"file:{quote(str(path.resolve()))}?mode=rw"  # rw, never create: the file must be the checked one
+    with closing(sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)) as connection:
+        connection.text_factory = decode_sqlite_text
+        connection.execute("BEGIN IMMEDIATE")  # from here on no other writer can change the tables
+        try:
+            yield connection
+        finally:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+
+
+def _source_drift(connection: sqlite3.Connection, manifest: Manifest, names: Sequence[str]) -> list[str]:
     problems: list[str] = []
-    for name, archived in manifest.tables.items():
+    for name in names:
+        archived = manifest.tables[name]
         table = archived.table(name)
         present = {row[1] for row in connection.execute(f'PRAGMA table_info("{name}")')}
         if present != set(table.columns):
@@ -332,7 +375,7 @@ def _source_drift(connection: sqlite3.Connection, manifest: Manifest) -> list[st
 
 def _record_cleanup(database: pw.Database, plan: CleanupPlan) -> None:
     record = {
-        "source": str(plan.source.resolve()),
+        "source": " + ".join(str(path.resolve()) for path in plan.files) or str(plan.source.resolve()),
         "archive": str(plan.archive.resolve()),
         "manifest_sha256": file_sha256(plan.archive / MANIFEST),
         "tables": plan.tables,

@@ -14,10 +14,9 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Collection, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from migrator import __version__
@@ -25,12 +24,16 @@ from migrator.archive import restore_archive, write_archive
 from migrator.backfill import BackfillReport, backfill
 from migrator.batching import DEFAULT_BATCH_SIZE
 from migrator.cleanup import CleanupPlan, cleanup
-from migrator.errors import MigratorError
+from migrator.errors import MigratorError, RestoreLayoutError
 from migrator.failures import explain
-from migrator.legacy import LegacySource, UnmappedColumns
+from migrator.legacy import UnmappedColumns
+from migrator.legacy_copy import Outputs
+from migrator.parallel import MAX_DEFAULT_JOBS, default_jobs
 from migrator.private import private_umask, write_new_text
+from migrator.progress import progress_bar
 from migrator.redaction import mask_secrets, mask_url, secrets_of
 from migrator.rollback import export, restore
+from migrator.sources import Snapshot, open_sources
 from migrator.status import Status, target_status
 from migrator.target import in_wal_mode_if_one_file, planning_database, target_database
 from migrator.verify import VerifyReport, verify
@@ -40,66 +43,7 @@ EXIT_OK, EXIT_MISMATCH, EXIT_ERROR, EXIT_INTERNAL = 0, 1, 2, 3
 Handler = Callable[[argparse.Namespace], int]
 
 
-# --- progress ---------------------------------------------------------------------------------
-
-
-PROGRESS_LINE_SECONDS = 5.0
-"""Without a terminal (a CI log, a pipe), progress is one line on stderr this often."""
-
-
-@contextmanager
-def progress_bar(total: int, description: str) -> Iterator[Callable[[str, int], None]]:
-    """A tqdm bar on a terminal; elsewhere a line every few seconds: rows, rows/s, table."""
-    if not sys.stderr.isatty():
-        lines = ProgressLines(total, description)
-        yield lines.advance
-        lines.finish()
-        return
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=description, unit="row", file=sys.stderr)
-
-    def advance(table: str, rows: int) -> None:
-        bar.set_postfix_str(table, refresh=False)
-        bar.update(rows)
-
-    try:
-        yield advance
-    finally:
-        bar.close()
-
-
-class ProgressLines:
-    """Progress for a log: `migrate: mcp_sessions, 40,000 of 100,000 rows, 12,345 rows/s`."""
-
-    def __init__(self, total: int, description: str) -> None:
-        self.total, self.description, self.every = total, description, PROGRESS_LINE_SECONDS
-        self.done = 0
-        self.started = self.last = time.monotonic()
-        self.table = ""
-
-    def advance(self, table: str, rows: int) -> None:
-        self.done += rows
-        self.table = table
-        now = time.monotonic()
-        if now - self.last >= self.every:
-            self.last = now
-            self.say(now)
-
-    def finish(self) -> None:
-        if self.last != self.started:  # said something already: say where it ended
-            self.say(time.monotonic())
-
-    def say(self, now: float) -> None:
-        rate = self.done / max(now - self.started, 1e-9)
-        print(
-            f"{self.description}: {self.table}, {self.done:,} of {self.total:,} rows, {rate:,.0f} rows/s",
-            file=sys.stderr,
-            flush=True,
-        )
-
-
-def _source_total(source: LegacySource) -> int:
+def _source_total(source: Snapshot) -> int:
     return sum(source.count(table) for table in source.tables)
 
 
@@ -127,9 +71,10 @@ def cmd_fabricate(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     if not args.dry_run:
-        in_wal_mode_if_one_file(args.source, args.target)
+        for path in args.source:
+            in_wal_mode_if_one_file(path, args.target)
     opened = planning_database(args.target) if args.dry_run else target_database(args.target)
-    with LegacySource(args.source) as source, opened as database:
+    with open_sources(args.source) as source, opened as database:
         with progress_bar(_source_total(source), "migrate") as advance:
             report = backfill(
                 source,
@@ -139,14 +84,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 recheck=args.recheck,
                 dry_run=args.dry_run,
                 replace_all=args.replace,
+                jobs=args.jobs,
             )
     print(json.dumps(report.to_dict()) if args.json else format_backfill(report))
     return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    in_wal_mode_if_one_file(args.source, args.target)
-    source_opened = LegacySource(args.source, unmapped=UnmappedColumns.REPORT)
+    for path in args.source:
+        in_wal_mode_if_one_file(path, args.target)
+    source_opened = open_sources(args.source, unmapped=UnmappedColumns.REPORT)
     with source_opened as source, target_database(args.target, must_exist=True) as database:
         with progress_bar(_source_total(source), "verify") as advance:
             report = verify(source, database, batch_size=args.batch_size, progress=advance)
@@ -156,12 +103,28 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_MISMATCH
 
 
+def restore_outputs(args: argparse.Namespace) -> Outputs:
+    """`--out FILE` for every table, or `--checkpoints-out` and `--sessions-out`: the daemon's two files."""
+    per_table = {
+        table: path
+        for table, path in (("checkpoints", args.checkpoints_out), ("mcp_sessions", args.sessions_out))
+        if path
+    }
+    if bool(args.out) == bool(per_table):
+        raise RestoreLayoutError(
+            "say where the tables go: --out FILE for one file, or --checkpoints-out FILE and --sessions-out FILE "
+            "for the daemon's two files (not both)"
+        )
+    return args.out or per_table
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
+    outs = restore_outputs(args)
     if args.archive:
-        report = restore_archive(args.archive, args.out, batch_size=args.batch_size)
+        report = restore_archive(args.archive, outs, batch_size=args.batch_size)
     else:
         with target_database(args.target, must_exist=True) as database:
-            report = restore(database, args.out, batch_size=args.batch_size)
+            report = restore(database, outs, batch_size=args.batch_size)
     rows = ", ".join(f"{count} {table}" for table, count in report.rows.items())
     print(f"restored {rows} to {report.out} in {report.seconds:.1f}s")
     return EXIT_OK
@@ -176,7 +139,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_archive(args: argparse.Namespace) -> int:
-    with LegacySource(args.source, unmapped=UnmappedColumns.REPORT) as source:  # every column is archived
+    with open_sources(args.source, unmapped=UnmappedColumns.REPORT) as source:  # every column is archived
         manifest = write_archive(source, args.out)
     rows = ", ".join(f"{entry.rows} {table}" for table, entry in manifest.tables.items())
     print(f"archived {rows} to {args.out} (manifest.json holds the counts, sha256 values and row checksums)")
@@ -191,7 +154,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    source = LegacySource(args.source, unmapped=UnmappedColumns.REPORT) if args.source else nullcontext()
+    source = open_sources(args.source, unmapped=UnmappedColumns.REPORT) if args.source else nullcontext()
     with source as legacy, target_database(args.target, must_exist=True, read_only=True) as database:
         report = target_status(database, legacy)
     print(json.dumps(report.to_dict()) if args.json else format_status(args.target, report))
@@ -216,14 +179,14 @@ def format_backfill(report: BackfillReport) -> str:
         if report.dry_run:
             lines.append(
                 f"{t.table}: {t.source_rows} source rows; a run would write {t.written - t.rewritten} new, "
-                f"rewrite {t.rewritten}, keep {t.unchanged} unchanged, remove {t.deleted}"
+                f"rewrite {t.rewritten}, move {t.moved}, keep {t.unchanged} unchanged, remove {t.deleted}"
                 + (f" and {t.orphans_removed} orphaned child rows" if report.recheck else "")
             )
             continue
         lines.append(
             f"{t.table}: {t.source_rows} source rows; {t.migrated} migrated, {t.quarantined} quarantined, "
             f"{t.noncanonical} non-canonical; this run wrote {t.written - t.rewritten} new, rewrote {t.rewritten}, "
-            f"kept {t.unchanged} unchanged, removed {t.deleted}"
+            f"moved {t.moved}, kept {t.unchanged} unchanged, removed {t.deleted}"
             + (f" and {t.orphans_removed} orphaned child rows" if report.recheck else "")
         )
     lines.append(
@@ -251,11 +214,14 @@ def format_verify(report: VerifyReport) -> str:
 
 
 def format_cleanup(plan: CleanupPlan) -> str:
-    lines = [f"cleanup of {plan.source} with archive {plan.archive}:"]
+    lines = [f"cleanup of {plan.label} with archive {plan.archive}:"]
     lines += [f"  [{'ok' if c.passed else 'FAILED'}] {c.name}: {c.detail}" for c in plan.checks]
     lines += [f"  {'ran' if plan.executed else 'would run'}: {statement}" for statement in plan.statements]
     if plan.executed:
-        restore_hint = f"`ksi-migrate restore --archive {plan.archive} --out COPY.db`"
+        outs = (
+            "--out COPY.db" if len(plan.files) < 2 else "--checkpoints-out checkpoint.db --sessions-out mcp_sessions.db"
+        )
+        restore_hint = f"`ksi-migrate restore --archive {plan.archive} {outs}`"
         lines.append(f"dropped {', '.join(plan.tables)}; {restore_hint} brings them back")
     elif plan.ready:
         lines.append("dry run: every check passed; nothing was changed")
@@ -352,12 +318,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub["fabricate"].add_argument("--unreadable", type=_count, default=0, help="extra rows that must be quarantined")
 
     for name in ("migrate", "verify", "archive"):
-        sub[name].add_argument("--source", required=True, help="the legacy SQLite snapshot (read only)")
+        sub[name].add_argument(
+            "--source",
+            required=True,
+            action="append",
+            help="the legacy SQLite snapshot (read only); once per file for the daemon's two files",
+        )
     for name in ("migrate", "verify", "export", "cleanup", "status"):
         sub[name].add_argument("--target", required=True, help="SQLite file or database URL")
     for name in ("migrate", "verify", "cleanup", "status"):
         sub[name].add_argument("--json", action="store_true", help="print one JSON document instead of text")
-    sub["status"].add_argument("--source", help="also compare this snapshot with the one the last migrate read")
+    sub["status"].add_argument(
+        "--source", action="append", help="also compare this snapshot (each of its files) with the last one migrated"
+    )
     for name in ("migrate", "verify", "restore", "export"):
         sub[name].add_argument(
             "--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE, help="rows per batch (default: %(default)s)"
@@ -371,6 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print what a run would write, keep, rewrite and remove; change nothing"
     )
     sub["migrate"].add_argument(
+        "--jobs",
+        type=_positive,
+        default=default_jobs(),
+        help="processes of a fresh load: this one writes, the others parse blobs; 1 starts none "
+        "(default: the cores, at most "
+        f"{MAX_DEFAULT_JOBS}, here %(default)s)",
+    )
+    sub["migrate"].add_argument(
         "--replace",
         action="store_true",
         help="allow a catch-up from a snapshot that shares no row with the target (it replaces every row)",
@@ -379,11 +360,15 @@ def build_parser() -> argparse.ArgumentParser:
     restore_from.add_argument("--target", help="rebuild from this SQLite file or database URL")
     restore_from.add_argument("--archive", help="bring back the tables of this archive folder")
     sub["archive"].add_argument("--out", required=True, help="the new archive folder")
-    sub["cleanup"].add_argument("--source", required=True, help="the legacy database whose tables are dropped")
+    sub["cleanup"].add_argument(
+        "--source", required=True, action="append", help="the legacy database whose tables are dropped; once per file"
+    )
     sub["cleanup"].add_argument("--archive", required=True, help="the archive folder written by `archive`")
     sub["cleanup"].add_argument("--dry-run", action="store_true", help="check and print the plan; change nothing")
     sub["verify"].add_argument("--report", help="also write the full result as JSON to this file")
-    sub["restore"].add_argument("--out", required=True, help="the new legacy SQLite file")
+    sub["restore"].add_argument("--out", help="the new legacy SQLite file, holding every table")
+    sub["restore"].add_argument("--checkpoints-out", help="the new file for checkpoints (the daemon's checkpoint.db)")
+    sub["restore"].add_argument("--sessions-out", help="the new file for mcp_sessions (the daemon's mcp_sessions.db)")
     sub["export"].add_argument("--out", required=True, help="the new JSONL file")
 
     sub["demo"].add_argument("--dir", help="scratch folder (default: a new temporary folder)")
@@ -418,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_INTERNAL
 
 
-def _report(args: argparse.Namespace, exc: BaseException, message: str, status: int, secrets: list[str]) -> int:
+def _report(args: argparse.Namespace, exc: BaseException, message: str, status: int, secrets: Collection[str]) -> int:
     """One line on stderr (and the traceback before it with -v), passwords masked."""
     if args.verbose:
         print(mask_secrets("".join(traceback.format_exception(exc)), secrets), end="", file=sys.stderr)

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from contextlib import closing
 
 from migrator.errors import SchemaRefused
-from migrator.legacy import LEGACY_TABLES_BY_NAME, LegacySchema, LegacySource
+from migrator.legacy import LEGACY_TABLES_BY_NAME, LegacySchema
+from migrator.sources import Snapshot, source_label
 
 ENCODINGS = ("UTF-8", "UTF-16le", "UTF-16be")  # what `PRAGMA encoding` reports
 SCHEMA_TABLE = "sqlite_master"
@@ -92,7 +93,7 @@ def run_legacy_ddl(connection: sqlite3.Connection, statements: Iterable[str]) ->
             table = _run_one(connection, statement)
         except _Refused as problem:
             raise SchemaRefused(f"statements[{position}] {_shown(statement)}: {problem}") from None
-        groups.setdefault(table, []).append(statement)  # type: ignore[arg-type]
+        groups.setdefault(table, []).append(statement)
     return groups
 
 
@@ -176,15 +177,16 @@ def check_legacy_schema(schema: LegacySchema) -> dict[str, list[str]]:
         return {name: [row[1] for row in scratch.execute(f'PRAGMA table_info("{name}")')] for name in schema.tables}
 
 
-def refuse_unrestorable_schema(source: LegacySource, command: str) -> None:
+def refuse_unrestorable_schema(source: Snapshot, command: str) -> None:
     """Refuse, before `command` starts, a source whose schema a restore could not recreate (a trigger
     on a legacy table): the archive or target would keep what a restore refuses to run."""
     try:
         check_legacy_schema(source.schema())
     except SchemaRefused as exc:
         raise SchemaRefused(
-            f"cannot {command} {source.path}: its schema.{exc}. A restore recreates the legacy tables and their "
-            "indexes only: keep the SQL of anything else, drop it from the source, and recreate it after a restore"
+            f"cannot {command} {source_label(source)}: its schema.{exc}. A restore recreates the legacy tables and "
+            "their indexes only: keep the SQL of anything else, drop it from the source, and recreate it after a "
+            "restore"
         ) from None
 
 

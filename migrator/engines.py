@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 from urllib.parse import parse_qsl, quote, urlencode, urlparse, urlunparse
 from weakref import WeakKeyDictionary
 
@@ -46,6 +46,7 @@ from playhouse.db_url import parse as parse_url
 from playhouse.db_url import schemes
 
 from migrator.errors import DuplicateKeys, UnsupportedEngine
+from migrator.peewee_parts import IndexParts, sort_models
 
 try:  # the driver of PostgreSQL targets; absent when only SQLite or MySQL targets are used
     from psycopg2.extras import execute_values
@@ -105,16 +106,17 @@ class Engine:
     # --- the schema
 
     def create_table_statement(self, model: type[pw.Model]) -> pw.Context:
-        return model._schema._create_table(safe=True)
+        return model._schema._create_table(safe=True)  # type: ignore[attr-defined]  # peewee's, not in its stubs
 
     def index(self, index: pw.ModelIndex) -> pw.ModelIndex:
         """A model's index as this engine can hold it, with the same columns and uniqueness."""
         return index
 
     def _text_columns_of(self, index: pw.ModelIndex) -> list[pw.Field]:
-        text_columns = [e for e in index._expressions if isinstance(e, pw.TextField)]
-        if text_columns and index._unique:  # a key column has a digest column for that (codec.key_digest)
-            raise TypeError(f"{index._name}: a unique index over unbounded text cannot be exact on {self.name}")
+        parts = IndexParts.of(index)
+        text_columns: list[pw.Field] = [e for e in parts.expressions if isinstance(e, pw.TextField)]
+        if text_columns and parts.unique:  # a key column has a digest column for that (codec.key_digest)
+            raise TypeError(f"{parts.name}: a unique index over unbounded text cannot be exact on {self.name}")
         return text_columns
 
     def ensure_indexes(self, models: Sequence[type[pw.Model]]) -> None:
@@ -209,7 +211,7 @@ class SQLiteEngine(Engine):
 
     def ensure_indexes(self, models: Sequence[type[pw.Model]]) -> None:
         # `CREATE INDEX IF NOT EXISTS`, as after a load that built them last and was stopped first.
-        for model in pw.sort_models(models):
+        for model in sort_models(models):
             if self.database.table_exists(model._meta.table_name):
                 for index in model._meta.fields_to_index():
                     self.database.execute(index.safe(True))
@@ -240,8 +242,8 @@ class SQLiteEngine(Engine):
                     self.database.execute(index.safe(True))
                 except pw.IntegrityError as exc:
                     raise DuplicateKeys(
-                        f"{index._name}: the snapshot holds two rows with the same key, so the unique index "
-                        f"cannot be built ({exc}); the rest of the target is complete"
+                        f"{IndexParts.of(index).name}: the snapshot holds two rows with the same key, so the "
+                        f"unique index cannot be built ({exc}); the rest of the target is complete"
                     ) from exc
 
     @contextmanager
@@ -251,12 +253,13 @@ class SQLiteEngine(Engine):
 
     @contextmanager
     def _cache_size(self, kib: int) -> Iterator[None]:
-        previous = self.database.cache_size
-        self.database.cache_size = -kib  # negative: KiB rather than pages
+        database = cast(pw.SqliteDatabase, self.database)
+        previous = database.cache_size
+        database.cache_size = -kib  # negative: KiB rather than pages
         try:
             yield
         finally:
-            self.database.cache_size = previous
+            database.cache_size = previous
 
     def stored_value_adapters(self, fields: Sequence[pw.Field]) -> list[Adapter | None]:
         # SQLite keeps datetimes as text and booleans as 0/1.
@@ -287,9 +290,10 @@ class PostgreSQLEngine(Engine):
     def index(self, index: pw.ModelIndex) -> pw.ModelIndex:
         if not self._text_columns_of(index):
             return index
-        if len(index._expressions) > 1:
-            raise TypeError(f"{index._name}: PostgreSQL hash indexes cover one column")
-        return pw.ModelIndex(index._model, index._expressions, using="hash", name=index._name)
+        parts = IndexParts.of(index)
+        if len(parts.expressions) > 1:
+            raise TypeError(f"{parts.name}: PostgreSQL hash indexes cover one column")
+        return pw.ModelIndex(parts.model, parts.expressions, using="hash", name=parts.name)
 
     def bulk_insert(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
         cursor = self.database.cursor()
@@ -359,11 +363,12 @@ class MySQLEngine(Engine):
     def index(self, index: pw.ModelIndex) -> pw.ModelIndex:
         if not self._text_columns_of(index):
             return index
+        parts = IndexParts.of(index)
         expressions = [
             pw.NodeList((e, pw.SQL(f"({TEXT_INDEX_PREFIX})")), glue="") if isinstance(e, pw.TextField) else e
-            for e in index._expressions
+            for e in parts.expressions
         ]
-        return pw.ModelIndex(index._model, expressions, name=index._name)
+        return pw.ModelIndex(parts.model, expressions, name=parts.name)
 
     def group_key(self, text: pw.Field) -> pw.Node:
         # MySQL compares only the first `max_sort_length` bytes of TEXT when it groups.
@@ -424,7 +429,7 @@ def create_tables(database: pw.Database, models: Sequence[type[pw.Model]]) -> No
     are only created together with their table.
     """
     chosen = engine(database)
-    for model in pw.sort_models(models):
+    for model in sort_models(models):
         if database.table_exists(model._meta.table_name):
             continue
         database.execute(chosen.create_table_statement(model))

@@ -81,6 +81,10 @@ class ReadOnlyStore(MigratorError):
     """A write through a store opened read-only, or a read-only store in a mode that writes."""
 
 
+class StoreNotConfigured(MigratorError):
+    """The daemon's drop-in (`migrator.ksi`) was given no store, and the environment names none."""
+
+
 class SnapshotMismatch(MigratorError):
     """A catch-up from a snapshot that shares no row with the target, which would replace it all."""
 
@@ -102,3 +106,11 @@ class SchemaRefused(MigratorError):
 class ArchiveRefused(MigratorError):
     """An archive's manifest names a file outside the archive folder, or holds DDL that is not the
     legacy tables' (`SchemaRefused`): nothing of it is read or run."""
+
+
+class RestoreLayoutError(MigratorError):
+    """A restore into a file per table that does not say where one of the tables goes."""
+
+
+class WorkerFailed(MigratorError):
+    """A worker process that parses blobs (`--jobs`) stopped before it finished its batch."""

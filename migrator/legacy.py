@@ -345,6 +345,11 @@ class LegacySource:
                 f"{where} has primary key {found}, {alias}; the daemon's {table.key_column} is {expected}"
             )
 
+    def reader(self, table: LegacyTable) -> sqlite3.Connection:
+        """The connection, in the snapshot's read transaction, that reads this table (`LegacySources`
+        reads each table from its own file)."""
+        return self.connection
+
     def stored_table(self, table: LegacyTable) -> LegacyTable:
         """The table with every column it holds in this snapshot: the mapped ones, then the others.
         Its rows are what an archive keeps, so that nothing of a legacy row is left behind."""

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from migrator.codec import InvalidText
-from migrator.ddl import check_legacy_schema, run_legacy_ddl
-from migrator.errors import (
-    OutputExists,
-)
+from migrator.ddl import check_legacy_schema, run_legacy_ddl, statements_by_table
+from migrator.errors import OutputExists, RestoreLayoutError
 from migrator.legacy import (
     CELLS,
     LEGACY_TABLES_BY_NAME,
@@ -131,6 +129,11 @@ def compare_legacy_files(expected: Path, actual: Path, tables: Sequence[str]) ->
         connection.close()
 
 
+def outputs_label(outs: Outputs) -> str:
+    """The file, or the files joined with ` + `, a restore writes."""
+    return " + ".join(str(path) for path in outs.values()) if isinstance(outs, Mapping) else str(outs)
+
+
 def write_legacy_copy(
     out: str | os.PathLike[str],
     schema: LegacySchema,
@@ -154,6 +157,60 @@ def write_legacy_copy(
         writer.finish()
     except BaseException:
         writer.abort()
+        raise
+    return counts
+
+
+Outputs = str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]]
+"""Where a restore writes: one file for every table, or a file per table (the daemon's layout,
+`{"checkpoints": "checkpoint.db", "mcp_sessions": "mcp_sessions.db"}`)."""
+
+
+def write_legacy_copies(
+    outs: Outputs,
+    schema: LegacySchema,
+    tables: Iterable[tuple[LegacyTable, Iterable[LegacyRow]]],
+    *,
+    batch_size: int,
+    progress: Callable[[str, int], None] | None = None,
+) -> dict[str, int]:
+    """`write_legacy_copy` into one file, or into a file per table: each file holds its tables'
+    own statements and AUTOINCREMENT counters, in the schema's encoding, as the daemon's files
+    do. Every file is new; when one fails, those already written are removed too."""
+    if not isinstance(outs, Mapping):
+        return write_legacy_copy(outs, schema, tables, batch_size=batch_size, progress=progress)
+    missing = [name for name in schema.tables if name not in outs]
+    if missing:
+        raise RestoreLayoutError(f"{', '.join(missing)} is to be restored as well: say which file it goes to")
+    unknown = [name for name in outs if name not in schema.tables]
+    if unknown:
+        held = ", ".join(schema.tables) or "no legacy table"
+        raise RestoreLayoutError(f"there is no {', '.join(unknown)} table to restore (only {held})")
+    streams = dict((table.name, (table, rows)) for table, rows in tables)
+    by_file: dict[Path, list[str]] = {}
+    for name in schema.tables:
+        by_file.setdefault(Path(outs[name]), []).append(name)
+    taken = [path for path in by_file if path.exists()]
+    if taken:
+        raise OutputExists(f"refusing to overwrite existing file: {taken[0]}")
+    groups = statements_by_table(schema.statements)
+    written: list[Path] = []
+    counts: dict[str, int] = {}
+    try:
+        for path, names in by_file.items():
+            part = LegacySchema(
+                [statement for name in names for statement in groups.get(name, [])],
+                {name: seq for name, seq in schema.sequences.items() if name in names},
+                schema.encoding,
+                names,
+            )
+            counts |= write_legacy_copy(
+                path, part, [streams[n] for n in names], batch_size=batch_size, progress=progress
+            )
+            written.append(path)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
         raise
     return counts
 

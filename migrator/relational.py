@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
+from functools import partial
 from itertools import groupby
 from operator import itemgetter
 from typing import Any
@@ -47,17 +48,19 @@ class TableMap:
     query or rebuild depends on it.
     """
 
-    model: type[pw.Model]
-    columns: tuple[str, ...]
+    # Any, not type[pw.Model]: peewee's stubs know no model's fields, and the code reads them
+    # (`root.model.source_digest`) for every kind alike.
+    model: type[Any]
+    declared: InitVar[tuple[str | RecordSpec, ...]]  # the columns, a record's as its RecordSpec
     order: tuple[str, ...] = ()
     unmapped: tuple[str, ...] = ()
     key: tuple[str, ...] = ()  # the columns that name one row; the model's primary key by default
+    columns: tuple[str, ...] = field(init=False)  # every column's name, in row order
     record: slice = field(init=False, repr=False)  # where the RecordSpec's columns sit in a row
     at: Any = field(init=False, repr=False)  # each column's offset by name
     build: Callable[..., Row] = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        declared: tuple[str | RecordSpec, ...] = self.columns
+    def __post_init__(self, declared: tuple[str | RecordSpec, ...]) -> None:
         names = tuple(name for part in declared for name in (part.columns if isinstance(part, RecordSpec) else (part,)))
         object.__setattr__(self, "columns", names)
         known = self.model._meta.columns
@@ -102,6 +105,7 @@ def _primary_key_columns(model: type[pw.Model]) -> tuple[str, ...]:
     primary_key = model._meta.primary_key
     if isinstance(primary_key, pw.CompositeKey):
         return tuple(model._meta.fields[name].column_name for name in primary_key.field_names)
+    assert primary_key is not False, f"{model.__name__} has no primary key"  # every mapped model has one
     return (primary_key.column_name,)
 
 
@@ -228,14 +232,12 @@ def map_legacy_row(kind: BlobKind, row: LegacyRow, digest: str) -> Mapped:
         return Mapped(None, quarantine_row(kind, row, digest, f"cannot be mapped: {exc!r}"))
 
 
-def write_legacy_rows(
-    database: pw.Database, kind: BlobKind, rows: Sequence[tuple[LegacyRow, str]], *, replace: Sequence[int] = ()
-) -> tuple[int, int]:
-    """Map (legacy row, digest) pairs to relational rows and write them in one transaction.
+Pairs = Sequence[tuple[LegacyRow, str]]  # (legacy row, digest of its cells)
+MappedRows = tuple[list[list[Row]], list[Row]]  # relational rows by table, in the kind's order; quarantine rows
 
-    `replace` names rowids whose previous relational rows (and quarantine rows) are removed
-    first. Returns (migrated, quarantined).
-    """
+
+def map_legacy_rows(kind: BlobKind, rows: Pairs) -> MappedRows:
+    """The relational rows of (legacy row, digest) pairs, gathered by table, in the rows' order."""
     tables: list[list[Row]] = [[] for _ in kind.tables]
     quarantined: list[Row] = []
     for row, digest in rows:
@@ -245,19 +247,32 @@ def write_legacy_rows(
             continue
         for produced, bucket in zip(mapped.bundle, tables, strict=True):
             bucket.extend(produced)
+    return tables, quarantined
+
+
+def write_legacy_rows(
+    database: pw.Database, kind: BlobKind, rows: Pairs, *, replace: Sequence[int] = (), mapped: MappedRows | None = None
+) -> tuple[int, int, int]:
+    """Map (legacy row, digest) pairs to relational rows and write them in one transaction.
+
+    `replace` names rowids whose previous relational rows (and quarantine rows) are removed first.
+    `mapped` is `map_legacy_rows` of these rows made beforehand (by a worker process).
+    Returns (migrated, quarantined, child rows written)."""
+    tables, quarantined = map_legacy_rows(kind, rows) if mapped is None else mapped
     with database.atomic():
         if replace:
             delete_identities(database, kind, replace)
         for table, bucket in zip(kind.tables, tables, strict=True):
             insert_rows(database, table, bucket)
         insert_rows(database, QUARANTINE, quarantined)
-    return len(rows) - len(quarantined), len(quarantined)
+    children = sum(len(bucket) for bucket in tables[ROOT + 1 :])
+    return len(rows) - len(quarantined), len(quarantined), children
 
 
 # --- reading ----------------------------------------------------------------------------------
 
 
-def _select(table: TableMap, where: pw.Expression, *, limit: int | None = None) -> pw.Select:
+def _select(table: TableMap, where: pw.ColumnBase, *, limit: int | None = None) -> pw.Select:
     order = [table.identity, *(table.field(c) for c in table.order)]
     query = table.model.select(*table.fields).where(where).order_by(*order)
     return query.limit(limit) if limit else query
@@ -269,9 +284,9 @@ def fetch(database: pw.Database, query: pw.Select) -> list[Row]:
     return database.execute_sql(sql, params).fetchall()
 
 
-def _rowid_range(identity: pw.Field, low: int | None, high: int | None) -> pw.Expression:
+def _rowid_range(identity: pw.Field, low: int | None, high: int | None) -> pw.ColumnBase:
     """Legacy rowids in [low, high); None leaves that side open."""
-    condition: pw.Expression = pw.SQL("1 = 1")
+    condition: pw.ColumnBase = pw.SQL("1 = 1")
     if low is not None:
         condition &= identity >= low
     if high is not None:
@@ -355,7 +370,7 @@ def target_records(
 
 def _window(
     identity: pw.Field, low: int | None, high: int | None, after: int | None, upper: int | None
-) -> pw.Expression:
+) -> pw.ColumnBase:
     """Rowids in [low, high) and in (after, upper]; None leaves a bound open."""
     condition = _rowid_range(identity, low, high)
     if after is not None:
@@ -381,6 +396,10 @@ def _by_identity(rows: list[Row], index: int) -> dict[int, list[Row]]:
     return {key: list(group) for key, group in groupby(rows, key=itemgetter(index))}
 
 
+def _children_of(child: TableMap, rowid: int) -> pw.Query:
+    return _select(child, child.identity == rowid)
+
+
 def read_bundle(database: pw.Database, kind: BlobKind, column: pw.Field, value: Any) -> Bundle | None:
     """The bundle of the one legacy row whose root row has `column == value` (an indexed,
     unique column: the id, or a session key's digest), in one query per table."""
@@ -392,7 +411,7 @@ def read_bundle(database: pw.Database, kind: BlobKind, column: pw.Field, value: 
     rowid = root[IDENTITY]
     children = []
     for child in kind.children:
-        sql = statement(database, ("children", child), lambda c=child: _select(c, c.identity == rowid))
+        sql = statement(database, ("children", child), partial(_children_of, child, rowid))
         children.append(database.execute_sql(sql, [rowid]).fetchall())
     return (roots, *children)
 
@@ -408,33 +427,3 @@ def rebuilt_rows(
             yield record.rowid, record.rebuild(kind)
         except Exception as exc:  # noqa: BLE001 - reported per row by the caller
             yield record.rowid, exc
-
-
-def orphans(database: pw.Database, kind: BlobKind, limit: int = 20) -> list[tuple[str, int]]:
-    """(table, legacy rowid) of child rows whose legacy row is gone: the target must hold nothing a
-    source row lacks.
-
-    NOT EXISTS probes the parent's primary key per child row; NOT IN would first gather every
-    parent id into a temporary structure, which grows with the table (and so would memory).
-    """
-    found: list[tuple[str, int]] = []
-    for child in kind.children:
-        query = _orphaned(kind, child).select(child.identity).distinct().limit(limit)
-        found += [(child.name, rowid) for (rowid,) in fetch(database, query)]
-    return found
-
-
-def delete_orphans(database: pw.Database, kind: BlobKind) -> int:
-    """Remove every child row whose legacy row is gone (a repair): children first, as they cascade."""
-    removed = 0
-    with database.atomic():
-        for child in reversed(kind.children):
-            removed += _orphaned(kind, child, delete=True).execute(database)
-    return removed
-
-
-def _orphaned(kind: BlobKind, child: TableMap, *, delete: bool = False) -> pw.Query:
-    root = kind.root
-    parent = root.model.select(pw.SQL("1")).where(root.identity == child.identity)
-    query = child.model.delete() if delete else child.model.select()
-    return query.where(~pw.fn.EXISTS(parent))

@@ -17,7 +17,7 @@ from migrator.codec import LegacyCell, encode_cell
 from migrator.errors import OutputExists, RebuildError
 from migrator.kinds import KINDS
 from migrator.legacy import CELLS, LegacyRow, LegacySchema
-from migrator.legacy_copy import default_schema, write_legacy_copy
+from migrator.legacy_copy import Outputs, default_schema, outputs_label, write_legacy_copies
 from migrator.private import open_new
 from migrator.relational import BlobKind, rebuilt_rows
 from migrator.target import load_legacy_schema, require_schema
@@ -51,18 +51,19 @@ def _recorded_tables(database: pw.Database) -> tuple[list[BlobKind], LegacySchem
 
 def restore(
     database: pw.Database,
-    out: str | os.PathLike[str],
+    out: Outputs,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress | None = None,
 ) -> RestoreReport:
-    """Write a new SQLite file holding the legacy tables as they were, quarantined rows included."""
+    """Write a new SQLite file holding the legacy tables as they were, quarantined rows included;
+    or, with a file per table, the daemon's own files (`legacy_copy.write_legacy_copies`)."""
     require_schema(database)
     started = time.perf_counter()
     kinds, schema = _recorded_tables(database)
     tables = [(kind.legacy, legacy_rows(database, kind, batch_size)) for kind in kinds]
-    report = RestoreReport(out=str(out))
-    report.rows = write_legacy_copy(out, schema, tables, batch_size=batch_size, progress=progress)
+    report = RestoreReport(out=outputs_label(out))
+    report.rows = write_legacy_copies(out, schema, tables, batch_size=batch_size, progress=progress)
     report.seconds = time.perf_counter() - started
     return report
 

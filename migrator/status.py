@@ -18,9 +18,9 @@ import peewee as pw
 
 from migrator import __version__
 from migrator.kinds import KINDS
-from migrator.legacy import LegacySource, snapshot_hashes
 from migrator.models import Quarantine
 from migrator.relational import BlobKind
+from migrator.sources import Snapshot, files_hashes, files_listing, source_files, source_label
 from migrator.target import CLEANUP_META_KEY, get_meta, schema_version, set_meta
 
 LAST_MIGRATE_KEY = "last_migrate"
@@ -40,20 +40,20 @@ class Status:
         return asdict(self)
 
 
-def target_status(database: pw.Database, source: LegacySource | None = None) -> Status:
+def target_status(database: pw.Database, source: Snapshot | None = None) -> Status:
     """The status of a target, read only; `source` is compared with what the last migrate read."""
     version = schema_version(database)
     tables = {name: _table_counts(kind) for name, kind in KINDS.items()} if version is not None else {}
     last = _meta_record(database, LAST_MIGRATE_KEY) if version is not None else None
     status = Status(version, tables, last, _meta_record(database, CLEANUP_META_KEY) if version is not None else None)
     if source is not None:
-        hashes = snapshot_hashes(source.path)
+        hashes = files_hashes(source_files(source))
         status.source = {
-            "path": str(source.path.resolve()),
+            "path": source_label(source, resolve=True),
             "sha256": hashes["db"],
             "wal_sha256": hashes["wal"],
             "rows": {table.name: source.count(table) for table in source.tables},
-            "is_last_migrated": bool(last)
+            "is_last_migrated": last is not None
             and (last["source_sha256"], last["source_wal_sha256"]) == (hashes["db"], hashes["wal"]),
         }
     return status
@@ -80,12 +80,16 @@ def _meta_record(database: pw.Database, key: str) -> dict[str, Any] | None:
 
 
 def record_last_migrate(
-    database: pw.Database, source: LegacySource, hashes: dict[str, str | None], report: dict[str, Any]
+    database: pw.Database, source: Snapshot, hashes: dict[str, str | None], report: dict[str, Any]
 ) -> None:
-    """Remember the run that just finished: when, from which snapshot (and its sha256), what it did."""
+    """Remember the run that just finished: when, from which snapshot (and its sha256), what it did.
+    A snapshot of several files is named `a.db + b.db`, its sha256 is over the files' own
+    (`sources.files_hashes`), and `source_files` lists each file's."""
+    files = source_files(source)
     record = {
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "source": str(source.path.resolve()),
+        "source": source_label(source, resolve=True),
+        **({"source_files": files_listing(files)} if len(files) > 1 else {}),
         "source_sha256": hashes["db"],
         "source_wal_sha256": hashes["wal"],
         "tool_version": __version__,

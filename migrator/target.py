@@ -23,6 +23,7 @@ from migrator.legacy import LegacySchema
 from migrator.models import ALL_MODELS, SCHEMA_VERSION, MigrationMeta, database_proxy
 from migrator.private import create_file
 from migrator.redaction import mask_secrets, mask_url, url_secrets
+from migrator.relational import statement
 from migrator.schema_migrations import STEPS, upgrade
 
 
@@ -53,7 +54,7 @@ def open_target(target: str | os.PathLike[str], *, must_exist: bool = False, rea
                 database = engines.sqlite_read_only(path)
             else:
                 create_file(path, exist_ok=True)  # a new target is 0600 (its -wal and -shm take its mode)
-                database = pw.SqliteDatabase(path, pragmas=engines.SQLITE_PRAGMAS)
+                database = pw.SqliteDatabase(str(path), pragmas=engines.SQLITE_PRAGMAS)
         database.connect(reuse_if_open=True)
     except TargetUnreachable:
         raise
@@ -153,14 +154,24 @@ def require_schema(database: pw.Database) -> None:
         )
 
 
+# The store moves the recorded AUTOINCREMENT counter on every checkpoint save: both statements
+# are built by peewee once per database (`relational.statement`), which took 0.14 ms a call.
+
+
 def set_meta(database: pw.Database, key: str, value: str) -> None:
-    insert = MigrationMeta.insert(key=key, value=value)
-    engines.engine(database).upsert(insert, MigrationMeta.key, MigrationMeta.value).execute()
+    def build() -> pw.Query:
+        insert = MigrationMeta.insert({MigrationMeta.key: key, MigrationMeta.value: value})
+        return engines.engine(database).upsert(insert, MigrationMeta.key, MigrationMeta.value)
+
+    database.execute_sql(statement(database, "set meta", build), [key, value])  # the VALUES, in that order
 
 
 def get_meta(database: pw.Database, key: str) -> str | None:
-    row = MigrationMeta.get_or_none(MigrationMeta.key == key)
-    return row.value if row else None
+    sql = statement(
+        database, "get meta", lambda: MigrationMeta.select(MigrationMeta.value).where(MigrationMeta.key == key)
+    )
+    row = database.execute_sql(sql, [key]).fetchone()
+    return row[0] if row else None
 
 
 def save_legacy_schema(database: pw.Database, schema: LegacySchema) -> None:

@@ -28,8 +28,9 @@ from migrator.compare import (
     unmapped_column_mismatches,
 )
 from migrator.kinds import KINDS
-from migrator.legacy import LegacyRow, LegacySource
+from migrator.legacy import LegacyRow
 from migrator.relational import BlobKind
+from migrator.sources import Snapshot
 from migrator.target import require_schema
 
 MAX_REPORTED_MISMATCHES = 100
@@ -92,7 +93,7 @@ class VerifyReport:
 
 
 def verify(
-    source: LegacySource,
+    source: Snapshot,
     database: pw.Database,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,

@@ -122,7 +122,9 @@ def test_catch_up_applies_inserts_changes_and_deletes(snapshot: Path, tmp_path: 
     report = migrate(live, target)
     assert report["checkpoints"]["deleted"] == 2
     assert report["checkpoints"]["written"] == 2
-    assert report["mcp_sessions"]["deleted"] == 2 and report["mcp_sessions"]["written"] == 1
+    # The session saved again with new content is the same session (its key): rewritten, not removed and added.
+    sessions = report["mcp_sessions"]
+    assert (sessions["deleted"], sessions["written"], sessions["rewritten"], sessions["moved"]) == (1, 1, 1, 0)
     assert verify_target(live, target) == []
 
 
@@ -136,7 +138,7 @@ def test_catch_up_applies_inserts_changes_and_deletes(snapshot: Path, tmp_path: 
     ],
 )
 def test_verify_names_the_row_when_one_relational_row_is_changed(
-    snapshot: Path, tmp_path: Path, model: type, where: object, change: dict | None, named: str
+    snapshot: Path, tmp_path: Path, model: type[Any], where: object, change: dict | None, named: str
 ) -> None:
     target = tmp_path / "t.db"
     migrate(snapshot, target)
@@ -227,7 +229,12 @@ def test_bundles_read_in_batches_sized_by_child_rows_rebuild_the_same_rows(
         monkeypatch.setattr(relational, "FIRST_BUNDLE_BATCH", 2)
         fetched: list[int] = []
         fetch = relational.fetch
-        monkeypatch.setattr(relational, "fetch", lambda db, query: fetched.append(1) or fetch(db, query))
+
+        def counted_fetch(db: Any, query: Any) -> Any:
+            fetched.append(1)
+            return fetch(db, query)
+
+        monkeypatch.setattr(relational, "fetch", counted_fetch)
         small = list(rebuilt_rows(database, checkpoints.KIND, 2000))
     assert [rowid for rowid, _ in small] == list(range(1, 31))
     assert small == whole
@@ -259,12 +266,12 @@ def test_a_load_that_fails_half_way_still_builds_every_index(
     sync = backfill_module._sync_batch
 
     def failing_second_batch(
-        database: Any, source: Any, kind: Any, batch: Any, report: Any, run: Any, *, assume_new: bool
+        database: Any, source: Any, kind: Any, batch: Any, report: Any, run: Any, **options: Any
     ) -> None:
         built_during_load.append(index_names(tmp_path / "t.db"))
         if len(built_during_load) == 2:
             raise RuntimeError("the machine went away")
-        sync(database, source, kind, batch, report, run, assume_new=assume_new)
+        sync(database, source, kind, batch, report, run, **options)
 
     monkeypatch.setattr(backfill_module, "_sync_batch", failing_second_batch)
     with pytest.raises(RuntimeError, match="went away"):
@@ -411,7 +418,7 @@ def test_a_dry_run_reports_the_plan_and_changes_nothing(
 ) -> None:
     target = tmp_path / "t.db"
     assert run_cli("migrate", "--source", snapshot, "--target", target, "--dry-run") == 0
-    assert "checkpoints: 5 source rows; a run would write 5 new, rewrite 0, keep 0 unchanged, remove 0" in (
+    assert "checkpoints: 5 source rows; a run would write 5 new, rewrite 0, move 0, keep 0 unchanged, remove 0" in (
         capsys.readouterr().out
     )
     assert not target.exists()  # not even created
@@ -422,8 +429,8 @@ def test_a_dry_run_reports_the_plan_and_changes_nothing(
     before = file_sha256(target)
     assert run_cli("migrate", "--source", snapshot, "--target", target, "--dry-run", "--recheck") == 0
     out = capsys.readouterr().out
-    assert "checkpoints: 5 source rows; a run would write 1 new, rewrite 0, keep 4 unchanged, remove 0" in out
-    assert "mcp_sessions: 4 source rows; a run would write 0 new, rewrite 1, keep 3 unchanged, remove 0" in out
+    assert "checkpoints: 5 source rows; a run would write 1 new, rewrite 0, move 0, keep 4 unchanged, remove 0" in out
+    assert "mcp_sessions: 4 source rows; a run would write 0 new, rewrite 1, move 0, keep 3 unchanged, remove 0" in out
     assert "dry run: nothing was written" in out
     assert file_sha256(target) == before
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sqlite3
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from migrator import __version__
-from migrator.cli import COMMANDS, main
+from migrator.cli import COMMANDS, build_parser, main
 from migrator.legacy import snapshot_hashes
 from migrator.legacy_copy import compare_legacy_files
 from migrator.models import McpSessionTool, MigrationMeta
@@ -40,6 +41,19 @@ def test_every_command_is_documented_in_the_readme() -> None:
     text = README.read_text(encoding="utf-8")
     for name in COMMANDS:
         assert re.search(rf"`ksi-migrate {name}\b", text), f"README does not document `ksi-migrate {name}`"
+
+
+def test_every_option_is_documented_in_the_readme() -> None:
+    text = README.read_text(encoding="utf-8")
+    (commands,) = [action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction)]
+    for name, parser in commands.choices.items():
+        for action in parser._actions:
+            if action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction):
+                continue
+            if action.option_strings:  # either spelling will do: README says `-v`
+                spellings = [rf"(?<![\w-]){re.escape(option)}(?![\w-])" for option in action.option_strings]
+                documented = any(re.search(spelling, text) for spelling in spellings)
+                assert documented, f"README does not document `ksi-migrate {name} {action.option_strings[-1]}`"
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -202,7 +216,7 @@ def test_status_of_a_target_that_holds_nothing_yet(tmp_path: Path, capsys: pytes
 def test_without_a_terminal_progress_is_a_line_every_few_seconds(
     snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("migrator.cli.PROGRESS_LINE_SECONDS", 0.0)  # every batch, for the test
+    monkeypatch.setattr("migrator.progress.PROGRESS_LINE_SECONDS", 0.0)  # every batch, for the test
     assert main(["migrate", "--source", str(snapshot), "--target", str(tmp_path / "t.db"), "--batch-size", "1"]) == 0
     lines = capsys.readouterr().err.splitlines()
     assert lines and all(re.fullmatch(r"migrate: \w+, \d+ of 4 rows, [\d,]+ rows/s", line) for line in lines), lines

@@ -10,6 +10,7 @@ import pytest
 from migrator.codec import (
     DupDict,
     InvalidText,
+    LegacyCell,
     UnreadableBlob,
     apply_overlay,
     cell_identity,
@@ -17,6 +18,7 @@ from migrator.codec import (
     decode_sqlite_text,
     dumps,
     encode_cell,
+    encoded_blob,
     first_duplicate_key,
     is_storable_text,
     keep_duplicate_keys,
@@ -104,7 +106,7 @@ def test_integers_longer_than_python_default_limit_survive() -> None:
         (float("inf"), "real"),
     ],
 )
-def test_cells_round_trip_with_their_storage_type(value: object, kind: str) -> None:
+def test_cells_round_trip_with_their_storage_type(value: LegacyCell, kind: str) -> None:
     assert storage_type(value) == kind
     tag, text = encode_cell(value)
     back = decode_cell(tag, text)
@@ -157,7 +159,7 @@ def test_text_cells_every_engine_cannot_hold_get_their_own_tag() -> None:
     assert encode_cell("plain") == (None, "plain")
     tag, text = encode_cell("a\x00b")
     assert (tag, text) == ("text-json", '"a\\u0000b"')
-    assert is_storable_text(text)
+    assert text is not None and is_storable_text(text)
     assert decode_cell(tag, text) == "a\x00b"
 
 
@@ -181,3 +183,37 @@ def test_row_digests_of_text_cells_do_not_depend_on_how_they_are_stored() -> Non
     # text itself; a new tag must not make their rows look changed, or an archive look corrupt.
     # The value is blake2b-128 of b"None:3:a\x00b", the digest version 0.1.0 wrote.
     assert row_digest(["a\x00b"]) == "b3372ee8b869045f0cc18ab205a5bc5c"
+
+
+def test_dumps_writes_what_json_dumps_writes() -> None:
+    values = [{"a": [1, 1.0, -0.0, 1e16, 2**70, float("nan"), float("inf"), True, None]}, "\u00e9\ud800\x00", [], {}]
+    values.append(DupDict([("k", 1), ("k", [2])]))
+    for value in values:
+        assert dumps(value) == json.dumps(value)
+
+
+def test_an_encoded_plain_blob_is_mapped_without_a_second_parse() -> None:
+    blob = {"session_queues": {"s": [{"data": {"n": 1.0}}]}, "x": [-0.0, 2**70, "\ud800"]}
+    with encoded_blob(blob) as text:
+        assert text == json.dumps(blob)
+        value, overlay = parse_blob(str(text))  # an equal text read back from a table will do
+        assert value is blob and overlay is None
+        assert parse_blob(text + " ")[0] is not blob  # any other text is parsed
+    assert parse_blob(text)[0] is not blob  # and only inside the block
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        {1: "int key", "1": "text key"},  # the keys collide once json.dumps makes text of them
+        {"t": (1, 2)},  # json.loads gives a list
+        {"s": type("Text", (str,), {})("a str subclass")},
+        {"b": [True, type("Flag", (int,), {})(1)]},
+    ],
+    ids=["colliding keys", "tuple", "str subclass", "int subclass"],
+)
+def test_a_blob_of_other_types_is_parsed_from_its_text(blob: dict) -> None:
+    with encoded_blob(blob) as text:
+        value, overlay = parse_blob(text)
+    assert value is not blob
+    assert (value, overlay) == parse_blob(text)

@@ -80,7 +80,7 @@ def snapshot_with_unreadable_rows(tmp_path_factory: pytest.TempPathFactory) -> P
 @pytest.fixture(scope="module")
 def fabricated_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("fabricated") / "legacy.db"
-    fabricate_snapshot(path, checkpoints=3, sessions=10, seed=4)
+    fabricate_snapshot(path, checkpoints=5, sessions=10, seed=4)  # five: the most the daemon keeps
     return path
 
 
@@ -130,7 +130,7 @@ def test_a_fabricated_snapshot_passes_under_xdist_and_both_artifacts_say_so(
     assert document["verdict"] == "PASS"
     assert verdicts(document) == dict.fromkeys(CHECK_TITLES, "PASS")
     assert document["counts"] == {
-        "checkpoints": {"source_rows": 3, "rebuilt_rows": 3},
+        "checkpoints": {"source_rows": 5, "rebuilt_rows": 5},
         "mcp_sessions": {"source_rows": 10, "rebuilt_rows": 10},
     }
     assert all(sums["source"] == sums["rebuilt"] for sums in document["checksums"].values())
@@ -138,7 +138,10 @@ def test_a_fabricated_snapshot_passes_under_xdist_and_both_artifacts_say_so(
     assert document["tool"]["version"] == migrator.__version__
     assert document["quarantine"] == []
     assert set(document["latencies"]) == {"checkpoint_save", "session_lookup"}
+    saves = document["latencies"]["checkpoint_save"]
+    assert saves["samples"] >= 200 and saves["distinct"] == 5  # the five checkpoints, each saved again
     markdown = (pytester.path / "signoff" / "signoff.md").read_text(encoding="utf-8")
+    assert f"over {saves['samples']} samples of 5 distinct rows" in markdown
     assert markdown.startswith("PASS")
     assert "| Per-row exactness, both ways, and reads | PASS |" in markdown
     # progress: each shard's rows per second, printed by the controller
@@ -146,7 +149,7 @@ def test_a_fabricated_snapshot_passes_under_xdist_and_both_artifacts_say_so(
     suite = ElementTree.parse(junit).getroot().find("testsuite")
     assert suite is not None
     verdict_cases = len(CHECK_TITLES) + 1  # one junit test case per check's verdict, and the sign-off's
-    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == (str(13 + verdict_cases), "0", "0")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == (str(14 + verdict_cases), "0", "0")
 
 
 # --- quarantine --------------------------------------------------------------------------------
@@ -217,11 +220,11 @@ def test_a_server_target_signs_off_with_latencies_measured_on_a_scratch_copy_bes
         document = read_signoff(pytester)
         assert verdicts(document) == dict.fromkeys(CHECK_TITLES, "PASS")
         assert {name: figures["samples"] for name, figures in document["latencies"].items()} == {
-            "checkpoint_save": 3,
-            "session_lookup": 10,
+            "checkpoint_save": 200,
+            "session_lookup": 200,
         }
         with target_database(target) as database:  # the saves went to the copy, not the target
-            assert Checkpoint.select().count() == 3
+            assert Checkpoint.select().count() == 5
         assert scratch_namespaces(target) == []  # and the copy is gone
 
 
@@ -471,9 +474,9 @@ def test_a_latency_over_its_limit_fails_the_gate_with_its_percentiles(
     document = read_signoff(pytester)
     assert verdicts(document)[PERFORMANCE] == "FAIL"
     lookup = document["latencies"]["session_lookup"]
-    assert (lookup["samples"], lookup["p99_limit_ms"]) == (len(SESSIONS), 1e-9)
+    assert (lookup["samples"], lookup["distinct"], lookup["p99_limit_ms"]) == (200, len(SESSIONS), 1e-9)
     assert lookup["max_ms"] >= lookup["p99_ms"] >= lookup["p95_ms"] >= lookup["p50_ms"] > 0
-    result.stdout.fnmatch_lines(["*session lookup: p50 * ms, p95 * ms, p99 * ms, max * ms over 6 samples*"])
+    result.stdout.fnmatch_lines(["*session lookup: p50 * ms, p95 * ms, p99 * ms, max * ms over 200 samples of 6*"])
 
 
 def test_a_check_that_did_not_run_makes_the_sign_off_fail(pytester: pytest.Pytester, clean_snapshot: Path) -> None:

@@ -11,13 +11,15 @@ import pytest
 from verification.gate.checks import PERFORMANCE, QUARANTINE, ROWS_EXACT
 from verification.gate.ledger import FAIL, NOT_RUN, PASS, CheckVerdict
 from verification.gate.next_steps import Invocation, next_steps, without
-from verification.gate.performance import latency_result, measure_until_judged
+from verification.gate.performance import latency_result, measure_until_judged, repeated
 
 ARGS = ("--pyargs", "verification", "--ksi-snapshot", "/data/legacy.db", "-n", "auto")
 
 
 def invocation(target: str | None = None, args: tuple[str, ...] = ARGS) -> Invocation:
-    return Invocation(Path("/work"), "/venv/bin/python", args, Path("/data/legacy.db"), target, Path("/s/signoff.json"))
+    return Invocation(
+        Path("/work"), "/venv/bin/python", args, (Path("/data/legacy.db"),), target, Path("/s/signoff.json")
+    )
 
 
 def verdict(name: str, outcome: str) -> CheckVerdict:
@@ -78,12 +80,12 @@ def test_a_latency_under_its_limit_is_measured_once() -> None:
     measurements = measure_until_judged(rounds([1.0, 2.0], [50.0]), limit_ms=10)
 
     assert measurements == [[1.0, 2.0]]
-    assert latency_result("session_lookup", measurements, 10, []).passed
+    assert latency_result("session_lookup", measurements, 10, [], min_samples=2).passed
 
 
 def test_a_slow_round_is_measured_again_and_passes_when_the_second_is_under_the_limit() -> None:
     measurements = measure_until_judged(rounds([1.0, 50.0], [1.0, 2.0]), limit_ms=10)
-    result = latency_result("session_lookup", measurements, 10, [])
+    result = latency_result("session_lookup", measurements, 10, [], min_samples=2)
 
     assert result.passed
     assert [figures["p99_ms"] for figures in result.figures["measurements"]] == [50.0, 2.0]
@@ -92,7 +94,8 @@ def test_a_slow_round_is_measured_again_and_passes_when_the_second_is_under_the_
 
 
 def test_a_latency_over_its_limit_twice_fails_with_both_rounds_recorded() -> None:
-    result = latency_result("checkpoint_save", measure_until_judged(rounds([20.0], [30.0]), limit_ms=10), 10, [])
+    measurements = measure_until_judged(rounds([20.0], [30.0]), limit_ms=10)
+    result = latency_result("checkpoint_save", measurements, 10, [], min_samples=1)
 
     assert not result.passed
     assert [figures["p99_ms"] for figures in result.figures["measurements"]] == [20.0, 30.0]
@@ -100,10 +103,26 @@ def test_a_latency_over_its_limit_twice_fails_with_both_rounds_recorded() -> Non
     assert result.check == PERFORMANCE
 
 
+def test_a_latency_under_its_limit_over_too_few_samples_fails_as_insufficient() -> None:
+    """Five saves (a real checkpoint table) give a p99 that is only the slowest of them."""
+    result = latency_result("checkpoint_save", [[1.0] * 5], 10, [], distinct=5)
+
+    assert not result.passed
+    assert result.problems == ["checkpoint save: insufficient samples, 5 measured where a p99 needs at least 200"]
+    assert (result.figures["samples"], result.figures["min_samples"], result.figures["distinct"]) == (5, 200, 5)
+    assert latency_result("checkpoint_save", [[1.0] * 200], 10, [], distinct=5).passed
+
+
+def test_a_few_rows_are_drawn_again_in_turn_until_there_are_enough_samples() -> None:
+    assert repeated(["a", "b", "c"], 7) == ["a", "b", "c", "a", "b", "c", "a"]
+    assert repeated(["a", "b", "c"], 2) == ["a", "b", "c"]
+    assert repeated([], 200) == []
+
+
 def test_a_masked_password_is_named_so_that_the_commands_can_be_run() -> None:
     masked = "postgresql://signer:***@db.internal:5432/ksi"
     run = Invocation(
-        Path("/work"), "/venv/bin/python", (*ARGS, "--ksi-target", masked), Path("/data/legacy.db"), masked,
+        Path("/work"), "/venv/bin/python", (*ARGS, "--ksi-target", masked), (Path("/data/legacy.db"),), masked,
         Path("/s/signoff.json"), password_masked=True,
     )  # fmt: skip
 

@@ -15,7 +15,7 @@ from verification.live import exercise
 SECONDS = float(os.environ.get("KSI_LIVE_SECONDS", "6"))  # `python -m verification.live` runs for minutes
 
 
-@pytest.mark.parametrize("layout", ["one-file", "two-files", "postgresql", "mysql"])
+@pytest.mark.parametrize("layout", ["one-file", "two-files", "daemon-files", "postgresql", "mysql"])
 def test_catch_ups_beside_live_dual_writes_never_crash_and_never_undo_a_write(
     layout: str, tmp_path: Path, engine_registry: EngineRegistry
 ) -> None:

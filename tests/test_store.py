@@ -22,7 +22,7 @@ from migrator.backfill import backfill
 from migrator.equivalence import json_differences
 from migrator.errors import LegacyUnavailable, SourceNotFound, TargetUnreachable, UnknownMode, UnreadableRecord
 from migrator.fakes import fake_checkpoint_blob, fake_session_blob, make_faker
-from migrator.legacy import LegacySource
+from migrator.legacy import MCP_SESSIONS, LegacySource
 from migrator.legacy_copy import compare_legacy_files
 from migrator.models import Checkpoint, CheckpointQueueItem, McpSession, McpSessionTool
 from migrator.rollback import restore
@@ -107,6 +107,21 @@ def test_dual_write_writes_the_daemons_legacy_rows_and_exact_relational_rows(
     assert kept[-1][1] == json.dumps({**CHECKPOINT, "n": 6})
     assert session == [("a:c:1", json.dumps(SESSION), "text", SEEN)]
     assert verify_problems(tmp_path / "ksi.db", store) == []
+
+
+def test_saves_of_values_json_loads_would_not_return_are_mapped_from_their_text(
+    one_file: Callable[..., Store], tmp_path: Path
+) -> None:
+    # Only a value of the types json.loads returns is mapped without parsing its text again
+    # (codec.encoded_blob); these are parsed, and must come out exactly all the same.
+    store = one_file()
+    store.save_checkpoint({**CHECKPOINT, 1: "an int key", "1": "its text twin"})
+    store.save_checkpoint({**CHECKPOINT, "session_queues": {"s": ({"request_id": "r"},)}})
+    store.save_session("a:c", {**SESSION, "tools": ("Read",)}, SEEN)
+    assert verify_problems(tmp_path / "ksi.db", store) == []
+    with closing(sqlite3.connect(tmp_path / "ksi.db")) as connection:
+        (overlays,) = connection.execute("SELECT count(*) FROM checkpoint WHERE text_overlay IS NOT NULL").fetchone()
+    assert overlays == 1  # the repeated key "1" is kept by the overlay, as a migrate keeps it
 
 
 def test_checkpoint_timestamp_column_is_the_daemons_timestamp_utc(
@@ -355,7 +370,9 @@ def test_relational_only_holds_exactly_what_the_legacy_tables_would_hold(
     with open_store(tmp_path / "relational.db", mode="relational_only", create=True) as store:
         run_daemon_script(store)
         restore(store.database, tmp_path / "rebuilt.db")
-        last_seen = RelationalTables(store.database).session("d:c")[3]
+        session = RelationalTables(store.database).session("d:c")
+        assert session is not None
+        last_seen = session[MCP_SESSIONS.at.last_seen]
     assert (type(last_seen), last_seen) == (int, 4)  # held as the legacy column would hold it
     assert compare_legacy_files(tmp_path / "daemon.db", tmp_path / "rebuilt.db", ["checkpoints", "mcp_sessions"]) == []
     sequence = "SELECT name, seq FROM sqlite_sequence"

@@ -21,6 +21,7 @@ from migrator.models import SCHEMA_VERSION
 from migrator.relational import QUARANTINE, TableMap
 from migrator.store import Mode, open_store
 from verification.gate.checks import check_metadata, plan_shards, verify_shard
+from verification.gate.options import DEFAULT_SHARD_BYTES
 from verification.gate.plugin import open_snapshot
 from verification.snapshots import checkpoint_row, session_row, write_snapshot
 
@@ -164,7 +165,9 @@ def gate_fails(source: Path, target: Path) -> bool:
     with open_snapshot(source) as snapshot:
         store = open_store(target, mode=Mode.RELATIONAL_ONLY, read_only=True)
         try:
-            results = [verify_shard(snapshot, store, shard) for shard in plan_shards(snapshot, 2, 100)]
+            results = [
+                verify_shard(snapshot, store, shard) for shard in plan_shards(snapshot, 2, 100, DEFAULT_SHARD_BYTES)
+            ]
             results.append(check_metadata(snapshot, store.database))
         finally:
             store.close()

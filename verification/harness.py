@@ -79,7 +79,7 @@ def rows_written(report: BackfillReport) -> dict[str, tuple[int, int]]:
 # --- reading legacy files, independently of LegacySource ---------------------------------------
 
 
-def _text_or_invalid(raw: bytes) -> str | InvalidText:
+def text_or_invalid(raw: bytes) -> str | InvalidText:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -89,7 +89,7 @@ def _text_or_invalid(raw: bytes) -> str | InvalidText:
 def read_legacy_rows(path: Path, table: LegacyTable) -> list[LegacyRow]:
     """Every row of a legacy table as SQLite stored it, in rowid order."""
     with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
-        connection.text_factory = _text_or_invalid
+        connection.text_factory = text_or_invalid
         columns = ", ".join(f'"{column}"' for column in table.columns)
         return connection.execute(f'SELECT rowid, {columns} FROM "{table.name}" ORDER BY rowid').fetchall()
 

@@ -2,11 +2,13 @@
 another process, on one target, for as long as you like.
 
     python -m verification.live --seconds 600 --layout two-files
+    python -m verification.live --seconds 600 --layout daemon-files
     python -m verification.live --seconds 120 --layout postgresql --target postgresql://postgres@127.0.0.1/test
 
 Four writer threads save checkpoints, save sessions (`INSERT OR REPLACE`, a new rowid each
 time) and delete them through one store in `dual_write` mode, while a second process runs
-`migrate` from the legacy tables into the same target again and again. Every catch-up must exit
+`migrate` from the legacy tables into the same target again and again. `daemon-files` keeps the
+legacy tables as the daemon does, each in its own file (`checkpoint.db`, `mcp_sessions.db`). Every catch-up must exit
 0, no writer may see an error, no relational write may be left pending, and once the writers
 stop, `verify` (both ways) must pass without one more catch-up: a catch-up that had written an
 older row over a newer one would be seen there.
@@ -27,12 +29,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from migrator.legacy import LegacySource
+from migrator.sources import open_sources
 from migrator.store import Store, open_store
 from migrator.target import target_database
 from migrator.verify import verify
 
-LAYOUTS = ("one-file", "two-files", "postgresql", "mysql")
+LAYOUTS = ("one-file", "two-files", "daemon-files", "postgresql", "mysql")
+DAEMON_FILES = {"checkpoints": "checkpoint.db", "mcp_sessions": "mcp_sessions.db"}
+"""The daemon's own layout: each legacy table in a file of its own (the `daemon-files` layout)."""
 WRITERS = 4
 SESSION_KEYS = 40  # a small pool, so saves replace and deletes find sessions
 
@@ -105,11 +109,15 @@ def run_writers(store: Store, stop: threading.Event, result: LiveResult, seed: i
         thread.join()
 
 
-def run_catch_ups(legacy: Path, target: str, stop: threading.Event, result: LiveResult) -> None:
+def sources(legacy: list[Path]) -> list[str]:
+    return [word for path in legacy for word in ("--source", str(path))]
+
+
+def run_catch_ups(legacy: list[Path], target: str, stop: threading.Event, result: LiveResult) -> None:
     """`ksi-migrate migrate` in another process, over and over, until told to stop."""
     while not stop.is_set():
         done = subprocess.run(
-            [sys.executable, "-m", "migrator", "migrate", "--source", str(legacy), "--target", target],
+            [sys.executable, "-m", "migrator", "migrate", *sources(legacy), "--target", target],
             capture_output=True,
             text=True,
             check=False,
@@ -119,14 +127,14 @@ def run_catch_ups(legacy: Path, target: str, stop: threading.Event, result: Live
             result.failed_catch_ups.append(f"exit {done.returncode}: {done.stderr.strip()[-500:]}")
 
 
-def run_readers(legacy: Path, target: str, stop: threading.Event, result: LiveResult) -> None:
+def run_readers(legacy: list[Path], target: str, stop: threading.Event, result: LiveResult) -> None:
     """`verify` and `archive` of the legacy file in other processes, one after the other, until
     told to stop: long reads that must never hold the daemon's writes out."""
     archives = 0
     while not stop.is_set():
         for argv in (
-            ["verify", "--source", str(legacy), "--target", target],
-            ["archive", "--source", str(legacy), "--out", f"{target}.archive-{archives}"],
+            ["verify", *sources(legacy), "--target", target],
+            ["archive", *sources(legacy), "--out", f"{target}.archive-{archives}"],
         ):
             done = subprocess.run(
                 [sys.executable, "-m", "migrator", *argv], capture_output=True, text=True, check=False
@@ -157,9 +165,17 @@ def exercise(
         from migrator.fabricate import fabricate_snapshot
 
         fabricate_snapshot(legacy, checkpoints=5, sessions=sessions, seed=seed)
+    files = [legacy]
     if layout == "one-file":
         target = str(legacy)
         store = open_store(legacy, mode="dual_write", create=True)
+    elif layout == "daemon-files":
+        target = target or str(folder / "relational.db")
+        daemon = {table: folder / name for table, name in DAEMON_FILES.items()}
+        for path in daemon.values():
+            path.touch()  # the daemon's empty files: the store creates each table in its own
+        store = open_store(target, legacy=daemon, mode="dual_write", create=True)
+        files = list(daemon.values())
     else:
         target = target or str(folder / "relational.db")
         with open_store(legacy, mode="legacy", create=True):
@@ -172,7 +188,7 @@ def exercise(
     result = LiveResult(layout, seconds)
     stop = threading.Event()
     alongside = (lambda *_: None) if alone else run_readers if readers else run_catch_ups
-    catching_up = threading.Thread(target=alongside, args=(legacy, target, stop, result))
+    catching_up = threading.Thread(target=alongside, args=(files, target, stop, result))
     try:
         catching_up.start()
         timer = threading.Timer(seconds, stop.set)
@@ -184,7 +200,7 @@ def exercise(
         stop.set()
         store.close()
     if not readers:  # readers leave catching up to the writers' own dual writes
-        with LegacySource(legacy) as source, target_database(target, must_exist=True) as database:
+        with open_sources(files) as source, target_database(target, must_exist=True) as database:
             report = verify(source, database)
         result.verify_problems = [str(mismatch) for mismatch in report.mismatches]
     return result
@@ -203,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.layout in ("postgresql", "mysql") and not args.target:
         parser.error(f"--layout {args.layout} needs --target URL")
+    if args.layout == "daemon-files" and args.sessions:
+        parser.error("--sessions fabricates one legacy file; use another layout")
     with tempfile.TemporaryDirectory(prefix="ksi-live-") as folder:
         result = exercise(
             args.layout,

@@ -36,6 +36,7 @@ from migrator.store import Mode, open_store
 from migrator.target import target_database
 from verification.gate.checks import COUNTS_CHECKSUMS, ROWS_COVERED, ROWS_EXACT, plan_shards, verify_shard
 from verification.gate.ledger import PASS, Ledger
+from verification.gate.options import DEFAULT_SHARD_BYTES
 from verification.gate.plugin import indexed_rowids
 from verification.harness import legacy_file_differences, migrate, scratch_folder
 from verification.strategies import LegacySnapshot, legacy_snapshots, sqlite_cells
@@ -161,7 +162,7 @@ def check_gate_compares_every_row_once(snapshot: LegacySnapshot, rows_per_shard:
         store = open_store(target, mode=Mode.RELATIONAL_ONLY, read_only=True)
         try:
             with LegacySource(source) as legacy:
-                planned = plan_shards(legacy, rows_per_shard, read_sample=10**6)
+                planned = plan_shards(legacy, rows_per_shard, read_sample=10**6, shard_bytes=DEFAULT_SHARD_BYTES)
                 ledger = Ledger(planned)
                 for shard in planned:
                     result = verify_shard(legacy, store, shard)

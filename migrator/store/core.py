@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +16,7 @@ import peewee as pw
 from migrator import checkpoints, engines, sessions
 from migrator.backfill import BackfillReport, backfill
 from migrator.batching import DEFAULT_BATCH_SIZE
-from migrator.codec import LegacyCell
+from migrator.codec import LegacyCell, encoded_blob
 from migrator.errors import (
     LegacyUnavailable,
     ReadOnlyStore,
@@ -27,12 +26,12 @@ from migrator.legacy import (
     CELLS,
     CHECKPOINTS,
     LegacyRow,
-    LegacySource,
     LegacyTable,
     row_digest,
 )
 from migrator.models import Checkpoint, McpSession, bound_to
 from migrator.relational import BlobKind, write_legacy_rows
+from migrator.sources import open_sources
 from migrator.store.aio import AsyncStore
 from migrator.store.common import (
     Blob,
@@ -59,8 +58,9 @@ T = TypeVar("T")
 
 # --- the store --------------------------------------------------------------------------------
 
-LegacyWrite = Callable[[DaemonTables], LegacyChange]
-RelationalWrite = Callable[[RelationalTables], LegacyChange]
+# A write on one side: the legacy change it made, or None when it changed nothing.
+LegacyWrite = Callable[[DaemonTables], LegacyChange | None]
+RelationalWrite = Callable[[RelationalTables], LegacyChange | None]
 
 
 def _cutoff_text(cutoff: str | datetime) -> str:
@@ -87,7 +87,7 @@ class Store:
         database: pw.Database,
         mode: Mode,
         legacy: DaemonTables | None = None,
-        legacy_path: Path | None = None,
+        legacy_path: Path | Sequence[Path] | None = None,
         *,
         read_only: bool = False,
     ) -> None:
@@ -95,11 +95,12 @@ class Store:
         self.mode = mode
         self.read_only = read_only
         self._legacy = legacy
-        self._legacy_path = legacy_path
+        # The legacy file, or the daemon's two files: what a catch-up reads.
+        self._legacy_paths = [legacy_path] if isinstance(legacy_path, Path) else list(legacy_path or [])
         self._relational = RelationalTables(database)
         self._write_lock = threading.Lock()
         self._ledger = Ledger(mode)
-        written = [database] if legacy is None or legacy.database is database else [database, legacy.database]
+        written = [database, *(d for d in (legacy.databases if legacy else []) if d is not database)]
         self._checkpointers = [] if read_only else [c for c in map(wal_checkpointer, written) if c is not None]
         self._shadow = ShadowReads(self._ledger, self._write_lock)
         self.aio = AsyncStore(self)
@@ -107,28 +108,30 @@ class Store:
     @property
     def one_file(self) -> bool:
         """True when the legacy tables live in the target itself: both sides commit together."""
-        return self._legacy is not None and self._legacy.database is self.database
+        return self._legacy is not None and self._legacy.databases == [self.database]
 
     # --- writes ---
 
     @_on_its_target
     def save_checkpoint(self, blob: Blob) -> int:
-        data = json.dumps(blob)  # the daemon's encoding: default arguments, keys in the caller's order
         timestamp = timestamp_utc()
-        change = self._write(
-            lambda legacy: legacy.insert_checkpoint(timestamp, data),
-            lambda relational: relational.insert_checkpoint(timestamp, data),
-        )
+        # The daemon's encoding (default arguments, keys in the caller's order), mapped without a second parse.
+        with encoded_blob(blob) as data:
+            change = self._write(
+                lambda legacy: legacy.insert_checkpoint(timestamp, data),
+                lambda relational: relational.insert_checkpoint(timestamp, data),
+            )
+        assert change is not None  # an insert always changes a row
         return int(change.key)
 
     @_on_its_target
     def save_session(self, session_key: str, blob: Blob, last_seen: str | datetime) -> None:
-        data = json.dumps(blob)
         seen = last_seen.isoformat() if isinstance(last_seen, datetime) else last_seen  # the daemon's text
-        self._write(
-            lambda legacy: legacy.put_session(session_key, data, seen),
-            lambda relational: relational.put_session(session_key, data, seen),
-        )
+        with encoded_blob(blob) as data:
+            self._write(
+                lambda legacy: legacy.put_session(session_key, data, seen),
+                lambda relational: relational.put_session(session_key, data, seen),
+            )
 
     @_on_its_target
     def delete_session(self, session_key: str) -> bool:
@@ -137,7 +140,7 @@ class Store:
             lambda legacy: legacy.delete_session(session_key),
             lambda relational: relational.delete_session(session_key),
         )
-        return bool(change.removed)
+        return change is not None and bool(change.removed)
 
     def _write(self, on_legacy: LegacyWrite, on_relational: RelationalWrite) -> LegacyChange | None:
         if self.read_only:
@@ -158,7 +161,7 @@ class Store:
                     if change is not None:
                         self._mirror(change)
                 return change
-            with engines.engine(self._legacy.database).write_transaction():
+            with self._legacy.write_transaction():
                 change = on_legacy(self._legacy)
                 if change is not None and self.mode.writes_relational and self.one_file:
                     self._mirror_or_defer(change)  # a savepoint inside the legacy write's transaction
@@ -186,6 +189,7 @@ class Store:
         if recorded is None:  # nothing recorded yet: the legacy side's own schema, as a catch-up records it
             save_legacy_schema(self.database, self._legacy_tables().schema())
             recorded = load_legacy_schema(self.database)
+            assert recorded is not None  # just saved
         record_legacy_schema(self.database, replace(recorded, sequences={**recorded.sequences, table.name: sequence}))
 
     def _mirror_or_defer(self, change: LegacyChange) -> None:
@@ -198,21 +202,21 @@ class Store:
     def update_latest_checkpoint(self, blob: Blob) -> int | None:
         """The daemon's in-place update of its newest checkpoint (`timestamp` is kept); the id
         updated, or None when there is no checkpoint."""
-        data = json.dumps(blob)
-        change = self._write(
-            lambda legacy: legacy.update_checkpoint(legacy.latest_checkpoint_id(), data),
-            lambda relational: relational.update_checkpoint(relational.latest_checkpoint_id(), data),
-        )
+        with encoded_blob(blob) as data:
+            change = self._write(
+                lambda legacy: legacy.update_checkpoint(legacy.latest_checkpoint_id(), data),
+                lambda relational: relational.update_checkpoint(relational.latest_checkpoint_id(), data),
+            )
         return int(change.key) if change is not None else None
 
     @_on_its_target
     def update_checkpoint(self, checkpoint_id: int, blob: Blob) -> bool:
         """Update one checkpoint in place (`timestamp` is kept); False when there is no such id."""
-        data = json.dumps(blob)
-        change = self._write(
-            lambda legacy: legacy.update_checkpoint(checkpoint_id, data),
-            lambda relational: relational.update_checkpoint(checkpoint_id, data),
-        )
+        with encoded_blob(blob) as data:
+            change = self._write(
+                lambda legacy: legacy.update_checkpoint(checkpoint_id, data),
+                lambda relational: relational.update_checkpoint(checkpoint_id, data),
+            )
         return change is not None
 
     @_on_its_target
@@ -245,13 +249,7 @@ class Store:
     def load_session(self, session_key: str) -> SessionRecord | None:
         """A session as the daemon reads it back at start-up: its blob and `last_seen` as stored."""
         return self._read(
-            Read(
-                sessions.KIND,
-                session_key,
-                lambda: self._legacy_tables().session(session_key),
-                lambda: self._relational.session(session_key),
-                present=lambda row: None if row is None else session_record(row),
-            )
+            self._session_read(session_key, present=lambda row: None if row is None else session_record(row))
         )
 
     @_on_its_target
@@ -308,13 +306,16 @@ class Store:
 
     @_on_its_target
     def get_session(self, session_key: str) -> Blob | None:
-        return self._read(
-            Read(
-                sessions.KIND,
-                session_key,
-                lambda: self._legacy_tables().session(session_key),
-                lambda: self._relational.session(session_key),
-            )
+        return self._read(self._session_read(session_key))
+
+    def _session_read(self, session_key: str, present: Callable[[Any], Any] | None = None) -> Read:
+        """One session's row read on each side; `present` makes the answer (the blob by default)."""
+        return Read(
+            sessions.KIND,
+            session_key,
+            lambda: self._legacy_tables().session(session_key),
+            lambda: self._relational.session(session_key),
+            present=present,
         )
 
     def _read(self, read: Read) -> Any:
@@ -364,9 +365,9 @@ class Store:
     @_on_its_target
     def catch_up(self, *, batch_size: int = DEFAULT_BATCH_SIZE) -> BackfillReport:
         """Backfill from the legacy tables while this store's writes wait, then settle repairs."""
-        if self._legacy_path is None:
+        if not self._legacy_paths:
             raise LegacyUnavailable(f"the store runs in {self.mode.value} mode, without legacy tables")
-        with self._write_lock, LegacySource(self._legacy_path) as source:
+        with self._write_lock, open_sources(self._legacy_paths) as source:
             # The store's own legacy tables are the daemon's: a catch-up from them is never another daemon's file.
             report = backfill(source, self.database, batch_size=batch_size, replace_all=True)
         self.settle_repairs()
@@ -407,8 +408,9 @@ class Store:
         self._shadow.close()
         for checkpointer in self._checkpointers:
             checkpointer.close()
-        if self._legacy is not None and not self.one_file:
-            self._legacy.database.close()
+        for legacy in self._legacy.databases if self._legacy is not None else []:
+            if legacy is not self.database:
+                legacy.close()
         self.database.close()
 
     def __enter__(self) -> Store:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from contextlib import closing
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 import peewee as pw
 
-from migrator import checkpoints, sessions
+from migrator import checkpoints, engines, sessions
 from migrator.codec import LegacyCell, decode_sqlite_text
 from migrator.errors import (
     LegacyUnavailable,
@@ -61,23 +62,56 @@ def _typed_row(raw: tuple[Any, ...]) -> LegacyRow:
 
 
 class DaemonTables:
-    """The legacy tables, written and read with the KSI daemon's own statements."""
+    """The legacy tables, written and read with the KSI daemon's own statements: in one file, or
+    each in its own file as the daemon keeps them (`checkpoint.db`, `mcp_sessions.db`)."""
 
-    def __init__(self, database: pw.Database) -> None:  # always SQLite: the daemon's own database
-        self.database = database
+    def __init__(self, database: pw.Database, sessions_database: pw.Database | None = None) -> None:
+        self.database = database  # always SQLite: the daemon's own database (its checkpoints)
+        self.sessions_database = sessions_database or database
+
+    def db(self, table: LegacyTable) -> pw.Database:
+        """The file that holds this table."""
+        return self.sessions_database if table is MCP_SESSIONS else self.database
+
+    @property
+    def databases(self) -> list[pw.Database]:
+        return list(dict.fromkeys((self.database, self.sessions_database)))
+
+    @contextmanager
+    def write_transaction(self) -> Iterator[None]:
+        """Every file's write lock, so a write may change any table (the store's writes take turns
+        anyway; an untouched file's empty transaction writes nothing)."""
+        with ExitStack() as stack:
+            for database in self.databases:
+                stack.enter_context(engines.engine(database).write_transaction())
+            yield
 
     def schema(self) -> LegacySchema:
-        present = [table.name for table in LEGACY_TABLES if table.name not in self.missing()]
-        return read_legacy_schema(self.database.execute_sql, present)
+        """The tables' DDL and counters, both files' together (each file's encoding is its own; the
+        first file's is recorded, as `sources.LegacySources` requires them equal)."""
+        missing = self.missing()
+        parts = []
+        for database in self.databases:
+            present = [t.name for t in LEGACY_TABLES if t.name not in missing and self.db(t) is database]
+            parts.append(read_legacy_schema(database.execute_sql, present))
+        statements = [statement for part in parts for statement in part.statements]
+        sequences = {name: seq for part in parts for name, seq in part.sequences.items()}
+        tables = [name for part in parts for name in part.tables]
+        return LegacySchema(statements, sequences, parts[0].encoding, tables)
 
     def missing(self) -> list[str]:
-        cursor = self.database.execute_sql("SELECT name FROM sqlite_master WHERE type = 'table'")
-        names = {name for (name,) in cursor.fetchall()}
-        return [table.name for table in LEGACY_TABLES if table.name not in names]
+        missing = []
+        for table in LEGACY_TABLES:
+            cursor = self.db(table).execute_sql(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table.name,)
+            )
+            if cursor.fetchone() is None:
+                missing.append(table.name)
+        return missing
 
     def create(self) -> None:
         for table in LEGACY_TABLES:
-            self.database.execute_sql(table.ddl.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1))
+            self.db(table).execute_sql(table.ddl.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1))
 
     def insert_checkpoint(self, timestamp: str, data: str) -> LegacyChange:
         cursor = self.database.execute_sql(
@@ -85,23 +119,23 @@ class DaemonTables:
         )
         checkpoint_id = cursor.lastrowid
         kept = f"id NOT IN (SELECT id FROM checkpoints ORDER BY id DESC LIMIT {KEPT_CHECKPOINTS})"
-        pruned = self._rowids(f"SELECT id FROM checkpoints WHERE {kept}")
+        pruned = self._rowids(CHECKPOINTS, f"SELECT id FROM checkpoints WHERE {kept}")
         self.database.execute_sql(f"DELETE FROM checkpoints WHERE {kept}")
         counter = self.database.execute_sql("SELECT seq FROM sqlite_sequence WHERE name = 'checkpoints'").fetchone()
         row = self.row(CHECKPOINTS, checkpoint_id)
         return LegacyChange(checkpoints.KIND, str(checkpoint_id), row, pruned, counter[0] if counter else None)
 
     def put_session(self, session_key: str, data: str, last_seen: LegacyCell) -> LegacyChange:
-        replaced = self._rowids("SELECT rowid FROM mcp_sessions WHERE session_key = ?", (session_key,))
-        cursor = self.database.execute_sql(
+        replaced = self._rowids(MCP_SESSIONS, "SELECT rowid FROM mcp_sessions WHERE session_key = ?", (session_key,))
+        cursor = self.sessions_database.execute_sql(
             "INSERT OR REPLACE INTO mcp_sessions VALUES (?, ?, ?)", (session_key, data, last_seen)
         )
         # Read back rather than assume: the column affinities decide the stored types.
         return LegacyChange(sessions.KIND, session_key, self.row(MCP_SESSIONS, cursor.lastrowid), replaced)
 
     def delete_session(self, session_key: str) -> LegacyChange:
-        removed = self._rowids("SELECT rowid FROM mcp_sessions WHERE session_key = ?", (session_key,))
-        self.database.execute_sql("DELETE FROM mcp_sessions WHERE session_key = ?", (session_key,))
+        removed = self._rowids(MCP_SESSIONS, "SELECT rowid FROM mcp_sessions WHERE session_key = ?", (session_key,))
+        self.sessions_database.execute_sql("DELETE FROM mcp_sessions WHERE session_key = ?", (session_key,))
         return LegacyChange(sessions.KIND, session_key, None, removed)
 
     def update_checkpoint(self, checkpoint_id: int | None, data: str) -> LegacyChange | None:
@@ -129,15 +163,15 @@ class DaemonTables:
 
     def sessions_seen_after(self, cutoff: str) -> list[LegacyRow]:
         """The daemon's start-up load: `WHERE last_seen > ?`, SQLite's own comparison of the cells."""
-        cursor = self.database.execute_sql(
+        cursor = self.sessions_database.execute_sql(
             f"{_typed_select(MCP_SESSIONS)} WHERE last_seen > ? ORDER BY rowid", (cutoff,)
         )
         return [_typed_row(raw) for raw in cursor.fetchall()]
 
     def expire_sessions(self, cutoff: str) -> LegacyChange:
         """The daemon's expiry: `DELETE FROM mcp_sessions WHERE last_seen < ?`."""
-        removed = self._rowids("SELECT rowid FROM mcp_sessions WHERE last_seen < ?", (cutoff,))
-        self.database.execute_sql("DELETE FROM mcp_sessions WHERE last_seen < ?", (cutoff,))
+        removed = self._rowids(MCP_SESSIONS, "SELECT rowid FROM mcp_sessions WHERE last_seen < ?", (cutoff,))
+        self.sessions_database.execute_sql("DELETE FROM mcp_sessions WHERE last_seen < ?", (cutoff,))
         return LegacyChange(sessions.KIND, f"sessions seen before {cutoff}", None, removed)
 
     def row(self, table: LegacyTable, rowid: int) -> LegacyRow | None:
@@ -153,11 +187,11 @@ class DaemonTables:
         return self._first(MCP_SESSIONS, "session_key = ?", (session_key,))
 
     def _first(self, table: LegacyTable, where: str, params: tuple[Any, ...]) -> LegacyRow | None:
-        raw = self.database.execute_sql(f"{_typed_select(table)} WHERE {where} LIMIT 1", params).fetchone()
+        raw = self.db(table).execute_sql(f"{_typed_select(table)} WHERE {where} LIMIT 1", params).fetchone()
         return _typed_row(raw) if raw is not None else None
 
-    def _rowids(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[int, ...]:
-        return tuple(rowid for (rowid,) in self.database.execute_sql(sql, params).fetchall())
+    def _rowids(self, table: LegacyTable, sql: str, params: tuple[Any, ...] = ()) -> tuple[int, ...]:
+        return tuple(rowid for (rowid,) in self.db(table).execute_sql(sql, params).fetchall())
 
 
 def stored_form(table: LegacyTable, row: LegacyRow) -> LegacyRow:
@@ -175,32 +209,64 @@ def stored_form(table: LegacyTable, row: LegacyRow) -> LegacyRow:
 LEGACY_PRAGMAS = {"journal_mode": "wal", "synchronous": "normal"}
 
 
+LegacyFiles = str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]]
+"""The legacy tables' file, or a file per table as the daemon keeps them:
+`{"checkpoints": "checkpoint.db", "mcp_sessions": "mcp_sessions.db"}`."""
+
+
 def open_legacy_side(
-    target: str | os.PathLike[str], legacy: str | os.PathLike[str] | None, database: pw.Database
-) -> tuple[DaemonTables, Path]:
+    target: str | os.PathLike[str], legacy: LegacyFiles | None, database: pw.Database
+) -> tuple[DaemonTables, tuple[Path, ...]]:
+    """The legacy tables the store writes, and their files (one, or the daemon's two)."""
     if legacy is None and is_url(str(target)):
         beside = mask_url(str(target))
         raise LegacyUnavailable(f"the legacy tables need a SQLite file: pass legacy=PATH beside {beside}")
+    if isinstance(legacy, Mapping):
+        return _open_two_files(target, legacy, database)
     path = Path(legacy if legacy is not None else target)
     if not is_url(str(target)) and path.resolve() == Path(target).resolve():
         tables = DaemonTables(database)  # one file: both sides commit together
-    elif path.is_file():
-        # WAL, so that a reader (`verify`, `archive`, a catch-up, the gate) never holds the daemon's
-        # writes out: in rollback-journal mode a long read makes every save wait, then fail with
-        # "database is locked". The mode is kept by the file, as it is for the target.
-        tables = DaemonTables(pw.SqliteDatabase(path, pragmas=LEGACY_PRAGMAS))
     else:
+        tables = DaemonTables(_legacy_file(path))
+    _create_missing(tables, database, path)
+    return tables, (path,)
+
+
+def _legacy_file(path: Path) -> pw.Database:
+    if not path.is_file():
         raise SourceNotFound(f"legacy database not found: {path}")
+    # WAL, so that a reader (`verify`, `archive`, a catch-up, the gate) never holds the daemon's
+    # writes out: in rollback-journal mode a long read makes every save wait, then fail with
+    # "database is locked". The mode is kept by the file, as it is for the target.
+    return pw.SqliteDatabase(str(path), pragmas=LEGACY_PRAGMAS)
+
+
+def _open_two_files(
+    target: str | os.PathLike[str], legacy: Mapping[str, str | os.PathLike[str]], database: pw.Database
+) -> tuple[DaemonTables, tuple[Path, ...]]:
+    names = [table.name for table in LEGACY_TABLES]
+    if sorted(legacy) != sorted(names):
+        raise LegacyUnavailable(f"legacy= names a file for each of {', '.join(names)}, got {', '.join(legacy)}")
+    paths = {name: Path(legacy[name]) for name in names}
+    if not is_url(str(target)) and any(path.resolve() == Path(target).resolve() for path in paths.values()):
+        raise LegacyUnavailable("a legacy file of its own cannot be the target: pass legacy=None for one file")
+    checkpoints_file = _legacy_file(paths[CHECKPOINTS.name])
+    same = paths[CHECKPOINTS.name].resolve() == paths[MCP_SESSIONS.name].resolve()
+    tables = DaemonTables(checkpoints_file, None if same else _legacy_file(paths[MCP_SESSIONS.name]))
+    _create_missing(tables, database, " and ".join(str(path) for path in dict.fromkeys(paths.values())))
+    return tables, tuple(dict.fromkeys(paths.values()))
+
+
+def _create_missing(tables: DaemonTables, database: pw.Database, where: Path | str) -> None:
     missing = tables.missing()
     if missing:
-        _refuse_missing_legacy(database, path, missing)
+        _refuse_missing_legacy(database, where, missing)
         tables.create()
         if schema_version(database) is not None and load_legacy_schema(database) is None:
             save_legacy_schema(database, tables.schema())  # as the first catch-up would record it
-    return tables, path
 
 
-def _refuse_missing_legacy(database: pw.Database, path: Path, missing: list[str]) -> None:
+def _refuse_missing_legacy(database: pw.Database, path: Path | str, missing: list[str]) -> None:
     """New legacy tables are created only on a fresh start: next to migrated rows, an empty legacy
     table would be mirrored by the next catch-up, which would delete every relational row."""
     if schema_version(database) is None:

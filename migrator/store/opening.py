@@ -13,7 +13,7 @@ from migrator.store.common import (
     Mode,
 )
 from migrator.store.core import Store
-from migrator.store.legacy_side import open_legacy_side
+from migrator.store.legacy_side import LegacyFiles, open_legacy_side
 from migrator.target import (
     create_schema,
     open_target,
@@ -26,7 +26,7 @@ from migrator.target import (
 def open_store(
     target: str | os.PathLike[str],
     *,
-    legacy: str | os.PathLike[str] | None = None,
+    legacy: LegacyFiles | None = None,
     mode: str | Mode | None = None,
     read_only: bool = False,
     create: bool = False,
@@ -34,7 +34,9 @@ def open_store(
     """Open the store on TARGET (a SQLite file or a database URL).
 
     `legacy` is the SQLite file of the legacy tables; by default they live in TARGET itself,
-    beside the relational tables. `mode` defaults to $KSI_STORE_MODE, then `dual_write`.
+    beside the relational tables. The daemon's own layout, a file per table, is
+    `legacy={"checkpoints": "checkpoint.db", "mcp_sessions": "mcp_sessions.db"}`.
+    `mode` defaults to $KSI_STORE_MODE, then `dual_write`.
     `read_only` serves `relational_only` reads from a migrated target without writing anything,
     not even the schema version: the engine itself refuses writes, and so does the store.
     A SQLite file that does not exist is refused (a typo must not start an empty database)
@@ -49,11 +51,11 @@ def open_store(
             create_schema(database)
         if not chosen.writes_legacy:
             return Store(database, chosen)
-        legacy_tables, legacy_path = open_legacy_side(target, legacy, database)
+        legacy_tables, legacy_paths = open_legacy_side(target, legacy, database)
     except BaseException:
         database.close()
         raise
-    return Store(database, chosen, legacy_tables, legacy_path)
+    return Store(database, chosen, legacy_tables, legacy_paths)
 
 
 def _open_read_only(target: str | os.PathLike[str], mode: Mode) -> Store:

@@ -37,11 +37,14 @@ class ShadowMismatch:
 @dataclass
 class StoreReport:
     mode: str
+    shadow_reads: int = 0  # reads served in shadow mode, each one compared, skipped, or still in flight
     shadow_matches: int = 0
     shadow_mismatches: int = 0
     shadow_stale: int = 0  # differed, then agreed when both sides were read again: a write raced the read
     shadow_errors: int = 0  # the relational path raised; swallowed, the caller got the JSON
-    shadow_skipped: int = 0  # not compared, because the comparison backlog was full
+    shadow_skipped: int = 0  # not compared, because the comparison backlog was full (logged as a warning)
+    # compared / (compared + skipped): 1.0 when no read went uncompared; None before any was decided
+    shadow_compared_share: float | None = None
     fallbacks: int = 0  # `relational` reads the JSON answered, the relational side lacking the key
     unreadable_skipped: int = 0  # rows left out of a session listing, their data not a JSON object
     repaired: int = 0  # pending repairs found settled by a catch-up
@@ -93,4 +96,11 @@ class Ledger:
     def snapshot(self) -> StoreReport:
         with self._lock:
             report = self._report
-            return replace(report, pending_repairs=list(report.pending_repairs), mismatches=list(report.mismatches))
+            compared = report.shadow_matches + report.shadow_mismatches + report.shadow_stale + report.shadow_errors
+            decided = compared + report.shadow_skipped
+            return replace(
+                report,
+                pending_repairs=list(report.pending_repairs),
+                mismatches=list(report.mismatches),
+                shadow_compared_share=compared / decided if decided else None,
+            )

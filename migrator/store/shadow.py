@@ -90,6 +90,7 @@ class ShadowReads:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ksi-shadow")  # threads start on first use
         self._in_flight: set[Future[None]] = set()
         self._lock = threading.Lock()
+        self._skipping = 0  # reads skipped since the backlog was last below its limit
 
     def run(self, read: Read) -> Any:
         row = read.legacy()
@@ -97,10 +98,19 @@ class ShadowReads:
         return read.view(row)
 
     def _submit(self, read: Read, legacy_row: Any) -> None:
+        self._ledger.tally(shadow_reads=1)
         with self._lock:
             if len(self._in_flight) >= SHADOW_BACKLOG:
                 self._ledger.tally(shadow_skipped=1)
+                if not self._skipping:  # once a burst, not once a read
+                    logger.warning("shadow comparisons fall behind (%d waiting): reads go uncompared", SHADOW_BACKLOG)
+                self._skipping += 1
                 return
+            if self._skipping:
+                logger.warning(
+                    "shadow comparisons resumed; %d reads went uncompared (report().shadow_skipped)", self._skipping
+                )
+                self._skipping = 0
             # In the caller's context, so the comparison reads the same store's target (models.bound_to).
             future = self._pool.submit(contextvars.copy_context().run, self._compare, read, legacy_row)
             self._in_flight.add(future)

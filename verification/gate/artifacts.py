@@ -17,13 +17,14 @@ import subprocess
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
 import migrator
 from migrator import __version__
 from migrator.private import make_folder, write_new_text
+from migrator.sources import files_listing
 from verification.gate.checks import COUNTS_CHECKSUMS, PERFORMANCE, QUARANTINE
 from verification.gate.ledger import FAIL, PASS, SKIP, CheckVerdict
 from verification.gate.next_steps import Invocation, next_steps
@@ -38,8 +39,8 @@ PROBLEMS_SHOWN_IN_MARKDOWN = 8
 class RunFacts:
     """What the sign-off is about, besides the checks' own figures."""
 
-    snapshot: Path
-    snapshot_hashes: dict[str, str | None]  # taken when the session started
+    snapshots: tuple[Path, ...]  # one file, or the daemon's two
+    snapshot_hashes: dict[str, str | None]  # taken when the session started (`sources.files_hashes`)
     target: str | None  # None: a scratch SQLite target migrated from the snapshot, gone after the run
     migration: dict[str, Any] | None  # the scratch migration's BackfillReport
     thresholds: dict[str, float]
@@ -94,9 +95,10 @@ def signoff_document(facts: RunFacts, verdicts: list[CheckVerdict], now: datetim
             "local_changes": source.get("local_changes"),
         },
         "snapshot": {
-            "path": str(facts.snapshot),
+            "path": " + ".join(str(path) for path in facts.snapshots),
             "sha256": facts.snapshot_hashes["db"],
             "wal_sha256": facts.snapshot_hashes["wal"],
+            **({"files": files_listing(facts.snapshots)} if len(facts.snapshots) > 1 else {}),
         },
         "target": {"location": facts.target or "scratch", "scratch": facts.target is None},
         "migration": facts.migration,
@@ -227,7 +229,10 @@ def table_cell(text: str) -> str:
 
 # --- junit ---------------------------------------------------------------------------------------
 
-JUNIT_OUTCOMES = {PASS: "passed", SKIP: "skipped"}  # anything else, NOT RUN included, fails
+JUNIT_OUTCOMES: dict[str, Literal["passed", "skipped"]] = {
+    PASS: "passed",
+    SKIP: "skipped",
+}  # anything else, NOT RUN included, fails
 
 
 def verdict_reports(document: dict[str, Any]) -> list[pytest.TestReport]:
@@ -250,7 +255,7 @@ def check_failure_text(check: dict[str, Any]) -> str:
 
 def case_reports(nodeid: str, verdict: str, text: str) -> list[pytest.TestReport]:
     location = ("signoff", None, nodeid)
-    outcome = JUNIT_OUTCOMES.get(verdict, "failed")
+    outcome: Literal["passed", "failed", "skipped"] = JUNIT_OUTCOMES.get(verdict, "failed")
     longrepr: Any = None if outcome == "passed" else ("signoff", 0, text) if outcome == "skipped" else text
     return [
         pytest.TestReport(nodeid, location, {}, "passed", None, "setup"),

@@ -47,7 +47,7 @@ class Invocation:
     folder: Path
     python: str  # the interpreter that ran pytest, so the command finds the same packages
     args: tuple[str, ...]
-    snapshot: Path
+    snapshots: tuple[Path, ...]  # one file, or the daemon's two
     target: str | None  # None: a scratch target; a URL's password masked
     signoff_json: Path
     password_masked: bool = False  # the arguments held a password, now ***
@@ -66,7 +66,8 @@ class Invocation:
 
     def ksi_migrate(self, command: str, *extra: str) -> str:
         target = TARGET_PLACEHOLDER if self.target is None or is_url(self.target) else self.target
-        words = ["ksi-migrate", command, "--source", str(self.snapshot), "--target", target, *extra]
+        sources = [word for path in self.snapshots for word in ("--source", str(path))]
+        words = ["ksi-migrate", command, *sources, "--target", target, *extra]
         return shlex.join(words).replace(shlex.quote(TARGET_PLACEHOLDER), TARGET_PLACEHOLDER)
 
 
@@ -162,12 +163,14 @@ def steps_for_data(run: Invocation) -> list[str]:
 
 
 def steps_for_source(run: Invocation) -> list[str]:
-    copy = "snapshot-copy.db"
-    backup = shlex.join(["sqlite3", str(run.snapshot), f".backup {copy}"])
+    copies = {path: "snapshot-copy.db" if len(run.snapshots) == 1 else f"{path.stem}-copy.db" for path in run.snapshots}
+    backup = " && ".join(shlex.join(["sqlite3", str(path), f".backup {copy}"]) for path, copy in copies.items())
+    on_copies = without(run.whole_gate(), (SNAPSHOT_OPTION,), ())
+    on_copies += [word for copy in copies.values() for word in (SNAPSHOT_OPTION, copy)]
     return [
         "The snapshot's bytes changed during the run. The gate only reads it, so another process wrote "
         f"it: sign off a copy that nothing writes: `cd {shlex.quote(str(run.folder))} && {backup}`",
-        f"Then run the gate on the copy: `{run.command(replace_option(run.whole_gate(), SNAPSHOT_OPTION, copy))}`",
+        f"Then run the gate on the copy: `{run.command(on_copies)}`",
     ]
 
 

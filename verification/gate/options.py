@@ -28,12 +28,14 @@ ACCEPT_QUARANTINE_OPTION = "--ksi-accept-quarantine"
 MAX_CHECKPOINT_SAVE_OPTION = "--ksi-max-checkpoint-save-ms"
 MAX_SESSION_LOOKUP_OPTION = "--ksi-max-session-lookup-ms"
 SHARD_ROWS_OPTION = "--ksi-shard-rows"
+SHARD_BYTES_OPTION = "--ksi-shard-bytes"
 READ_SAMPLE_OPTION = "--ksi-read-sample"
 
 DEFAULT_SIGNOFF_DIR = "signoff"
 DEFAULT_MAX_CHECKPOINT_SAVE_MS = 100.0  # the plan's "checkpoint save < 100ms"
 DEFAULT_MAX_SESSION_LOOKUP_MS = 10.0  # the plan's "session lookup < 10ms"
 DEFAULT_SHARD_ROWS = 2000
+DEFAULT_SHARD_BYTES = 8 << 20  # about 1,700 sessions or 700 checkpoints of the benchmark's snapshots
 DEFAULT_READ_SAMPLE = 100_000  # reads a table through the store whole up to this size, else every n-th row
 
 ACCEPT_ENTRY_FIELDS = ("table", "key", "reason")
@@ -41,7 +43,7 @@ ACCEPT_ENTRY_FIELDS = ("table", "key", "reason")
 
 @dataclass(frozen=True)
 class GateOptions:
-    snapshot: Path
+    snapshots: tuple[Path, ...]  # one legacy file, or the daemon's two (checkpoint.db, mcp_sessions.db)
     target: str | None  # None: migrate the snapshot into a scratch target
     signoff_dir: Path
     accept_file: Path | None
@@ -50,7 +52,13 @@ class GateOptions:
     max_checkpoint_save_ms: float = DEFAULT_MAX_CHECKPOINT_SAVE_MS
     max_session_lookup_ms: float = DEFAULT_MAX_SESSION_LOOKUP_MS
     rows_per_shard: int = DEFAULT_SHARD_ROWS
+    bytes_per_shard: int = DEFAULT_SHARD_BYTES
     read_sample: int = DEFAULT_READ_SAMPLE
+
+    @property
+    def label(self) -> str:
+        """The snapshot's file, or its files joined with ` + `, as the gate's lines name it."""
+        return " + ".join(str(path) for path in self.snapshots)
 
 
 # --- declaring ---------------------------------------------------------------------------------
@@ -101,8 +109,10 @@ def add_gate_options(parser: pytest.Parser) -> None:
     group.addoption(
         SNAPSHOT_OPTION,
         type=existing_file,
+        action="append",
         metavar="LEGACY.db",
-        help="legacy snapshot to sign off; without it the gate collects nothing",
+        help="legacy snapshot to sign off, once per file for the daemon's two files (checkpoint.db and "
+        "mcp_sessions.db); without it the gate collects nothing",
     )
     group.addoption(
         TARGET_OPTION,
@@ -141,7 +151,16 @@ def add_gate_options(parser: pytest.Parser) -> None:
         type=positive_count,
         default=DEFAULT_SHARD_ROWS,
         metavar="N",
-        help="legacy rows per exactness shard, the unit spread over -n workers (default: %(default)s)",
+        help="at most this many legacy rows per exactness shard, the unit spread over -n workers "
+        "(default: %(default)s)",
+    )
+    group.addoption(
+        SHARD_BYTES_OPTION,
+        type=positive_count,
+        default=DEFAULT_SHARD_BYTES,
+        metavar="N",
+        help="what an exactness shard costs to check, in bytes: its rows' blobs, plus 4 KiB a row for the "
+        "work besides the blob (default: %(default)s)",
     )
     group.addoption(
         READ_SAMPLE_OPTION,
@@ -161,18 +180,18 @@ def read_gate_options(config: pytest.Config) -> GateOptions | None:
 
     The rules checked here involve more than one option, or a file's content.
     """
-    snapshot: Path | None = config.getoption(SNAPSHOT_OPTION)
+    snapshots: list[Path] | None = config.getoption(SNAPSHOT_OPTION)
     target: str | None = config.getoption(TARGET_OPTION)
     accept_file: Path | None = config.getoption(ACCEPT_QUARANTINE_OPTION)
-    if target is not None and snapshot is None:
+    if target is not None and not snapshots:
         raise pytest.UsageError(
             f"{TARGET_OPTION} needs {SNAPSHOT_OPTION}: the snapshot is what the target is checked against"
         )
-    if snapshot is None:
+    if not snapshots:
         return None
     accepted, accept_sha256 = read_accept_file(accept_file) if accept_file else ([], None)
     return GateOptions(
-        snapshot=snapshot,
+        snapshots=tuple(snapshots),
         target=target,
         signoff_dir=signoff_dir(config),
         accept_file=accept_file,
@@ -181,6 +200,7 @@ def read_gate_options(config: pytest.Config) -> GateOptions | None:
         max_checkpoint_save_ms=config.getoption(MAX_CHECKPOINT_SAVE_OPTION),
         max_session_lookup_ms=config.getoption(MAX_SESSION_LOOKUP_OPTION),
         rows_per_shard=config.getoption(SHARD_ROWS_OPTION),
+        bytes_per_shard=config.getoption(SHARD_BYTES_OPTION),
         read_sample=config.getoption(READ_SAMPLE_OPTION),
     )
 

@@ -9,6 +9,11 @@ newest five as the daemon did). Lookups only read: they run on the target itself
 opened read-only, so a large target is not copied for them. They are a large sample of real
 session keys spread over the snapshot, each `get_session` rebuilding the session's whole blob.
 
+A p99 means something only over enough samples: each check takes at least `MIN_SAMPLES` (200),
+drawing the snapshot's checkpoints and session keys again in turn as often as needed (the daemon
+keeps five checkpoints, so a real snapshot holds at most five), and records how many samples it
+took and from how many distinct rows. A check with fewer samples fails as insufficient.
+
 Each check warms up first (a few saves or lookups, not measured), then measures. A p99 over the
 limit is measured once more before the check fails, and both measurements are recorded: a busy
 moment on a shared machine should not be mistaken for a slow store.
@@ -30,15 +35,18 @@ import peewee as pw
 
 from migrator import engines
 from migrator.kinds import KINDS
-from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacySource, LegacyTable
+from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacyTable
 from migrator.models import ALL_MODELS, MigrationMeta, Quarantine
+from migrator.peewee_parts import sort_models
+from migrator.sources import Snapshot
 from migrator.store import Blob, Mode, Store, blob_of, open_store
 from migrator.target import create_schema, is_url, target_database
 from verification.gate.checks import PERFORMANCE, CheckResult, source_rows_between
 from verification.latency import latency_figures, percentile
 
 STORE_MODE = Mode.RELATIONAL_ONLY  # after cut-over: the relational rows alone serve the daemon
-CHECKPOINT_SAVE_SAMPLE = 200  # each save commits a transaction; 200 give a p99 that is not just the max
+MIN_SAMPLES = 200  # the p99 of 200 samples is the second slowest; of 5 (a real checkpoint table), the slowest
+CHECKPOINT_SAVE_SAMPLE = MIN_SAMPLES  # each save commits a transaction
 SESSION_LOOKUP_SAMPLE = 5000
 MAX_MISSES_SHOWN = 20
 
@@ -65,24 +73,40 @@ def measure_until_judged(measure: Callable[[], Measurement], limit_ms: float) ->
 
 
 def latency_result(
-    operation: str, measurements: list[Measurement], limit_ms: float, problems: list[str]
+    operation: str,
+    measurements: list[Measurement],
+    limit_ms: float,
+    problems: list[str],
+    *,
+    distinct: int | None = None,
+    min_samples: int = MIN_SAMPLES,
 ) -> CheckResult:
-    """The last measurement's p99 must be under the limit; a check that measured nothing has not shown that."""
+    """The last measurement's p99 must be under the limit, over at least `min_samples` samples; a
+    check that measured nothing, or too little for a p99 to mean anything, has not shown that.
+    `distinct`: how many different rows the samples were drawn from (each used again as needed)."""
     judged = measurements[-1]
     figures = {
         "operation": operation,
         **latency_figures(judged),
+        "min_samples": min_samples,
+        "distinct": distinct,
         "p99_limit_ms": limit_ms,
         "measurements": [latency_figures(durations) for durations in measurements],
     }
     name = operation.replace("_", " ")
     if not judged:
         problems = [*problems, f"no {name} could be measured: the snapshot holds no sample"]
+    elif len(judged) < min_samples:
+        problems = [
+            *problems,
+            f"{name}: insufficient samples, {len(judged)} measured where a p99 needs at least {min_samples}",
+        ]
     elif over_limit(judged, limit_ms):
         problems = [*problems, f"{name} p99 {figures['p99_ms']} ms is not under the {limit_ms} ms limit"]
     summary = (
         f"{name}: p50 {figures['p50_ms']} ms, p95 {figures['p95_ms']} ms, p99 {figures['p99_ms']} ms, "
-        f"max {figures['max_ms']} ms over {figures['samples']:,} samples (p99 limit {limit_ms} ms)"
+        f"max {figures['max_ms']} ms over {figures['samples']:,} samples"
+        f"{f' of {distinct:,} distinct rows' if distinct is not None else ''} (p99 limit {limit_ms} ms)"
     )
     if len(measurements) > 1:
         first = figures["measurements"][0]
@@ -92,7 +116,11 @@ def latency_result(
 
 # --- the stores --------------------------------------------------------------------------------
 
-SAVE_MODELS = (*(table.model for table in KINDS[CHECKPOINTS.name].tables), Quarantine, MigrationMeta)
+SAVE_MODELS: tuple[type[pw.Model], ...] = (
+    *(table.model for table in KINDS[CHECKPOINTS.name].tables),
+    Quarantine,
+    MigrationMeta,
+)
 """What a checkpoint save reads and writes: the checkpoint tables, quarantine (a save replaces a
 quarantined row of its id) and the schema version. Only these are copied for the saves."""
 
@@ -104,7 +132,7 @@ def copy_sqlite_tables(original: Path, copy: Path, models: Sequence[type[pw.Mode
     with closing(sqlite3.connect(copy)) as connection:
         connection.execute("ATTACH DATABASE ? AS original", (f"file:{quote(str(original.resolve()))}?mode=ro",))
         with connection:
-            for model in pw.sort_models(models):
+            for model in sort_models(models):
                 columns = ", ".join(f'"{field.column_name}"' for field in model._meta.sorted_fields)
                 table = model._meta.table_name
                 connection.execute(
@@ -143,7 +171,7 @@ def copy_tables(database: pw.Database, models: Sequence[type[pw.Model]], source:
     """Copy every row of these tables from one namespace to another of the same server; the
     destination tables must exist, with the same columns in the same order."""
     quoted = engines.engine(database).quoted
-    for model in pw.sort_models(models):
+    for model in sort_models(models):
         table = model._meta.table_name
         database.execute_sql(f"INSERT INTO {quoted(destination, table)} SELECT * FROM {quoted(source, table)}")
 
@@ -170,6 +198,14 @@ def reading_store(target: str) -> Iterator[Store]:
 # --- sampling the snapshot ---------------------------------------------------------------------
 
 
+def repeated(items: Sequence[Any], wanted: int) -> list[Any]:
+    """At least `wanted` items: the items in turn, each again as often as needed (a real checkpoint
+    table holds five rows; a p99 needs far more saves)."""
+    if not items:
+        return []
+    return [items[position % len(items)] for position in range(max(wanted, len(items)))]
+
+
 def every_nth(items: Iterable[Any], total: int, wanted: int) -> Iterator[Any]:
     """About `wanted` items spread evenly over `total`, so the sample covers the whole snapshot."""
     step = max(1, total // max(1, wanted))
@@ -183,11 +219,11 @@ def quarantined_rowids(database: pw.Database, table: LegacyTable) -> set[int]:
     return {rowid for (rowid,) in database.execute(query)}
 
 
-def readable_total(source: LegacySource, table: LegacyTable, quarantined: set[int]) -> int:
+def readable_total(source: Snapshot, table: LegacyTable, quarantined: set[int]) -> int:
     return (source.count(table) if table in source.tables else 0) - len(quarantined)
 
 
-def checkpoint_blobs(source: LegacySource, quarantined: set[int], wanted: int) -> list[Blob]:
+def checkpoint_blobs(source: Snapshot, quarantined: set[int], wanted: int) -> list[Blob]:
     """Real checkpoint blobs spread over the snapshot, parsed as the daemon holds them before a save.
 
     Quarantined rows are left out: the daemon never saves a checkpoint that is not a JSON object.
@@ -197,11 +233,11 @@ def checkpoint_blobs(source: LegacySource, quarantined: set[int], wanted: int) -
     return [blob_of(KINDS[CHECKPOINTS.name], row) for row in every_nth(rows, total, wanted)]
 
 
-def session_keys(source: LegacySource, quarantined: set[int], wanted: int) -> list[str]:
+def session_keys(source: Snapshot, quarantined: set[int], wanted: int) -> list[str]:
     """Real session keys spread over the snapshot, read without reading a blob."""
     if MCP_SESSIONS not in source.tables:
         return []
-    cursor = source.connection.execute('SELECT rowid, "session_key" FROM "mcp_sessions" ORDER BY rowid')
+    cursor = source.reader(MCP_SESSIONS).execute('SELECT rowid, "session_key" FROM "mcp_sessions" ORDER BY rowid')
     keys = (key for rowid, key in cursor if rowid not in quarantined and isinstance(key, str))
     return list(every_nth(keys, readable_total(source, MCP_SESSIONS, quarantined), wanted))
 
@@ -233,22 +269,24 @@ def time_session_lookups(store: Store, keys: list[str], misses: set[str]) -> Mea
     return durations
 
 
-def checkpoint_save_latency(source: LegacySource, target: str, limit_ms: float) -> CheckResult:
+def checkpoint_save_latency(source: Snapshot, target: str, limit_ms: float) -> CheckResult:
     with scratch_store(target, SAVE_MODELS) as store:
-        blobs = checkpoint_blobs(source, quarantined_rowids(store.database, CHECKPOINTS), CHECKPOINT_SAVE_SAMPLE)
+        distinct = checkpoint_blobs(source, quarantined_rowids(store.database, CHECKPOINTS), CHECKPOINT_SAVE_SAMPLE)
+        blobs = repeated(distinct, CHECKPOINT_SAVE_SAMPLE)
         time_checkpoint_saves(store, blobs[:WARM_UP_SAVES])
         measurements = measure_until_judged(lambda: time_checkpoint_saves(store, blobs), limit_ms)
-    return latency_result("checkpoint_save", measurements, limit_ms, [])
+    return latency_result("checkpoint_save", measurements, limit_ms, [], distinct=len(distinct))
 
 
-def session_lookup_latency(source: LegacySource, target: str, limit_ms: float) -> CheckResult:
+def session_lookup_latency(source: Snapshot, target: str, limit_ms: float) -> CheckResult:
     misses: set[str] = set()
     with reading_store(target) as store:
-        keys = session_keys(source, quarantined_rowids(store.database, MCP_SESSIONS), SESSION_LOOKUP_SAMPLE)
+        distinct = session_keys(source, quarantined_rowids(store.database, MCP_SESSIONS), SESSION_LOOKUP_SAMPLE)
+        keys = repeated(distinct, MIN_SAMPLES)
         time_session_lookups(store, keys[:WARM_UP_LOOKUPS], misses)
         measurements = measure_until_judged(lambda: time_session_lookups(store, keys, misses), limit_ms)
     missed = sorted(misses)
     problems = [f"session {key!r} was not found by its key" for key in missed[:MAX_MISSES_SHOWN]]
     if len(missed) > MAX_MISSES_SHOWN:
         problems.append(f"... and {len(missed) - MAX_MISSES_SHOWN:,} more keys not found")
-    return latency_result("session_lookup", measurements, limit_ms, problems)
+    return latency_result("session_lookup", measurements, limit_ms, problems, distinct=len(distinct))

@@ -24,7 +24,7 @@ import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -36,8 +36,10 @@ import pytest
 
 from migrator.backfill import backfill
 from migrator.errors import MigratorError
-from migrator.legacy import LegacySource, UnmappedColumns, snapshot_hashes
+from migrator.legacy import UnmappedColumns
+from migrator.parallel import default_jobs
 from migrator.redaction import mask_secrets, mask_url, secrets_of
+from migrator.sources import Snapshot, files_hashes, open_sources
 from migrator.store import Mode, Store, open_store
 from migrator.target import target_database
 from verification.gate.artifacts import (
@@ -85,21 +87,24 @@ class GateRun:
     @cached_property
     def shards(self) -> list[Shard]:
         # Every process plans the same shards from the same read-only file, as xdist requires.
-        with open_snapshot(self.options.snapshot) as source:
-            return plan_shards(source, self.options.rows_per_shard, self.options.read_sample)
+        with open_snapshot(self.options.snapshots) as source:
+            options = self.options
+            return plan_shards(source, options.rows_per_shard, options.read_sample, options.bytes_per_shard)
 
 
-def open_snapshot(path: Path) -> LegacySource:
+def open_snapshot(paths: Path | Sequence[Path]) -> Snapshot:
     """The snapshot as the gate reads it: a column the mapping does not carry is not refused here
     but reported, by its own check, so the sign-off names it."""
-    return LegacySource(path, unmapped=UnmappedColumns.REPORT)
+    return open_sources([paths] if isinstance(paths, Path) else paths, unmapped=UnmappedColumns.REPORT)
 
 
-def indexed_rowids(source: LegacySource, table: str) -> Iterator[int]:
+def indexed_rowids(source: Snapshot, table: str) -> Iterator[int]:
     """Every rowid of the table, from its rowid index, in increasing order (none: a table the snapshot lacks)."""
-    if table not in {held.name for held in source.tables}:
+    held = {legacy.name: legacy for legacy in source.tables}
+    if table not in held:
         return iter(())
-    return (rowid for (rowid,) in source.connection.execute(f'SELECT rowid FROM "{table}" ORDER BY rowid'))
+    cursor = source.reader(held[table]).execute(f'SELECT rowid FROM "{table}" ORDER BY rowid')
+    return (rowid for (rowid,) in cursor)
 
 
 RUN_KEY = pytest.StashKey[GateRun]()
@@ -135,11 +140,11 @@ def pytest_configure(config: pytest.Config) -> None:
         workerinput = config.workerinput  # type: ignore[attr-defined]
         config.stash[RUN_KEY] = GateRun(options, workerinput[WORKER_SOURCE_HASHES], workerinput[WORKER_TARGET])
         return
-    run = GateRun(options, snapshot_hashes(options.snapshot), target=options.target)  # before anything reads it
+    run = GateRun(options, files_hashes(options.snapshots), target=options.target)  # before anything reads it
     try:
         planned = run.shards
     except MigratorError as exc:
-        raise pytest.UsageError(f"{SNAPSHOT_OPTION} {options.snapshot}: {exc}") from exc
+        raise pytest.UsageError(f"{SNAPSHOT_OPTION} {options.label}: {exc}") from exc
     config.stash[RUN_KEY] = run
     config.pluginmanager.register(SignoffController(config, run, planned), CONTROLLER_PLUGIN)
 
@@ -206,8 +211,8 @@ def ksi_run(pytestconfig: pytest.Config) -> GateRun:
 
 
 @pytest.fixture(scope="session")
-def ksi_source(ksi_run: GateRun) -> Iterator[LegacySource]:
-    with open_snapshot(ksi_run.options.snapshot) as source:
+def ksi_source(ksi_run: GateRun) -> Iterator[Snapshot]:
+    with open_snapshot(ksi_run.options.snapshots) as source:
         yield source
 
 
@@ -290,10 +295,10 @@ class SignoffController:
     def migrate_into_scratch(self) -> None:
         self.run.scratch_dir = Path(tempfile.mkdtemp(prefix="ksi-gate-"))
         target = self.run.scratch_dir / "target.db"
-        self.say(f"migrating {self.run.options.snapshot} into a scratch target")
+        self.say(f"migrating {self.run.options.label} into a scratch target")
         try:
-            with LegacySource(self.run.options.snapshot) as source, target_database(target) as database:
-                report = backfill(source, database)
+            with open_sources(self.run.options.snapshots) as source, target_database(target) as database:
+                report = backfill(source, database, jobs=default_jobs())  # alone before the workers: every core
         except MigratorError as exc:  # every check that needs the target fails with this reason
             self.run.migration_error = f"the snapshot cannot be migrated: {exc}"
             self.say(self.run.migration_error)
@@ -306,7 +311,7 @@ class SignoffController:
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         target = mask_url(self.run.options.target or "a scratch SQLite target migrated from it")
         return [
-            f"ksi-gate: snapshot {self.run.options.snapshot} (sha256 {self.run.hashes_at_start['db']})",
+            f"ksi-gate: snapshot {self.run.options.label} (sha256 {self.run.hashes_at_start['db']})",
             f"ksi-gate: target {target}; {len(self.ledger.planned_shards)} shards; "
             f"sign-off in {self.run.options.signoff_dir}",
         ]
@@ -332,11 +337,11 @@ class SignoffController:
             return
         # The test compared the hashes while other workers may still have been reading: compare
         # once more now that every worker is done.
-        final = compare_source_hashes(self.run.options.snapshot, self.run.hashes_at_start)
+        final = compare_source_hashes(self.run.options.snapshots, self.run.hashes_at_start)
         self.ledger.note_result("compared again by the controller after every test", final)
         self.ledger.add_up_shards()
         try:
-            with open_snapshot(self.run.options.snapshot) as source:
+            with open_snapshot(self.run.options.snapshots) as source:
                 self.ledger.add_up_coverage(lambda table: indexed_rowids(source, table))
         except MigratorError as exc:  # the coverage check is left not run, which fails the sign-off
             self.say(f"the snapshot's rowid index cannot be read again to check coverage: {exc}")
@@ -366,13 +371,13 @@ class SignoffController:
             folder=self.config.invocation_params.dir,
             python=sys.executable,
             args=tuple(mask_secrets(argument, secrets) for argument in arguments),
-            snapshot=options.snapshot,
+            snapshots=options.snapshots,
             target=mask_url(options.target) if options.target else None,
             signoff_json=options.signoff_dir / JSON_NAME,
             password_masked=bool(secrets),
         )
         return RunFacts(
-            snapshot=options.snapshot,
+            snapshots=options.snapshots,
             snapshot_hashes=self.run.hashes_at_start,
             target=mask_url(options.target) if options.target else None,
             migration=self.run.migration,

@@ -13,7 +13,7 @@ import peewee as pw
 import pytest
 
 from migrator.kinds import KINDS
-from migrator.legacy import LegacySource
+from migrator.sources import Snapshot
 from migrator.store import Store
 from verification.gate.checks import (
     METADATA,
@@ -48,14 +48,14 @@ def require_passed(result: CheckResult) -> None:
 
 
 @pytest.mark.ksi_gate(SOURCE_COLUMNS)
-def test_source_columns_carried(ksi_source: LegacySource, ksi_record: Record) -> None:
+def test_source_columns_carried(ksi_source: Snapshot, ksi_record: Record) -> None:
     """Every column of the legacy tables is one the mapping carries: none is lost at cleanup."""
     result = ksi_record(check_source_columns(ksi_source))
     require_passed(result)
 
 
 @pytest.mark.ksi_gate(ROWS_EXACT)
-def test_rows_exact(ksi_shard: Shard, ksi_source: LegacySource, ksi_store: Store, ksi_record: Record) -> None:
+def test_rows_exact(ksi_shard: Shard, ksi_source: Snapshot, ksi_store: Store, ksi_record: Record) -> None:
     """Every legacy row of the shard is held exactly both ways: the target's rows are what the
     mapping makes of it (every column), the row rebuilt from them is the source's (values and
     storage types), and the store's read of it returns the source's value."""
@@ -64,7 +64,7 @@ def test_rows_exact(ksi_shard: Shard, ksi_source: LegacySource, ksi_store: Store
 
 
 @pytest.mark.ksi_gate(METADATA)
-def test_migration_metadata(ksi_source: LegacySource, ksi_target: pw.Database, ksi_record: Record) -> None:
+def test_migration_metadata(ksi_source: Snapshot, ksi_target: pw.Database, ksi_record: Record) -> None:
     """The legacy DDL, AUTOINCREMENT counters and encoding the target recorded are the source's."""
     result = ksi_record(check_metadata(ksi_source, ksi_target))
     require_passed(result)
@@ -97,7 +97,7 @@ def test_schema_complete(ksi_target: pw.Database, ksi_record: Record) -> None:
 
 
 @pytest.mark.ksi_gate(PERFORMANCE)
-def test_checkpoint_save_latency(ksi_run: GateRun, ksi_source: LegacySource, ksi_record: Record) -> None:
+def test_checkpoint_save_latency(ksi_run: GateRun, ksi_source: Snapshot, ksi_record: Record) -> None:
     """p99 of the daemon's save of the snapshot's real checkpoints, on a copy of the target, is under the limit."""
     limit = ksi_run.options.max_checkpoint_save_ms
     result = ksi_record(checkpoint_save_latency(ksi_source, target_of(ksi_run), limit))
@@ -105,7 +105,7 @@ def test_checkpoint_save_latency(ksi_run: GateRun, ksi_source: LegacySource, ksi
 
 
 @pytest.mark.ksi_gate(PERFORMANCE)
-def test_session_lookup_latency(ksi_run: GateRun, ksi_source: LegacySource, ksi_record: Record) -> None:
+def test_session_lookup_latency(ksi_run: GateRun, ksi_source: Snapshot, ksi_record: Record) -> None:
     """p99 of the daemon's lookup of real session keys, each rebuilt to its whole blob, is under the limit."""
     limit = ksi_run.options.max_session_lookup_ms
     result = ksi_record(session_lookup_latency(ksi_source, target_of(ksi_run), limit))
@@ -115,5 +115,5 @@ def test_session_lookup_latency(ksi_run: GateRun, ksi_source: LegacySource, ksi_
 @pytest.mark.ksi_gate(SOURCE_UNTOUCHED)
 def test_source_untouched(ksi_run: GateRun, ksi_record: Record) -> None:
     """The snapshot and its WAL file hash as they did when the session started (run last)."""
-    result = ksi_record(compare_source_hashes(ksi_run.options.snapshot, ksi_run.hashes_at_start))
+    result = ksi_record(compare_source_hashes(ksi_run.options.snapshots, ksi_run.hashes_at_start))
     require_passed(result)

@@ -1,0 +1,113 @@
+"""`migrate --jobs N`: blobs parsed in worker processes, the same target as one process writes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migrator import parallel
+from migrator.cli import main
+from migrator.fabricate import fabricate_snapshot
+from migrator.legacy import LegacySource
+from migrator.status import LAST_MIGRATE_KEY
+
+UNREADABLE = 12  # more than one lap of the catalogue's unreadable kinds, spread over both tables
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("parallel") / "legacy.db"
+    fabricate_snapshot(path, checkpoints=60, sessions=900, seed=18, unreadable=UNREADABLE)
+    return path
+
+
+def migrate(snapshot: Path, target: Path, *options: str) -> int:
+    return main(["migrate", "--source", str(snapshot), "--target", str(target), *options])
+
+
+def every_row(target: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table's rows in rowid order (the order they were written in), each cell as its
+    storage type and SQL literal, so that 1 and 1.0, or text and blob, never compare equal."""
+    with sqlite3.connect(target) as connection:
+        tables = [name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        contents = {}
+        for table in tables:
+            columns = [row[1] for row in connection.execute(f'PRAGMA table_info("{table}")')]
+            cells = ", ".join(f'typeof("{column}"), quote("{column}")' for column in columns)
+            rows = connection.execute(f'SELECT rowid, {cells} FROM "{table}" ORDER BY rowid').fetchall()
+            if table == "ksi_migration_meta":  # the last migrate's record says when it ran: it differs by design
+                rows = [row for row in rows if f"'{LAST_MIGRATE_KEY}'" not in row]
+            contents[table] = rows
+    return contents
+
+
+def test_two_workers_write_exactly_the_tables_one_process_writes(snapshot: Path, tmp_path: Path) -> None:
+    # Small batches, so that several are in flight at once and the order they come back in matters.
+    assert migrate(snapshot, tmp_path / "one.db", "--jobs", "1", "--batch-size", "37") == 0
+    assert migrate(snapshot, tmp_path / "two.db", "--jobs", "2", "--batch-size", "37") == 0
+    one, two = every_row(tmp_path / "one.db"), every_row(tmp_path / "two.db")
+    assert sorted(one) == sorted(two)
+    for table in one:
+        assert one[table] == two[table], f"{table} differs between --jobs 1 and --jobs 2"
+    assert len(one["mcp_session_tool"]) > 900  # the comparison saw real rows, not two empty targets
+
+
+def test_an_unreadable_row_is_quarantined_by_a_worker(snapshot: Path, tmp_path: Path) -> None:
+    target = tmp_path / "t.db"
+    assert migrate(snapshot, target, "--jobs", "2", "--batch-size", "50") == 0
+    with sqlite3.connect(target) as connection:
+        (quarantined,) = connection.execute("SELECT count(*) FROM ksi_quarantine").fetchone()
+    assert quarantined == UNREADABLE
+    assert main(["verify", "--source", str(snapshot), "--target", str(target)]) == 0
+
+
+def test_a_worker_that_dies_is_one_line_and_a_rerun_carries_on(
+    snapshot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    batches = LegacySource.batches
+
+    def killing_the_workers(self: LegacySource, *args: Any, **kwargs: Any) -> Iterator[list[Any]]:
+        for number, batch in enumerate(batches(self, *args, **kwargs)):
+            if number == 3:  # the first batches are with the workers by now
+                for worker in multiprocessing.active_children():
+                    os.kill(worker.pid, signal.SIGKILL)  # type: ignore[arg-type]
+            yield batch
+
+    monkeypatch.setattr(LegacySource, "batches", killing_the_workers)
+    target = tmp_path / "t.db"
+    assert migrate(snapshot, target, "--jobs", "2", "--batch-size", "20") == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1, error  # one line, no traceback
+    assert error.startswith("ksi-migrate: error: a worker process parsing checkpoints rows stopped unexpectedly")
+    monkeypatch.undo()
+    assert migrate(snapshot, target, "--jobs", "2") == 0
+    assert main(["verify", "--source", str(snapshot), "--target", str(target)]) == 0
+
+
+def test_one_job_and_a_catch_up_start_no_worker_process(
+    snapshot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "t.db"
+    assert migrate(snapshot, target, "--jobs", "2") == 0  # a fresh load: workers
+
+    def no_workers(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a worker process was started")
+
+    monkeypatch.setattr(parallel, "ProcessPoolExecutor", no_workers)
+    assert migrate(snapshot, tmp_path / "other.db", "--jobs", "1") == 0
+    assert migrate(snapshot, target, "--jobs", "2") == 0  # a catch-up maps what changed, here
+
+
+@pytest.mark.parametrize(("cores", "jobs"), [(1, 1), (2, 2), (16, parallel.MAX_DEFAULT_JOBS)])
+def test_jobs_default_to_the_cores_this_process_may_use_capped(
+    cores: int, jobs: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert parallel.default_jobs() == jobs
