@@ -348,12 +348,12 @@ class Store:
     @_on_its_target
     def sessions_for_agent(self, agent_id: str) -> dict[str, Blob]:
         """session key -> session blob, for every session of this agent."""
-        return self._relational.blobs(sessions.KIND, McpSession.agent_id == agent_id)
+        return self._relational.blobs_holding(sessions.KIND, McpSession.agent_id, "agent_id", agent_id)
 
     @_on_its_target
     def checkpoints_by_reason(self, reason: str) -> dict[int, Blob]:
         """checkpoint id -> checkpoint blob, for every checkpoint with this `reason`."""
-        return self._relational.blobs(checkpoints.KIND, Checkpoint.reason == reason)
+        return self._relational.blobs_holding(checkpoints.KIND, Checkpoint.reason, "reason", reason)
 
     @_on_its_target
     def tool_usage(self) -> dict[str, int]:

@@ -10,7 +10,7 @@ from typing import Any
 import peewee as pw
 
 from migrator import checkpoints, engines, sessions
-from migrator.codec import LegacyCell, decode_cell, parse_timestamp, stored_key
+from migrator.codec import LegacyCell, decode_cell, is_storable_text, parse_timestamp, stored_key
 from migrator.errors import InvalidCutoff, RebuildError
 from migrator.legacy import CHECKPOINTS, LEGACY_TABLES, MCP_SESSIONS, ROWID, LegacyRow, LegacyTable
 from migrator.legacy_copy import default_schema
@@ -67,6 +67,15 @@ class RelationalTables:
             matching = root.model.select(root.identity).where(where).order_by(root.identity)
             rows = [kind.from_rows(self._bundle(kind, rowid)) for (rowid,) in matching.tuples().iterator()]
         return {kind.legacy.key_of(row): blob_of(kind, row) for row in rows}
+
+    def blobs_holding(self, kind: BlobKind, column: pw.Field, key: str, value: str) -> dict[Any, Blob]:
+        """`blobs` whose top-level `key` is `value`, found through the indexed `column` that holds it.
+        A text no engine's text type can hold (NUL, a lone surrogate) stays in the row's JSON with
+        the column NULL (`codec.is_storable_text`): those rows are matched by their blobs."""
+        if is_storable_text(value):
+            return self.blobs(kind, column == value)
+        held_elsewhere = self.blobs(kind, column.is_null())
+        return {k: blob for k, blob in held_elsewhere.items() if isinstance(blob, dict) and blob.get(key) == value}
 
     def _bundle(self, kind: BlobKind, rowid: int) -> Bundle:
         bundle = read_bundle(self.database, kind, kind.root.identity, rowid)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +64,7 @@ class Sweep:
 
 
 def check_coverage(
-    table: str, indexed: Iterable[int], planned: Sequence[Shard], compared: dict[str, Sequence[int]]
+    table: str, indexed: Iterable[int], planned: Sequence[Shard], compared: Mapping[str, Sequence[int]]
 ) -> CheckResult:
     """Every rowid of the table's rowid index (`indexed`, in increasing order) against the rowids
     each shard that ran reported comparing (`compared`: shard id -> encoded runs)."""
@@ -97,7 +97,7 @@ def check_coverage(
     return CheckResult(ROWS_COVERED, not problems, summary, figures, problems.lines())
 
 
-def _sweep(indexed: Iterable[int], shards: Sequence[Shard], compared: dict[str, Sequence[int]]) -> Sweep:
+def _sweep(indexed: Iterable[int], shards: Sequence[Shard], compared: Mapping[str, Sequence[int]]) -> Sweep:
     """One pass over the index, beside every shard's runs sorted by their first rowid: the runs
     that hold a rowid are those started at or before it and not yet ended."""
     runs = heapq.merge(*(_runs_of(shard, encoded) for shard, encoded in compared.items()))
