@@ -154,7 +154,8 @@ def insert_sql(database: pw.Database, table: TableMap) -> str:
 
 def insert_rows(database: pw.Database, table: TableMap, rows: Sequence[Row]) -> None:
     if rows:
-        engines.engine(database).bulk_insert(insert_sql(database, table), rows)
+        with pw.__exception_wrapper__:  # the driver's errors as peewee's, as every other statement raises them
+            engines.engine(database).bulk_insert(insert_sql(database, table), rows, table.fields)
 
 
 def delete_identities(database: pw.Database, kind: BlobKind, rowids: Sequence[int]) -> None:
