@@ -2,6 +2,8 @@
 
     python -m benchmarks.child migrate|reference|verify SOURCE TARGET
 
+TARGET is a SQLite file, or for `migrate` and `verify` a server URL (`benchmarks/servers.py`).
+
 Prints one JSON line: {"seconds": ..., "max_rss_mb": ..., "rows": ...}.
 """
 
@@ -13,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from benchmarks.reference import reference_backfill
 from migrator.backfill import backfill
@@ -21,13 +24,13 @@ from migrator.target import target_database
 from migrator.verify import verify
 
 
-def run_migrate(source: Path, target: Path) -> int:
+def run_migrate(source: Path, target: Path | str) -> int:
     with LegacySource(source) as legacy, target_database(target) as database:
         report = backfill(legacy, database)
     return sum(t.source_rows for t in report.tables)
 
 
-def run_verify(source: Path, target: Path) -> int:
+def run_verify(source: Path, target: Path | str) -> int:
     with LegacySource(source) as legacy, target_database(target, must_exist=True) as database:
         report = verify(legacy, database)
     if not report.ok:
@@ -35,7 +38,7 @@ def run_verify(source: Path, target: Path) -> int:
     return sum(t.source_rows for t in report.tables)
 
 
-OPERATIONS: dict[str, Callable[[Path, Path], int]] = {
+OPERATIONS: dict[str, Callable[[Path, Any], int]] = {
     "migrate": run_migrate,
     "reference": reference_backfill,
     "verify": run_verify,
@@ -45,7 +48,7 @@ OPERATIONS: dict[str, Callable[[Path, Path], int]] = {
 def main(argv: list[str]) -> None:
     operation, source, target = argv
     started = time.perf_counter()
-    rows = OPERATIONS[operation](Path(source), Path(target))
+    rows = OPERATIONS[operation](Path(source), target if "://" in target else Path(target))
     seconds = time.perf_counter() - started
     print(json.dumps({"seconds": seconds, "max_rss_mb": peak_rss_mb(), "rows": rows}))
 

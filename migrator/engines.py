@@ -32,7 +32,6 @@ connecting), in the manner of `playhouse.migrate.SchemaMigrator.from_database`:
 from __future__ import annotations
 
 import io
-import logging
 import re
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -56,8 +55,6 @@ try:  # the driver of PostgreSQL targets; absent when only SQLite or MySQL targe
     from psycopg2.extras import execute_values
 except ImportError:  # pragma: no cover - depends on the installed extras
     execute_values = None
-
-logger = logging.getLogger(__name__)
 
 SQLITE, POSTGRESQL, MYSQL = "sqlite", "postgresql", "mysql"
 
@@ -314,10 +311,7 @@ class MySQLEngine(Engine):
         "charset": "utf8mb4",
         "sql_mode": "TRADITIONAL",  # strict for every table, no zero dates, no engine substitution
         "field_types": {"TEXT": "LONGTEXT", "DATETIME": "DATETIME(6)"},
-        # The capability LOAD DATA LOCAL needs, announced when connecting. pymysql still refuses a
-        # server's request for a file unless its `_local_infile` is on, and only `_load_data` turns
-        # it on, for the one statement that names its own file (a server may ask for any path).
-        "client_flag": LOCAL_FILES,
+        "client_flag": LOCAL_FILES,  # what LOAD DATA LOCAL needs; `loading.load_data` says why it is safe
     }
     read_only_options: ClassVar[dict[str, str]] = {"init_command": "SET SESSION TRANSACTION READ ONLY"}
     namespace_keyword = "DATABASE"
@@ -367,20 +361,14 @@ class MySQLEngine(Engine):
             self.database.cursor().executemany(sql, rows)
 
     def _loads_local_files(self) -> bool:
-        """Whether LOAD DATA LOCAL can be used: through pymysql, on a server that allows it (asked once)."""
-        if self._local_files is None:
-            driver = type(self.database.connection()).__module__
-            self._local_files = driver.startswith("pymysql") and self._server_allows_local_files()
-            if not self._local_files:
-                logger.warning(
-                    "this MySQL server does not allow LOAD DATA LOCAL INFILE (local_infile is OFF), so empty "
-                    "tables are loaded with multi-row INSERTs, which is slower; `SET GLOBAL local_infile = 1` "
-                    "on the server enables the fast path"
-                )
+        if self._local_files is None:  # asked once per database
+            self._local_files = loading.local_files_allowed(self.database)
         return self._local_files
 
-    def _server_allows_local_files(self) -> bool:
-        return bool(self.database.execute_sql("SELECT @@GLOBAL.local_infile").fetchone()[0])
+    def _build_indexes(self, indexes: Sequence[pw.ModelIndex]) -> None:
+        for model in dict.fromkeys(index._model for index in indexes):  # one ALTER a table, in order
+            adapted = [self.index(index) for index in indexes if index._model is model]
+            loading.add_indexes(self.database, self.quoted(model._meta.table_name), adapted)
 
     def group_key(self, text: pw.Field) -> pw.Node:
         # MySQL compares only the first `max_sort_length` bytes of TEXT when it groups.

@@ -30,6 +30,7 @@ Exactness rests on three rules, held by `tests/test_native_bulk.py` for every va
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
@@ -41,6 +42,8 @@ from typing import Any
 import peewee as pw
 
 from migrator.errors import DuplicateKeys
+
+logger = logging.getLogger(__name__)
 
 
 class EmptyTableLoads:
@@ -104,18 +107,25 @@ class EmptyTableLoads:
     def _build_indexes(self, indexes: Sequence[pw.ModelIndex]) -> None:
         with self._index_build():
             for index in indexes:
-                try:
+                with _duplicates_named(index._name):
                     self.database.execute(self.index(index))
-                except pw.IntegrityError as exc:
-                    raise DuplicateKeys(
-                        f"{index._name}: the snapshot holds two rows with the same key, so the unique index "
-                        f"cannot be built ({exc}); the rest of the target is complete"
-                    ) from exc
 
     @contextmanager
     def _index_build(self) -> Iterator[None]:
         """Settings for building indexes, restored afterwards."""
         yield
+
+
+@contextmanager
+def _duplicates_named(index_name: str) -> Iterator[None]:
+    """A unique index the rows break, as `DuplicateKeys` naming it."""
+    try:
+        yield
+    except pw.IntegrityError as exc:
+        raise DuplicateKeys(
+            f"{index_name}: the snapshot holds two rows with the same key, so the unique index "
+            f"cannot be built ({exc}); the rest of the target is complete"
+        ) from exc
 
 
 # --- the text formats of COPY and LOAD DATA ------------------------------------------------------
@@ -204,3 +214,37 @@ def load_data(database: pw.Database, table: str, columns: Sequence[str], rows: S
         error = pw.IntegrityError if any(code == DUPLICATE_KEY for _, code, _ in problems) else pw.DataError
         said = "; ".join(f"{code} {message}" for _, code, message in problems)
         raise error(f"LOAD DATA into {table} loaded {loaded} of {len(rows)} rows: {said}")
+
+
+def local_files_allowed(database: pw.Database) -> bool:
+    """Whether LOAD DATA LOCAL can be used: through pymysql, on a server that allows it. When the
+    server does not (`local_infile` OFF), the load falls back to multi-row INSERTs and says so."""
+    driver = type(database.connection()).__module__
+    allowed = driver.startswith("pymysql") and server_allows_local_files(database)
+    if not allowed:
+        logger.warning(
+            "this MySQL server does not allow LOAD DATA LOCAL INFILE (local_infile is OFF), so empty tables "
+            "are loaded with multi-row INSERTs, which is slower; `SET GLOBAL local_infile = 1` on the server "
+            "enables the fast path"
+        )
+    return allowed
+
+
+def server_allows_local_files(database: pw.Database) -> bool:
+    return bool(database.execute_sql("SELECT @@GLOBAL.local_infile").fetchone()[0])
+
+
+def add_indexes(database: pw.Database, table: str, indexes: Sequence[pw.ModelIndex]) -> None:
+    """MySQL: these indexes of one table in one ALTER TABLE, which reads the table once for all of
+    them (a CREATE INDEX each reads it once each). A table has one unique index at most."""
+    if not indexes:
+        return
+    clauses = []
+    for index in indexes:
+        sql, _ = database.get_sql_context().sql(index.safe(False)).query()
+        _, _, columns = sql.partition(f" ON {table} ")  # `CREATE INDEX name ON table (columns)`: the columns
+        name, _ = database.get_sql_context().sql(pw.Entity(index._name)).query()
+        clauses.append(f"ADD {'UNIQUE ' if index._unique else ''}INDEX {name} {columns}")
+    unique = [index._name for index in indexes if index._unique]
+    with _duplicates_named(", ".join(unique) or table):
+        database.execute_sql(f"ALTER TABLE {table} {', '.join(clauses)}")

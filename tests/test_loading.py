@@ -181,7 +181,7 @@ def test_mysql_without_local_infile_loads_with_inserts_and_says_so(
     engine_registry: Any, snapshot_factory: SnapshotFactory, monkeypatch: pytest.MonkeyPatch, caplog: Any
 ) -> None:
     """A server with local_infile OFF refuses LOAD DATA LOCAL: the load falls back, with a warning."""
-    monkeypatch.setattr(engines.MySQLEngine, "_server_allows_local_files", lambda self: False)
+    monkeypatch.setattr(loading, "server_allows_local_files", lambda database: False)
     loaded = spy_on_native_loads(monkeypatch)
     source = snapshot_factory([checkpoint_row(1, {"reason": "\\"})], [session_row(1, "k", {"tools": ["\t"]})])
     with engine_registry.targets(engines.MYSQL).fresh() as target, caplog.at_level(logging.WARNING):
