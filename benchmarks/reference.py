@@ -66,7 +66,7 @@ def _session_rows(rowid: int, key: str, data: str, last_seen: Any) -> tuple[tupl
         None,
         None,
     )
-    tools = []
+    tools: list[tuple[Any, ...]] = []
     for position, tool in enumerate(get("tools") or ()):
         if isinstance(tool, str):
             tools.append((rowid, position, "name", tool, None, None, None, None, None))

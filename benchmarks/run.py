@@ -113,7 +113,7 @@ def compare_backfills(source: Path, work: Path, repeats: int) -> dict[str, Any]:
         seconds = statistics.median(s["seconds"] for s in samples)
         return {"seconds": seconds, "rows_per_s": rows / seconds, "max_rss_mb": max(s["max_rss_mb"] for s in samples)}
 
-    result = {name: summary(samples) for name, samples in (*runs.items(), ("verify", verify_runs))}
+    result: dict[str, Any] = {name: summary(samples) for name, samples in (*runs.items(), ("verify", verify_runs))}
     result["rows"] = rows
     result["backfill_vs_reference"] = result["migrate"]["seconds"] / result["reference"]["seconds"]
     result["verify_vs_backfill_throughput"] = result["verify"]["rows_per_s"] / result["migrate"]["rows_per_s"]
@@ -354,9 +354,10 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
     verdicts = results["verdicts"]
     verdict_rows = -(-len(verdicts) // VERDICTS_PER_ROW)
     figure = plt.figure(figsize=(20 if results.get("servers") else 15, 4.6 + 2.6 * verdict_rows), layout="constrained")
-    top, bottom = figure.subfigures(2, 1, height_ratios=[4.6, 2.6 * verdict_rows])
+    halves: Any = figure.subfigures(2, 1, height_ratios=[4.6, 2.6 * verdict_rows])
+    top, bottom = halves
     with_servers = bool(results.get("servers"))
-    panels = top.subplots(1, 4 if with_servers else 3, width_ratios=[1, 1, 1.6, 1.4][: 4 if with_servers else 3])
+    panels: Any = top.subplots(1, 4 if with_servers else 3, width_ratios=[1, 1, 1.6, 1.4][: 4 if with_servers else 3])
     lookup, save, throughput = panels[:3]
     draw_latency(lookup, results["lookup"], BAR["lookup_p99_ms"], "store.get_session (relational_only)")
     draw_latency(save, results["save"], BAR["save_p99_ms"], "store.save_checkpoint (dual_write)")

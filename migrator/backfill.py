@@ -127,7 +127,7 @@ def _reconnect(database: pw.Database) -> None:
     try:
         database.close()
     except Exception:  # noqa: BLE001 - a dead connection, or a transaction left open on it
-        database._state.reset()  # peewee's own way to forget a connection
+        database._state.reset()  # type: ignore[attr-defined]  # peewee's own way to forget a connection
     database.connect(reuse_if_open=True)
 
 
@@ -238,7 +238,7 @@ def _target_rowids(kind: BlobKind, batch_size: int) -> Iterator[list[int]]:
                 query = query.where(where)
             if after is not None:
                 query = query.where(column > after)
-            rowids = [rowid for (rowid,) in query.tuples()]
+            rowids = [rowid for (rowid,) in query.tuples().iterator()]
             if not rowids:
                 break
             yield rowids
@@ -278,11 +278,13 @@ def _known_digests(kind: BlobKind, low: int, high: int) -> dict[int, str]:
         for rowid, digest in root.select(kind.root.identity, root.source_digest)
         .where(kind.root.identity.between(low, high))
         .tuples()
+        .iterator()
     }
     quarantined = (
         Quarantine.select(Quarantine.source_rowid, Quarantine.source_digest)
         .where((Quarantine.legacy_table == kind.legacy.name) & Quarantine.source_rowid.between(low, high))
         .tuples()
+        .iterator()
     )
     known.update(dict(quarantined))
     return known

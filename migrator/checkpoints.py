@@ -10,8 +10,10 @@ split by `migrator.records`, so key order, off-type values and unknown keys all 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import groupby
 from operator import itemgetter
+from typing import Any
 
 from migrator.codec import (
     UnreadableBlob,
@@ -143,7 +145,7 @@ def to_rows(row: LegacyRow, digest: str) -> Bundle:
     return [checkpoint], queues, items, requests
 
 
-NO_QUEUE_RECORD = (None,) * QUEUE.width  # an old list queue has no object to split
+NO_QUEUE_RECORD: Sequence[Any] = (None,) * QUEUE.width  # an old list queue has no object to split
 
 
 def _queue_rows(checkpoint_id: int, session_queues: dict) -> tuple[list[Row], list[Row]]:

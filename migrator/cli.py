@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -418,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_INTERNAL
 
 
-def _report(args: argparse.Namespace, exc: BaseException, message: str, status: int, secrets: list[str]) -> int:
+def _report(args: argparse.Namespace, exc: BaseException, message: str, status: int, secrets: Collection[str]) -> int:
     """One line on stderr (and the traceback before it with -v), passwords masked."""
     if args.verbose:
         print(mask_secrets("".join(traceback.format_exception(exc)), secrets), end="", file=sys.stderr)

@@ -21,7 +21,7 @@ import hashlib
 import json
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -59,7 +59,7 @@ class DupDict(dict):
     def values(self) -> list[JSONValue]:  # type: ignore[override]
         return [value for _, value in self.pairs]
 
-    def __iter__(self):  # type: ignore[override]
+    def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
 
     def __len__(self) -> int:
@@ -324,7 +324,7 @@ def decode_cell(tag: str | None, text: str | None) -> LegacyCell:
     if tag is TEXT_TAG:
         return text
     assert text is not None or tag == "null"
-    decoders = {
+    decoders: dict[str, Callable[[Any], Any]] = {
         "text-json": json.loads,
         "text-bytes": lambda t: InvalidText(bytes.fromhex(t)),
         "blob": bytes.fromhex,

@@ -92,7 +92,7 @@ def run_legacy_ddl(connection: sqlite3.Connection, statements: Iterable[str]) ->
             table = _run_one(connection, statement)
         except _Refused as problem:
             raise SchemaRefused(f"statements[{position}] {_shown(statement)}: {problem}") from None
-        groups.setdefault(table, []).append(statement)  # type: ignore[arg-type]
+        groups.setdefault(table, []).append(statement)
     return groups
 
 

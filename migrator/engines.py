@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 from urllib.parse import parse_qsl, quote, urlencode, urlparse, urlunparse
 from weakref import WeakKeyDictionary
 
@@ -50,6 +50,7 @@ from playhouse.db_url import schemes
 from migrator import loading
 from migrator.errors import UnsupportedEngine
 from migrator.loading import EmptyTableLoads
+from migrator.peewee_parts import IndexParts, sort_models
 
 try:  # the driver of PostgreSQL targets; absent when only SQLite or MySQL targets are used
     from psycopg2.extras import execute_values
@@ -110,16 +111,17 @@ class Engine(EmptyTableLoads):
     # --- the schema
 
     def create_table_statement(self, model: type[pw.Model]) -> pw.Context:
-        return model._schema._create_table(safe=True)
+        return model._schema._create_table(safe=True)  # type: ignore[attr-defined]  # peewee's, not in its stubs
 
     def index(self, index: pw.ModelIndex) -> pw.ModelIndex:
         """A model's index as this engine can hold it, with the same columns and uniqueness."""
         return index
 
     def _text_columns_of(self, index: pw.ModelIndex) -> list[pw.Field]:
-        text_columns = [e for e in index._expressions if isinstance(e, pw.TextField)]
-        if text_columns and index._unique:  # a key column has a digest column for that (codec.key_digest)
-            raise TypeError(f"{index._name}: a unique index over unbounded text cannot be exact on {self.name}")
+        parts = IndexParts.of(index)
+        text_columns: list[pw.Field] = [e for e in parts.expressions if isinstance(e, pw.TextField)]
+        if text_columns and parts.unique:  # a key column has a digest column for that (codec.key_digest)
+            raise TypeError(f"{parts.name}: a unique index over unbounded text cannot be exact on {self.name}")
         return text_columns
 
     @contextmanager
@@ -210,7 +212,7 @@ class SQLiteEngine(Engine):
         return self.database.atomic("IMMEDIATE")
 
     def _drop_index(self, index: pw.ModelIndex) -> None:
-        self.database.execute_sql(f"DROP INDEX IF EXISTS {self.quoted(index._name)}")
+        self.database.execute_sql(f"DROP INDEX IF EXISTS {self.quoted(IndexParts.of(index).name)}")
 
     @contextmanager
     def _index_build(self) -> Iterator[None]:
@@ -224,12 +226,13 @@ class SQLiteEngine(Engine):
 
     @contextmanager
     def _cache_size(self, kib: int) -> Iterator[None]:
-        previous = self.database.cache_size
-        self.database.cache_size = -kib  # negative: KiB rather than pages
+        database = cast(pw.SqliteDatabase, self.database)
+        previous = database.cache_size
+        database.cache_size = -kib  # negative: KiB rather than pages
         try:
             yield
         finally:
-            self.database.cache_size = previous
+            database.cache_size = previous
 
     def stored_value_adapters(self, fields: Sequence[pw.Field]) -> list[Adapter | None]:
         # SQLite keeps datetimes as text and booleans as 0/1.
@@ -261,9 +264,10 @@ class PostgreSQLEngine(Engine):
     def index(self, index: pw.ModelIndex) -> pw.ModelIndex:
         if not self._text_columns_of(index):
             return index
-        if len(index._expressions) > 1:
-            raise TypeError(f"{index._name}: PostgreSQL hash indexes cover one column")
-        return pw.ModelIndex(index._model, index._expressions, using="hash", name=index._name)
+        parts = IndexParts.of(index)
+        if len(parts.expressions) > 1:
+            raise TypeError(f"{parts.name}: PostgreSQL hash indexes cover one column")
+        return pw.ModelIndex(parts.model, parts.expressions, using="hash", name=parts.name)
 
     def bulk_insert(self, sql: str, rows: Sequence[tuple[Any, ...]], fields: Sequence[pw.Field] = ()) -> None:
         cursor = self.database.cursor()
@@ -344,15 +348,18 @@ class MySQLEngine(Engine):
     def index(self, index: pw.ModelIndex) -> pw.ModelIndex:
         if not self._text_columns_of(index):
             return index
+        parts = IndexParts.of(index)
         expressions = [
             pw.NodeList((e, pw.SQL(f"({TEXT_INDEX_PREFIX})")), glue="") if isinstance(e, pw.TextField) else e
-            for e in index._expressions
+            for e in parts.expressions
         ]
-        return pw.ModelIndex(index._model, expressions, name=index._name)
+        return pw.ModelIndex(parts.model, expressions, name=parts.name)
 
     def _drop_index(self, index: pw.ModelIndex) -> None:
-        table = index._model._meta.table_name
-        self.database.execute_sql(f"DROP INDEX {self.quoted(index._name)} ON {self.quoted(table)}")
+        parts = IndexParts.of(index)
+        self.database.execute_sql(
+            f"DROP INDEX {self.quoted(parts.name)} ON {self.quoted(parts.model._meta.table_name)}"
+        )
 
     def bulk_insert(self, sql: str, rows: Sequence[tuple[Any, ...]], fields: Sequence[pw.Field] = ()) -> None:
         if fields and self.loading_empty(fields[0].model) and self._loads_local_files():
@@ -366,8 +373,8 @@ class MySQLEngine(Engine):
         return self._local_files
 
     def _build_indexes(self, indexes: Sequence[pw.ModelIndex]) -> None:
-        for model in dict.fromkeys(index._model for index in indexes):  # one ALTER a table, in order
-            adapted = [self.index(index) for index in indexes if index._model is model]
+        for model in dict.fromkeys(IndexParts.of(index).model for index in indexes):  # one ALTER a table, in order
+            adapted = [self.index(index) for index in indexes if IndexParts.of(index).model is model]
             loading.add_indexes(self.database, self.quoted(model._meta.table_name), adapted)
 
     def group_key(self, text: pw.Field) -> pw.Node:
@@ -429,7 +436,7 @@ def create_tables(database: pw.Database, models: Sequence[type[pw.Model]]) -> No
     are only created together with their table.
     """
     chosen = engine(database)
-    for model in pw.sort_models(models):
+    for model in sort_models(models):
         if database.table_exists(model._meta.table_name):
             continue
         database.execute(chosen.create_table_statement(model))

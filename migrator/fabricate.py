@@ -310,9 +310,9 @@ def _readable_checkpoint(
 ) -> _Row:
     blob = fake_checkpoint_blob(fake, rng, when=moment)
     data = encoder.encode(blob, plan.json_format.get(ordinal))
-    column: str | bytes = _checkpoint_column(rng, blob.get("timestamp"), moment)
-    if plan.cell_variant.get(ordinal) == "timestamp_blob":
-        column = column.encode("utf-8")
+    text = _checkpoint_column(rng, blob.get("timestamp"), moment)
+    timestamp_blob = plan.cell_variant.get(ordinal) == "timestamp_blob"
+    column: str | bytes = text.encode("utf-8") if timestamp_blob else text
     return _Row((row_id, column, data))
 
 

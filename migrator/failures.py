@@ -71,7 +71,7 @@ def explain(exc: BaseException) -> str | None:
     """
     accounts = [account for account in map(_explain_one, _chain(exc)) if account is not None]
     specific = [account for account in accounts if not account.startswith(GENERIC)]
-    return (specific or accounts or [None])[0]
+    return next(iter(specific or accounts), None)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

@@ -42,6 +42,7 @@ from typing import Any
 import peewee as pw
 
 from migrator.errors import DuplicateKeys
+from migrator.peewee_parts import IndexParts, sort_models
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +65,10 @@ class EmptyTableLoads:
 
     def ensure_indexes(self, models: Sequence[type[pw.Model]]) -> None:
         """Create any index of these tables that a stopped load left unbuilt."""
-        for model in pw.sort_models(models):
+        for model in sort_models(models):
             if self.database.table_exists(model._meta.table_name):
                 present = self._index_names(model)
-                self._build_indexes([i for i in model._meta.fields_to_index() if i._name not in present])
+                self._build_indexes([i for i in model._meta.fields_to_index() if IndexParts.of(i).name not in present])
 
     def _index_names(self, model: type[pw.Model]) -> set[str]:
         return {index.name for index in self.database.get_indexes(model._meta.table_name)}
@@ -88,7 +89,7 @@ class EmptyTableLoads:
         for model in models:
             present = self._index_names(model)
             for index in model._meta.fields_to_index():
-                if index._name in present:
+                if IndexParts.of(index).name in present:
                     self._drop_index(index)
         self._loading.tables = {model._meta.table_name for model in models}
         try:
@@ -102,12 +103,12 @@ class EmptyTableLoads:
         return model._meta.table_name in getattr(self._loading, "tables", ())
 
     def _drop_index(self, index: pw.ModelIndex) -> None:
-        self.database.execute_sql(f"DROP INDEX {self.quoted(index._name)}")
+        self.database.execute_sql(f"DROP INDEX {self.quoted(IndexParts.of(index).name)}")
 
     def _build_indexes(self, indexes: Sequence[pw.ModelIndex]) -> None:
         with self._index_build():
             for index in indexes:
-                with _duplicates_named(index._name):
+                with _duplicates_named(IndexParts.of(index).name):
                     self.database.execute(self.index(index))
 
     @contextmanager
@@ -240,11 +241,11 @@ def add_indexes(database: pw.Database, table: str, indexes: Sequence[pw.ModelInd
     if not indexes:
         return
     clauses = []
-    for index in indexes:
+    for index, parts in ((index, IndexParts.of(index)) for index in indexes):
         sql, _ = database.get_sql_context().sql(index.safe(False)).query()
         _, _, columns = sql.partition(f" ON {table} ")  # `CREATE INDEX name ON table (columns)`: the columns
-        name, _ = database.get_sql_context().sql(pw.Entity(index._name)).query()
-        clauses.append(f"ADD {'UNIQUE ' if index._unique else ''}INDEX {name} {columns}")
-    unique = [index._name for index in indexes if index._unique]
+        name, _ = database.get_sql_context().sql(pw.Entity(parts.name)).query()
+        clauses.append(f"ADD {'UNIQUE ' if parts.unique else ''}INDEX {name} {columns}")
+    unique = [parts.name for parts in map(IndexParts.of, indexes) if parts.unique]
     with _duplicates_named(", ".join(unique) or table):
         database.execute_sql(f"ALTER TABLE {table} {', '.join(clauses)}")

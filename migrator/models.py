@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
 import peewee as pw
 
@@ -31,17 +32,21 @@ class TargetProxy(pw.DatabaseProxy):
     def current(self) -> pw.Database | None:
         return _CURRENT.get() or self.obj
 
-    def __getattr__(self, attr: str) -> object:
+    def _open(self) -> pw.Database:
         database = self.current()
         if database is None:
             raise AttributeError("no target is open: open one with migrator.open_target or open_store")
-        return getattr(database, attr)
+        return database
+
+    def __getattr__(self, attr: str) -> object:
+        return getattr(self._open(), attr)
 
     def __enter__(self) -> object:
-        return self.current().__enter__()  # type: ignore[union-attr]
+        return self._open().__enter__()
 
-    def __exit__(self, *exc_info: object) -> object:
-        return self.current().__exit__(*exc_info)  # type: ignore[union-attr]
+    def __exit__(self, *exc_info: Any) -> None:
+        self._open().__exit__(*exc_info)
+        return None
 
 
 @contextmanager
@@ -63,7 +68,7 @@ class BaseModel(pw.Model):
         legacy_table_names = False
 
 
-def _cascade(model: type[pw.Model], **kwargs: object) -> pw.ForeignKeyField:
+def _cascade(model: type[pw.Model], **kwargs: Any) -> pw.ForeignKeyField:
     return pw.ForeignKeyField(model, on_delete="CASCADE", **kwargs)
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
+from functools import partial
 from itertools import groupby
 from operator import itemgetter
 from typing import Any
@@ -21,6 +22,7 @@ from migrator.codec import LegacyCell, UnreadableBlob, decode_cell, encode_cell,
 from migrator.errors import RebuildError
 from migrator.legacy import CELLS, ROWID, LegacyRow, LegacyTable, display_key
 from migrator.models import Quarantine
+from migrator.peewee_parts import exception_wrapper
 from migrator.records import RecordSpec
 from migrator.rows import RECORD, offsets, row_builder
 
@@ -47,17 +49,19 @@ class TableMap:
     query or rebuild depends on it.
     """
 
-    model: type[pw.Model]
-    columns: tuple[str, ...]
+    # Any, not type[pw.Model]: peewee's stubs know no model's fields, and the code reads them
+    # (`root.model.source_digest`) for every kind alike.
+    model: type[Any]
+    declared: InitVar[tuple[str | RecordSpec, ...]]  # the columns, a record's as its RecordSpec
     order: tuple[str, ...] = ()
     unmapped: tuple[str, ...] = ()
     key: tuple[str, ...] = ()  # the columns that name one row; the model's primary key by default
+    columns: tuple[str, ...] = field(init=False)  # every column's name, in row order
     record: slice = field(init=False, repr=False)  # where the RecordSpec's columns sit in a row
     at: Any = field(init=False, repr=False)  # each column's offset by name
     build: Callable[..., Row] = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        declared: tuple[str | RecordSpec, ...] = self.columns
+    def __post_init__(self, declared: tuple[str | RecordSpec, ...]) -> None:
         names = tuple(name for part in declared for name in (part.columns if isinstance(part, RecordSpec) else (part,)))
         object.__setattr__(self, "columns", names)
         known = self.model._meta.columns
@@ -102,6 +106,7 @@ def _primary_key_columns(model: type[pw.Model]) -> tuple[str, ...]:
     primary_key = model._meta.primary_key
     if isinstance(primary_key, pw.CompositeKey):
         return tuple(model._meta.fields[name].column_name for name in primary_key.field_names)
+    assert primary_key is not False, f"{model.__name__} has no primary key"  # every mapped model has one
     return (primary_key.column_name,)
 
 
@@ -154,7 +159,7 @@ def insert_sql(database: pw.Database, table: TableMap) -> str:
 
 def insert_rows(database: pw.Database, table: TableMap, rows: Sequence[Row]) -> None:
     if rows:
-        with pw.__exception_wrapper__:  # the driver's errors as peewee's, as every other statement raises them
+        with exception_wrapper:  # the driver's errors as peewee's, as every other statement raises them
             engines.engine(database).bulk_insert(insert_sql(database, table), rows, table.fields)
 
 
@@ -258,7 +263,7 @@ def write_legacy_rows(
 # --- reading ----------------------------------------------------------------------------------
 
 
-def _select(table: TableMap, where: pw.Expression, *, limit: int | None = None) -> pw.Select:
+def _select(table: TableMap, where: pw.ColumnBase, *, limit: int | None = None) -> pw.Select:
     order = [table.identity, *(table.field(c) for c in table.order)]
     query = table.model.select(*table.fields).where(where).order_by(*order)
     return query.limit(limit) if limit else query
@@ -270,9 +275,9 @@ def fetch(database: pw.Database, query: pw.Select) -> list[Row]:
     return database.execute_sql(sql, params).fetchall()
 
 
-def _rowid_range(identity: pw.Field, low: int | None, high: int | None) -> pw.Expression:
+def _rowid_range(identity: pw.Field, low: int | None, high: int | None) -> pw.ColumnBase:
     """Legacy rowids in [low, high); None leaves that side open."""
-    condition: pw.Expression = pw.SQL("1 = 1")
+    condition: pw.ColumnBase = pw.SQL("1 = 1")
     if low is not None:
         condition &= identity >= low
     if high is not None:
@@ -356,7 +361,7 @@ def target_records(
 
 def _window(
     identity: pw.Field, low: int | None, high: int | None, after: int | None, upper: int | None
-) -> pw.Expression:
+) -> pw.ColumnBase:
     """Rowids in [low, high) and in (after, upper]; None leaves a bound open."""
     condition = _rowid_range(identity, low, high)
     if after is not None:
@@ -382,6 +387,10 @@ def _by_identity(rows: list[Row], index: int) -> dict[int, list[Row]]:
     return {key: list(group) for key, group in groupby(rows, key=itemgetter(index))}
 
 
+def _children_of(child: TableMap, rowid: int) -> pw.Query:
+    return _select(child, child.identity == rowid)
+
+
 def read_bundle(database: pw.Database, kind: BlobKind, column: pw.Field, value: Any) -> Bundle | None:
     """The bundle of the one legacy row whose root row has `column == value` (an indexed,
     unique column: the id, or a session key's digest), in one query per table."""
@@ -393,7 +402,7 @@ def read_bundle(database: pw.Database, kind: BlobKind, column: pw.Field, value: 
     rowid = root[IDENTITY]
     children = []
     for child in kind.children:
-        sql = statement(database, ("children", child), lambda c=child: _select(c, c.identity == rowid))
+        sql = statement(database, ("children", child), partial(_children_of, child, rowid))
         children.append(database.execute_sql(sql, [rowid]).fetchall())
     return (roots, *children)
 
@@ -420,7 +429,7 @@ def orphans(database: pw.Database, kind: BlobKind, limit: int = 20) -> list[tupl
     """
     found: list[tuple[str, int]] = []
     for child in kind.children:
-        query = _orphaned(kind, child).select(child.identity).distinct().limit(limit)
+        query = child.model.select(child.identity).where(_orphaned(kind, child)).distinct().limit(limit)
         found += [(child.name, rowid) for (rowid,) in fetch(database, query)]
     return found
 
@@ -430,12 +439,12 @@ def delete_orphans(database: pw.Database, kind: BlobKind) -> int:
     removed = 0
     with database.atomic():
         for child in reversed(kind.children):
-            removed += _orphaned(kind, child, delete=True).execute(database)
+            removed += child.model.delete().where(_orphaned(kind, child)).execute(database)
     return removed
 
 
-def _orphaned(kind: BlobKind, child: TableMap, *, delete: bool = False) -> pw.Query:
+def _orphaned(kind: BlobKind, child: TableMap) -> pw.ColumnBase:
+    """The child row's legacy row is gone: no root row holds its identity."""
     root = kind.root
     parent = root.model.select(pw.SQL("1")).where(root.identity == child.identity)
-    query = child.model.delete() if delete else child.model.select()
-    return query.where(~pw.fn.EXISTS(parent))
+    return ~pw.fn.EXISTS(parent)

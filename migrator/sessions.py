@@ -12,6 +12,9 @@ indexed for the plan's tool-usage query.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import peewee as pw
 
 from migrator.codec import (
@@ -86,7 +89,7 @@ TOOL_TABLE = TableMap(
 LEGACY = MCP_SESSIONS.at
 SESSION_AT, TOOL_AT = SESSION_TABLE.at, TOOL_TABLE.at
 TOOL_NAME = TOOL.columns.index("tool_name")  # where a tool's name sits within its record
-NO_TOOL_RECORD = (None,) * TOOL.width
+NO_TOOL_RECORD: Sequence[Any] = (None,) * TOOL.width
 
 _DAEMON_KEYS = frozenset({"conversation_id", "agent_info", "created"})
 _PLAN_KEYS = frozenset({"thin_handshake", "created_at"})

@@ -53,7 +53,7 @@ def target_status(database: pw.Database, source: LegacySource | None = None) -> 
             "sha256": hashes["db"],
             "wal_sha256": hashes["wal"],
             "rows": {table.name: source.count(table) for table in source.tables},
-            "is_last_migrated": bool(last)
+            "is_last_migrated": last is not None
             and (last["source_sha256"], last["source_wal_sha256"]) == (hashes["db"], hashes["wal"]),
         }
     return status

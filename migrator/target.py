@@ -53,7 +53,7 @@ def open_target(target: str | os.PathLike[str], *, must_exist: bool = False, rea
                 database = engines.sqlite_read_only(path)
             else:
                 create_file(path, exist_ok=True)  # a new target is 0600 (its -wal and -shm take its mode)
-                database = pw.SqliteDatabase(path, pragmas=engines.SQLITE_PRAGMAS)
+                database = pw.SqliteDatabase(str(path), pragmas=engines.SQLITE_PRAGMAS)
         database.connect(reuse_if_open=True)
     except TargetUnreachable:
         raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from itertools import count
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ def snapshot_factory(tmp_path: Path) -> SnapshotFactory:
     """Writes a new legacy snapshot in tmp_path from explicit rows each time it is called."""
     numbers = count()
 
-    def make(checkpoints: Sequence[LegacyRow] = (), sessions: Sequence[LegacyRow] = (), **kwargs: object) -> Path:
+    def make(checkpoints: Sequence[LegacyRow] = (), sessions: Sequence[LegacyRow] = (), **kwargs: Any) -> Path:
         return write_snapshot(tmp_path / f"legacy-{next(numbers)}.db", checkpoints, sessions, **kwargs)
 
     return make

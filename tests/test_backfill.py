@@ -136,7 +136,7 @@ def test_catch_up_applies_inserts_changes_and_deletes(snapshot: Path, tmp_path: 
     ],
 )
 def test_verify_names_the_row_when_one_relational_row_is_changed(
-    snapshot: Path, tmp_path: Path, model: type, where: object, change: dict | None, named: str
+    snapshot: Path, tmp_path: Path, model: type[Any], where: object, change: dict | None, named: str
 ) -> None:
     target = tmp_path / "t.db"
     migrate(snapshot, target)
@@ -227,7 +227,12 @@ def test_bundles_read_in_batches_sized_by_child_rows_rebuild_the_same_rows(
         monkeypatch.setattr(relational, "FIRST_BUNDLE_BATCH", 2)
         fetched: list[int] = []
         fetch = relational.fetch
-        monkeypatch.setattr(relational, "fetch", lambda db, query: fetched.append(1) or fetch(db, query))
+
+        def counted_fetch(db: Any, query: Any) -> Any:
+            fetched.append(1)
+            return fetch(db, query)
+
+        monkeypatch.setattr(relational, "fetch", counted_fetch)
         small = list(rebuilt_rows(database, checkpoints.KIND, 2000))
     assert [rowid for rowid, _ in small] == list(range(1, 31))
     assert small == whole

@@ -10,6 +10,7 @@ import pytest
 from migrator.codec import (
     DupDict,
     InvalidText,
+    LegacyCell,
     UnreadableBlob,
     apply_overlay,
     cell_identity,
@@ -104,7 +105,7 @@ def test_integers_longer_than_python_default_limit_survive() -> None:
         (float("inf"), "real"),
     ],
 )
-def test_cells_round_trip_with_their_storage_type(value: object, kind: str) -> None:
+def test_cells_round_trip_with_their_storage_type(value: LegacyCell, kind: str) -> None:
     assert storage_type(value) == kind
     tag, text = encode_cell(value)
     back = decode_cell(tag, text)
@@ -157,7 +158,7 @@ def test_text_cells_every_engine_cannot_hold_get_their_own_tag() -> None:
     assert encode_cell("plain") == (None, "plain")
     tag, text = encode_cell("a\x00b")
     assert (tag, text) == ("text-json", '"a\\u0000b"')
-    assert is_storable_text(text)
+    assert text is not None and is_storable_text(text)
     assert decode_cell(tag, text) == "a\x00b"
 
 

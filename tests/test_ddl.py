@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,9 +24,14 @@ DAEMON_DDL = [CHECKPOINTS.ddl, MCP_SESSIONS.ddl]
 BOTH = ["checkpoints", "mcp_sessions"]
 
 
-def schema(*extra: object, tables: list[str] = BOTH, **fields: object) -> LegacySchema:
-    values = {"statements": [*DAEMON_DDL, *extra], "sequences": {}, "encoding": "UTF-8", "tables": tables}
-    return LegacySchema(**{**values, **fields})  # type: ignore[arg-type]
+def schema(*extra: object, tables: list[str] = BOTH, **fields: Any) -> LegacySchema:
+    values: dict[str, Any] = {
+        "statements": [*DAEMON_DDL, *extra],
+        "sequences": {},
+        "encoding": "UTF-8",
+        "tables": tables,
+    }
+    return LegacySchema(**{**values, **fields})
 
 
 @pytest.mark.parametrize(
@@ -102,7 +108,7 @@ def test_a_create_table_as_select_is_refused() -> None:
         ),
     ],
 )
-def test_the_other_fields_must_have_the_expected_form(fields: dict[str, object], message: str) -> None:
+def test_the_other_fields_must_have_the_expected_form(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(SchemaRefused, match=re.escape(message)) as refused:
         check_legacy_schema(schema(**fields))
     assert "\n" not in str(refused.value)

@@ -137,7 +137,7 @@ def test_unique_keys_tell_case_and_trailing_spaces_apart(
     """Trap: MySQL's default collations fold case and accents, and its PAD SPACE collations
     (`utf8mb4_bin` among them) ignore trailing spaces: "a" = "A" = "a " in a unique key, a
     lookup, a GROUP BY."""
-    queues = {key: [] for key in KEYS_ONLY_A_COLLATION_CONFUSES}
+    queues: dict[str, list[Any]] = {key: [] for key in KEYS_ONLY_A_COLLATION_CONFUSES}
     completions = {key: {"status": key} for key in KEYS_ONLY_A_COLLATION_CONFUSES}
     sessions = [
         session_row(n, key, {"agent_id": key, "tools": [f"Read{key}"]})
@@ -299,7 +299,8 @@ def test_every_command_takes_the_target_as_a_url_or_path(
     assert "dry run: every check passed" in capsys.readouterr().out
     assert main(cleanup) == 0  # drops the legacy tables, and records that in the target
     with target_database(target, must_exist=True) as database:
-        assert recorded_cleanup(database)["tables"] == LEGACY_TABLES
+        recorded = recorded_cleanup(database)
+        assert recorded is not None and recorded["tables"] == LEGACY_TABLES
     restored = tmp_path / "restored-after-cleanup.db"
     assert main(["restore", "--target", target, "--out", str(restored)]) == 0
     assert compare_legacy_files(tmp_path / "restored.db", restored, LEGACY_TABLES) == []
@@ -333,7 +334,9 @@ def test_mysql_tables_hold_long_text_microseconds_and_4_byte_characters_and_tell
     that fold case or trailing spaces: LONGTEXT, DATETIME(6), utf8mb4, a binary NO PAD collation."""
     with target_database(mysql_target) as database:
         create_schema(database)
-        collation = engines.engine(database).collation()
+        mysql = engines.engine(database)
+        assert isinstance(mysql, engines.MySQLEngine)
+        collation = mysql.collation()
         columns = mysql_columns(database, "mcp_session")
         table = database.execute_sql(
             "SELECT engine, table_collation FROM information_schema.tables "

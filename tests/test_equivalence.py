@@ -24,7 +24,7 @@ from migrator.equivalence import (
 )
 
 
-class DupDict(dict):  # type: ignore[type-arg]
+class DupDict(dict[Any, Any]):
     """Test stand-in for migrator.codec.DupDict: `.items()` returns every pair, in order.
 
     Like a dict built by json's object_pairs_hook, the mapping itself keeps the last
@@ -55,7 +55,7 @@ def test_difference_str_and_frozen() -> None:
 
 
 def test_reports_the_full_path_of_a_nested_difference() -> None:
-    expected = {"session_queues": {"s-1": {"items": [0, 1, 2, {"data": {"n": 1}}]}}}
+    expected: Any = {"session_queues": {"s-1": {"items": [0, 1, 2, {"data": {"n": 1}}]}}}
     actual = copy.deepcopy(expected)
     actual["session_queues"]["s-1"]["items"][3]["data"]["n"] = 1.0
     assert diffs(expected, actual) == ['$.session_queues["s-1"].items[3].data.n: 1 (int) != 1.0 (float)']

@@ -147,7 +147,7 @@ def sessions(texts: dict[str, list[str]]) -> list[dict[str, Any]]:
 
 
 def test_same_seed_gives_identical_bytes_even_in_another_process(tmp_path: Path) -> None:
-    arguments = {"checkpoints": 30, "sessions": 60, "seed": 5, "unreadable": 9}
+    arguments: dict[str, Any] = {"checkpoints": 30, "sessions": 60, "seed": 5, "unreadable": 9}
     first, second, other = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "c.db"
     fabricate_snapshot(first, **arguments)
     # A different hash seed in the second process catches any dependence on set/str hash order.

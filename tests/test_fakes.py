@@ -91,7 +91,9 @@ def test_timestamp_drops_zero_microseconds_like_isoformat() -> None:
 
 
 def style_of(text: str) -> str:
-    (name,) = [spelling.name for spelling in TIMESTAMP_TEXTS if re.fullmatch(spelling.pattern, text)]
+    (name,) = [
+        spelling.name for spelling in TIMESTAMP_TEXTS if spelling.pattern and re.fullmatch(spelling.pattern, text)
+    ]
     return name
 
 

@@ -66,7 +66,7 @@ def reference_copy(snapshot: Path, folder: Path) -> Path:
 # --- read-only folders and mounts --------------------------------------------------------------
 
 
-def mount_read_only(folder: Path, fill: Callable[[Path], None]) -> Callable[[], None] | None:
+def mount_read_only(folder: Path, fill: Callable[[Path], object]) -> Callable[[], None] | None:
     """`folder` as a new tmpfs filled by `fill`, then remounted read-only; returns how to unmount it,
     or None where mounting is not allowed."""
     folder.mkdir()
@@ -90,13 +90,13 @@ def mount_read_only(folder: Path, fill: Callable[[Path], None]) -> Callable[[], 
 @pytest.fixture(params=["read-only mount", "read-only folder"])
 def read_only_place(
     request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[Callable[[Callable[[Path], None]], Path]]:
+) -> Iterator[Callable[[Callable[[Path], object]], Path]]:
     """Makes a read-only folder filled by a function. Tests run as root here, which ignores
     permission bits, so the folder's listing and sha256 values are what each test compares; a
     read-only mount (tmpfs remounted `ro`, where allowed) also makes any write fail."""
     undo: list[Callable[[], None]] = []
 
-    def make(fill: Callable[[Path], None]) -> Path:
+    def make(fill: Callable[[Path], object]) -> Path:
         folder = tmp_path / "read-only"
         if request.param == "read-only mount":
             unmount = mount_read_only(folder, fill)
@@ -148,11 +148,11 @@ def test_a_copied_wal_snapshot_is_read_without_a_file_created_beside_it(
 def test_a_wal_snapshot_without_sidecars_in_a_read_only_place_migrates_verifies_and_signs_off(
     live_database: Path,
     tmp_path: Path,
-    read_only_place: Callable[[Callable[[Path], None]], Path],
+    read_only_place: Callable[[Callable[[Path], object]], Path],
     pytester: pytest.Pytester,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    folder = read_only_place(lambda into: copy_snapshot(live_database, into, ()) and None)
+    folder = read_only_place(lambda into: copy_snapshot(live_database, into, ()))
     snapshot = folder / "legacy.db"
     before = folder_state(folder)
     assert list(before) == ["legacy.db"] and is_wal_mode(snapshot)
@@ -175,9 +175,9 @@ def test_a_wal_snapshot_without_sidecars_in_a_read_only_place_migrates_verifies_
 
 
 def test_a_wal_with_no_shm_in_a_read_only_place_is_read_from_a_private_copy(
-    live_database: Path, tmp_path: Path, read_only_place: Callable[[Callable[[Path], None]], Path]
+    live_database: Path, tmp_path: Path, read_only_place: Callable[[Callable[[Path], object]], Path]
 ) -> None:
-    folder = read_only_place(lambda into: copy_snapshot(live_database, into, ("-wal",)) and None)
+    folder = read_only_place(lambda into: copy_snapshot(live_database, into, ("-wal",)))
     snapshot = folder / "legacy.db"
     before = folder_state(folder)
     target, restored = tmp_path / "target.db", tmp_path / "restored.db"

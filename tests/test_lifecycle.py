@@ -99,7 +99,7 @@ def _as_blob(data: Any) -> Any:
 
 
 def read_everything(store: Store, keys: list[tuple[str, Any]]) -> dict[tuple[str, Any], Any]:
-    found = {}
+    found: dict[tuple[str, Any], Any] = {}
     for table, key in keys:
         read = store.load_checkpoint if table == "checkpoints" else store.get_session
         try:

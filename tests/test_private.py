@@ -8,6 +8,7 @@ import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -130,7 +131,7 @@ def test_library_functions_create_private_files_without_the_cli(
     assert not_private(created, out) == {}
 
 
-SIGNOFF = {  # the least signoff_markdown reads
+SIGNOFF: dict[str, Any] = {  # the least signoff_markdown reads
     "verdict": "PASS",
     "checks": [],
     "snapshot": {"path": "s", "sha256": "0", "wal_sha256": None},

@@ -22,7 +22,7 @@ from migrator.backfill import backfill
 from migrator.equivalence import json_differences
 from migrator.errors import LegacyUnavailable, SourceNotFound, TargetUnreachable, UnknownMode, UnreadableRecord
 from migrator.fakes import fake_checkpoint_blob, fake_session_blob, make_faker
-from migrator.legacy import LegacySource
+from migrator.legacy import MCP_SESSIONS, LegacySource
 from migrator.legacy_copy import compare_legacy_files
 from migrator.models import Checkpoint, CheckpointQueueItem, McpSession, McpSessionTool
 from migrator.rollback import restore
@@ -355,7 +355,9 @@ def test_relational_only_holds_exactly_what_the_legacy_tables_would_hold(
     with open_store(tmp_path / "relational.db", mode="relational_only", create=True) as store:
         run_daemon_script(store)
         restore(store.database, tmp_path / "rebuilt.db")
-        last_seen = RelationalTables(store.database).session("d:c")[3]
+        session = RelationalTables(store.database).session("d:c")
+        assert session is not None
+        last_seen = session[MCP_SESSIONS.at.last_seen]
     assert (type(last_seen), last_seen) == (int, 4)  # held as the legacy column would hold it
     assert compare_legacy_files(tmp_path / "daemon.db", tmp_path / "rebuilt.db", ["checkpoints", "mcp_sessions"]) == []
     sequence = "SELECT name, seq FROM sqlite_sequence"

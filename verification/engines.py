@@ -23,11 +23,11 @@ from contextlib import AbstractContextManager, closing, contextmanager
 from pathlib import Path
 from typing import Protocol
 
-import peewee as pw
 import pytest
 
 from migrator import engines
 from migrator.models import ALL_MODELS
+from migrator.peewee_parts import sort_models
 from migrator.redaction import mask_secrets, mask_url, url_secrets
 
 SERVER_URLS = {
@@ -38,7 +38,7 @@ SERVER_ENGINES = tuple(SERVER_URLS)
 ALL_ENGINES = (engines.SQLITE, *SERVER_ENGINES)
 
 # Children before parents, so emptying a namespace never trips a foreign key.
-_TABLES_CHILDREN_FIRST = [model._meta.table_name for model in reversed(pw.sort_models(ALL_MODELS))]
+_TABLES_CHILDREN_FIRST = [model._meta.table_name for model in reversed(sort_models(ALL_MODELS))]
 
 
 class Targets(Protocol):

@@ -217,7 +217,7 @@ class LegacyDatabaseLifecycle(BudgetedMachine):
                 rows = list(rebuilt_rows(database, KINDS[table.name], batch_size=2))
                 failures = [f"rowid {rowid}: {row}" for rowid, row in rows if isinstance(row, Exception)]
                 assert not failures, f"{table.name} rows cannot be rebuilt: {failures}"
-                state[table.name] = dict(rows)
+                state[table.name] = {rowid: row for rowid, row in rows if not isinstance(row, Exception)}
         return state
 
     @staticmethod

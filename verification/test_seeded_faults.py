@@ -85,7 +85,7 @@ def _text_slots(spec: RecordSpec, split: SplitRecord, change: Callable[[str], st
     return split
 
 
-def _dumps_reparsed(monkeypatch: pytest.MonkeyPatch, **hooks: Callable[[str], Any]) -> None:
+def _dumps_reparsed(monkeypatch: pytest.MonkeyPatch, **hooks: Any) -> None:
     """Every JSON payload and extra value goes through a parse with `hooks` before it is stored."""
     original = records.dumps
 

@@ -102,6 +102,7 @@ EXPLICIT_EXAMPLES: dict[str, list[dict[str, Any]]] = {
 def server_settings() -> settings:
     """The loaded profile (chosen with --hypothesis-profile), with a share of its examples."""
     profile = settings.default
+    assert profile is not None  # a profile is always loaded once the plugin has configured
     return settings(profile, max_examples=max(MIN_SERVER_EXAMPLES, profile.max_examples // SERVER_SHARE))
 
 

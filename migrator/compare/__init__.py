@@ -210,7 +210,7 @@ class _TableLayout:
         return differences
 
     def cell_differences(
-        self, expected: list[Any], actual: list[Any], *, compare_key: bool = False
+        self, expected: Sequence[Any], actual: Sequence[Any], *, compare_key: bool = False
     ) -> list[Difference]:
         path = self.row_path(expected)
         differences = []

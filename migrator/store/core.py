@@ -59,8 +59,9 @@ T = TypeVar("T")
 
 # --- the store --------------------------------------------------------------------------------
 
-LegacyWrite = Callable[[DaemonTables], LegacyChange]
-RelationalWrite = Callable[[RelationalTables], LegacyChange]
+# A write on one side: the legacy change it made, or None when it changed nothing.
+LegacyWrite = Callable[[DaemonTables], LegacyChange | None]
+RelationalWrite = Callable[[RelationalTables], LegacyChange | None]
 
 
 def _cutoff_text(cutoff: str | datetime) -> str:
@@ -119,6 +120,7 @@ class Store:
             lambda legacy: legacy.insert_checkpoint(timestamp, data),
             lambda relational: relational.insert_checkpoint(timestamp, data),
         )
+        assert change is not None  # an insert always changes a row
         return int(change.key)
 
     @_on_its_target
@@ -137,7 +139,7 @@ class Store:
             lambda legacy: legacy.delete_session(session_key),
             lambda relational: relational.delete_session(session_key),
         )
-        return bool(change.removed)
+        return change is not None and bool(change.removed)
 
     def _write(self, on_legacy: LegacyWrite, on_relational: RelationalWrite) -> LegacyChange | None:
         if self.read_only:
@@ -186,6 +188,7 @@ class Store:
         if recorded is None:  # nothing recorded yet: the legacy side's own schema, as a catch-up records it
             save_legacy_schema(self.database, self._legacy_tables().schema())
             recorded = load_legacy_schema(self.database)
+            assert recorded is not None  # just saved
         record_legacy_schema(self.database, replace(recorded, sequences={**recorded.sequences, table.name: sequence}))
 
     def _mirror_or_defer(self, change: LegacyChange) -> None:
@@ -245,13 +248,7 @@ class Store:
     def load_session(self, session_key: str) -> SessionRecord | None:
         """A session as the daemon reads it back at start-up: its blob and `last_seen` as stored."""
         return self._read(
-            Read(
-                sessions.KIND,
-                session_key,
-                lambda: self._legacy_tables().session(session_key),
-                lambda: self._relational.session(session_key),
-                present=lambda row: None if row is None else session_record(row),
-            )
+            self._session_read(session_key, present=lambda row: None if row is None else session_record(row))
         )
 
     @_on_its_target
@@ -308,13 +305,16 @@ class Store:
 
     @_on_its_target
     def get_session(self, session_key: str) -> Blob | None:
-        return self._read(
-            Read(
-                sessions.KIND,
-                session_key,
-                lambda: self._legacy_tables().session(session_key),
-                lambda: self._relational.session(session_key),
-            )
+        return self._read(self._session_read(session_key))
+
+    def _session_read(self, session_key: str, present: Callable[[Any], Any] | None = None) -> Read:
+        """One session's row read on each side; `present` makes the answer (the blob by default)."""
+        return Read(
+            sessions.KIND,
+            session_key,
+            lambda: self._legacy_tables().session(session_key),
+            lambda: self._relational.session(session_key),
+            present=present,
         )
 
     def _read(self, read: Read) -> Any:

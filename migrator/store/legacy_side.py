@@ -188,7 +188,7 @@ def open_legacy_side(
         # WAL, so that a reader (`verify`, `archive`, a catch-up, the gate) never holds the daemon's
         # writes out: in rollback-journal mode a long read makes every save wait, then fail with
         # "database is locked". The mode is kept by the file, as it is for the target.
-        tables = DaemonTables(pw.SqliteDatabase(path, pragmas=LEGACY_PRAGMAS))
+        tables = DaemonTables(pw.SqliteDatabase(str(path), pragmas=LEGACY_PRAGMAS))
     else:
         raise SourceNotFound(f"legacy database not found: {path}")
     missing = tables.missing()

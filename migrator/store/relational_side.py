@@ -60,12 +60,12 @@ class RelationalTables:
                 return sessions.KIND.from_rows(bundle)
             return next(iter(self._quarantined_sessions(session_key)), None)
 
-    def blobs(self, kind: BlobKind, where: pw.Expression) -> dict[Any, Blob]:
+    def blobs(self, kind: BlobKind, where: pw.ColumnBase) -> dict[Any, Blob]:
         """key -> blob of every relational row matching `where` on the kind's root table, in rowid order."""
         root = kind.root
         with self.database.atomic():
             matching = root.model.select(root.identity).where(where).order_by(root.identity)
-            rows = [kind.from_rows(self._bundle(kind, rowid)) for (rowid,) in matching.tuples()]
+            rows = [kind.from_rows(self._bundle(kind, rowid)) for (rowid,) in matching.tuples().iterator()]
         return {kind.legacy.key_of(row): blob_of(kind, row) for row in rows}
 
     def _bundle(self, kind: BlobKind, rowid: int) -> Bundle:
@@ -83,7 +83,7 @@ class RelationalTables:
             .group_by(engines.engine(self.database).group_key(McpSessionTool.tool_name))
             .order_by(sessions_using.desc(), name)
         )
-        return dict(query.tuples())
+        return dict(query.tuples().iterator())
 
     def digest(self, kind: BlobKind, rowid: int) -> str | None:
         root = kind.root
@@ -98,21 +98,21 @@ class RelationalTables:
         return found
 
     def checkpoint_ids(self) -> list[int]:
-        relational = [i for (i,) in Checkpoint.select(Checkpoint.id).tuples()]
-        quarantined = [i for (i,) in self._quarantined(CHECKPOINTS).select(Quarantine.source_rowid).tuples()]
+        relational = [i for (i,) in Checkpoint.select(Checkpoint.id).tuples().iterator()]
+        quarantined = [i for (i,) in self._quarantined(CHECKPOINTS).select(Quarantine.source_rowid).tuples().iterator()]
         return sorted(relational + quarantined)
 
     def session_rowids(self, session_key: str) -> tuple[int, ...]:
         column, digest = sessions.session_key_lookup(session_key)
         query = McpSession.select(McpSession.id).where(column == digest)
-        relational = [rowid for (rowid,) in query.tuples()]
+        relational = [rowid for (rowid,) in query.tuples().iterator()]
         return (*relational, *(row[ROWID] for row in self._quarantined_sessions(session_key)))
 
     def checkpoint_list(self) -> list[tuple[int, LegacyCell]]:
         """(id, timestamp) of every checkpoint, newest first, the timestamp as the legacy cell."""
         with self.database.atomic():
             relational = Checkpoint.select(Checkpoint.id, Checkpoint.legacy_timestamp_type, Checkpoint.legacy_timestamp)
-            listed = [(rowid, decode_cell(tag, text)) for rowid, tag, text in relational.tuples()]
+            listed = [(rowid, decode_cell(tag, text)) for rowid, tag, text in relational.tuples().iterator()]
             for record in self._quarantined(CHECKPOINTS):
                 row = unquarantine_row(record.source_rowid, record.cells)
                 listed.append((record.source_rowid, row[CHECKPOINTS.at.timestamp]))
@@ -123,14 +123,23 @@ class RelationalTables:
         parsed copy (see `seen_cutoff`); in rowid order, as the daemon's SQL reads them."""
         moment = seen_cutoff(cutoff)
         with self.database.atomic():
-            ids = [rowid for (rowid,) in McpSession.select(McpSession.id).where(McpSession.last_seen > moment).tuples()]
+            ids = [
+                rowid
+                for (rowid,) in McpSession.select(McpSession.id)
+                .where(McpSession.last_seen > moment)
+                .tuples()
+                .iterator()
+            ]
             rows = [sessions.KIND.from_rows(self._bundle(sessions.KIND, rowid)) for rowid in ids]
             rows += [row for row in self._quarantined_rows(MCP_SESSIONS) if _seen(row, moment, after=True)]
         return sorted(rows, key=lambda row: row[ROWID])
 
     def expired_rowids(self, cutoff: str) -> tuple[int, ...]:
         moment = seen_cutoff(cutoff)
-        ids = [rowid for (rowid,) in McpSession.select(McpSession.id).where(McpSession.last_seen < moment).tuples()]
+        ids = [
+            rowid
+            for (rowid,) in McpSession.select(McpSession.id).where(McpSession.last_seen < moment).tuples().iterator()
+        ]
         ids += [row[ROWID] for row in self._quarantined_rows(MCP_SESSIONS) if _seen(row, moment, after=False)]
         return tuple(sorted(ids))
 
@@ -142,7 +151,7 @@ class RelationalTables:
 
     def update_checkpoint(self, checkpoint_id: int | None, data: str) -> LegacyChange | None:
         current = self.checkpoint(checkpoint_id) if checkpoint_id is not None else None
-        if current is None:
+        if checkpoint_id is None or current is None:
             return None
         timestamp = current[CHECKPOINTS.at.timestamp]  # an update keeps the time of the save
         built = CHECKPOINTS.build(rowid=checkpoint_id, id=checkpoint_id, timestamp=timestamp, checkpoint_data=data)
@@ -195,7 +204,7 @@ class RelationalTables:
         return max(relational, quarantined) + 1
 
     @staticmethod
-    def _quarantined(table: LegacyTable) -> pw.ModelSelect:
+    def _quarantined(table: LegacyTable) -> pw.ModelSelect[Quarantine]:
         return Quarantine.select().where(Quarantine.legacy_table == table.name)
 
     def _quarantined_sessions(self, session_key: str) -> Iterator[LegacyRow]:

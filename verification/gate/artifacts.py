@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -227,7 +227,10 @@ def table_cell(text: str) -> str:
 
 # --- junit ---------------------------------------------------------------------------------------
 
-JUNIT_OUTCOMES = {PASS: "passed", SKIP: "skipped"}  # anything else, NOT RUN included, fails
+JUNIT_OUTCOMES: dict[str, Literal["passed", "skipped"]] = {
+    PASS: "passed",
+    SKIP: "skipped",
+}  # anything else, NOT RUN included, fails
 
 
 def verdict_reports(document: dict[str, Any]) -> list[pytest.TestReport]:
@@ -250,7 +253,7 @@ def check_failure_text(check: dict[str, Any]) -> str:
 
 def case_reports(nodeid: str, verdict: str, text: str) -> list[pytest.TestReport]:
     location = ("signoff", None, nodeid)
-    outcome = JUNIT_OUTCOMES.get(verdict, "failed")
+    outcome: Literal["passed", "failed", "skipped"] = JUNIT_OUTCOMES.get(verdict, "failed")
     longrepr: Any = None if outcome == "passed" else ("signoff", 0, text) if outcome == "skipped" else text
     return [
         pytest.TestReport(nodeid, location, {}, "passed", None, "setup"),

@@ -243,7 +243,7 @@ def read_mismatch(kind: BlobKind, store: Store, row: LegacyRow) -> Mismatch | ob
     if not isinstance(key, str | int) or isinstance(key, bool):
         return SKIPPED_READ
     read = store.load_checkpoint if kind.legacy.name == "checkpoints" else store.get_session
-    expected, actual = _observe(lambda: blob_of(kind, row)), _observe(lambda: read(key))  # type: ignore[arg-type]
+    expected, actual = _observe(lambda: blob_of(kind, row)), _observe(lambda: read(key))
     if expected[0] != actual[0]:
         differences = [Difference("read", expected[0], actual[0])]
     else:

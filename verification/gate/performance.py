@@ -32,6 +32,7 @@ from migrator import engines
 from migrator.kinds import KINDS
 from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacySource, LegacyTable
 from migrator.models import ALL_MODELS, MigrationMeta, Quarantine
+from migrator.peewee_parts import sort_models
 from migrator.store import Blob, Mode, Store, blob_of, open_store
 from migrator.target import create_schema, is_url, target_database
 from verification.gate.checks import PERFORMANCE, CheckResult, source_rows_between
@@ -92,7 +93,11 @@ def latency_result(
 
 # --- the stores --------------------------------------------------------------------------------
 
-SAVE_MODELS = (*(table.model for table in KINDS[CHECKPOINTS.name].tables), Quarantine, MigrationMeta)
+SAVE_MODELS: tuple[type[pw.Model], ...] = (
+    *(table.model for table in KINDS[CHECKPOINTS.name].tables),
+    Quarantine,
+    MigrationMeta,
+)
 """What a checkpoint save reads and writes: the checkpoint tables, quarantine (a save replaces a
 quarantined row of its id) and the schema version. Only these are copied for the saves."""
 
@@ -104,7 +109,7 @@ def copy_sqlite_tables(original: Path, copy: Path, models: Sequence[type[pw.Mode
     with closing(sqlite3.connect(copy)) as connection:
         connection.execute("ATTACH DATABASE ? AS original", (f"file:{quote(str(original.resolve()))}?mode=ro",))
         with connection:
-            for model in pw.sort_models(models):
+            for model in sort_models(models):
                 columns = ", ".join(f'"{field.column_name}"' for field in model._meta.sorted_fields)
                 table = model._meta.table_name
                 connection.execute(
@@ -143,7 +148,7 @@ def copy_tables(database: pw.Database, models: Sequence[type[pw.Model]], source:
     """Copy every row of these tables from one namespace to another of the same server; the
     destination tables must exist, with the same columns in the same order."""
     quoted = engines.engine(database).quoted
-    for model in pw.sort_models(models):
+    for model in sort_models(models):
         table = model._meta.table_name
         database.execute_sql(f"INSERT INTO {quoted(destination, table)} SELECT * FROM {quoted(source, table)}")
 
