@@ -260,6 +260,7 @@ class PostgreSQLEngine(Engine):
     database_class = pw.PostgresqlDatabase
     read_only_options: ClassVar[dict[str, str]] = {"options": "-c default_transaction_read_only=on"}  # libpq
     namespace_keyword = "SCHEMA"
+    foreign_keys_after = True
 
     def index(self, index: pw.ModelIndex) -> pw.ModelIndex:
         if not self._text_columns_of(index):

@@ -30,6 +30,7 @@ Exactness rests on three rules, held by `tests/test_native_bulk.py` for every va
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -37,11 +38,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import peewee as pw
 
 from migrator.errors import DuplicateKeys
+from migrator.models import MigrationMeta
 from migrator.peewee_parts import IndexParts, sort_models
 
 logger = logging.getLogger(__name__)
@@ -64,7 +66,8 @@ class EmptyTableLoads:
         raise NotImplementedError  # the engine's (`Engine.quoted`)
 
     def ensure_indexes(self, models: Sequence[type[pw.Model]]) -> None:
-        """Create any index of these tables that a stopped load left unbuilt."""
+        """Create any index (and foreign key) of these tables that a stopped load left unbuilt."""
+        self._add_foreign_keys()
         for model in sort_models(models):
             if self.database.table_exists(model._meta.table_name):
                 present = self._index_names(model)
@@ -86,6 +89,8 @@ class EmptyTableLoads:
         before this returns; a process killed half way leaves them to `ensure_indexes`.
         """
         indexes = [index for model in models for index in model._meta.fields_to_index()]
+        if self.foreign_keys_after:
+            self._drop_foreign_keys([model._meta.table_name for model in models])
         for model in models:
             present = self._index_names(model)
             for index in model._meta.fields_to_index():
@@ -96,7 +101,10 @@ class EmptyTableLoads:
             yield
         finally:
             self._loading.tables = set()
-            self._build_indexes(indexes)
+            try:
+                self._build_indexes(indexes)
+            finally:
+                self._add_foreign_keys()
 
     def loading_empty(self, model: type[pw.Model]) -> bool:
         """Whether this thread is loading `model`'s table empty (inside `indexes_built_after`)."""
@@ -115,6 +123,43 @@ class EmptyTableLoads:
     def _index_build(self) -> Iterator[None]:
         """Settings for building indexes, restored afterwards."""
         yield
+
+    # PostgreSQL checks a foreign key with a trigger per inserted row: a third of a 100k-session
+    # load (measured: 28.0 s with them, 15.9 s without). Dropped for the load and added back after,
+    # each is checked once, over the whole table, by one join. The definitions are recorded in
+    # `ksi_migration_meta` first, so that a load stopped half way has them added by the next run.
+    foreign_keys_after: ClassVar[bool] = False
+
+    def _drop_foreign_keys(self, tables: Sequence[str]) -> None:
+        found = self.database.execute_sql(FOREIGN_KEYS_SQL, (list(tables),)).fetchall()
+        if not found:
+            return
+        with self.database.atomic():
+            MigrationMeta.insert(key=FOREIGN_KEYS_KEY, value=json.dumps(found)).execute(self.database)
+            for table, name, _ in found:
+                self.database.execute_sql(f"ALTER TABLE {self.quoted(table)} DROP CONSTRAINT {self.quoted(name)}")
+
+    def _add_foreign_keys(self) -> None:
+        """Add back the foreign keys a load dropped (checking every row), and forget the record."""
+        if not self.foreign_keys_after or not self.database.table_exists(MigrationMeta._meta.table_name):
+            return
+        recorded = MigrationMeta.select(MigrationMeta.value).where(MigrationMeta.key == FOREIGN_KEYS_KEY)
+        for (record,) in list(recorded.tuples().execute(self.database)):
+            with self.database.atomic():
+                for table, name, definition in json.loads(record):
+                    adding = f"ADD CONSTRAINT {self.quoted(name)} {definition}"
+                    self.database.execute_sql(f"ALTER TABLE {self.quoted(table)} {adding}")
+                MigrationMeta.delete().where(MigrationMeta.key == FOREIGN_KEYS_KEY).execute(self.database)
+
+
+FOREIGN_KEYS_KEY = "foreign_keys_to_add"
+FOREIGN_KEYS_SQL = """
+SELECT t.relname, c.conname, pg_get_constraintdef(c.oid)
+FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+WHERE c.contype = 'f' AND n.nspname = current_schema() AND t.relname = ANY(%s)
+ORDER BY t.relname, c.conname
+"""
+"""PostgreSQL: the foreign keys of these tables of the current schema, each as (table, name, definition)."""
 
 
 @contextmanager

@@ -257,3 +257,39 @@ def test_two_rows_with_one_session_key_fail_the_unique_index_by_name_on_every_en
         with pytest.raises(DuplicateKeys) as refused, engines.engine(database).indexes_built_after([McpSession]):
             relational.write_legacy_rows(database, sessions.KIND, [(row, "d1"), ((2, *row[1:]), "d2")])
         assert "mcp_session_session_key_digest: the snapshot holds two rows" in str(refused.value)
+
+
+# --- PostgreSQL's foreign keys, added after ---------------------------------------------------------
+
+
+def foreign_keys(database: pw.Database) -> list[tuple[str, str, str]]:
+    tables = [model._meta.table_name for model in relational_models()]
+    return sorted(database.execute_sql(loading.FOREIGN_KEYS_SQL, (tables,)).fetchall())
+
+
+def test_postgresql_adds_the_foreign_keys_back_after_a_load_and_after_a_stopped_one(
+    engine_registry: Any, snapshot_factory: SnapshotFactory
+) -> None:
+    """A foreign key checks each row with a trigger: dropped for the load, added back (checking
+    every row once), the same as the schema creates them; a load stopped half way leaves their
+    definitions recorded, and the next run adds them."""
+    source = snapshot_factory(
+        [checkpoint_row(1, {"session_queues": {"s": [{"request_id": "r"}]}})],
+        [session_row(1, "k", {"tools": ["Read"]})],
+    )
+    with engine_registry.targets(engines.POSTGRESQL).fresh() as target:
+        with target_database(target) as database:
+            create_schema(database)
+            created = foreign_keys(database)
+        assert len(created) == 5  # every child's key to its parent, a queue item's to its queue too
+        migrate(source, target, batch_size=10)
+        with target_database(target) as database:
+            assert foreign_keys(database) == created
+            engines.engine(database)._drop_foreign_keys([table for table, _, _ in created])  # as a kill -9 leaves it
+            assert foreign_keys(database) == []
+        assert verify_target(source, target, batch_size=10).ok
+        migrate(source, target, batch_size=10)
+        with target_database(target) as database:
+            assert foreign_keys(database) == created
+            assert database.execute_sql("SELECT count(*) FROM ksi_migration_meta WHERE key = %s",
+                                        (loading.FOREIGN_KEYS_KEY,)).fetchone() == (0,)  # fmt: skip
