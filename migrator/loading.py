@@ -12,7 +12,7 @@ otherwise end a field or a line. Both skip what a parameterised INSERT costs per
 driver's quoting in Python, the server's SQL parser), which is where a server backfill spent its
 time.
 
-Exactness rests on three rules, held by `tests/test_native_bulk.py` for every value shape:
+Exactness rests on three rules, held by `tests/test_loading.py` for every value shape:
 
 * Every backslash is doubled, and tab, newline and carriage return are written as `\\t`, `\\n`,
   `\\r`, so no value can end a field or a line early, and `\\.` (PostgreSQL's old end-of-data
