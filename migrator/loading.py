@@ -2,8 +2,9 @@
 
 `EmptyTableLoads` is the part of every engine (`migrator/engines.py`) that a backfill into empty
 tables uses: their secondary indexes (and on PostgreSQL their foreign keys) are dropped, the rows
-loaded, the indexes built in one sorted pass each and the keys checked in one join each; meanwhile `Engine.bulk_insert` sends those tables' rows through the engine's
-native loader, where it has one. Catch-ups into tables that hold rows keep their indexes and the
+loaded, the indexes built in one sorted pass each and the keys checked in one join each;
+meanwhile `Engine.bulk_insert` sends those tables' rows through the engine's native loader,
+where it has one. Catch-ups into tables that hold rows keep their indexes and the
 usual INSERTs, which a live daemon's concurrent writes are checked against.
 
 PostgreSQL's `COPY ... FROM STDIN` (text format) and MySQL's `LOAD DATA LOCAL INFILE` take rows
