@@ -2,6 +2,8 @@
 
     python -m benchmarks.child migrate|migrate-j2|reference|minimal|verify SOURCE TARGET
 
+TARGET is a SQLite file, or for `migrate` and `verify` a server URL (`benchmarks/servers.py`).
+
 Prints one JSON line: {"seconds": ..., "cpu_s": ..., "max_rss_mb": ..., "rows": ...}. `migrate`
 maps in this process (`--jobs 1`); `migrate-j2` in two worker processes, whose memory and CPU
 time are reported apart (`workers_rss_mb`: the largest sum of their resident sizes seen;
@@ -22,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from benchmarks.reference import reference_backfill
 from migrator.backfill import backfill
@@ -30,7 +33,7 @@ from migrator.target import target_database
 from migrator.verify import verify
 
 
-def run_migrate(source: Path, target: Path, jobs: int = 1) -> int:
+def run_migrate(source: Path, target: Path | str, jobs: int = 1) -> int:
     with LegacySource(source) as legacy, target_database(target) as database:
         report = backfill(legacy, database, jobs=jobs)
     return sum(t.source_rows for t in report.tables)
@@ -51,7 +54,7 @@ def run_minimal(source: Path, target: Path) -> int:
 MINIMAL = Path(__file__).resolve().parent / "minimal_reference.py"
 
 
-def run_verify(source: Path, target: Path) -> int:
+def run_verify(source: Path, target: Path | str) -> int:
     with LegacySource(source) as legacy, target_database(target, must_exist=True) as database:
         report = verify(legacy, database)
     if not report.ok:
@@ -59,7 +62,7 @@ def run_verify(source: Path, target: Path) -> int:
     return sum(t.source_rows for t in report.tables)
 
 
-OPERATIONS: dict[str, Callable[[Path, Path], int]] = {
+OPERATIONS: dict[str, Callable[[Path, Any], int]] = {
     "migrate": run_migrate,
     "migrate-j2": lambda source, target: run_migrate(source, target, jobs=2),
     "reference": reference_backfill,
@@ -72,7 +75,7 @@ def main(argv: list[str]) -> None:
     operation, source, target = argv
     workers = WorkersMemory(enabled=operation == "migrate-j2")
     started = time.perf_counter()
-    rows = OPERATIONS[operation](Path(source), Path(target))
+    rows = OPERATIONS[operation](Path(source), target if "://" in target else Path(target))
     seconds = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_SELF)
     figures = {"seconds": seconds, "cpu_s": usage.ru_utime + usage.ru_stime, "max_rss_mb": peak_rss_mb(), "rows": rows}

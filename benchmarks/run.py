@@ -1,6 +1,6 @@
 """The benchmark suite: the product beside a hand-written reference, measured in one run.
 
-    python -m benchmarks [--quick] [--out bench-results] [--repeats N] [--postgres URL]
+    python -m benchmarks [--quick] [--sizes N ...] [--out bench-results] [--repeats N] [--no-servers]
 
 Every figure is measured side by side on this machine in this run, so ratios mean something
 even when absolute timings are noisy. Results go to `results.json`, `results.md` and `plot.png`.
@@ -23,6 +23,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from benchmarks import servers
 from migrator import __version__
 from migrator.fabricate import fabricate_snapshot
 from migrator.fakes import fake_checkpoint_blob, make_faker
@@ -91,8 +92,8 @@ def percentiles(samples_ns: Sequence[int]) -> dict[str, Any]:
 # --- measured in child processes --------------------------------------------------------------
 
 
-def measure(operation: str, source: Path, target: Path, *, fresh: bool) -> dict[str, Any]:
-    if fresh:
+def measure(operation: str, source: Path, target: Path | str, *, fresh: bool) -> dict[str, Any]:
+    if fresh and isinstance(target, Path):
         for suffix in ("", "-wal", "-shm"):
             Path(f"{target}{suffix}").unlink(missing_ok=True)
     command = [sys.executable, "-m", "benchmarks.child", operation, str(source), str(target)]
@@ -286,6 +287,9 @@ def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if all(f"save_largest_{mode}" in results for mode in SAVE_MODES):  # a results.json from before has none
         p99 = max(results[f"save_largest_{mode}"]["p99_ms"] for mode in SAVE_MODES)
         checks["largest_save_p99_ms"] = (p99, BAR["largest_save_p99_ms"])
+    for name, figures in results.get("servers", {}).get(largest_size, {}).items():
+        if "vs_sqlite" in figures:
+            checks[f"{name}_vs_sqlite"] = (figures["vs_sqlite"], servers.BAR_VS_SQLITE)
     sizes = sorted(by_size, key=int)
     for small, large in pairwise(sizes):
         if int(large) == 10 * int(small):
@@ -340,6 +344,8 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             f"{gate['n0_rows_per_s']:,.0f} | {gate['n2_rows_per_s']:,.0f} |"
         )
     lines.append("")
+    if results.get("servers"):
+        lines += ["Backfill by engine, same snapshot, same run:", "", *servers.markdown(results["servers"]), ""]
     lines += ["| bar | measured | target | met |", "| --- | --- | --- | --- |"]
     for name, verdict in results["verdicts"].items():
         target = f"{verdict['rule']} {verdict['bar']}"
@@ -378,6 +384,8 @@ def bar_title(name: str) -> str:
     """A verdict's name in words: `migrate_rss_1000000_vs_100000` is "migrate peak RSS, 1M / 100k"."""
     if name in BAR_TITLES:
         return BAR_TITLES[name]
+    if name.endswith("_vs_sqlite"):
+        return f"{name.removesuffix('_vs_sqlite')} backfill time / SQLite's"
     step, measure, large, _, small = name.split("_")
     return f"{step} {'peak RSS' if measure == 'rss' else 'time'}, {short_size(large)} / {short_size(small)}"
 
@@ -416,12 +424,16 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
 
     verdicts = results["verdicts"]
     verdict_rows = -(-len(verdicts) // VERDICTS_PER_ROW)
-    figure = plt.figure(figsize=(15, 4.6 + 2.6 * verdict_rows), layout="constrained")
+    with_servers = bool(results.get("servers"))
+    figure = plt.figure(figsize=(20 if with_servers else 15, 4.6 + 2.6 * verdict_rows), layout="constrained")
     top, bottom = figure.subfigures(2, 1, height_ratios=[4.6, 2.6 * verdict_rows], squeeze=False)[:, 0]
-    lookup, save, throughput = top.subplots(1, 3, width_ratios=[1, 1, 1.6])
+    panels: Any = top.subplots(1, 4 if with_servers else 3, width_ratios=[1, 1, 1.6, 1.4][: 4 if with_servers else 3])
+    lookup, save, throughput = panels[:3]
     draw_latency(lookup, results["lookup"], BAR["lookup_p99_ms"], "store.get_session (relational_only)")
     draw_latency(save, results["save"], BAR["save_p99_ms"], "store.save_checkpoint (dual_write)")
     draw_throughput(throughput, results)
+    if with_servers:
+        servers.draw(panels[3], results["servers"])
     axes = bottom.subplots(verdict_rows, VERDICTS_PER_ROW, squeeze=False).flatten()
     for axis, (name, verdict) in zip(axes, verdicts.items(), strict=False):
         draw_verdict(axis, bar_title(name), verdict)
@@ -479,7 +491,9 @@ def draw_verdict(axis: Any, title: str, verdict: dict[str, Any]) -> None:
 # --- main -------------------------------------------------------------------------------------
 
 
-def run(sizes: Sequence[int], repeats: int, out: Path, lookup_samples: int, save_samples: int) -> dict[str, Any]:
+def run(
+    sizes: Sequence[int], repeats: int, out: Path, lookup_samples: int, save_samples: int, *, with_servers: bool = True
+) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -488,12 +502,20 @@ def run(sizes: Sequence[int], repeats: int, out: Path, lookup_samples: int, save
         "sizes": {},
         "gate": {},
     }
+    reachable = servers.reachable_servers(log) if with_servers else {}
+    if reachable:
+        results["servers"] = {}
     with tempfile.TemporaryDirectory(prefix="ksi-bench-") as scratch:
         work = Path(scratch)
         for sessions in sizes:
             source = cached_snapshot(sessions, sessions // SESSIONS_PER_CHECKPOINT)
             log(f"backfill and verify, {sessions:,} sessions, {repeats} rounds")
             results["sizes"][str(sessions)] = compare_backfills(source, work, repeats)
+            if reachable:
+                log(f"backfill into SQLite, {', '.join(reachable)}, {sessions:,} sessions, then verify each server")
+                results["servers"][str(sessions)] = servers.compare_engines(
+                    source, work, reachable, repeats, lambda op, src, target: measure(op, src, target, fresh=False)
+                )
             if sessions == sizes[-1]:
                 log(f"session lookups on {sessions:,} sessions")
                 results["lookup"] = lookup_latency(work / "migrate.db", lookup_samples)
@@ -531,14 +553,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="10k sessions only, fewer samples (under 2 minutes)")
     parser.add_argument("--out", default=str(ROOT / "bench-results"), help="where results go")
     parser.add_argument("--repeats", type=int, help="rounds of product/reference alternation (default 3, quick 2)")
+    parser.add_argument("--sizes", type=int, nargs="+", metavar="N", help="snapshot sizes in sessions instead")
+    parser.add_argument("--no-servers", action="store_true", help="leave out the PostgreSQL and MariaDB backfills")
     parser.add_argument("--replot", metavar="RESULTS.json", help="draw plot.png and results.md again from results")
     args = parser.parse_args(argv)
     if args.replot:
         replot(Path(args.replot), Path(args.out))
         return 0
-    sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    sizes = tuple(args.sizes) if args.sizes else QUICK_SIZES if args.quick else FULL_SIZES
     repeats = args.repeats or (2 if args.quick else 3)
     results = run(sizes, repeats, Path(args.out), lookup_samples=2000 if args.quick else 20000,
-                  save_samples=500 if args.quick else 1000)  # fmt: skip
+                  save_samples=500 if args.quick else 1000, with_servers=not args.no_servers)  # fmt: skip
     print((Path(args.out) / "results.md").read_text(encoding="utf-8"))
     return 0 if all(v["met"] is not False for v in results["verdicts"].values()) else 1

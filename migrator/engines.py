@@ -21,8 +21,9 @@ connecting), in the manner of `playhouse.migrate.SchemaMigrator.from_database`:
   (equality is all the plan's queries ask of them). Neither may carry a unique constraint.
 * the bulk insert: psycopg2's `execute_values` for PostgreSQL; pymysql's `executemany`, which
   already rewrites the models' `INSERT ... VALUES (%s, ...)` into multi-row statements;
-  SQLite's `executemany`, which runs in-process. SQLite also loads empty tables first and builds
-  their secondary indexes after.
+  SQLite's `executemany`, which runs in-process. Tables loaded empty (`indexes_built_after`) get
+  their secondary indexes built after the load on every engine, and the servers' native loaders
+  (`COPY ... FROM STDIN`, `LOAD DATA LOCAL INFILE`; `migrator/loading.py`).
 * how a value comes back when read with plain SQL (for the forward check).
 * namespaces: a PostgreSQL schema or a MySQL database, for the harness, the sign-off gate's
   latency checks and the benchmarks.
@@ -30,6 +31,7 @@ connecting), in the manner of `playhouse.migrate.SchemaMigrator.from_database`:
 
 from __future__ import annotations
 
+import io
 import re
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -45,7 +47,9 @@ from playhouse.db_url import connect as connect_url
 from playhouse.db_url import parse as parse_url
 from playhouse.db_url import schemes
 
-from migrator.errors import DuplicateKeys, UnsupportedEngine
+from migrator import loading
+from migrator.errors import UnsupportedEngine
+from migrator.loading import EmptyTableLoads
 from migrator.peewee_parts import IndexParts, sort_models
 
 try:  # the driver of PostgreSQL targets; absent when only SQLite or MySQL targets are used
@@ -73,7 +77,7 @@ def _optional(adapt: Adapter) -> Adapter:
     return lambda value: None if value is None else adapt(value)
 
 
-class Engine:
+class Engine(EmptyTableLoads):
     """What one engine does its own way, for one database (`engine(database)`)."""
 
     name: ClassVar[str]
@@ -84,6 +88,7 @@ class Engine:
 
     def __init__(self, database: pw.Database) -> None:
         self.database = database
+        super().__init__()
 
     # --- connecting
 
@@ -119,14 +124,6 @@ class Engine:
             raise TypeError(f"{parts.name}: a unique index over unbounded text cannot be exact on {self.name}")
         return text_columns
 
-    def ensure_indexes(self, models: Sequence[type[pw.Model]]) -> None:
-        """Create any index of these tables that a stopped load left unbuilt (SQLite only builds late)."""
-
-    @contextmanager
-    def indexes_built_after(self, models: Sequence[type[pw.Model]]) -> Iterator[None]:
-        """Load these empty tables, building their secondary indexes after (SQLite); elsewhere as usual."""
-        yield
-
     @contextmanager
     def bulk_load(self) -> Iterator[None]:
         """Settings chosen for a long bulk load, restored afterwards."""
@@ -142,9 +139,14 @@ class Engine:
         """`query` that updates `update` when a row with its `key` exists (ON CONFLICT names its target)."""
         return query.on_conflict(conflict_target=[key], preserve=[update])
 
-    def bulk_insert(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Send many rows through one INSERT statement of the form `INSERT ... VALUES (%s, ...)`."""
+    def bulk_insert(self, sql: str, rows: Sequence[tuple[Any, ...]], fields: Sequence[pw.Field] = ()) -> None:
+        """Send many rows through one INSERT statement of the form `INSERT ... VALUES (%s, ...)`, or,
+        when `fields` name the columns of a table this thread loads empty, the native loader."""
         self.database.cursor().executemany(sql, rows)
+
+    def _columns(self, fields: Sequence[pw.Field]) -> tuple[str, list[str]]:
+        """The quoted table and column names of these fields (all of one model)."""
+        return self.quoted(fields[0].model._meta.table_name), [self.quoted(f.column_name) for f in fields]
 
     def stored_value_adapters(self, fields: Sequence[pw.Field]) -> list[Adapter | None]:
         """Per column, how a value the mapping makes comes back when the engine is read with plain
@@ -209,42 +211,13 @@ class SQLiteEngine(Engine):
         # upgraded once another connection has committed.
         return self.database.atomic("IMMEDIATE")
 
-    def ensure_indexes(self, models: Sequence[type[pw.Model]]) -> None:
-        # `CREATE INDEX IF NOT EXISTS`, as after a load that built them last and was stopped first.
-        for model in sort_models(models):
-            if self.database.table_exists(model._meta.table_name):
-                for index in model._meta.fields_to_index():
-                    self.database.execute(index.safe(True))
+    def _drop_index(self, index: pw.ModelIndex) -> None:
+        self.database.execute_sql(f"DROP INDEX IF EXISTS {self.quoted(IndexParts.of(index).name)}")
 
     @contextmanager
-    def indexes_built_after(self, models: Sequence[type[pw.Model]]) -> Iterator[None]:
-        """Load these tables, empty so far, without their secondary indexes, then build them.
-
-        Once an index outgrows the page cache, each insert into it (a random digest, a time) reads
-        and writes pages all over the file; the time per row grows with the table (14x the time for
-        10x the rows, measured). Built afterwards, an index is one sorted pass. The unique ones are
-        checked then as well: the source's own primary key already makes their keys unique, and a
-        duplicate fails the build with `DuplicateKeys`. Whatever happens, every index is built
-        before this returns; a process killed half way leaves them to `ensure_indexes`.
-        """
-        indexes = [index for model in models for index in model._meta.fields_to_index()]
-        for index in indexes:
-            self.database.execute_sql(f'DROP INDEX IF EXISTS "{index._name}"')
-        try:
-            yield
-        finally:
-            self._build_indexes(indexes)
-
-    def _build_indexes(self, indexes: Sequence[pw.ModelIndex]) -> None:
+    def _index_build(self) -> Iterator[None]:
         with self._cache_size(INDEX_BUILD_CACHE_KIB):
-            for index in indexes:
-                try:
-                    self.database.execute(index.safe(True))
-                except pw.IntegrityError as exc:
-                    raise DuplicateKeys(
-                        f"{IndexParts.of(index).name}: the snapshot holds two rows with the same key, so the "
-                        f"unique index cannot be built ({exc}); the rest of the target is complete"
-                    ) from exc
+            yield
 
     @contextmanager
     def bulk_load(self) -> Iterator[None]:
@@ -279,6 +252,7 @@ def sqlite_read_only(path: str | Path) -> pw.SqliteDatabase:
 # --- PostgreSQL --------------------------------------------------------------------------------
 
 EXECUTE_VALUES_PAGE = 1000  # rows a statement; a backfill batch is batching.DEFAULT_BATCH_SIZE legacy rows
+COPY_CHUNK = 1 << 20  # bytes a COPY message carries (psycopg2 sends 8 KiB by default)
 
 
 class PostgreSQLEngine(Engine):
@@ -286,6 +260,7 @@ class PostgreSQLEngine(Engine):
     database_class = pw.PostgresqlDatabase
     read_only_options: ClassVar[dict[str, str]] = {"options": "-c default_transaction_read_only=on"}  # libpq
     namespace_keyword = "SCHEMA"
+    foreign_keys_after = True
 
     def index(self, index: pw.ModelIndex) -> pw.ModelIndex:
         if not self._text_columns_of(index):
@@ -295,11 +270,16 @@ class PostgreSQLEngine(Engine):
             raise TypeError(f"{parts.name}: PostgreSQL hash indexes cover one column")
         return pw.ModelIndex(parts.model, parts.expressions, using="hash", name=parts.name)
 
-    def bulk_insert(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    def bulk_insert(self, sql: str, rows: Sequence[tuple[Any, ...]], fields: Sequence[pw.Field] = ()) -> None:
         cursor = self.database.cursor()
         # peewee may also drive PostgreSQL through psycopg 3, whose cursors execute_values cannot use.
         if execute_values is None or not type(cursor).__module__.startswith("psycopg2"):
             cursor.executemany(sql, rows)
+            return
+        if fields and self.loading_empty(fields[0].model):
+            # COPY: rows as text lines, parsed by the server's own loader, no SQL per row.
+            data = loading.lines(rows, loading.POSTGRESQL_FIELD)
+            cursor.copy_expert(loading.copy_statement(*self._columns(fields)), io.BytesIO(data), COPY_CHUNK)
             return
         # psycopg2's executemany sends one statement a row; execute_values one a page of rows.
         head, separator, row_template = sql.rpartition(" VALUES ")
@@ -326,6 +306,7 @@ class PostgreSQLEngine(Engine):
 TEXT_INDEX_PREFIX = 255
 """Characters of a text column a MySQL index covers (MySQL indexes TEXT only up to a prefix)."""
 MYSQL_NO_PAD_BINARY_COLLATIONS = ("utf8mb4_nopad_bin", "utf8mb4_0900_bin")  # MariaDB 10.2+, MySQL 8.0+
+LOCAL_FILES = 128  # the client capability flag CLIENT_LOCAL_FILES of the MySQL protocol
 
 
 class MySQLEngine(Engine):
@@ -335,9 +316,14 @@ class MySQLEngine(Engine):
         "charset": "utf8mb4",
         "sql_mode": "TRADITIONAL",  # strict for every table, no zero dates, no engine substitution
         "field_types": {"TEXT": "LONGTEXT", "DATETIME": "DATETIME(6)"},
+        "client_flag": LOCAL_FILES,  # what LOAD DATA LOCAL needs; `loading.load_data` says why it is safe
     }
     read_only_options: ClassVar[dict[str, str]] = {"init_command": "SET SESSION TRANSACTION READ ONLY"}
     namespace_keyword = "DATABASE"
+
+    def __init__(self, database: pw.Database) -> None:
+        super().__init__(database)
+        self._local_files: bool | None = None  # whether LOAD DATA LOCAL is allowed, once asked
 
     def collation(self) -> str:
         """The binary NO PAD collation of utf8mb4 this MySQL or MariaDB server offers."""
@@ -369,6 +355,28 @@ class MySQLEngine(Engine):
             for e in parts.expressions
         ]
         return pw.ModelIndex(parts.model, expressions, name=parts.name)
+
+    def _drop_index(self, index: pw.ModelIndex) -> None:
+        parts = IndexParts.of(index)
+        self.database.execute_sql(
+            f"DROP INDEX {self.quoted(parts.name)} ON {self.quoted(parts.model._meta.table_name)}"
+        )
+
+    def bulk_insert(self, sql: str, rows: Sequence[tuple[Any, ...]], fields: Sequence[pw.Field] = ()) -> None:
+        if fields and self.loading_empty(fields[0].model) and self._loads_local_files():
+            loading.load_data(self.database, *self._columns(fields), rows)
+        else:
+            self.database.cursor().executemany(sql, rows)
+
+    def _loads_local_files(self) -> bool:
+        if self._local_files is None:  # asked once per database
+            self._local_files = loading.local_files_allowed(self.database)
+        return self._local_files
+
+    def _build_indexes(self, indexes: Sequence[pw.ModelIndex]) -> None:
+        for model in dict.fromkeys(IndexParts.of(index).model for index in indexes):  # one ALTER a table, in order
+            adapted = [self.index(index) for index in indexes if IndexParts.of(index).model is model]
+            loading.add_indexes(self.database, self.quoted(model._meta.table_name), adapted)
 
     def group_key(self, text: pw.Field) -> pw.Node:
         # MySQL compares only the first `max_sort_length` bytes of TEXT when it groups.

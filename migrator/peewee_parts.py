@@ -1,14 +1,18 @@
-"""What peewee has but its type stubs leave out: `sort_models`, and an index's private parts,
-which the engines read to adapt an index (a hash index, a prefix on a text column)."""
+"""What peewee has but its type stubs leave out: `sort_models`, its exception wrapper, and an
+index's private parts, which the engines read to adapt an index (a hash index, a prefix on a text
+column)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import peewee as pw
 
+exception_wrapper: AbstractContextManager[None] = pw.__exception_wrapper__  # type: ignore[attr-defined]
+"""Turns a driver's exception into peewee's (`IntegrityError`, `OperationalError`, ...)."""
 sort_models: Callable[[Sequence[type[pw.Model]]], list[type[pw.Model]]] = pw.sort_models  # type: ignore[attr-defined]
 
 

@@ -22,6 +22,7 @@ from migrator.codec import LegacyCell, UnreadableBlob, decode_cell, encode_cell,
 from migrator.errors import RebuildError
 from migrator.legacy import CELLS, ROWID, LegacyRow, LegacyTable, display_key
 from migrator.models import Quarantine
+from migrator.peewee_parts import exception_wrapper
 from migrator.records import RecordSpec
 from migrator.rows import RECORD, offsets, row_builder
 
@@ -158,7 +159,8 @@ def insert_sql(database: pw.Database, table: TableMap) -> str:
 
 def insert_rows(database: pw.Database, table: TableMap, rows: Sequence[Row]) -> None:
     if rows:
-        engines.engine(database).bulk_insert(insert_sql(database, table), rows)
+        with exception_wrapper:  # the driver's errors as peewee's, as every other statement raises them
+            engines.engine(database).bulk_insert(insert_sql(database, table), rows, table.fields)
 
 
 def delete_identities(database: pw.Database, kind: BlobKind, rowids: Sequence[int]) -> None:

@@ -18,6 +18,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
 
+from migrator.codec import InvalidText
 from verification.engines import Targets
 from verification.fuzzing import honour_budget
 from verification.snapshots import checkpoint_row, session_row
@@ -27,6 +28,7 @@ from verification.test_properties import LONE_SURROGATES, PROPERTIES
 
 DATABASE_PROPERTIES = (
     "migrate-then-restore",
+    "fresh-load-equals-catch-up",
     "migrating-twice-changes-nothing",
     "source-order-does-not-matter",
     "quarantine-is-total",
@@ -57,10 +59,41 @@ ENGINE_TRAPS = LegacySnapshot(
         session_row(4, "a\x00", {"created": "\x00"}, last_seen=2**63 - 1),
     ),
 )
+
+# What could end a field or a line of a COPY or LOAD DATA early, or read as NULL or an escape, in
+# every place the mapping puts text: keys, verbatim cells, parsed-out columns, JSON payloads.
+_LOADER_TEXT = "\\ \\\\ \t \n \r \\. \\N NULL \\0 %s"
+LOADER_TRAPS = LegacySnapshot(
+    DAEMON_SCHEMA,
+    (
+        checkpoint_row(
+            1,
+            {
+                "reason": _LOADER_TEXT,
+                "timestamp": "\\.",
+                "session_queues": {_LOADER_TEXT: [{"request_id": "\t"}]},
+                "active_completions": {"\\N": {"status": "", "error": _LOADER_TEXT}},
+                "x": [-0.0, 1e308, "\r\n"],
+            },
+            timestamp=_LOADER_TEXT,
+        ),
+    ),
+    (
+        session_row(1, _LOADER_TEXT, {"agent_id": "", "tools": ["\\.", {"name": "\n"}], "n": 2**70}, last_seen="\\N"),
+        session_row(2, "", {"agent_id": None, "created": "\t"}, last_seen=""),
+        session_row(3, "\\", '{"agent_id": "\\\\", "tools": [], "f": NaN, "g": -Infinity}', last_seen=b"\\.\t"),
+        session_row(4, "\r", {"conversation_id": "\\N"}, last_seen=InvalidText(b"\xff\\.\t\n")),
+    ),
+)
 EXPLICIT_EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "migrate-then-restore": [
         {"snapshot": ENGINE_TRAPS, "batch_size": 1},
         {"snapshot": LONE_SURROGATES, "batch_size": 1},
+        {"snapshot": LOADER_TRAPS, "batch_size": 1},
+    ],
+    "fresh-load-equals-catch-up": [
+        {"snapshot": ENGINE_TRAPS, "batch_size": 2},
+        {"snapshot": LOADER_TRAPS, "batch_size": 1},
     ],
     "migrating-twice-changes-nothing": [{"snapshot": ENGINE_TRAPS, "batch_size": 2}],
 }

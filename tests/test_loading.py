@@ -1,0 +1,295 @@
+"""Loads into empty tables (`migrator/loading.py`): secondary indexes built after, and the servers'
+native loaders (PostgreSQL `COPY`, MySQL `LOAD DATA LOCAL INFILE`), exact for every value shape.
+
+The property tests write rows of every column type the mapping fills through the native loader
+and through the INSERTs a catch-up uses, read both back with plain SQL, and hold each to the rows
+given, by type and value. The whole mapping is held to the same on real snapshots by
+`verification/test_server_engines.py` ("fresh-load-equals-catch-up", "migrate-then-restore").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import peewee as pw
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from migrator import engines, loading, relational, sessions
+from migrator.codec import is_storable_text, key_digest
+from migrator.errors import DuplicateKeys
+from migrator.kinds import KINDS
+from migrator.models import BaseModel, McpSession
+from migrator.relational import TableMap, insert_sql
+from migrator.target import create_schema, target_database
+from tests.conftest import SnapshotFactory
+from verification.engines import Targets
+from verification.harness import migrate, verify_target
+from verification.snapshots import checkpoint_row, session_row
+
+
+class Shapes(BaseModel):
+    """A table with a column of every field class the mapping fills (see the test below)."""
+
+    id = pw.BigIntegerField(primary_key=True)
+    text = pw.TextField(null=True)
+    short = pw.CharField(max_length=32, null=True)
+    number = pw.BigIntegerField(null=True)
+    small = pw.IntegerField(null=True)
+    flag = pw.BooleanField(null=True)
+    moment = pw.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "ksi_test_shapes"
+
+
+SHAPES = TableMap(Shapes, tuple(Shapes._meta.columns))
+FILLED_TYPES = {
+    field.field_type
+    for table in (*(table for kind in KINDS.values() for table in kind.tables), relational.QUARANTINE)
+    for field in table.fields
+}
+
+
+def test_the_shapes_table_covers_every_column_type_the_mapping_fills() -> None:
+    """Should a column of another type (a float, a blob) ever be mapped, the loaders' spellings
+    and these tests must grow with it: until then `loading` refuses such a value."""
+    assert {field.field_type for field in SHAPES.fields} == FILLED_TYPES
+
+
+# Text with everything that could end a field or a line early, or read as NULL or an escape.
+TRAPS = ["", "\\", "\\\\", "\t", "\n", "\r", "\r\n", "\\.", "\\.\n", "\\N", "N", "NULL", "null", "a\\tb",
+         " a ", "\x0b\x0c\x1b\x7f", "\u2028\u2029\x85", "\U0001f642", "é", '"\'`', "%s", "{}", "-0.0", "NaN",
+         "1e400"]  # fmt: skip
+storable_text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40) | (st.sampled_from(TRAPS))
+moments = st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999))
+shape_rows = st.lists(
+    st.tuples(
+        st.none() | storable_text,
+        st.none() | st.text("0123456789abcdef\\\t", max_size=32),
+        st.none() | st.integers(-(2**63), 2**63 - 1),
+        st.none() | st.integers(-(2**31), 2**31 - 1),
+        st.none() | st.booleans(),
+        st.none() | moments,
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@pytest.fixture
+def shapes_on(any_engine: Targets) -> Iterator[pw.Database]:
+    with any_engine.fresh() as target, target_database(target) as database:
+        engines.create_tables(database, [Shapes])
+        try:
+            yield database
+        finally:
+            database.execute_sql(f"DROP TABLE {engines.engine(database).quoted('ksi_test_shapes')}")
+
+
+def load(database: pw.Database, rows: list[tuple[Any, ...]], *, empty: bool) -> list[tuple[Any, ...]]:
+    """The rows written into the empty table (`empty`: as a fresh load does, else as a catch-up
+    does), read back with plain SQL as the forward check reads them, then removed. The forward
+    check expects them as `stored_value_adapters` make them of the rows written."""
+    engine = engines.engine(database)
+    with engine.indexes_built_after([Shapes] if empty else []), database.atomic():
+        relational.insert_rows(database, SHAPES, rows)
+    read = database.execute_sql(f"SELECT * FROM {engine.quoted('ksi_test_shapes')} ORDER BY id").fetchall()
+    database.execute_sql(f"DELETE FROM {engine.quoted('ksi_test_shapes')}")
+    return read
+
+
+def typed(rows: list[tuple[Any, ...]]) -> list[tuple[tuple[str, Any], ...]]:
+    """Cells by type and value: `True` is not `1`, '' is not NULL."""
+    return [tuple((type(cell).__name__, cell) for cell in row) for row in rows]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=shape_rows)
+@example(values=[(t, None, 2**63 - 1, -(2**31), True, datetime(1000, 1, 1)) for t in TRAPS])
+def test_every_value_shape_survives_the_native_loader_and_the_inserts_alike(
+    shapes_on: pw.Database, values: list[tuple[Any, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trap: a value with a backslash, a tab, a newline or a carriage return, `\\.` or `\\N`, the
+    empty string beside NULL, the extremes of BIGINT, a boolean beside an integer, microseconds."""
+    rows = [(rowid, *cells) for rowid, cells in enumerate(values, start=1)]
+    adapters = engines.engine(shapes_on).stored_value_adapters(SHAPES.fields)
+    expected = typed([tuple(v if a is None else a(v) for v, a in zip(row, adapters, strict=True)) for row in rows])
+    with monkeypatch.context() as patch:
+        loaded = spy_on_native_loads(patch)
+        assert typed(load(shapes_on, rows, empty=True)) == expected
+        natively = list(loaded)
+        assert natively == ([] if engines.engine(shapes_on).name == engines.SQLITE else ["ksi_test_shapes"])
+        assert typed(load(shapes_on, rows, empty=False)) == expected
+        assert loaded == natively  # a catch-up's INSERTs
+
+
+def test_a_value_of_a_type_no_column_takes_is_refused() -> None:
+    for value in (1.5, float("nan"), b"\x00", bytearray(b"x")):
+        for field in (loading.POSTGRESQL_FIELD, loading.MYSQL_FIELD):
+            with pytest.raises(TypeError, match="no bulk-load spelling"):
+                field(value)
+
+
+def test_a_lone_surrogate_is_refused_before_anything_is_sent() -> None:
+    assert not is_storable_text("\ud800")  # the mapping keeps such text escaped in JSON
+    with pytest.raises(UnicodeEncodeError):
+        loading.lines([("\ud800",)], loading.POSTGRESQL_FIELD)
+
+
+# --- which path a load takes ----------------------------------------------------------------------
+
+
+def test_a_migrate_into_empty_server_tables_takes_the_native_loader_and_a_catch_up_the_inserts(
+    server_engine: Targets, snapshot_factory: SnapshotFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = spy_on_native_loads(monkeypatch)
+    checkpoint, session = checkpoint_row(1, {"reason": "a\\tb\n"}), session_row(1, "k\t1", {"tools": ["R\\."]})
+    source = snapshot_factory([checkpoint], [session])
+    with server_engine.fresh() as target:
+        migrate(source, target, batch_size=10)
+        assert sorted(loaded) == ["checkpoint", "mcp_session", "mcp_session_tool"]
+        assert verify_target(source, target, batch_size=10).ok
+        loaded.clear()
+        more = snapshot_factory([checkpoint, checkpoint_row(2, {"reason": "\r"})], [session])
+        migrate(more, target, batch_size=10)
+        assert loaded == []  # the tables held rows: the catch-up's INSERTs, indexes in place
+        assert verify_target(more, target, batch_size=10).ok
+
+
+def spy_on_native_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tables each COPY or LOAD DATA statement made from now on loads."""
+    loaded: list[str] = []
+    for name in ("copy_statement", "load_data_statement"):
+        original = getattr(loading, name)
+
+        def spied(table: str, columns: Any, original: Any = original) -> str:
+            loaded.append(table.strip('"`'))
+            return original(table, columns)
+
+        monkeypatch.setattr(loading, name, spied)
+    return loaded
+
+
+def test_mysql_without_local_infile_loads_with_inserts_and_says_so(
+    engine_registry: Any, snapshot_factory: SnapshotFactory, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """A server with local_infile OFF refuses LOAD DATA LOCAL: the load falls back, with a warning."""
+    monkeypatch.setattr(loading, "server_allows_local_files", lambda database: False)
+    loaded = spy_on_native_loads(monkeypatch)
+    source = snapshot_factory([checkpoint_row(1, {"reason": "\\"})], [session_row(1, "k", {"tools": ["\t"]})])
+    with engine_registry.targets(engines.MYSQL).fresh() as target, caplog.at_level(logging.WARNING):
+        migrate(source, target, batch_size=10)
+        assert verify_target(source, target, batch_size=10).ok
+    assert loaded == []
+    assert "local_infile is OFF" in caplog.text
+
+
+def test_pymysql_sends_a_file_only_during_the_load_that_names_it(engine_registry: Any) -> None:
+    """A server may ask the client for any file; pymysql answers only while `_local_infile` is on."""
+    with engine_registry.targets(engines.MYSQL).fresh() as target, target_database(target) as database:
+        create_schema(database)
+        assert database.connection()._local_infile is False
+        table = TableMap(McpSession, SESSION_COLUMNS, unmapped=OTHER_SESSION_COLUMNS)
+        engine = engines.engine(database)
+        with engine.indexes_built_after([McpSession]), database.atomic():
+            engine.bulk_insert(insert_sql(database, table), session_rows(3), table.fields)
+        assert database.connection()._local_infile is False
+        assert McpSession.select().count() == 3
+
+
+SESSION_COLUMNS = ("id", "source_digest", "session_key", "session_key_digest", "shape", "layout", "is_active")
+OTHER_SESSION_COLUMNS = tuple(c for c in McpSession._meta.columns if c not in SESSION_COLUMNS)
+
+
+def session_rows(count: int, start: int = 1) -> list[tuple[Any, ...]]:
+    return [(n, "d", f"key{n}", key_digest(f"key{n}"), "other", "[]", True) for n in range(start, start + count)]
+
+
+def test_a_duplicate_primary_key_in_a_native_load_fails_the_batch(target: str) -> None:
+    """Trap: MySQL's LOAD DATA LOCAL turns a duplicate key into a warning and skips the row."""
+    table = TableMap(McpSession, SESSION_COLUMNS, unmapped=OTHER_SESSION_COLUMNS)
+    with target_database(target) as database:
+        create_schema(database)
+        engine = engines.engine(database)
+        with engine.indexes_built_after([McpSession]), pytest.raises(pw.IntegrityError):
+            with database.atomic():
+                relational.insert_rows(database, table, session_rows(2) + session_rows(1))
+        assert McpSession.select().count() == 0  # the batch rolled back
+
+
+# --- secondary indexes built after, on every engine ---------------------------------------------
+
+
+def index_names(database: pw.Database) -> set[str]:
+    engine = engines.engine(database)
+    return {name for model in relational_models() for name in engine._index_names(model)}
+
+
+def relational_models() -> list[type[pw.Model]]:
+    return [table.model for kind in KINDS.values() for table in kind.tables]
+
+
+def test_an_index_a_stopped_load_left_unbuilt_is_built_by_the_next_run(
+    target: str, snapshot_factory: SnapshotFactory
+) -> None:
+    source = snapshot_factory([checkpoint_row(1, {"reason": "r"})], [session_row(1, "k", {"agent_id": "a"})])
+    migrate(source, target, batch_size=10)
+    with target_database(target) as database:
+        complete = index_names(database)
+        index = next(i for i in McpSession._meta.fields_to_index() if i._name == "mcp_session_agent_id")
+        engines.engine(database)._drop_index(index)  # as a kill -9 mid-load leaves it
+        assert complete - index_names(database) == {"mcp_session_agent_id"}
+    assert verify_target(source, target, batch_size=10).ok  # reads need no index ...
+    migrate(source, target, batch_size=10)  # ... and the next run builds it
+    with target_database(target) as database:
+        assert index_names(database) == complete
+
+
+def test_two_rows_with_one_session_key_fail_the_unique_index_by_name_on_every_engine(target: str) -> None:
+    row = session_row(1, "a:c1", {"agent_id": "a"})
+    with target_database(target) as database:
+        create_schema(database)
+        with pytest.raises(DuplicateKeys) as refused, engines.engine(database).indexes_built_after([McpSession]):
+            relational.write_legacy_rows(database, sessions.KIND, [(row, "d1"), ((2, *row[1:]), "d2")])
+        assert "mcp_session_session_key_digest: the snapshot holds two rows" in str(refused.value)
+
+
+# --- PostgreSQL's foreign keys, added after ---------------------------------------------------------
+
+
+def foreign_keys(database: pw.Database) -> list[tuple[str, str, str]]:
+    tables = [model._meta.table_name for model in relational_models()]
+    return sorted(database.execute_sql(loading.FOREIGN_KEYS_SQL, (tables,)).fetchall())
+
+
+def test_postgresql_adds_the_foreign_keys_back_after_a_load_and_after_a_stopped_one(
+    engine_registry: Any, snapshot_factory: SnapshotFactory
+) -> None:
+    """A foreign key checks each row with a trigger: dropped for the load, added back (checking
+    every row once), the same as the schema creates them; a load stopped half way leaves their
+    definitions recorded, and the next run adds them."""
+    source = snapshot_factory(
+        [checkpoint_row(1, {"session_queues": {"s": [{"request_id": "r"}]}})],
+        [session_row(1, "k", {"tools": ["Read"]})],
+    )
+    with engine_registry.targets(engines.POSTGRESQL).fresh() as target:
+        with target_database(target) as database:
+            create_schema(database)
+            created = foreign_keys(database)
+        assert len(created) == 5  # every child's key to its parent, a queue item's to its queue too
+        migrate(source, target, batch_size=10)
+        with target_database(target) as database:
+            assert foreign_keys(database) == created
+            engines.engine(database)._drop_foreign_keys([table for table, _, _ in created])  # as a kill -9 leaves it
+            assert foreign_keys(database) == []
+        assert verify_target(source, target, batch_size=10).ok
+        migrate(source, target, batch_size=10)
+        with target_database(target) as database:
+            assert foreign_keys(database) == created
+            assert database.execute_sql("SELECT count(*) FROM ksi_migration_meta WHERE key = %s",
+                                        (loading.FOREIGN_KEYS_KEY,)).fetchone() == (0,)  # fmt: skip
