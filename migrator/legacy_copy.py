@@ -122,8 +122,8 @@ def compare_legacy_files(expected: Path, actual: Path, tables: Sequence[str]) ->
             select = f'SELECT rowid, {cells} FROM {{}}."{name}"'
             for left, right, label in (("expected", "actual", "missing from"), ("actual", "expected", "extra in")):
                 query = f"{select.format(left)} EXCEPT {select.format(right)} LIMIT 5"
-                for row in connection.execute(query):
-                    problems.append(f"{name} rowid {row[0]} {label} the copy: {row[1:]}")
+                for rowid, *described in connection.execute(query):
+                    problems.append(f"{name} rowid {rowid} {label} the copy: {tuple(described)}")
         return problems
     finally:
         connection.close()
