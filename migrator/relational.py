@@ -33,7 +33,7 @@ ROOT = 0  # a Bundle's (and a BlobKind's) first table is the root table
 IDENTITY = 0  # every TableMap's first column is the legacy identity: the root's id, or a child's parent id
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one object per table: compared and hashed by identity, in C
 class TableMap:
     """Which columns of a model a blob kind fills, named once, in tuple order.
 
@@ -79,9 +79,6 @@ class TableMap:
         object.__setattr__(self, "record", slice(start, start + (specs[0].width if specs else 0)))
         object.__setattr__(self, "at", offsets(self.name, names))
         object.__setattr__(self, "build", row_builder(self.name, parts))
-
-    def __hash__(self) -> int:  # statements are cached by table: identity is enough
-        return id(self)
 
     @property
     def name(self) -> str:
