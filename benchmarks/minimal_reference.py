@@ -1,5 +1,6 @@
-# Copied verbatim from ../shared/bench/minimal_reference.py (issue 18: "against the least work any
-# migration of these blobs can do"), sha256 3cebc22c57aa324364d6446826eac2a04e94c9d26c0ccb1cc3f983c112fddaeb, below this comment.
+# Copied verbatim from the team's benchmark yardstick (bench/minimal_reference.py in the shared
+# folder beside the project; issue 18: "against the least work any migration of these blobs can do"),
+# sha256 3cebc22c57aa324364d6446826eac2a04e94c9d26c0ccb1cc3f983c112fddaeb, below this comment.
 # It is a script: the benchmark runs it with runpy in a process of its own (benchmarks/child.py).
 # Kept as written, so it is left out of ruff (pyproject.toml).
 """Minimal hand-written backfill: json.loads + executemany of the relational rows, one transaction.
