@@ -38,6 +38,23 @@ SESSIONS_DDL = """
                     )
                 """
 
+# The daemon's statements, as its code spells them; `DaemonCheckpoints` and `DaemonSessions` run
+# them as the daemon does, and `verification/test_store_model.py`'s model runs the same strings.
+INSERT_CHECKPOINT = "INSERT INTO checkpoints (timestamp, checkpoint_data) VALUES (?, ?)"
+PRUNE_CHECKPOINTS = """
+                DELETE FROM checkpoints
+                WHERE id NOT IN (
+                    SELECT id FROM checkpoints
+                    ORDER BY id DESC LIMIT 5
+                )
+            """
+LATEST_CHECKPOINT = "SELECT checkpoint_data FROM checkpoints ORDER BY id DESC LIMIT 1"
+LATEST_CHECKPOINT_ID = "SELECT id FROM checkpoints ORDER BY id DESC LIMIT 1"
+UPDATE_CHECKPOINT = "UPDATE checkpoints SET checkpoint_data = ? WHERE id = ?"
+SESSIONS_SEEN_AFTER = "SELECT session_key, session_data, last_seen FROM mcp_sessions WHERE last_seen > ?"
+SAVE_SESSION = "INSERT OR REPLACE INTO mcp_sessions (session_key, session_data, last_seen) VALUES (?, ?, ?)"
+EXPIRE_SESSIONS = "DELETE FROM mcp_sessions WHERE last_seen < ?"
+
 
 @contextmanager
 def connected(path: Path) -> Iterator[sqlite3.Connection]:
@@ -63,18 +80,9 @@ class DaemonCheckpoints:
     async def save_checkpoint(self, checkpoint_data: dict[str, Any]) -> bool:
         try:
             with connected(self.path) as db:
-                db.execute(
-                    "INSERT INTO checkpoints (timestamp, checkpoint_data) VALUES (?, ?)",
-                    (self.timestamp_utc(), json.dumps(checkpoint_data)),
-                )
+                db.execute(INSERT_CHECKPOINT, (self.timestamp_utc(), json.dumps(checkpoint_data)))
                 db.commit()
-                db.execute("""
-                DELETE FROM checkpoints
-                WHERE id NOT IN (
-                    SELECT id FROM checkpoints
-                    ORDER BY id DESC LIMIT 5
-                )
-            """)
+                db.execute(PRUNE_CHECKPOINTS)
                 db.commit()
             return True
         except Exception as e:  # noqa: BLE001 - the daemon's own handling
@@ -84,7 +92,7 @@ class DaemonCheckpoints:
     async def load_latest_checkpoint(self) -> Any:
         try:
             with connected(self.path) as db:
-                row = db.execute("SELECT checkpoint_data FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+                row = db.execute(LATEST_CHECKPOINT).fetchone()
                 if row:
                     return json.loads(row[0])
             return None
@@ -95,14 +103,11 @@ class DaemonCheckpoints:
     async def update_checkpoint(self, modified_data: dict[str, Any]) -> bool:
         try:
             with connected(self.path) as db:
-                row = db.execute("SELECT id FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+                row = db.execute(LATEST_CHECKPOINT_ID).fetchone()
                 if not row:
                     return False
                 checkpoint_id = row[0]
-                db.execute(
-                    "UPDATE checkpoints SET checkpoint_data = ? WHERE id = ?",
-                    (json.dumps(modified_data), checkpoint_id),
-                )
+                db.execute(UPDATE_CHECKPOINT, (json.dumps(modified_data), checkpoint_id))
                 db.commit()
                 return True
         except Exception as e:  # noqa: BLE001 - the daemon's own handling
@@ -124,9 +129,7 @@ class DaemonSessions:
                 db.execute(SESSIONS_DDL)
                 db.commit()
                 cutoff = (self.now() - timedelta(hours=24)).isoformat()
-                cursor = db.execute(
-                    "SELECT session_key, session_data, last_seen FROM mcp_sessions WHERE last_seen > ?", (cutoff,)
-                )
+                cursor = db.execute(SESSIONS_SEEN_AFTER, (cutoff,))
                 for row in cursor:
                     session_key, session_data_json, last_seen_str = row
                     try:
@@ -150,12 +153,9 @@ class DaemonSessions:
                         save_data["tools"] = [
                             {"name": t.get("name")} if isinstance(t, dict) else t for t in save_data["tools"]
                         ]
-                    db.execute(
-                        "INSERT OR REPLACE INTO mcp_sessions (session_key, session_data, last_seen) VALUES (?, ?, ?)",
-                        (session_key, json.dumps(save_data), last_seen.isoformat()),
-                    )
+                    db.execute(SAVE_SESSION, (session_key, json.dumps(save_data), last_seen.isoformat()))
                 cutoff = (self.now() - timedelta(hours=24)).isoformat()
-                db.execute("DELETE FROM mcp_sessions WHERE last_seen < ?", (cutoff,))
+                db.execute(EXPIRE_SESSIONS, (cutoff,))
                 db.commit()
         except Exception as e:  # noqa: BLE001 - the daemon's own handling
             logger.error(f"Failed to save MCP sessions: {e}")
@@ -164,7 +164,7 @@ class DaemonSessions:
         """The expiry alone, as `_save_sessions` ends: `DELETE ... WHERE last_seen < ?`; how many went."""
         with connected(self.path) as db:
             cutoff = (self.now() - timedelta(hours=24)).isoformat()
-            removed = db.execute("DELETE FROM mcp_sessions WHERE last_seen < ?", (cutoff,)).rowcount
+            removed = db.execute(EXPIRE_SESSIONS, (cutoff,)).rowcount
             db.commit()
         return removed
 

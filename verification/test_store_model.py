@@ -37,11 +37,11 @@ from hypothesis.stateful import Bundle, MultipleResults, initialize, invariant, 
 from migrator.equivalence import json_differences
 from migrator.store import Mode, SessionRecord, Store, open_store
 from migrator.store import core as store_core
+from verification import daemon_sql
 from verification.fuzzing import BudgetedMachine
 from verification.harness import verify_target
 from verification.strategies import session_keys
 
-KEPT_CHECKPOINTS = 5  # `... ORDER BY id DESC LIMIT 5` in the daemon's prune
 SESSION_LIFETIME = timedelta(hours=24)
 START = datetime(2025, 6, 20, 9, 0, 0)
 WITH_LEGACY_TABLES = (Mode.LEGACY, Mode.DUAL_WRITE, Mode.SHADOW, Mode.RELATIONAL)
@@ -50,45 +50,31 @@ DUAL_WRITING = (Mode.DUAL_WRITE, Mode.SHADOW, Mode.RELATIONAL)
 Blob = dict[str, Any]
 
 
-DAEMON_TABLES = (
-    "CREATE TABLE IF NOT EXISTS checkpoints (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-    "timestamp TEXT NOT NULL, checkpoint_data TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS mcp_sessions (session_key TEXT PRIMARY KEY, "
-    "session_data TEXT NOT NULL, last_seen TIMESTAMP NOT NULL)",
-)
-
-
 class DaemonModel:
     """The legacy daemon: its own statements on its own two tables, nothing else."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db  # in autocommit mode, as the daemon commits after each statement
-        for statement in DAEMON_TABLES:
+        for statement in (daemon_sql.CHECKPOINTS_DDL, daemon_sql.SESSIONS_DDL):
             self.db.execute(statement)
 
     def save_checkpoint(self, timestamp: str, state: Blob) -> int:
-        cursor = self.db.execute(
-            "INSERT INTO checkpoints (timestamp, checkpoint_data) VALUES (?, ?)", (timestamp, json.dumps(state))
-        )
-        self.db.execute(
-            "DELETE FROM checkpoints WHERE id NOT IN (SELECT id FROM checkpoints ORDER BY id DESC LIMIT ?)",
-            (KEPT_CHECKPOINTS,),
-        )
+        cursor = self.db.execute(daemon_sql.INSERT_CHECKPOINT, (timestamp, json.dumps(state)))
+        self.db.execute(daemon_sql.PRUNE_CHECKPOINTS)
         return int(cursor.lastrowid or 0)
 
     def update_latest_checkpoint(self, state: Blob) -> int | None:
-        found = self.db.execute("SELECT id FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+        found = self.db.execute(daemon_sql.LATEST_CHECKPOINT_ID).fetchone()
         if found is None:
             return None
-        self.db.execute("UPDATE checkpoints SET checkpoint_data = ? WHERE id = ?", (json.dumps(state), found[0]))
+        self.db.execute(daemon_sql.UPDATE_CHECKPOINT, (json.dumps(state), found[0]))
         return int(found[0])
 
     def update_checkpoint(self, checkpoint_id: int, state: Blob) -> bool:
-        sql = "UPDATE checkpoints SET checkpoint_data = ? WHERE id = ?"
-        return self.db.execute(sql, (json.dumps(state), checkpoint_id)).rowcount > 0
+        return self.db.execute(daemon_sql.UPDATE_CHECKPOINT, (json.dumps(state), checkpoint_id)).rowcount > 0
 
     def latest_checkpoint(self) -> Blob | None:
-        found = self.db.execute("SELECT checkpoint_data FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+        found = self.db.execute(daemon_sql.LATEST_CHECKPOINT).fetchone()
         return None if found is None else json.loads(found[0])
 
     def load_checkpoint(self, checkpoint_id: int) -> Blob | None:
@@ -99,16 +85,13 @@ class DaemonModel:
         return self.db.execute("SELECT id, timestamp FROM checkpoints ORDER BY id DESC").fetchall()
 
     def save_session(self, key: str, data: Blob, last_seen: str) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO mcp_sessions (session_key, session_data, last_seen) VALUES (?, ?, ?)",
-            (key, json.dumps(data), last_seen),
-        )
+        self.db.execute(daemon_sql.SAVE_SESSION, (key, json.dumps(data), last_seen))
 
     def delete_session(self, key: str) -> bool:
         return self.db.execute("DELETE FROM mcp_sessions WHERE session_key = ?", (key,)).rowcount > 0
 
     def expire_sessions(self, cutoff: str) -> int:
-        return self.db.execute("DELETE FROM mcp_sessions WHERE last_seen < ?", (cutoff,)).rowcount
+        return self.db.execute(daemon_sql.EXPIRE_SESSIONS, (cutoff,)).rowcount
 
     def load_session(self, key: str) -> tuple[Blob, Any] | None:
         sql = "SELECT session_data, last_seen FROM mcp_sessions WHERE session_key = ?"
@@ -116,7 +99,7 @@ class DaemonModel:
         return None if found is None else (json.loads(found[0]), found[1])
 
     def sessions_seen_after(self, cutoff: str) -> list[tuple[str, Blob, Any]]:
-        sql = "SELECT session_key, session_data, last_seen FROM mcp_sessions WHERE last_seen > ? ORDER BY rowid"
+        sql = daemon_sql.SESSIONS_SEEN_AFTER + " ORDER BY rowid"  # the order a table scan gives the daemon
         return [(key, json.loads(data), seen) for key, data, seen in self.db.execute(sql, (cutoff,))]
 
     def row_ids(self) -> list[int]:
