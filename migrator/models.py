@@ -67,6 +67,11 @@ class bound_to:
 
 database_proxy = TargetProxy()
 
+# `bound_to` as two calls, for the store's per-call wrapper: the ContextVar's own C methods,
+# with no object to build and no Python frames to enter (a session lookup makes one of each).
+bind = _CURRENT.set
+unbind = _CURRENT.reset
+
 
 class BaseModel(pw.Model):
     class Meta:

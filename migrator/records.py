@@ -34,6 +34,10 @@ from migrator.errors import RebuildError
 
 
 class Kind(Enum):
+    # Members are singletons, so identity hashes them exactly; Enum's own `__hash__` runs in
+    # Python and is called for every key of every object a rebuild joins.
+    __hash__ = object.__hash__
+
     TEXT = "text"  # a JSON string (or null) in a text column
     BOOL = "bool"  # a JSON boolean (or null) in a boolean column
     JSON = "json"  # any JSON value, kept as its canonical JSON text
@@ -154,10 +158,11 @@ def split_record(spec: RecordSpec, obj: dict, where: Where) -> SplitRecord:
 
 
 @lru_cache(maxsize=4096)
-def _parse_layout(layout: str) -> tuple[tuple[str, bool], ...]:
-    """(key, comes-from-extra) pairs of a layout; layouts repeat, so parsing is cached."""
-    entries = json.loads(layout)
-    return tuple((e[0], True) if isinstance(e, list) else (e, False) for e in entries)
+def _parse_layout(layout: str) -> tuple[tuple[str, bool, str], ...]:
+    """(key, comes-from-extra, the key's JSON text and colon) of a layout's entries; layouts
+    repeat, so parsing and encoding the keys is done once each."""
+    entries = [(e[0], True) if isinstance(e, list) else (e, False) for e in json.loads(layout)]
+    return tuple((key, from_extra, f"{encode_str(key)}: ") for key, from_extra in entries)
 
 
 _ENCODERS: dict[Kind, Callable[[Any], str]] = {
@@ -179,7 +184,7 @@ def join_record(
     extras = iter(json.loads(extra, object_pairs_hook=keep_duplicate_keys)) if extra else iter(())
     parts = []
     try:
-        for key, from_extra in _parse_layout(layout):
+        for key, from_extra, key_text in _parse_layout(layout):
             if from_extra:
                 text = dumps(next(extras))
             else:
@@ -190,7 +195,7 @@ def join_record(
                     text = _ENCODERS[kind](slots[position])
                     if kind is Kind.JSON and text is None:
                         raise RebuildError(f"{spec.name}.{key} is listed but its column is empty")
-            parts.append(f"{encode_str(key)}: {text}")
+            parts.append(key_text + text)
     except (StopIteration, KeyError) as exc:
         raise RebuildError(f"{spec.name} layout does not match its columns: {exc!r}") from exc
     return "{" + ", ".join(parts) + "}"

@@ -13,7 +13,6 @@ from functools import partial
 from itertools import groupby
 from operator import itemgetter
 from typing import Any
-from weakref import WeakKeyDictionary
 
 import peewee as pw
 
@@ -128,19 +127,25 @@ class BlobKind:
 # --- writing ----------------------------------------------------------------------------------
 
 
-_STATEMENTS: WeakKeyDictionary[pw.Database, dict[Hashable, str]] = WeakKeyDictionary()
+_STATEMENTS = "_ksi_statements"  # the attribute of a database that holds its statement cache
 
 
 def statement(database: pw.Database, key: Hashable, build: Callable[[], pw.Query]) -> str:
     """The SQL of a query peewee builds, made once per database and key, then reused.
 
     Building a query costs more than running a small one; the hot paths (a row's lookup, a
-    checkpoint save) run the same few statements with new parameters each time.
+    checkpoint save) run the same few statements with new parameters each time. The cache lives
+    on the database object, so it goes with it, and finding it costs one attribute lookup (a
+    WeakKeyDictionary made a weak reference on every call).
     """
-    cached = _STATEMENTS.setdefault(database, {})
-    if key not in cached:
-        cached[key] = database.get_sql_context().sql(build()).query()[0]
-    return cached[key]
+    cached: dict[Hashable, str] | None = getattr(database, _STATEMENTS, None)
+    if cached is None:
+        cached = {}
+        setattr(database, _STATEMENTS, cached)
+    sql = cached.get(key)
+    if sql is None:
+        sql = cached[key] = database.get_sql_context().sql(build()).query()[0]
+    return sql
 
 
 def insert_sql(database: pw.Database, table: TableMap) -> str:
@@ -402,7 +407,11 @@ def _children_of(child: TableMap, rowid: int) -> pw.Query:
 def read_bundle(database: pw.Database, kind: BlobKind, column: pw.Field, value: Any) -> Bundle | None:
     """The bundle of the one legacy row whose root row has `column == value` (an indexed,
     unique column: the id, or a session key's digest), in one query per table."""
-    root_sql = statement(database, ("bundle", kind.root, column), lambda: _select(kind.root, column == value, limit=1))
+    # Keyed by the column's name: a peewee field hashes in Python (`(model, name)`), and the
+    # column is always one of the root table's.
+    root_sql = statement(
+        database, ("bundle", kind.root, column.name), lambda: _select(kind.root, column == value, limit=1)
+    )
     roots = database.execute_sql(root_sql, [value, 1]).fetchall()  # the value, then LIMIT 1
     if not roots:
         return None

@@ -53,14 +53,18 @@ def timestamp_utc() -> str:
 def blob_of(kind: BlobKind, row: LegacyRow) -> Blob:
     """The JSON object a legacy row holds, as the daemon reads it (`json.loads`)."""
     data = kind.legacy.data_of(row)
-    where = f"{kind.legacy.name} rowid {row[ROWID]}: {kind.legacy.data_column}"
     try:
         value = json.loads(data) if isinstance(data, str) else None
     except (ValueError, RecursionError) as exc:
-        raise UnreadableRecord(f"{where} is not JSON: {exc}") from exc
+        raise UnreadableRecord(f"{_where(kind, row)} is not JSON: {exc}") from exc
     if not isinstance(value, dict):
-        raise UnreadableRecord(f"{where} is not a JSON object")
+        raise UnreadableRecord(f"{_where(kind, row)} is not a JSON object")
     return value
+
+
+def _where(kind: BlobKind, row: LegacyRow) -> str:
+    # Only made for an error: every read of every blob passes through `blob_of`.
+    return f"{kind.legacy.name} rowid {row[ROWID]}: {kind.legacy.data_column}"
 
 
 def maybe_blob(kind: BlobKind, row: LegacyRow | None) -> Blob | None:

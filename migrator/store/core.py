@@ -29,7 +29,7 @@ from migrator.legacy import (
     LegacyTable,
     row_digest,
 )
-from migrator.models import Checkpoint, McpSession, bound_to
+from migrator.models import Checkpoint, McpSession, bind, unbind
 from migrator.relational import BlobKind, write_legacy_rows
 from migrator.sources import open_sources
 from migrator.store.aio import AsyncStore
@@ -73,8 +73,11 @@ def _on_its_target(method: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(method)
     def bound(self: Store, *args: Any, **kwargs: Any) -> T:
-        with bound_to(self.database):
+        token = bind(self.database)  # `models.bound_to`, unrolled: every store call runs this
+        try:
             return method(self, *args, **kwargs)
+        finally:
+            unbind(token)
 
     return bound
 

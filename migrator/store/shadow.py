@@ -25,7 +25,7 @@ SHADOW_BACKLOG = 1000  # comparisons waiting beyond this are skipped (and counte
 # --- shadow reads -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass sets each field through object.__setattr__
 class Read:
     """One read as each side would serve it. Both callables return what their side read (a legacy
     row or None, by default); `present` turns that into what the caller is handed (by default
