@@ -282,6 +282,8 @@ def test_without_a_terminal_progress_is_a_line_every_few_seconds(
     lines = capsys.readouterr().err.splitlines()
     assert lines and all(re.fullmatch(r"migrate: \w+, \d+ of 4 rows, [\d,]+ rows/s", line) for line in lines), lines
     assert lines[-1].startswith("migrate: mcp_sessions, 4 of 4 rows")
+    done = [line.split(" rows, ")[0] for line in lines]
+    assert len(done) == len(set(done)), lines  # each line says something new: the end is said once
 
 
 def test_verbose_after_the_command_name_shows_the_traceback_too(
