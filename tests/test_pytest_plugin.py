@@ -35,6 +35,19 @@ def test_naming_the_plugins_again_registers_nothing_twice(pytester: pytest.Pytes
     result.assert_outcomes(passed=1)
 
 
+def test_without_hypothesis_or_a_snapshot_the_package_says_what_is_missing_in_one_line(
+    pytester: pytest.Pytester,
+) -> None:
+    # A gate-only install (no hypothesis, so no fuzzing plugin) run without --ksi-snapshot: the
+    # generative suite is asked for, and each of its modules would fail to import.
+    result = pytester.runpytest_subprocess("--pyargs", "verification", "-p", "no:verification.fuzzing", "--co")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: no --ksi-snapshot: *needs hypothesis*"])
+    assert "pip install 'ksi-migrator[test]'" in result.stderr.str()
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
 def source_tree(destination: Path) -> Path:
     """The repository's files as a clone has them (tracked or new, never ignored), copied apart,
     so that building the package writes nothing into the repository."""
