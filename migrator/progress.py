@@ -39,6 +39,7 @@ class ProgressLines:
     def __init__(self, total: int, description: str) -> None:
         self.total, self.description, self.every = total, description, PROGRESS_LINE_SECONDS
         self.done = 0
+        self.said = 0  # the rows done when a line last said so
         self.started = self.last = time.monotonic()
         self.table = ""
 
@@ -51,11 +52,13 @@ class ProgressLines:
             self.say(now)
 
     def finish(self) -> None:
-        if self.last != self.started:  # said something already: say where it ended
+        # Said something already: say where it ended, unless the last line said just that.
+        if self.last != self.started and self.said != self.done:
             self.say(time.monotonic())
 
     def say(self, now: float) -> None:
         rate = self.done / max(now - self.started, 1e-9)
+        self.said = self.done
         print(
             f"{self.description}: {self.table}, {self.done:,} of {self.total:,} rows, {rate:,.0f} rows/s",
             file=sys.stderr,

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from migrator import __version__
+from migrator.batching import DEFAULT_BATCH_SIZE
 from migrator.cli import COMMANDS, build_parser, main
 from migrator.legacy import snapshot_hashes
 from migrator.legacy_copy import compare_legacy_files
@@ -190,6 +191,66 @@ def test_migrate_verify_and_status_print_one_json_document_each(
     assert status["source"]["is_last_migrated"] is True and status["cleanup"] is None
 
 
+MIGRATE_KEYS = ["tables", "seconds", "dry_run", "recheck", "attempts"]
+MIGRATE_TABLE_KEYS = [
+    "table", "source_rows", "written", "rewritten", "moved", "unchanged", "deleted", "orphans_removed",
+    "changed_meanwhile", "child_rows_written", "child_rows_moved", "migrated", "quarantined", "noncanonical",
+]  # fmt: skip
+VERIFY_KEYS = ["ok", "tables", "mismatch_kinds", "mismatches", "seconds"]
+CLEANUP_KEYS = ["source", "files", "archive", "ready", "executed", "checks", "tables", "statements"]
+
+
+def test_migrate_json_piped_into_json_tool_is_one_document_with_every_figure(snapshot: Path, tmp_path: Path) -> None:
+    # As a script runs it: `ksi-migrate migrate ... --json | python -m json.tool`. Progress and
+    # notices go to stderr, so stdout holds the document alone.
+    migrate = [sys.executable, "-m", "migrator", "migrate", "--source", str(snapshot), "--target", str(tmp_path / "t")]
+    with subprocess.Popen([*migrate, "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as producer:
+        tool = subprocess.run(
+            [sys.executable, "-m", "json.tool"], stdin=producer.stdout, capture_output=True, text=True, check=False
+        )
+    assert (producer.returncode, tool.returncode, tool.stderr) == (0, 0, "")
+    document = json.loads(tool.stdout)
+    assert list(document) == MIGRATE_KEYS
+    assert [list(table) for table in document["tables"]] == [MIGRATE_TABLE_KEYS, MIGRATE_TABLE_KEYS]
+    assert [table["source_rows"] for table in document["tables"]] == [2, 2]
+
+
+def test_verify_and_cleanup_print_one_json_document_with_their_figures(
+    snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target, archive = tmp_path / "t.db", tmp_path / "archive"
+    assert main(["migrate", "--source", str(snapshot), "--target", str(target)]) == 0
+    assert main(["archive", "--source", str(snapshot), "--out", str(archive)]) == 0
+    capsys.readouterr()
+    assert main(["verify", "--source", str(snapshot), "--target", str(target), "--json"]) == 0
+    verified = json.loads(capsys.readouterr().out)
+    assert list(verified) == VERIFY_KEYS
+    assert [(t["table"], t["source_rows"], t["matched"]) for t in verified["tables"]] == [
+        ("checkpoints", 2, 2),
+        ("mcp_sessions", 2, 2),
+    ]
+    cleanup = ["cleanup", "--source", str(snapshot), "--target", str(target), "--archive", str(archive), "--json"]
+    for extra, executed in ((["--dry-run"], False), ([], True)):
+        assert main([*cleanup, *extra]) == 0
+        document = json.loads(capsys.readouterr().out)
+        assert list(document) == CLEANUP_KEYS
+        assert (document["ready"], document["executed"], document["tables"]) == (
+            True,
+            executed,
+            ["checkpoints", "mcp_sessions"],
+        )
+        assert document["checks"] and all(list(check) == ["name", "passed", "detail"] for check in document["checks"])
+    assert main(["status", "--target", str(target), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cleanup"]["tables"] == ["checkpoints", "mcp_sessions"]
+
+
+def test_batch_size_shows_its_default_in_help(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("migrate", "verify", "restore", "export"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert f"(default: {DEFAULT_BATCH_SIZE})" in " ".join(capsys.readouterr().out.split()), command
+
+
 def test_status_says_when_the_source_changed_since_the_last_migrate(
     snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -221,6 +282,8 @@ def test_without_a_terminal_progress_is_a_line_every_few_seconds(
     lines = capsys.readouterr().err.splitlines()
     assert lines and all(re.fullmatch(r"migrate: \w+, \d+ of 4 rows, [\d,]+ rows/s", line) for line in lines), lines
     assert lines[-1].startswith("migrate: mcp_sessions, 4 of 4 rows")
+    done = [line.split(" rows, ")[0] for line in lines]
+    assert len(done) == len(set(done)), lines  # each line says something new: the end is said once
 
 
 def test_verbose_after_the_command_name_shows_the_traceback_too(

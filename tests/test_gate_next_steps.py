@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from verification.gate.checks import PERFORMANCE, QUARANTINE, ROWS_EXACT
+from verification.gate.checks import CHECK_TITLES, METADATA, PERFORMANCE, QUARANTINE, ROWS_EXACT, SOURCE_COLUMNS
 from verification.gate.ledger import FAIL, NOT_RUN, PASS, CheckVerdict
-from verification.gate.next_steps import Invocation, next_steps, without
+from verification.gate.next_steps import STEPS_FOR_FAILED, Invocation, next_steps, without
 from verification.gate.performance import latency_result, measure_until_judged, repeated
 
 ARGS = ("--pyargs", "verification", "--ksi-snapshot", "/data/legacy.db", "-n", "auto")
@@ -58,13 +58,33 @@ def test_a_database_url_never_appears_in_the_advice() -> None:
     steps = next_steps(verdict(ROWS_EXACT, FAIL), invocation(target=url))
 
     assert "s3cret" not in "".join(steps)
-    assert "ksi-migrate migrate --source /data/legacy.db --target TARGET" in steps[0]
+    assert "`/venv/bin/python -m migrator migrate --source /data/legacy.db --target TARGET`" in steps[0]
 
 
 def test_a_scratch_target_that_fails_is_a_defect_to_report_not_to_patch() -> None:
     (step,) = next_steps(verdict(ROWS_EXACT, FAIL), invocation())
 
-    assert "defect" in step and "ksi-migrate" not in step
+    assert "defect" in step and "-m migrator" not in step
+
+
+def test_every_check_that_fails_has_advice_of_its_own() -> None:
+    # The generic advice (see the problems, run again) would fail again: each check says what mends it.
+    assert set(STEPS_FOR_FAILED) == set(CHECK_TITLES)
+
+
+def test_metadata_recorded_from_an_older_snapshot_is_caught_up_by_migrate() -> None:
+    # A target migrated before the daemon's DDL or counter changed: a catch-up records them anew.
+    steps = next_steps(verdict(METADATA, FAIL), invocation(target="/data/target.db"))
+
+    assert "`/venv/bin/python -m migrator migrate --source /data/legacy.db --target /data/target.db`" in steps[0]
+    assert steps[-1].startswith(f"Sign off again: `{invocation().rerun()}`")
+
+
+def test_a_column_the_migrator_does_not_carry_stops_the_cutover() -> None:
+    steps = next_steps(verdict(SOURCE_COLUMNS, FAIL), invocation())
+
+    assert "does not carry" in steps[0] and "Do not cut over" in steps[0]
+    assert steps[-1].endswith(f"`{invocation().rerun()}`")
 
 
 # --- latency: measured again before failing ----------------------------------------------------

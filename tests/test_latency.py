@@ -1,10 +1,11 @@
-"""The one percentile rule of the gate and the benchmarks (`verification/latency.py`)."""
+"""The one percentile rule of the gate, the benchmarks and the live run (`verification/latency.py`)."""
 
 from __future__ import annotations
 
 import pytest
 
 from verification.latency import latency_figures, percentile
+from verification.live import LiveResult
 
 
 @pytest.mark.parametrize(
@@ -34,3 +35,13 @@ def test_figures_sort_their_samples_and_round_to_the_microsecond() -> None:
     figures = latency_figures([3.00049, 1.0, 2.0])
 
     assert figures == {"samples": 3, "p50_ms": 2.0, "p95_ms": 3.0, "p99_ms": 3.0, "max_ms": 3.0}
+
+
+def test_the_live_runs_save_latencies_follow_the_same_rule() -> None:
+    # 150 samples, unsorted: rank ceil(0.99 * 150) = 149 and ceil(0.5 * 150) = 75. A rule of its
+    # own (int(0.99 * n) - 1 as an index, n // 2 for the median) would say 148 and 76.
+    result = LiveResult("one-file", 1.0, save_ms=[float(value) for value in range(150, 0, -1)])
+
+    summary = result.summary()
+
+    assert (summary["save_p50_ms"], summary["save_p99_ms"], summary["saves"]) == (75.0, 149.0, 150)

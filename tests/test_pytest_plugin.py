@@ -3,6 +3,8 @@ once wherever the package is installed, and enough to sign off a snapshot from a
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
 import os
 import shutil
 import subprocess
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from migrator.fabricate import fabricate_snapshot
+from verification.gate.artifacts import migrator_installed_from_git
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 PLUGIN_MODULES = ("verification.pytest_plugin", "verification.gate.plugin", "verification.fuzzing")
@@ -30,6 +33,19 @@ def test_naming_the_plugins_again_registers_nothing_twice(pytester: pytest.Pytes
     result = pytester.runpytest_inprocess(*again, "--ksi-shard-rows=10", "--hypothesis-profile=ci")
 
     result.assert_outcomes(passed=1)
+
+
+def test_without_hypothesis_or_a_snapshot_the_package_says_what_is_missing_in_one_line(
+    pytester: pytest.Pytester,
+) -> None:
+    # A gate-only install (no hypothesis, so no fuzzing plugin) run without --ksi-snapshot: the
+    # generative suite is asked for, and each of its modules would fail to import.
+    result = pytester.runpytest_subprocess("--pyargs", "verification", "-p", "no:verification.fuzzing", "--co")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: no --ksi-snapshot: *needs hypothesis*"])
+    assert "pip install 'ksi-migrator[test]'" in result.stderr.str()
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
 
 
 def source_tree(destination: Path) -> Path:
@@ -69,9 +85,35 @@ def test_the_gate_signs_off_from_a_package_installed_in_a_fresh_venv_outside_the
     fabricate_snapshot(snapshot, checkpoints=3, sessions=20, seed=5)
 
     imported = run([venv / "bin" / "python", "-c", "import verification; print(verification.__file__)"], elsewhere)
-    gate = run([venv / "bin" / "pytest", "--pyargs", "verification", "--ksi-snapshot", snapshot], elsewhere)
+    # Latency limits out of reach: this is about the install, and a busy machine's p99 is not a finding.
+    limits = ["--ksi-max-checkpoint-save-ms", "60000", "--ksi-max-session-lookup-ms", "60000"]
+    gate = run([venv / "bin" / "pytest", "--pyargs", "verification", "--ksi-snapshot", snapshot, *limits], elsewhere)
 
     assert Path(imported.stdout.strip()).is_relative_to(venv), "the package must come from the venv, not a checkout"
     assert gate.returncode == 0, gate.stdout[-3000:] + gate.stderr[-3000:]
     assert (elsewhere / "signoff" / "signoff.md").read_text(encoding="utf-8").startswith("PASS")
     assert "test_rows_exact" in gate.stdout
+
+
+@pytest.mark.parametrize(
+    ("direct_url", "source"),
+    [
+        (  # pip install 'ksi-migrator[gate] @ git+file:///src@main'
+            {"url": "file:///src", "vcs_info": {"vcs": "git", "commit_id": "0123abcd", "requested_revision": "main"}},
+            {"commit": "0123abcd", "local_changes": False},
+        ),
+        ({"url": "file:///src", "dir_info": {}}, None),  # pip install '/src[gate]': pip records no commit
+        ({"url": "file:///src", "vcs_info": {"vcs": "hg", "commit_id": "0123abcd"}}, None),
+        (None, None),  # installed by something that writes no direct_url.json
+    ],
+)
+def test_an_install_from_git_names_its_commit_in_the_sign_off(
+    direct_url: dict[str, object] | None, source: dict[str, object] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Installed:
+        def read_text(self, name: str) -> str | None:
+            return json.dumps(direct_url) if name == "direct_url.json" and direct_url is not None else None
+
+    monkeypatch.setattr(importlib.metadata, "distribution", lambda name: Installed())
+
+    assert migrator_installed_from_git() == source

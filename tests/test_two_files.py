@@ -266,7 +266,8 @@ def test_the_sign_offs_commands_name_both_files() -> None:
     args = ("--pyargs", "verification", "--ksi-snapshot", str(files[0]), "--ksi-snapshot", str(files[1]))
     run = Invocation(Path("/work"), "/venv/bin/python", args, files, None, Path("/s/signoff.json"))
     assert run.ksi_migrate("verify") == (
-        "ksi-migrate verify --source /data/checkpoint.db --source /data/mcp_sessions.db --target TARGET"
+        "/venv/bin/python -m migrator verify --source /data/checkpoint.db --source /data/mcp_sessions.db"
+        " --target TARGET"
     )
     backup, on_copies = next_steps(CheckVerdict(SOURCE_UNTOUCHED, SOURCE_UNTOUCHED, FAIL, "changed"), run)
     assert "sqlite3 /data/checkpoint.db '.backup checkpoint-copy.db' && sqlite3 /data/mcp_sessions.db" in backup

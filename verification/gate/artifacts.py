@@ -10,6 +10,7 @@ commit when it runs from a checkout), and, for each check that did not pass, wha
 from __future__ import annotations
 
 import getpass
+import importlib.metadata
 import json
 import os
 import socket
@@ -48,7 +49,7 @@ class RunFacts:
     accept_sha256: str | None
     invocation: Invocation
     signer: dict[str, str | None]  # host and user: `who_and_where()`
-    migrator_source: dict[str, Any] | None  # `migrator_checkout()`
+    migrator_source: dict[str, Any] | None  # `migrator_source()`
 
 
 def who_and_where() -> dict[str, str | None]:
@@ -77,6 +78,24 @@ def migrator_checkout() -> dict[str, Any] | None:
     return {"commit": commit, "local_changes": bool(changes)} if commit else None
 
 
+def migrator_installed_from_git() -> dict[str, Any] | None:
+    """The commit pip recorded when it installed the package from a git repository
+    (`pip install 'ksi-migrator[gate] @ git+URL@REV'`: `vcs_info` in PEP 610's direct_url.json);
+    None for any other install. pip builds that commit from a clean clone: no local changes."""
+    try:
+        text = importlib.metadata.distribution("ksi-migrator").read_text("direct_url.json")
+        vcs = json.loads(text or "{}").get("vcs_info") or {}
+    except (importlib.metadata.PackageNotFoundError, ValueError, AttributeError):  # not installed; not PEP 610
+        return None
+    commit = vcs.get("commit_id") if isinstance(vcs, dict) and vcs.get("vcs") == "git" else None
+    return {"commit": commit, "local_changes": False} if isinstance(commit, str) and commit else None
+
+
+def migrator_source() -> dict[str, Any] | None:
+    """Where the migrator's code comes from, when it is known: a git checkout, or an install from git."""
+    return migrator_checkout() or migrator_installed_from_git()
+
+
 # --- the document ------------------------------------------------------------------------------
 
 
@@ -91,7 +110,7 @@ def signoff_document(facts: RunFacts, verdicts: list[CheckVerdict], now: datetim
         "tool": {
             "name": "ksi-migrator",
             "version": __version__,
-            "commit": source.get("commit"),  # None: not known (an installed copy)
+            "commit": source.get("commit"),  # None: not known (installed, and not from git)
             "local_changes": source.get("local_changes"),
         },
         "snapshot": {
@@ -200,7 +219,7 @@ def describe_signer(signed: dict[str, Any]) -> str:
 
 def describe_tool(tool: dict[str, Any]) -> str:
     if tool["commit"] is None:
-        return f"ksi-migrator {tool['version']} (installed; git commit not known)"
+        return f"ksi-migrator {tool['version']} (installed, not from git: git commit not known)"
     changes = ", with local changes" if tool["local_changes"] else ""
     return f"ksi-migrator {tool['version']}, git commit `{tool['commit']}`{changes}"
 

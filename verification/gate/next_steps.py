@@ -16,12 +16,14 @@ from pathlib import Path
 from migrator.target import is_url
 from verification.gate.checks import (
     COUNTS_CHECKSUMS,
+    METADATA,
     NO_ORPHANS,
     PERFORMANCE,
     QUARANTINE,
     ROWS_COVERED,
     ROWS_EXACT,
     SCHEMA,
+    SOURCE_COLUMNS,
     SOURCE_UNTOUCHED,
 )
 from verification.gate.ledger import NOT_RUN, PASS, SKIP, CheckVerdict
@@ -37,7 +39,9 @@ NARROWING_WITH_VALUE = ("-k", "-m", "--deselect", "--maxfail")
 NARROWING_FLAGS = ("-x", "--exitfirst", "--lf", "--last-failed", "--sw", "--stepwise")
 ACCEPT_FILE_NAME = "accepted.json"
 TARGET_PLACEHOLDER = "TARGET"
-DATA_CHECKS = (ROWS_EXACT, COUNTS_CHECKSUMS, NO_ORPHANS, SCHEMA)
+# What a catch-up into the target mends: its rows, and the legacy DDL, AUTOINCREMENT counters and
+# encoding it records (a migrate records them as the snapshot holds them now).
+DATA_CHECKS = (ROWS_EXACT, COUNTS_CHECKSUMS, NO_ORPHANS, SCHEMA, METADATA)
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,11 @@ class Invocation:
         return self.command(replace_option(self.whole_gate(), ACCEPT_QUARANTINE_OPTION, accept_file))
 
     def ksi_migrate(self, command: str, *extra: str) -> str:
+        """`ksi-migrate COMMAND` as `python -m migrator`, through the gate's own interpreter: a gate run
+        as `~/ksi-gate/bin/pytest` has no `ksi-migrate` on the PATH, and this one is the same version."""
         target = TARGET_PLACEHOLDER if self.target is None or is_url(self.target) else self.target
         sources = [word for path in self.snapshots for word in ("--source", str(path))]
-        words = ["ksi-migrate", command, *sources, "--target", target, *extra]
+        words = [self.python, "-m", "migrator", command, *sources, "--target", target, *extra]
         return shlex.join(words).replace(shlex.quote(TARGET_PLACEHOLDER), TARGET_PLACEHOLDER)
 
 
@@ -147,14 +153,14 @@ def steps_for_performance(run: Invocation) -> list[str]:
 def steps_for_data(run: Invocation) -> list[str]:
     if run.target is None:
         return [
-            "The migrator itself rebuilt these rows wrongly from this snapshot (the gate migrated it into a "
-            "scratch target): a defect. Do not cut over; report it with signoff.json, whose sha256 names the "
-            "snapshot.",
+            "The migrator itself carried this snapshot wrongly (the gate migrated it into a scratch target): "
+            "a defect. Do not cut over; report it with signoff.json, whose sha256 names the snapshot.",
         ]
     where = " (TARGET: the URL the gate was given)" if is_url(run.target) else ""
     return [
         f"If the target was migrated from an older snapshot, catch it up with this one (it writes what changed, "
-        f"removes what is gone, and creates missing tables and indexes){where}: `{run.ksi_migrate('migrate')}`",
+        f"removes what is gone, creates missing tables and indexes, and records the legacy tables' DDL, "
+        f"counters and encoding as this snapshot holds them){where}: `{run.ksi_migrate('migrate')}`",
         f"Check it: `{run.ksi_migrate('verify', '--report', 'verify.json')}` (exit 0 only when every row is "
         "identical; verify.json names each row with its JSON-path differences).",
         f"Sign off again: `{run.rerun()}`. If it still fails, something other than the migrator changed the "
@@ -171,6 +177,16 @@ def steps_for_source(run: Invocation) -> list[str]:
         "The snapshot's bytes changed during the run. The gate only reads it, so another process wrote "
         f"it: sign off a copy that nothing writes: `cd {shlex.quote(str(run.folder))} && {backup}`",
         f"Then run the gate on the copy: `{run.command(on_copies)}`",
+    ]
+
+
+def steps_for_source_columns(run: Invocation) -> list[str]:
+    return [
+        "The snapshot's legacy tables hold a column the migrator does not carry (named above and in "
+        "signoff.json): cleanup would lose it, so `ksi-migrate migrate` refuses this snapshot. Do not cut over.",
+        "If the daemon writes that column, the migrator must carry it first: report it with signoff.json. If it "
+        "was added by hand and nothing reads it, drop it from the daemon's database (`ALTER TABLE ... DROP "
+        f"COLUMN ...`), take a new snapshot, and sign that off: `{run.rerun()}`",
     ]
 
 
@@ -196,5 +212,6 @@ STEPS_FOR_FAILED = {
     PERFORMANCE: steps_for_performance,
     SOURCE_UNTOUCHED: steps_for_source,
     ROWS_COVERED: steps_for_coverage,
+    SOURCE_COLUMNS: steps_for_source_columns,
     **dict.fromkeys(DATA_CHECKS, steps_for_data),
 }

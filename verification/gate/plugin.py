@@ -45,7 +45,7 @@ from migrator.target import target_database
 from verification.gate.artifacts import (
     JSON_NAME,
     RunFacts,
-    migrator_checkout,
+    migrator_source,
     remove_stale_signoff,
     signoff_document,
     verdict_reports,
@@ -389,7 +389,7 @@ class SignoffController:
             accept_sha256=options.accept_sha256,
             invocation=invocation,
             signer=who_and_where(),
-            migrator_source=migrator_checkout(),
+            migrator_source=migrator_source(),
         )
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
