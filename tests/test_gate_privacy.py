@@ -113,3 +113,15 @@ def test_a_database_url_given_to_another_option_is_a_usage_error_that_masks_it(
     assert PASSWORD not in output
     assert not (pytester.path / "signoff").exists()
     assert not [path for path in pytester.path.rglob("*") if "postgresql" in path.name]
+
+
+@pytest.mark.parametrize("pyargs", [[], ["--pyargs"]], ids=["path", "pyargs"])
+def test_a_url_pytest_cannot_collect_is_echoed_masked(
+    pytester: pytest.Pytester, private_snapshot: Path, pyargs: list[str]
+) -> None:
+    """A URL typed without `--ksi-target` (or twice) is a collection argument pytest cannot find."""
+    result = run_gate_in_process(pytester, *pyargs, "--ksi-snapshot", str(private_snapshot), URL)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    output = "\n".join(result.outlines + result.errlines)
+    assert "not found: postgresql://u:***@127.0.0.1:5432/test" in output
+    assert PASSWORD not in output
