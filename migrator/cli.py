@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Callable, Collection, Sequence
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any, NoReturn
 
 from migrator import __version__
 from migrator.archive import restore_archive, write_archive
@@ -282,6 +283,26 @@ def _count(text: str) -> int:
     return value
 
 
+def _local_path(value: Any) -> Any:
+    """A file or folder argument: a database URL there is a mistake (it would become a path named
+    after the URL, password included), refused before anything is created."""
+    if "://" in str(value):
+        raise argparse.ArgumentTypeError(f"expects a file or folder path, not a database URL: {mask_url(str(value))}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse echoes a value it refuses (`unrecognized arguments: postgresql://u:pw@...`): its
+    usage errors mask the passwords of the URLs on the command line, as every other message does."""
+
+    def __init__(self, *args: Any, secrets: Collection[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.secrets = secrets
+
+    def error(self, message: str) -> NoReturn:
+        super().error(mask_secrets(message, self.secrets))
+
+
 COMMANDS: dict[str, tuple[Handler, str]] = {
     "fabricate": (cmd_fabricate, "write a realistic legacy snapshot with faker (deterministic per seed)"),
     "migrate": (cmd_migrate, "create the relational schema and backfill (or catch up) from a snapshot"),
@@ -295,23 +316,25 @@ COMMANDS: dict[str, tuple[Handler, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser(secrets: Collection[str] = ()) -> argparse.ArgumentParser:
+    """The command line; `secrets` are masked in its usage errors."""
+    parser = _Parser(
+        secrets=secrets,
         prog="ksi-migrate",
         description="Migrate KSI's JSON blobs to relational tables, and prove nothing was lost.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
     # -v is also accepted after the command name; SUPPRESS keeps a -v given before it.
-    anywhere = argparse.ArgumentParser(add_help=False)
+    anywhere = _Parser(add_help=False, secrets=secrets)
     anywhere.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub = {
-        name: commands.add_parser(name, help=text, description=text, parents=[anywhere])
+        name: commands.add_parser(name, help=text, description=text, parents=[anywhere], secrets=secrets)
         for name, (_, text) in COMMANDS.items()
     }
 
-    sub["fabricate"].add_argument("out", help="the new snapshot file (never overwritten)")
+    sub["fabricate"].add_argument("out", type=_local_path, help="the new snapshot file (never overwritten)")
     sub["fabricate"].add_argument("--checkpoints", type=_count, default=2000, help="checkpoint rows (default 2000)")
     sub["fabricate"].add_argument("--sessions", type=_count, default=50000, help="session rows (default 50000)")
     sub["fabricate"].add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -322,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--source",
             required=True,
             action="append",
+            type=_local_path,
             help="the legacy SQLite snapshot (read only); once per file for the daemon's two files",
         )
     for name in ("migrate", "verify", "export", "cleanup", "status"):
@@ -329,7 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("migrate", "verify", "cleanup", "status"):
         sub[name].add_argument("--json", action="store_true", help="print one JSON document instead of text")
     sub["status"].add_argument(
-        "--source", action="append", help="also compare this snapshot (each of its files) with the last one migrated"
+        "--source",
+        action="append",
+        type=_local_path,
+        help="also compare this snapshot (each of its files) with the last one migrated",
     )
     for name in ("migrate", "verify", "restore", "export"):
         sub[name].add_argument(
@@ -358,20 +385,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     restore_from = sub["restore"].add_mutually_exclusive_group(required=True)
     restore_from.add_argument("--target", help="rebuild from this SQLite file or database URL")
-    restore_from.add_argument("--archive", help="bring back the tables of this archive folder")
-    sub["archive"].add_argument("--out", required=True, help="the new archive folder")
+    restore_from.add_argument("--archive", type=_local_path, help="bring back the tables of this archive folder")
+    sub["archive"].add_argument("--out", required=True, type=_local_path, help="the new archive folder")
     sub["cleanup"].add_argument(
-        "--source", required=True, action="append", help="the legacy database whose tables are dropped; once per file"
+        "--source",
+        required=True,
+        action="append",
+        type=_local_path,
+        help="the legacy database whose tables are dropped; once per file",
     )
-    sub["cleanup"].add_argument("--archive", required=True, help="the archive folder written by `archive`")
+    sub["cleanup"].add_argument(
+        "--archive", required=True, type=_local_path, help="the archive folder written by `archive`"
+    )
     sub["cleanup"].add_argument("--dry-run", action="store_true", help="check and print the plan; change nothing")
-    sub["verify"].add_argument("--report", help="also write the full result as JSON to this file")
-    sub["restore"].add_argument("--out", help="the new legacy SQLite file, holding every table")
-    sub["restore"].add_argument("--checkpoints-out", help="the new file for checkpoints (the daemon's checkpoint.db)")
-    sub["restore"].add_argument("--sessions-out", help="the new file for mcp_sessions (the daemon's mcp_sessions.db)")
-    sub["export"].add_argument("--out", required=True, help="the new JSONL file")
+    sub["verify"].add_argument("--report", type=_local_path, help="also write the full result as JSON to this file")
+    sub["restore"].add_argument("--out", type=_local_path, help="the new legacy SQLite file, holding every table")
+    sub["restore"].add_argument(
+        "--checkpoints-out", type=_local_path, help="the new file for checkpoints (the daemon's checkpoint.db)"
+    )
+    sub["restore"].add_argument(
+        "--sessions-out", type=_local_path, help="the new file for mcp_sessions (the daemon's mcp_sessions.db)"
+    )
+    sub["export"].add_argument("--out", required=True, type=_local_path, help="the new JSONL file")
 
-    sub["demo"].add_argument("--dir", help="scratch folder (default: a new temporary folder)")
+    sub["demo"].add_argument("--dir", type=_local_path, help="scratch folder (default: a new temporary folder)")
     sub["demo"].add_argument("--checkpoints", type=_count, default=200)
     sub["demo"].add_argument("--sessions", type=_count, default=5000)
     sub["demo"].add_argument("--seed", type=int, default=0)
@@ -379,10 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    given = [str(argument) for argument in (sys.argv[1:] if argv is None else argv)]
+    # The passwords of the URLs given, read from the words as typed (a `--source` is a list, a path
+    # folds `//`), and masked wherever they show: usage errors, messages, tracebacks.
+    secrets = secrets_of(given)
+    parser = build_parser(secrets)
     args = parser.parse_args(argv)
     handler = COMMANDS[args.command][0]
-    secrets = secrets_of(vars(args).values())  # the passwords of the URLs given, masked wherever they show
     with private_umask():
         try:
             return handler(args)

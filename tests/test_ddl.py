@@ -68,6 +68,8 @@ OUTSIDE = "{tmp}/PWNED.db"  # a file an ATTACH would create
         (["CREATE TABLE other (x)"], "CREATE TABLE 'other'"),
         (["CREATE TEMP TABLE scratch (x)"], "sqlite_temp_master"),
         (["CREATE INDEX i ON checkpoints(timestamp); CREATE TABLE other (x)"], "one statement at a time"),
+        ([f"ATTACH DATABASE '{OUTSIDE}' AS pwn; CREATE TABLE pwn.owned(x)"], f"SQLite was asked to ATTACH '{OUTSIDE}'"),
+        ([f"VACUUM INTO '{OUTSIDE}'"], f"SQLite was asked to ATTACH '{OUTSIDE}'"),  # VACUUM INTO writes a copy
         (["CREATE INDEX i ON checkpoints(load_extension('x'))"], "FUNCTION 'load_extension'"),
         (["CREATE VIRTUAL TABLE v USING fts5(x)"], "CREATE VTABLE"),
         (["PRAGMA writable_schema = 1"], "PRAGMA 'writable_schema'"),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_gate import WITHOUT_FAKER
+from tests.test_gate import WITHOUT_FAKER, run_gate_in_process
 from verification.gate.plugin import REPORT_ATTRIBUTE
 from verification.gate.privacy import mask_report
 from verification.snapshots import checkpoint_row, session_row, write_snapshot
@@ -85,3 +85,43 @@ def test_mask_report_masks_the_traceback_arguments_and_the_gate_result() -> None
     assert report.sections == [("Captured stdout call", "dsn password=***")]
     assert json.loads(getattr(report, REPORT_ATTRIBUTE)) == {"check": "x", "result": {"summary": "at ***"}}
     assert report.outcome == "failed"
+
+
+URL = f"postgresql://u:{PASSWORD}@127.0.0.1:5432/test"
+
+
+@pytest.mark.parametrize(
+    ("option", "complaint"),
+    [
+        ("--ksi-snapshot", "expects a file or folder path, not a database URL"),
+        ("--ksi-accept-quarantine", "expects a file or folder path, not a database URL"),
+        ("--ksi-signoff-dir", "expects a file or folder path, not a database URL"),
+        ("--ksi-max-checkpoint-save-ms", "not a number of milliseconds"),
+        ("--ksi-shard-rows", "not a whole number"),
+    ],
+)
+def test_a_database_url_given_to_another_option_is_a_usage_error_that_masks_it(
+    pytester: pytest.Pytester, private_snapshot: Path, option: str, complaint: str
+) -> None:
+    """pytest prints an option type's message as it is: a URL typed in the wrong place (a
+    snapshot, a folder, a number) is refused with its password masked, and nothing is created."""
+    snapshot = [] if option == "--ksi-snapshot" else ["--ksi-snapshot", str(private_snapshot)]
+    result = run_gate_in_process(pytester, *snapshot, option, URL)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    output = "\n".join(result.outlines + result.errlines)
+    assert f"{option}: {complaint}" in output and "postgresql://u:***@127.0.0.1:5432/test" in output
+    assert PASSWORD not in output
+    assert not (pytester.path / "signoff").exists()
+    assert not [path for path in pytester.path.rglob("*") if "postgresql" in path.name]
+
+
+@pytest.mark.parametrize("pyargs", [[], ["--pyargs"]], ids=["path", "pyargs"])
+def test_a_url_pytest_cannot_collect_is_echoed_masked(
+    pytester: pytest.Pytester, private_snapshot: Path, pyargs: list[str]
+) -> None:
+    """A URL typed without `--ksi-target` (or twice) is a collection argument pytest cannot find."""
+    result = run_gate_in_process(pytester, *pyargs, "--ksi-snapshot", str(private_snapshot), URL)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    output = "\n".join(result.outlines + result.errlines)
+    assert "not found: postgresql://u:***@127.0.0.1:5432/test" in output
+    assert PASSWORD not in output

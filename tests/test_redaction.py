@@ -116,6 +116,77 @@ def test_no_failing_command_shows_the_password(
     assert all(PASSWORD.encode() not in path.read_bytes() for path in files)
 
 
+URL = FAILING_URLS[0]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["migrate", "--source", "{snapshot}", "--target", "t.db", URL],  # the URL without its --target
+        ["migrate", "--source", "{snapshot}", URL],
+        ["migrate", "--source", "{snapshot}", "--target", URL, "--batch-size", URL],
+        ["migrate", "--source", "{snapshot}", f"--target={URL}", "--jobs", "many"],
+    ],
+    ids=["unrecognized", "target-missing", "invalid-value", "equals-form"],
+)
+def test_a_usage_error_masks_the_password_argparse_echoes(
+    argv: list[str], snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with pytest.raises(SystemExit) as usage:
+        main([argument.format(snapshot=snapshot) for argument in argv])
+    out, err = capsys.readouterr()
+    assert usage.value.code == 2 and "error: " in err
+    assert PASSWORD not in out + err
+    assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["migrate", "--source", URL, "--target", "t.db"],
+        ["archive", "--source", URL, "--out", "archive"],
+        ["status", "--target", "t.db", "--source", URL],
+        ["restore", "--archive", URL, "--out", "r.db"],
+        ["restore", "--target", "t.db", "--out", URL],
+        ["restore", "--target", "t.db", "--checkpoints-out", URL, "--sessions-out", "s.db"],
+        ["export", "--target", "t.db", "--out", URL],
+        ["verify", "--source", "s.db", "--target", "t.db", "--report", URL],
+        ["cleanup", "--source", "s.db", "--target", "t.db", "--archive", URL],
+        ["demo", "--dir", URL],
+        ["fabricate", URL],
+    ],
+    ids=[
+        "migrate-source",
+        "archive-source",
+        "status-source",
+        "restore-archive",
+        "restore-out",
+        "restore-checkpoints-out",
+        "export-out",
+        "verify-report",
+        "cleanup-archive",
+        "demo-dir",
+        "fabricate-out",
+    ],
+)
+def test_a_database_url_where_a_path_is_expected_is_refused_masked_and_creates_nothing(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A URL given for a file or folder would otherwise become a path named after it (`postgresql:/u:pw@...`,
+    the password in a folder's name and in the target's record of its source), echoed back unmasked."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as usage:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert usage.value.code == 2
+    assert f"expects a file or folder path, not a database URL: {mask_url(URL)}" in err
+    assert PASSWORD not in out + err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_unexpected_error_shows_a_masked_traceback_and_exits_3(
     snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

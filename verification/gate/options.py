@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from migrator.legacy import LEGACY_TABLES_BY_NAME
+from migrator.redaction import mask_url
 from migrator.target import is_url
 
 SNAPSHOT_OPTION = "--ksi-snapshot"
@@ -64,10 +65,18 @@ class GateOptions:
 # --- declaring ---------------------------------------------------------------------------------
 
 
+def local_path(text: str) -> str:
+    """A file or folder option: a database URL there is a mistake, refused with its password
+    masked (pytest's parser prints the message as it is), before it becomes a path named after it."""
+    if is_url(text):
+        raise argparse.ArgumentTypeError(f"expects a file or folder path, not a database URL: {mask_url(text)}")
+    return text
+
+
 def existing_file(text: str) -> Path:
-    path = Path(text).expanduser().resolve()
+    path = Path(local_path(text)).expanduser().resolve()
     if not path.is_file():
-        raise argparse.ArgumentTypeError(f"no such file: {text}")
+        raise argparse.ArgumentTypeError(f"no such file: {mask_url(text)}")
     return path
 
 
@@ -83,9 +92,9 @@ def positive_number(unit: str, symbol: str) -> Callable[[str], float]:
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number of {unit}: {text!r}") from None
+            raise argparse.ArgumentTypeError(f"not a number of {unit}: {mask_url(text)!r}") from None
         if not value > 0:  # also refuses NaN, which every comparison would let through
-            raise argparse.ArgumentTypeError(f"must be more than 0 {symbol}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be more than 0 {symbol}, got {mask_url(text)!r}")
         return value
 
     return parse
@@ -98,7 +107,7 @@ def positive_count(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a whole number: {mask_url(text)!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
     return value
@@ -122,6 +131,7 @@ def add_gate_options(parser: pytest.Parser) -> None:
     )
     group.addoption(
         SIGNOFF_DIR_OPTION,
+        type=local_path,
         default=DEFAULT_SIGNOFF_DIR,
         metavar="DIR",
         help="where signoff.json and signoff.md are written (default: %(default)s)",

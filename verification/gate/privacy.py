@@ -7,7 +7,8 @@ Registered by the gate's plugin on the controller and on every xdist worker when
 * every test report has the target URL's password masked before anything reads it: pytest shows
   the arguments of the frames of a traceback (`target = 'postgresql://u:pw@...'`), and a driver's
   frame holds its DSN. The terminal, `--junitxml`, xdist's controller and the sign-off all read
-  the reports, so masking them here covers each.
+  the reports, so masking them here covers each; so is the usage error of an argument pytest
+  cannot collect.
 """
 
 from __future__ import annotations
@@ -40,6 +41,15 @@ class GatePrivacy:
         report = yield
         mask_report(report, self.secrets, self.json_attributes)
         return report
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_collection(self, session: pytest.Session) -> Generator[None, Any, Any]:
+        """pytest refuses an argument it cannot collect by echoing it (`file or directory not
+        found: postgresql://u:pw@...`, a URL given without `--ksi-target`): masked too."""
+        try:
+            return (yield)
+        except pytest.UsageError as exc:
+            raise pytest.UsageError(*(mask_secrets(str(arg), self.secrets) for arg in exc.args)) from None
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         os.umask(self.previous_umask)
