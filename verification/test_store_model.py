@@ -388,18 +388,28 @@ class StoreAgainstTheDaemon(BudgetedMachine):
 
     @rule(
         back=st.integers(min_value=-1, max_value=2),
-        saved_after=st.none() | CHECKPOINT_STATES,
+        written_after=st.none()
+        | st.tuples(st.just("checkpoint"), CHECKPOINT_STATES)
+        | st.tuples(st.just("session"), SESSION_STATES),
+        key=keys,
         batch_size=st.integers(min_value=1, max_value=3),
         restart=st.sampled_from(WITH_LEGACY_TABLES),
         daemon_files=st.booleans(),
     )
     @precondition(lambda self: self.mode in WITH_LEGACY_TABLES)
     def cleanup_runs(
-        self, back: int, saved_after: Blob | None, batch_size: int, restart: Mode, daemon_files: bool
+        self,
+        back: int,
+        written_after: tuple[str, Blob] | None,
+        key: str,
+        batch_size: int,
+        restart: Mode,
+        daemon_files: bool,
     ) -> None:
         """The runbook's phase 4: stop the daemon, catch up, verify, `ksi-migrate cleanup` with
         an archive: one written now (`back` -1, or when there is none yet), the newest, or an
-        older one; `saved_after`, the daemon saves a checkpoint after the archive was written.
+        older one. `written_after`: the daemon saves a checkpoint, or the session `key` (most
+        often one it holds: the same rows counted, one of them changed), after the archive was written.
 
         Cleanup drops the legacy tables exactly when that archive holds the model's tables as
         they are now; then the daemon may only start `relational_only` (starting it in `restart`
@@ -407,8 +417,12 @@ class StoreAgainstTheDaemon(BudgetedMachine):
         nothing, and the daemon starts again in `restart`."""
         if back < 0 or not self.archives:
             self.the_legacy_tables_are_archived(batch_size)
-        if saved_after is not None:
-            self.checkpoints_are_saved_and_pruned([saved_after])
+        if written_after is not None:
+            what, state = written_after
+            if what == "checkpoint":
+                self.checkpoints_are_saved_and_pruned([state])
+            else:
+                self.a_session_is_saved(key, state)
         archived = self.archives[max(0, len(self.archives) - 1 - max(back, 0))]
         stale = archived.tables != self.model.tables()
         assert self.store is not None
