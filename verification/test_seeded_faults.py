@@ -452,7 +452,7 @@ FAULTS = (
     Fault(
         "cleanup-checksum-comparison-removed",
         cleanup_checksum_comparison_removed,
-        ("cleanup-drops-only-what-the-archive-restores", STORE_MODEL),
+        ("cleanup-drops-only-what-the-archive-restores",),
     ),
 )
 

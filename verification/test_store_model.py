@@ -59,7 +59,7 @@ from migrator.target import target_database
 from verification import daemon_sql
 from verification.fuzzing import BudgetedMachine
 from verification.harness import legacy_row_differences, read_legacy_rows, verify_target
-from verification.strategies import session_keys
+from verification.strategies import session_keys, weighted
 
 SESSION_LIFETIME = timedelta(hours=24)
 START = datetime(2025, 6, 20, 9, 0, 0)
@@ -387,10 +387,12 @@ class StoreAgainstTheDaemon(BudgetedMachine):
         self.archives.append(Archived(folder, model_copy, self.model.tables()))
 
     @rule(
-        back=st.integers(min_value=-1, max_value=2),
-        written_after=st.none()
-        | st.tuples(st.just("checkpoint"), CHECKPOINT_STATES)
-        | st.tuples(st.just("session"), SESSION_STATES),
+        back=weighted((2, st.just(-1)), (1, st.integers(min_value=0, max_value=2))),  # -1: a new archive
+        written_after=weighted(  # in half the cleanups the daemon writes nothing past the archive
+            (2, st.none()),
+            (1, st.tuples(st.just("checkpoint"), CHECKPOINT_STATES)),
+            (1, st.tuples(st.just("session"), SESSION_STATES)),
+        ),
         key=keys,
         batch_size=st.integers(min_value=1, max_value=3),
         restart=st.sampled_from(WITH_LEGACY_TABLES),
