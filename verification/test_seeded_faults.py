@@ -407,6 +407,13 @@ def cleanup_checksum_comparison_removed(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(cleanup, "tally_differences", counts_only)
 
 
+def store_recreates_dropped_legacy_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store creates missing legacy tables wherever it opens them, as the daemon's own `CREATE
+    TABLE IF NOT EXISTS` does: also after cleanup dropped them, beside the migrated rows, where the
+    next catch-up would mirror the empty tables and delete every relational row."""
+    monkeypatch.setattr(legacy_side, "_refuse_missing_legacy", lambda *args: None)
+
+
 IN_MEMORY = ("checkpoint-round-trip-in-memory", "session-round-trip-in-memory")
 ORACLE = ("relational-rows-match-the-blobs",)
 FORWARD_CHECK = ("migrate-then-restore",)  # its `verify` holds the target to the mapping, column by column
@@ -440,6 +447,7 @@ FAULTS = (
     Fault("latest-checkpoint-is-the-oldest", latest_checkpoint_is_the_oldest, (STORE_MODEL,)),
     Fault("dual-write-failure-only-logged", dual_write_failure_only_logged, (STORE_MODEL,)),
     Fault("catch-up-digest-ignores-last-seen", catch_up_digest_ignores_last_seen, (STORE_MODEL,)),
+    Fault("store-recreates-dropped-legacy-tables", store_recreates_dropped_legacy_tables, (STORE_MODEL,)),
     Fault("gate-shard-bounds-off-by-one", gate_shard_bounds_off_by_one, ("gate-compares-every-row-once",)),
     Fault(
         "cleanup-checksum-comparison-removed",

@@ -10,11 +10,22 @@ beside a legacy file; sync calls or `store.aio` from an asyncio loop), runs the 
 on the store and on the model, switches phase as the runbook does (a catch-up and `verify`
 first; `relational_only` is the last phase), lets the legacy daemon of phase 1 change a row in
 place (only `last_seen`, or only the blob, at the same rowid), and makes relational writes fail.
+Phase 4 runs as the runbook has it, through the functions the CLI calls: `archive` (a catch-up
+first, so target and source agree) at any point while the legacy tables exist, then `cleanup`
+with one of the archives, then `restore --archive` from it, into one file or the daemon's two.
 
 What must hold: after every step, every read the daemon makes (the latest checkpoint, each
 checkpoint by id, the listing, each session with its `last_seen`, the sessions seen within the
 day) equals the model's; a relational write that fails is recorded as a pending repair; after a
-catch-up, `verify` passes against the legacy tables and no repair is pending.
+catch-up, `verify` passes against the legacy tables and no repair is pending. Cleanup drops the
+legacy tables exactly when its archive holds the model's tables as they are (the daemon wrote
+nothing since, or nothing that changed a row or the counter); with a stale archive it refuses,
+naming both of its checks that compare the archive with the source, and the legacy tables still
+hold the model's rows. After a cleanup the legacy side is gone: a store opened in a mode that
+writes it is refused, and the daemon runs `relational_only`, its reads still the model's; and
+`restore --archive` gives the model's tables as they were when that archive was written (rows
+with their rowids, storage types and values through the comparison engine, the DDL, the
+AUTOINCREMENT counter).
 """
 
 from __future__ import annotations
@@ -34,13 +45,21 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, MultipleResults, initialize, invariant, multiple, precondition, rule
 
+from migrator.archive import restore_archive, write_archive
+from migrator.cleanup import RESTORES, cleanup
+from migrator.codec import cell_identity
 from migrator.equivalence import json_differences
+from migrator.errors import CleanupRefused, LegacyUnavailable
+from migrator.legacy import LEGACY_TABLES, UnmappedColumns
+from migrator.legacy_copy import compare_legacy_files
+from migrator.sources import open_sources
 from migrator.store import Mode, SessionRecord, Store, open_store
 from migrator.store import core as store_core
+from migrator.target import target_database
 from verification import daemon_sql
 from verification.fuzzing import BudgetedMachine
-from verification.harness import verify_target
-from verification.strategies import session_keys
+from verification.harness import legacy_row_differences, read_legacy_rows, verify_target
+from verification.strategies import session_keys, weighted
 
 SESSION_LIFETIME = timedelta(hours=24)
 START = datetime(2025, 6, 20, 9, 0, 0)
@@ -48,6 +67,9 @@ WITH_LEGACY_TABLES = (Mode.LEGACY, Mode.DUAL_WRITE, Mode.SHADOW, Mode.RELATIONAL
 DUAL_WRITING = (Mode.DUAL_WRITE, Mode.SHADOW, Mode.RELATIONAL)
 
 Blob = dict[str, Any]
+ARCHIVE_MATCHES = "archive matches the source"  # cleanup's check (2); RESTORES is its check (5)
+TARGET_HOLDS_SOURCE = "target holds every source row exactly"  # its check (4), `verify`
+LEGACY_TABLE_NAMES = tuple(table.name for table in LEGACY_TABLES)
 
 
 class DaemonModel:
@@ -105,6 +127,33 @@ class DaemonModel:
     def row_ids(self) -> list[int]:
         return [checkpoint_id for (checkpoint_id,) in self.db.execute("SELECT id FROM checkpoints ORDER BY id")]
 
+    def tables(self) -> ModelTables:
+        """Every row of both tables with its rowid, and the AUTOINCREMENT counter, cell by storage
+        type and value: what an archive of the daemon's tables must hold."""
+        tables: ModelTables = {"sqlite_sequence": self.db.execute("SELECT name, seq FROM sqlite_sequence").fetchall()}
+        for name in LEGACY_TABLE_NAMES:
+            rows = self.db.execute(f'SELECT rowid, * FROM "{name}" ORDER BY rowid')
+            tables[name] = [tuple(map(cell_identity, row)) for row in rows]
+        return tables
+
+    def copy_to(self, path: Path) -> Path:
+        """The model's tables as they are now, in a file of their own (SQLite's backup)."""
+        with closing(sqlite3.connect(path)) as copy:
+            self.db.backup(copy)
+        return path
+
+
+ModelTables = dict[str, list[tuple[Any, ...]]]
+
+
+class Archived:
+    """An archive the machine wrote, and the model's tables as they were when it was written."""
+
+    def __init__(self, folder: Path, model_copy: Path, tables: ModelTables) -> None:
+        self.folder = folder
+        self.model_copy = model_copy
+        self.tables = tables
+
 
 # Small blobs: the mapping's exactness on every shape is the other properties' subject; this
 # machine is about the store's operations, and building whole catalogue blobs would take most of
@@ -149,6 +198,8 @@ class StoreAgainstTheDaemon(BudgetedMachine):
         self.loop: asyncio.AbstractEventLoop | None = None
         self.clock = START
         self.known_keys: list[str] = []
+        self.archives: list[Archived] = []
+        self.dropped_with: Archived | None = None  # the archive cleanup dropped the legacy tables with
 
     def teardown(self) -> None:
         try:
@@ -321,6 +372,146 @@ class StoreAgainstTheDaemon(BudgetedMachine):
         assert report.ok, "verify after a catch-up:\n" + "\n".join(map(str, report.mismatches[:5]))
         assert not self.store.report().pending_repairs, "a catch-up left repairs pending"
 
+    # --- phase 4: archive, cleanup, restore from the archive ----------------------------------------
+
+    @rule(batch_size=st.integers(min_value=1, max_value=3))
+    @precondition(lambda self: self.mode in WITH_LEGACY_TABLES)
+    def the_legacy_tables_are_archived(self, batch_size: int) -> None:
+        """`ksi-migrate archive`, after a catch-up and `verify`; the daemon goes on writing, and
+        whatever it changes from here on makes this archive stale."""
+        self.catch_up(batch_size)
+        folder = Path(self.folder.name) / f"archive-{len(self.archives)}"
+        with open_sources([self.legacy], unmapped=UnmappedColumns.REPORT) as source:  # as `cmd_archive` opens it
+            write_archive(source, folder, batch_size=batch_size)
+        model_copy = self.model.copy_to(folder.with_name(f"{folder.name}-model.db"))
+        self.archives.append(Archived(folder, model_copy, self.model.tables()))
+
+    @rule(
+        back=weighted((2, st.just(-1)), (1, st.integers(min_value=0, max_value=2))),  # -1: a new archive
+        written_after=weighted(  # in half the cleanups the daemon writes nothing past the archive
+            (2, st.none()),
+            (1, st.tuples(st.just("checkpoint"), CHECKPOINT_STATES)),
+            (1, st.tuples(st.just("session"), SESSION_STATES)),
+        ),
+        key=keys,
+        batch_size=st.integers(min_value=1, max_value=3),
+        restart=st.sampled_from(WITH_LEGACY_TABLES),
+        daemon_files=st.booleans(),
+    )
+    @precondition(lambda self: self.mode in WITH_LEGACY_TABLES)
+    def cleanup_runs(
+        self,
+        back: int,
+        written_after: tuple[str, Blob] | None,
+        key: str,
+        batch_size: int,
+        restart: Mode,
+        daemon_files: bool,
+    ) -> None:
+        """The runbook's phase 4: stop the daemon, catch up, verify, `ksi-migrate cleanup` with
+        an archive: one written now (`back` -1, or when there is none yet), the newest, or an
+        older one. `written_after`: the daemon saves a checkpoint, or the session `key` (most
+        often one it holds: the same rows counted, one of them changed), after the archive was written.
+
+        Cleanup drops the legacy tables exactly when that archive holds the model's tables as
+        they are now; then the daemon may only start `relational_only` (starting it in `restart`
+        is refused), and `restore --archive` gives the tables back. Otherwise it refuses, drops
+        nothing, and the daemon starts again in `restart`."""
+        if back < 0 or not self.archives:
+            self.the_legacy_tables_are_archived(batch_size)
+        if written_after is not None:
+            what, state = written_after
+            if what == "checkpoint":
+                self.checkpoints_are_saved_and_pruned([state])
+            else:
+                self.a_session_is_saved(key, state)
+        archived = self.archives[max(0, len(self.archives) - 1 - max(back, 0))]
+        stale = archived.tables != self.model.tables()
+        assert self.store is not None
+        self.store.catch_up(batch_size=batch_size)  # and `verify`: cleanup's own check (4), held below
+        assert not self.store.report().pending_repairs, "a catch-up left repairs pending"
+        self.store.close()
+        self.store = None
+        with target_database(self.target, must_exist=True) as database:
+            try:
+                cleanup(self.legacy, database, archived.folder, batch_size=batch_size)  # as `cmd_cleanup` calls it
+            except CleanupRefused as exc:
+                refusal: str | None = str(exc)
+            else:
+                refusal = None
+        assert refusal is None or f"{TARGET_HOLDS_SOURCE}:" not in refusal, f"verify after a catch-up: {refusal}"
+        if stale:
+            assert refusal is not None, "cleanup dropped the legacy tables with an archive the daemon wrote past"
+            blind = [check for check in (ARCHIVE_MATCHES, RESTORES) if f"{check}:" not in refusal]
+            assert not blind, f"cleanup's checks {blind} passed an archive the daemon wrote past: {refusal}"
+            problems = self.legacy_differences()
+            assert not problems, "a refused cleanup changed the legacy tables:\n" + "\n".join(problems)
+            self.open(restart)
+            return
+        assert refusal is None, f"cleanup refused an archive of the tables as they are: {refusal}"
+        left = self.legacy_tables_left()
+        assert not left, f"cleanup left the legacy tables {left} in place"
+        self.dropped_with = archived
+        self.restored_differences(archived, daemon_files)
+        self.a_legacy_mode_is_refused(restart)
+        self.open(Mode.RELATIONAL_ONLY)
+
+    @rule(daemon_files=st.booleans())
+    @precondition(lambda self: self.dropped_with is not None)
+    def the_archive_is_restored(self, daemon_files: bool) -> None:
+        """`ksi-migrate restore --archive`, at any later time: the tables as the archive holds them,
+        whatever the daemon wrote since, into one file or the daemon's two."""
+        assert self.dropped_with is not None
+        self.restored_differences(self.dropped_with, daemon_files)
+
+    def restored_differences(self, archived: Archived, daemon_files: bool) -> None:
+        """Restore `archived` into new files, and compare each table with the model's at archive time."""
+        restored = Path(tempfile.mkdtemp(prefix="restored-", dir=self.folder.name))
+        if daemon_files:
+            outs = {"checkpoints": restored / "checkpoint.db", "mcp_sessions": restored / "mcp_sessions.db"}
+            restore_archive(archived.folder, outs)
+        else:
+            restore_archive(archived.folder, restored / "ksi.db")
+            outs = dict.fromkeys(LEGACY_TABLE_NAMES, restored / "ksi.db")
+        problems = [
+            problem for name, out in outs.items() for problem in table_differences(archived.model_copy, out, name)
+        ]
+        assert not problems, "restore --archive differs from the model's tables at archive time:\n" + "\n".join(
+            problems
+        )
+
+    def a_legacy_mode_is_refused(self, mode: Mode) -> None:
+        """After cleanup, a store that would write the legacy tables must not create them anew:
+        the next catch-up would mirror the empty tables and delete every relational row."""
+        try:
+            opened = open_store(self.target, legacy=self.legacy if self.two_files else None, mode=mode)
+        except LegacyUnavailable:
+            pass
+        else:
+            opened.close()
+            raise AssertionError(f"after cleanup, the store opened in {mode.value} mode beside no legacy tables")
+        left = self.legacy_tables_left()
+        assert not left, f"a store refused after cleanup created the legacy tables {left}"
+
+    def legacy_tables_left(self) -> list[str]:
+        with closing(sqlite3.connect(f"{self.legacy.resolve().as_uri()}?mode=ro", uri=True)) as legacy:
+            found = legacy.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)", LEGACY_TABLE_NAMES
+            )
+            return [name for (name,) in found]
+
+    def legacy_differences(self) -> list[str]:
+        """The legacy tables against the model's, row by row (rowid, storage type, value)."""
+        return [
+            problem
+            for table in LEGACY_TABLES
+            for problem in legacy_row_differences(
+                table,
+                read_legacy_rows(self.legacy, table),
+                self.model.db.execute(f'SELECT rowid, * FROM "{table.name}" ORDER BY rowid').fetchall(),
+            )
+        ]
+
     # --- what the daemon reads ------------------------------------------------------------------
 
     @invariant()
@@ -361,6 +552,30 @@ class StoreAgainstTheDaemon(BudgetedMachine):
         seen = [(r.key, r.blob, r.last_seen) for r in call("sessions_seen_after", cutoff)]
         problems += differences(f"sessions seen after {cutoff}", self.model.sessions_seen_after(cutoff), seen)
         return problems
+
+
+def table_differences(expected: Path, actual: Path, name: str) -> list[str]:
+    """One legacy table of two files: its rows by SQLite's `typeof()`/`quote()` and by the
+    comparison engine, its `CREATE TABLE` and its AUTOINCREMENT counter."""
+    table = next(table for table in LEGACY_TABLES if table.name == name)
+    problems = compare_legacy_files(expected, actual, [name])
+    problems += legacy_row_differences(table, read_legacy_rows(expected, table), read_legacy_rows(actual, table))
+    for what, found in (("CREATE TABLE", created), ("AUTOINCREMENT counter", counter)):
+        if found(expected, name) != found(actual, name):
+            problems.append(f"{name}: {what} {found(actual, name)!r} != the model's {found(expected, name)!r}")
+    return problems
+
+
+def created(path: Path, name: str) -> Any:
+    with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+        return db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchall()
+
+
+def counter(path: Path, name: str) -> Any:
+    with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchall():
+            return []  # no AUTOINCREMENT table in the file, so no counter
+        return db.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).fetchall()
 
 
 def session(record: SessionRecord | None) -> tuple[Blob, Any] | None:
