@@ -34,7 +34,7 @@ from migrator.legacy import CELLS, ROWID, LegacyRow, LegacyTable, row_digest
 from migrator.models import McpSession, Quarantine
 from migrator.orphans import delete_orphans, orphans
 from migrator.relational import BlobKind, MappedRows, delete_identities, write_legacy_rows
-from migrator.sources import Snapshot, files_hashes, source_files, source_label
+from migrator.sources import LegacySources, Snapshot, files_hashes, source_files, source_label
 from migrator.status import record_last_migrate
 from migrator.target import create_schema, save_legacy_schema, schema_version
 
@@ -199,6 +199,7 @@ def _refuse_disjoint_snapshot(
     every row changed, so it is refused before anything is written."""
     held = [kind for kind in kinds if not empty[kind.legacy.name]]
     if not held or any(_shares_a_row(source, kind, batch_size) for kind in held):
+        _refuse_another_sessions_file(source, held, batch_size)
         return
     tables = ", ".join(kind.legacy.name for kind in held)
     raise SnapshotMismatch(
@@ -206,6 +207,23 @@ def _refuse_disjoint_snapshot(
         "rowid and content, no session with the same key), so it looks like another daemon's database and "
         "catching up would replace every row; if every row really changed since the last run, pass --replace"
     )
+
+
+def _refuse_another_sessions_file(source: Snapshot, held: Sequence[BlobKind], batch_size: int) -> None:
+    """The daemon's two files can be mixed up one at a time, so a sessions file of its own is judged
+    alone (a checkpoint file is not: the daemon keeps five, so a later copy often shares none)."""
+    if sessions.KIND not in held or not isinstance(source, LegacySources):
+        return
+    member = source.member(table := sessions.KIND.legacy)
+    if any(source.member(other) is member for other in source.tables if other is not table):
+        return  # one file holds both tables, and the rule above judged it
+    if not _shares_a_row(source, sessions.KIND, batch_size):
+        raise SnapshotMismatch(
+            f"refusing to catch up: {member.path} shares no session with the target's mcp_sessions (no row with the "
+            "same rowid and content, no session with the same key), so it looks like another daemon's sessions file "
+            "and catching up would replace every session; if every session really changed since the last run, "
+            "pass --replace"
+        )
 
 
 def _shares_a_row(source: Snapshot, kind: BlobKind, batch_size: int) -> bool:

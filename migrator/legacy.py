@@ -246,6 +246,11 @@ class LegacySource:
         except sqlite3.DatabaseError as exc:
             self.close()
             raise MigratorError(f"source is not a readable SQLite database: {self.path}: {exc}") from exc
+        try:
+            self._refuse_names_in_another_case(kinds)
+        except BaseException:
+            self.close()
+            raise
         self.tables = [table for table in LEGACY_TABLES if table.name in kinds]
         if not self.tables:
             self.close()
@@ -305,12 +310,28 @@ class LegacySource:
         query = f'SELECT rowid, {columns} FROM "{table.name}" WHERE rowid IN ({marks})'
         return {row[ROWID]: row for row in reader.execute(query, list(rowids))}
 
+    def _refuse_names_in_another_case(self, kinds: dict[str, str]) -> None:
+        """SQLite matches names regardless of ASCII case, so the daemon's `FROM mcp_sessions` reads a
+        table named `MCP_SESSIONS`; looked up by its exact name here, it would be passed by in
+        silence (not migrated, verified, archived, nor dropped), so it is refused instead."""
+        for name, kind in kinds.items():
+            for table in LEGACY_TABLES:
+                if kind in ("table", "view") and name != table.name and name.isascii() and name.lower() == table.name:
+                    raise UnsupportedSource(
+                        f"source {kind} {name} in {self.path} is the daemon's {table.name} named in another case; "
+                        f'rename it (ALTER TABLE "{name}" RENAME TO {table.name}) before migrating'
+                    )
+
     def _inspect(self, table: LegacyTable, kinds: dict[str, str]) -> list[str]:
         """Refuse a table the mapping cannot carry exactly; return its columns the mapping does not read."""
         where = f"source {table.name} in {self.path}"
         if kinds[table.name] != "table":
             raise UnsupportedSource(f"{where} is a {kinds[table.name]}, not a table")
-        listed = self.connection.execute("SELECT wr FROM pragma_table_list WHERE name = ?", (table.name,)).fetchone()
+        listed = self.connection.execute(
+            "SELECT wr, type FROM pragma_table_list WHERE name = ?", (table.name,)
+        ).fetchone()
+        if listed and listed[1] in ("virtual", "shadow"):
+            raise UnsupportedSource(f"{where} is a {listed[1]} table: its rows are not stored as a table's")
         if listed and listed[0]:
             raise UnsupportedSource(f"{where} is a WITHOUT ROWID table: its rows have no rowid to be kept by")
         info = self.connection.execute(f'PRAGMA table_xinfo("{table.name}")').fetchall()

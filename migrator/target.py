@@ -56,6 +56,11 @@ def open_target(target: str | os.PathLike[str], *, must_exist: bool = False, rea
                 create_file(path, exist_ok=True)  # a new target is 0600 (its -wal and -shm take its mode)
                 database = pw.SqliteDatabase(str(path), pragmas=engines.SQLITE_PRAGMAS)
         database.connect(reuse_if_open=True)
+        if isinstance(database, pw.SqliteDatabase):
+            # SQLite reads a file's header on the first statement, and a read-only connection
+            # runs none on connect: read it here, so a file that is not a database is this
+            # one-line refusal and not a DatabaseError in whatever the command does first.
+            database.execute_sql("SELECT count(*) FROM sqlite_master")
     except TargetUnreachable:
         raise
     except Exception as exc:

@@ -116,6 +116,10 @@ def test_verify_fails_and_names_the_tampered_row(
         (["fabricate", "{snapshot}", "--sessions", "1"], "refusing to overwrite"),
         (["migrate", "--source", "{notsqlite}", "--target", "{target}"], "not a readable SQLite database"),
         (["fabricate", "{tmp}/no/such/dir/x.db", "--sessions", "1"], "no such file or folder"),
+        # A target opened read-only is not read on connect: these once ended in a traceback.
+        (["status", "--target", "{notsqlite}"], "cannot open target"),
+        (["migrate", "--source", "{snapshot}", "--target", "{notsqlite}", "--dry-run"], "cannot open target"),
+        (["verify", "--source", "{snapshot}", "--target", "{notsqlite}"], "cannot open target"),
     ],
 )
 def test_errors_are_one_line_without_traceback(

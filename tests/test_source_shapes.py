@@ -155,6 +155,23 @@ SHAPES = {
         ["CREATE TABLE mcp_sessions (session_key TEXT PRIMARY KEY, session_data TEXT NOT NULL)"],
         "lacks column.s. last_seen",
     ),
+    # SQLite matches names regardless of case: the daemon reads these as its own tables.
+    "table named in another case": (
+        [DAEMON_CHECKPOINTS, DAEMON_SESSIONS.replace("mcp_sessions", "MCP_Sessions", 1)],
+        "source table MCP_Sessions in .* is the daemon's mcp_sessions named in another case",
+    ),
+    "view named in another case": (
+        [
+            DAEMON_SESSIONS,
+            "CREATE TABLE cps (id INTEGER PRIMARY KEY, timestamp TEXT, checkpoint_data TEXT)",
+            "CREATE VIEW CHECKPOINTS AS SELECT * FROM cps",
+        ],
+        "source view CHECKPOINTS in .* is the daemon's checkpoints named in another case",
+    ),
+    "virtual table": (
+        ["CREATE VIRTUAL TABLE mcp_sessions USING fts5(session_key, session_data, last_seen)"],
+        "source mcp_sessions in .* is a virtual table",
+    ),
     "generated column": (
         [
             "CREATE TABLE mcp_sessions (session_key TEXT PRIMARY KEY, session_data TEXT NOT NULL, "

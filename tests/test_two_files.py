@@ -35,13 +35,14 @@ SESSIONS_DDL = (
 PRUNE = "DELETE FROM checkpoints WHERE id NOT IN (SELECT id FROM checkpoints ORDER BY id DESC LIMIT 5)"
 
 
-def daemon_files(folder: Path) -> tuple[Path, Path]:
+def daemon_files(folder: Path, seed: int = 16) -> tuple[Path, Path]:
     """`checkpoint.db` and `mcp_sessions.db` written with the daemon's own statements, from the
     rows of a fabricated snapshot: every checkpoint saved and pruned to 5 (ids with gaps, the
     counter far above them), every session saved at shutdown with INSERT OR REPLACE, then a third
     of them saved again (new rowids). The checkpoint file is in WAL mode, as the store keeps it."""
     fabricated = folder / "fabricated.db"
-    fabricate_snapshot(fabricated, checkpoints=12, sessions=30, seed=16)
+    folder.mkdir(exist_ok=True)
+    fabricate_snapshot(fabricated, checkpoints=12, sessions=30, seed=seed)
     checkpoint_db, sessions_db = folder / "checkpoint.db", folder / "mcp_sessions.db"
     with closing(sqlite3.connect(fabricated)) as rows:
         saved = rows.execute("SELECT timestamp, checkpoint_data FROM checkpoints ORDER BY id").fetchall()
@@ -191,6 +192,35 @@ def test_a_table_in_both_files_is_refused_in_one_line(
     error = capsys.readouterr().err
     assert "source table checkpoints is in both" in error and error.count("\n") == 1
     assert not (tmp_path / "t.db").exists()
+
+
+def test_another_daemons_sessions_file_beside_the_right_checkpoint_file_is_refused(
+    two_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The files can be mixed up one at a time: the right checkpoint.db shares its rows, another
+    daemon's mcp_sessions.db shares no session, and a catch-up would replace every session."""
+    checkpoint_db, sessions_db = two_files
+    target = tmp_path / "t.db"
+    assert ksi("migrate", *sources(checkpoint_db, sessions_db), "--target", target) == 0
+    other_checkpoints, other_sessions = daemon_files(tmp_path / "other", seed=61)
+    before = file_sha256(target)
+    capsys.readouterr()
+    for extra in ((), ("--dry-run",)):
+        assert ksi("migrate", *sources(checkpoint_db, other_sessions), "--target", target, *extra) == 2
+        error = capsys.readouterr().err
+        assert f"{other_sessions} shares no session with the target's mcp_sessions" in error, error
+        assert "--replace" in error and error.count("\n") == 1
+    assert file_sha256(target) == before
+    # A later copy of the same sessions file, every session saved again under a new rowid, still shares its keys.
+    with closing(sqlite3.connect(sessions_db)) as daemon, daemon:
+        rows = daemon.execute("SELECT session_key, session_data, last_seen FROM mcp_sessions").fetchall()
+        daemon.executemany("INSERT OR REPLACE INTO mcp_sessions VALUES (?, ?, ?)", rows)
+    # Another checkpoint file is not judged alone: the daemon keeps five, a later copy often shares none.
+    assert ksi("migrate", *sources(other_checkpoints, sessions_db), "--target", target) == 0
+    assert ksi("migrate", *sources(checkpoint_db, sessions_db), "--target", target) == 0
+    assert ksi("verify", *sources(checkpoint_db, sessions_db), "--target", target) == 0
+    assert ksi("migrate", *sources(checkpoint_db, other_sessions), "--target", target, "--replace") == 0
+    assert ksi("verify", *sources(checkpoint_db, other_sessions), "--target", target) == 0
 
 
 def test_a_restore_to_a_file_per_table_names_a_file_for_each(

@@ -33,13 +33,22 @@ from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
 from migrator import checkpoints, cleanup, codec, records, relational, sessions
 from migrator.codec import InvalidText, keep_duplicate_keys, parse_timestamp
+from migrator.compare import MismatchKind
+from migrator.fabricate import fabricate_snapshot
 from migrator.legacy import MCP_SESSIONS
 from migrator.legacy_copy import compare_legacy_files
 from migrator.records import Kind, RecordSpec, SplitRecord
 from migrator.store import core as store_core
 from migrator.store import legacy_side, relational_side
 from verification.gate import checks as gate_checks
-from verification.harness import LEGACY_TABLE_NAMES, legacy_file_differences, scratch_folder
+from verification.harness import (
+    LEGACY_TABLE_NAMES,
+    legacy_file_differences,
+    migrate,
+    restore_copy,
+    scratch_folder,
+    verify_target,
+)
 from verification.strategies import UNTYPED_SCHEMA, LegacySnapshot
 from verification.test_cleanup_and_gate import PROPERTIES as GUARD_PROPERTIES
 from verification.test_lifecycle_state_machine import LegacyDatabaseLifecycle
@@ -559,6 +568,30 @@ def test_a_fault_in_a_derived_column_is_invisible_to_the_round_trip(
     """Why the forward direction needs proving on its own: the rebuild never reads these columns."""
     fault.patch(monkeypatch)
     assert property_failure(property_name) is None
+
+
+# Faults in the write path: caught by `verify` in migrate-then-restore, by no in-memory round trip.
+WRITTEN_WRONG = [
+    fault for fault in FAULTS if FORWARD_CHECK[0] in fault.caught_by and not set(fault.caught_by) & set(IN_MEMORY)
+]
+
+
+@pytest.mark.parametrize("fault", WRITTEN_WRONG, ids=lambda fault: f"{fault.name}-seen-by-the-forward-check-alone")
+def test_a_fault_in_a_written_derived_column_is_seen_by_the_forward_check_alone(
+    monkeypatch: pytest.MonkeyPatch, fault: Fault
+) -> None:
+    """The faults that `migrate-then-restore` catches through `verify`'s forward check, and no round
+    trip does: the restored copy equals the source, so the backward check alone would sign it off."""
+    fault.patch(monkeypatch)
+    with scratch_folder() as folder:
+        source = folder / "legacy.db"
+        fabricate_snapshot(source, checkpoints=2, sessions=12, seed=3)
+        target = folder / "target.db"
+        migrate(source, target, 50)
+        assert legacy_file_differences(source, restore_copy(target, folder / "restored.db", 50)) == []
+        report = verify_target(source, target, 50)
+    assert report.mismatches, f"{fault.name}: the forward check saw nothing"
+    assert {mismatch.kind for mismatch in report.mismatches} == {MismatchKind.RELATIONAL}
 
 
 # --- the comparison of legacy files, seeded with one changed cell -----------------------------

@@ -17,6 +17,10 @@ from migrator.target import LEGACY_SCHEMA_KEY, load_legacy_schema
 # --- the migration metadata ---------------------------------------------------------------------
 
 META_TABLE = "ksi_migration_meta"
+# Of its rows, `legacy_schema` is compared here, and a `schema_version` this package does not
+# know is refused before anything is read (`target.create_schema`, `verify`). The others are logs
+# of runs (`last_migrate`, `legacy_cleanup`: when, from where, what was written) that `status`
+# shows: a wrong one changes neither a read, a query nor a rebuild, so they are not compared.
 
 
 def metadata_mismatches(source: LegacySchema, database: pw.Database) -> list[Mismatch]:
