@@ -110,6 +110,26 @@ def test_an_output_file_in_a_missing_folder_is_one_line_naming_it(
     assert not (tmp_path / "no").exists()
 
 
+@pytest.mark.parametrize(("command", "out"), [("restore", "copy.db"), ("export", "rows.jsonl")])
+def test_an_orphaned_child_row_is_one_line_with_what_to_do_and_leaves_no_file(
+    command: str, out: str, snapshot: Path, migrated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A child row whose legacy row is gone (deleted by hand, foreign keys off) cannot be rebuilt:
+    the rollback stops at it with one line that names it and says how to heal the target."""
+    target = tmp_path / "orphaned.db"
+    target.write_bytes(migrated.read_bytes())
+    with closing(sqlite3.connect(target)) as connection, connection:
+        orphan = "INSERT INTO checkpoint_request (checkpoint_id, position, request_id, request_id_digest, layout)"
+        connection.execute(f"{orphan} VALUES (777, 0, 'r', 'd', '[]')")
+    (tmp_path / "out").mkdir()
+    capsys.readouterr()
+    assert run(command, "--target", target, "--out", tmp_path / "out" / out) == 2
+    error = one_line_error(capsys)
+    assert "checkpoints rowid 777" in error and "no checkpoint row" in error, error
+    assert "migrate --recheck" in error, error  # what to do
+    assert list((tmp_path / "out").iterdir()) == []  # no partial copy, export or journal
+
+
 def test_a_one_file_target_in_rollback_journal_mode_is_migrated_without_locking_itself(
     snapshot: Path, tmp_path: Path
 ) -> None:
