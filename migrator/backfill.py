@@ -28,7 +28,7 @@ from migrator.codec import key_digest, stored_key
 from migrator.compare import compare_rows
 from migrator.ddl import refuse_unrestorable_schema
 from migrator.errors import SnapshotMismatch
-from migrator.failures import connection_lost
+from migrator.failures import connection_lost, lost_race
 from migrator.kinds import KINDS
 from migrator.legacy import CELLS, ROWID, LegacyRow, LegacyTable, row_digest
 from migrator.models import McpSession, Quarantine
@@ -361,7 +361,8 @@ def _sync_batch(
 
 WRITE_ATTEMPTS = 3
 """A batch whose keys collide with rows a daemon committed meanwhile (a server's unique index
-notices only at commit) is checked and written again, this many times in all."""
+notices only at commit), or that a server rolled back for a deadlock or a lock wait with the
+daemon's writes (`failures.lost_race`), is checked and written again, this many times in all."""
 
 
 def _write_as_read(
@@ -392,8 +393,8 @@ def _write_as_read(
                 # Every row read was mapped already; when some changed meanwhile, the rest are mapped again.
                 premapped = mapped if current is rows else None
                 _, _, child_rows = write_legacy_rows(database, kind, current, replace=replace, mapped=premapped)
-        except pw.IntegrityError:
-            if attempt == WRITE_ATTEMPTS:
+        except Exception as exc:
+            if attempt == WRITE_ATTEMPTS or not lost_race(exc):
                 raise
             continue
         report.changed_meanwhile += len(rows) - len(current)

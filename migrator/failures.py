@@ -115,6 +115,28 @@ def _from_a_database(exc: BaseException) -> bool:
     return type(exc).__module__.split(".")[0] in DRIVER_MODULES
 
 
+_LOST_RACE_CODES = (1213, 1205)  # MySQL/MariaDB: a deadlock; a lock wait that timed out
+# PostgreSQL: class 40 (a deadlock, a serialization failure) and 55P03 (a lock not available).
+_LOST_RACE_CLASSES = ("TransactionRollbackError", "LockNotAvailable")
+
+
+def lost_race(exc: BaseException) -> bool:
+    """Whether a server rolled a transaction back because another writer held what it needed (a
+    deadlock, a serialization failure, a lock wait that timed out) or took a unique key it was
+    about to write: nothing is wrong with the transaction, and running it again succeeds."""
+    for current in _chain(exc):
+        if isinstance(current, pw.IntegrityError):
+            return True
+        if type(current).__module__.split(".")[0] not in DRIVER_MODULES:
+            continue
+        names = {cls.__name__ for cls in type(current).__mro__}
+        if "IntegrityError" in names or names & set(_LOST_RACE_CLASSES):
+            return True
+        if current.args and current.args[0] in _LOST_RACE_CODES:
+            return True
+    return False
+
+
 def connection_lost(exc: BaseException) -> bool:
     """Whether a database error says the connection to a server dropped (or never came up)."""
     if isinstance(exc, ConnectionError):
