@@ -80,13 +80,14 @@ def backfill(
     run = Run(batch_size, progress, recheck, dry_run, jobs)
     for attempt, pause in enumerate((*RETRY_PAUSES, None), start=1):
         try:
+            if attempt > 1:  # inside the retries: a server that restarts refuses connections for a while
+                _reconnect(database)
             report = _backfill_once(source, database, run, replace_all)
         except Exception as exc:
             if pause is None or not connection_lost(exc):
                 raise
             logger.warning("the target's connection dropped (%s); attempt %d again in %.1f s", exc, attempt, pause)
             time.sleep(pause)
-            _reconnect(database)
             continue
         report.attempts = attempt
         return report

@@ -281,3 +281,38 @@ def test_a_catch_up_batch_that_loses_a_race_with_the_daemon_is_checked_and_writt
     assert {t.table: t.rewritten for t in report.tables}["mcp_sessions"] == 5
     with LegacySource(source) as legacy, target_database(target, must_exist=True) as database:
         assert verify(legacy, database).ok
+
+
+def test_a_server_still_starting_when_the_run_connects_again_is_waited_for_too(
+    snapshot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restart takes seconds: the connection drops, and the first attempts to connect again
+    meet a server that is not up yet. Those are retried with the same growing pauses."""
+    backfill_module = sys.modules["migrator.backfill"]  # by name, `migrator.backfill` is the function
+
+    once = backfill_module._backfill_once
+    dropped: list[str] = []
+
+    def drops_once(*args: Any, **kwargs: Any) -> Any:
+        if not dropped:
+            dropped.append("run")
+            raise driver_error_as_peewee_raises_it(psycopg2.OperationalError("server closed the connection"))
+        return once(*args, **kwargs)
+
+    target = tmp_path / "target.db"
+    with LegacySource(snapshot) as source, target_database(target) as database:
+        connect = database.connect
+        refusals = [psycopg2.OperationalError("the database system is starting up")] * 2
+
+        def starting_up(*args: Any, **kwargs: Any) -> Any:
+            if refusals:
+                raise driver_error_as_peewee_raises_it(refusals.pop())
+            return connect(*args, **kwargs)
+
+        monkeypatch.setattr(backfill_module, "_backfill_once", drops_once)
+        monkeypatch.setattr(backfill_module, "RETRY_PAUSES", (0.0, 0.0, 0.0, 0.0))
+        monkeypatch.setattr(database, "connect", starting_up)
+        report = backfill(source, database)
+        monkeypatch.undo()
+        assert refusals == [] and report.attempts == 4  # the drop, two refusals, then the run
+        assert verify(source, database).ok
