@@ -80,6 +80,7 @@ class LiveResult:
             # The gate's and the benchmarks' own rule (nearest rank), so a p99 means the same here.
             "save_p50_ms": percentile(ordered, 0.50) if ordered else None,
             "save_p99_ms": percentile(ordered, 0.99) if ordered else None,
+            "save_max_ms": ordered[-1] if ordered else None,  # a save held out by a lock would show here
             "saves": len(ordered),
         }
 
