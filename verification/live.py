@@ -299,6 +299,10 @@ def exercise(
     files = [legacy]
     if layout == "one-file":
         target = str(legacy)
+        if sessions:  # the relational tables beside the fabricated ones, as the runbook's phase 1 leaves them
+            subprocess.run(
+                [sys.executable, "-m", "migrator", "migrate", "--source", target, "--target", target], check=True
+            )
         store = open_store(legacy, mode="dual_write", create=True)
     elif layout == "daemon-files":
         target = target or str(folder / "relational.db")
