@@ -13,7 +13,9 @@ re-run carries on exactly.
 from __future__ import annotations
 
 import errno
+import os
 import sqlite3
+from pathlib import Path
 
 import peewee as pw
 
@@ -88,6 +90,12 @@ GENERIC = "the database refused the operation"
 
 def _explain_one(exc: BaseException) -> str | None:
     if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
+        folder = Path(os.fsdecode(exc.filename)).parent if exc.filename else None
+        if exc.errno == errno.ENOENT and folder is not None and not folder.is_dir():
+            # A file named in a folder that is not there (a typo): name the folder, not the
+            # temporary file the command was writing first.
+            advice = "create it, or name a file in a folder that exists"
+            return f"{_OS_ERRORS[errno.ENOENT]}: {folder} does not exist; {advice}"
         what = _OS_ERRORS.get(exc.errno or 0, exc.strerror or type(exc).__name__)
         where = f": {exc.filename}" if exc.filename else ""
         return f"{what}{where}; {ADVICE_RERUN}"

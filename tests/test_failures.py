@@ -103,17 +103,23 @@ def test_a_migrate_that_fills_the_disk_is_one_line_and_the_target_stays_consiste
             assert reader.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
-@pytest.mark.parametrize("command", ["restore", "export"])
+@pytest.mark.parametrize("command", ["restore", "export", "verify"])
 def test_an_output_file_in_a_missing_folder_is_one_line_naming_it(
-    command: str, migrated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    command: str, snapshot: Path, migrated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A file goes into a folder that exists (a typo must not make folders); an archive is a
     folder of its own, made with its missing parents (0700)."""
-    given = ("--target", migrated)
     missing = tmp_path / "no" / "such" / "folder"
+    given = (
+        ("--source", snapshot, "--target", migrated, "--report")
+        if command == "verify"
+        else ("--target", migrated, "--out")
+    )
     capsys.readouterr()
-    assert run(command, *given, "--out", missing / "out") == 2
-    assert str(missing) in one_line_error(capsys)
+    assert run(command, *given, missing / "out") == 2
+    error = one_line_error(capsys)
+    assert f"{missing} does not exist" in error and "create it" in error, error
+    assert ".partial" not in error, error  # the temporary name is no business of the operator's
     assert not (tmp_path / "no").exists()
 
 
