@@ -28,7 +28,7 @@ from migrator.codec import key_digest, stored_key
 from migrator.compare import compare_rows
 from migrator.ddl import refuse_unrestorable_schema
 from migrator.errors import SnapshotMismatch
-from migrator.failures import connection_lost
+from migrator.failures import connection_lost, lost_race
 from migrator.kinds import KINDS
 from migrator.legacy import CELLS, ROWID, LegacyRow, LegacyTable, row_digest
 from migrator.models import McpSession, Quarantine
@@ -80,13 +80,14 @@ def backfill(
     run = Run(batch_size, progress, recheck, dry_run, jobs)
     for attempt, pause in enumerate((*RETRY_PAUSES, None), start=1):
         try:
+            if attempt > 1:  # inside the retries: a server that restarts refuses connections for a while
+                _reconnect(database)
             report = _backfill_once(source, database, run, replace_all)
         except Exception as exc:
             if pause is None or not connection_lost(exc):
                 raise
             logger.warning("the target's connection dropped (%s); attempt %d again in %.1f s", exc, attempt, pause)
             time.sleep(pause)
-            _reconnect(database)
             continue
         report.attempts = attempt
         return report
@@ -379,7 +380,8 @@ def _sync_batch(
 
 WRITE_ATTEMPTS = 3
 """A batch whose keys collide with rows a daemon committed meanwhile (a server's unique index
-notices only at commit) is checked and written again, this many times in all."""
+notices only at commit), or that a server rolled back for a deadlock or a lock wait with the
+daemon's writes (`failures.lost_race`), is checked and written again, this many times in all."""
 
 
 def _write_as_read(
@@ -410,8 +412,8 @@ def _write_as_read(
                 # Every row read was mapped already; when some changed meanwhile, the rest are mapped again.
                 premapped = mapped if current is rows else None
                 _, _, child_rows = write_legacy_rows(database, kind, current, replace=replace, mapped=premapped)
-        except pw.IntegrityError:
-            if attempt == WRITE_ATTEMPTS:
+        except Exception as exc:
+            if attempt == WRITE_ATTEMPTS or not lost_race(exc):
                 raise
             continue
         report.changed_meanwhile += len(rows) - len(current)

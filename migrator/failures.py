@@ -13,7 +13,9 @@ re-run carries on exactly.
 from __future__ import annotations
 
 import errno
+import os
 import sqlite3
+from pathlib import Path
 
 import peewee as pw
 
@@ -88,6 +90,12 @@ GENERIC = "the database refused the operation"
 
 def _explain_one(exc: BaseException) -> str | None:
     if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
+        folder = Path(os.fsdecode(exc.filename)).parent if exc.filename else None
+        if exc.errno == errno.ENOENT and folder is not None and not folder.is_dir():
+            # A file named in a folder that is not there (a typo): name the folder, not the
+            # temporary file the command was writing first.
+            advice = "create it, or name a file in a folder that exists"
+            return f"{_OS_ERRORS[errno.ENOENT]}: {folder} does not exist; {advice}"
         what = _OS_ERRORS.get(exc.errno or 0, exc.strerror or type(exc).__name__)
         where = f": {exc.filename}" if exc.filename else ""
         return f"{what}{where}; {ADVICE_RERUN}"
@@ -113,6 +121,28 @@ def _from_a_database(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.Error | pw.PeeweeException | ConnectionError):
         return True
     return type(exc).__module__.split(".")[0] in DRIVER_MODULES
+
+
+_LOST_RACE_CODES = (1213, 1205)  # MySQL/MariaDB: a deadlock; a lock wait that timed out
+# PostgreSQL: class 40 (a deadlock, a serialization failure) and 55P03 (a lock not available).
+_LOST_RACE_CLASSES = ("TransactionRollbackError", "LockNotAvailable")
+
+
+def lost_race(exc: BaseException) -> bool:
+    """Whether a server rolled a transaction back because another writer held what it needed (a
+    deadlock, a serialization failure, a lock wait that timed out) or took a unique key it was
+    about to write: nothing is wrong with the transaction, and running it again succeeds."""
+    for current in _chain(exc):
+        if isinstance(current, pw.IntegrityError):
+            return True
+        if type(current).__module__.split(".")[0] not in DRIVER_MODULES:
+            continue
+        names = {cls.__name__ for cls in type(current).__mro__}
+        if "IntegrityError" in names or names & set(_LOST_RACE_CLASSES):
+            return True
+        if current.args and current.args[0] in _LOST_RACE_CODES:
+            return True
+    return False
 
 
 def connection_lost(exc: BaseException) -> bool:

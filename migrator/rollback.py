@@ -33,11 +33,19 @@ class RestoreReport:
         return asdict(self)
 
 
+HEAL_TARGET = (
+    "`ksi-migrate verify` names every such row, and `ksi-migrate migrate --recheck` from the source "
+    "rewrites them and removes child rows left without their legacy row"
+)
+"""What to do about a damaged target row (an orphaned child row, a hand-edited column): the
+rollback cannot guess the legacy row, but a recheck from the source heals it."""
+
+
 def legacy_rows(database: pw.Database, kind: BlobKind, batch_size: int) -> Iterator[LegacyRow]:
     """Every legacy row of one table rebuilt from the target; the first damaged row stops it."""
     for rowid, row in rebuilt_rows(database, kind, batch_size):
         if isinstance(row, Exception):
-            raise RebuildError(f"{kind.legacy.name} rowid {rowid} cannot be rebuilt: {row}")
+            raise RebuildError(f"{kind.legacy.name} rowid {rowid} cannot be rebuilt: {row}; {HEAL_TARGET}")
         yield row
 
 

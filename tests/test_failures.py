@@ -7,21 +7,28 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
+import peewee as pw
+import psycopg2.errors
+import pymysql
 import pytest
 
-from migrator import engines
+from migrator import engines, open_store, relational
+from migrator.backfill import backfill
 from migrator.cli import main
 from migrator.fabricate import fabricate_snapshot
 from migrator.legacy import LegacySource
 from migrator.target import target_database
 from migrator.verify import verify
 from verification.engines import EngineRegistry
+from verification.snapshots import write_snapshot
 
 SMALL_DISK = "48k"  # room for the tool's first bytes, not for a whole copy
 
@@ -96,18 +103,44 @@ def test_a_migrate_that_fills_the_disk_is_one_line_and_the_target_stays_consiste
             assert reader.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
-@pytest.mark.parametrize("command", ["restore", "export"])
+@pytest.mark.parametrize("command", ["restore", "export", "verify"])
 def test_an_output_file_in_a_missing_folder_is_one_line_naming_it(
-    command: str, migrated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    command: str, snapshot: Path, migrated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A file goes into a folder that exists (a typo must not make folders); an archive is a
     folder of its own, made with its missing parents (0700)."""
-    given = ("--target", migrated)
     missing = tmp_path / "no" / "such" / "folder"
+    given = (
+        ("--source", snapshot, "--target", migrated, "--report")
+        if command == "verify"
+        else ("--target", migrated, "--out")
+    )
     capsys.readouterr()
-    assert run(command, *given, "--out", missing / "out") == 2
-    assert str(missing) in one_line_error(capsys)
+    assert run(command, *given, missing / "out") == 2
+    error = one_line_error(capsys)
+    assert f"{missing} does not exist" in error and "create it" in error, error
+    assert ".partial" not in error, error  # the temporary name is no business of the operator's
     assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize(("command", "out"), [("restore", "copy.db"), ("export", "rows.jsonl")])
+def test_an_orphaned_child_row_is_one_line_with_what_to_do_and_leaves_no_file(
+    command: str, out: str, snapshot: Path, migrated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A child row whose legacy row is gone (deleted by hand, foreign keys off) cannot be rebuilt:
+    the rollback stops at it with one line that names it and says how to heal the target."""
+    target = tmp_path / "orphaned.db"
+    target.write_bytes(migrated.read_bytes())
+    with closing(sqlite3.connect(target)) as connection, connection:
+        orphan = "INSERT INTO checkpoint_request (checkpoint_id, position, request_id, request_id_digest, layout)"
+        connection.execute(f"{orphan} VALUES (777, 0, 'r', 'd', '[]')")
+    (tmp_path / "out").mkdir()
+    capsys.readouterr()
+    assert run(command, "--target", target, "--out", tmp_path / "out" / out) == 2
+    error = one_line_error(capsys)
+    assert "checkpoints rowid 777" in error and "no checkpoint row" in error, error
+    assert "migrate --recheck" in error, error  # what to do
+    assert list((tmp_path / "out").iterdir()) == []  # no partial copy, export or journal
 
 
 def test_a_one_file_target_in_rollback_journal_mode_is_migrated_without_locking_itself(
@@ -180,3 +213,112 @@ def test_a_postgresql_connection_cut_during_migrate_is_retried_and_the_result_is
         assert run("migrate", "--source", snapshot, "--target", url) == 0  # a re-run carries on
         with LegacySource(snapshot) as source, target_database(url, must_exist=True) as database:
             assert verify(source, database).ok
+
+
+# --- a transaction that loses a race with another writer ---------------------------------------
+
+
+def driver_error_as_peewee_raises_it(error: Exception) -> Exception:
+    """The exception a statement raises when the driver says `error`, wrapped as peewee wraps it."""
+    try:
+        with pw.ExceptionWrapper(pw.EXCEPTIONS):  # type: ignore[attr-defined]  # peewee's, not in its stubs
+            raise error
+    except Exception as wrapped:  # noqa: BLE001 - whatever peewee made of it
+        return wrapped
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+LOST_RACES = {
+    "mysql-deadlock": pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock; try restarting"),
+    "mysql-lock-wait": pymysql.err.OperationalError(1205, "Lock wait timeout exceeded; try restarting transaction"),
+    "postgresql-deadlock": psycopg2.errors.DeadlockDetected("deadlock detected"),
+    "postgresql-serialization": psycopg2.errors.SerializationFailure("could not serialize access"),
+    "unique-key-taken-meanwhile": pymysql.err.IntegrityError(1062, "Duplicate entry for key 'session_key_digest'"),
+}
+
+
+def fail_once(monkeypatch: pytest.MonkeyPatch, module: str, error: Exception) -> list[int]:
+    """`write_legacy_rows` in `module` raises `error` the first time, then writes; the calls made."""
+    real = relational.write_legacy_rows
+    calls: list[int] = []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls.append(len(calls) + 1)
+        if len(calls) == 1:
+            raise driver_error_as_peewee_raises_it(error)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sys.modules[module], "write_legacy_rows", flaky)  # by name, `migrator.backfill` is a function
+    return calls
+
+
+@pytest.mark.parametrize("race", list(LOST_RACES))
+def test_a_dual_write_that_loses_a_race_with_a_catch_up_is_run_again_not_left_pending(
+    race: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server's deadlock, lock wait or unique key met in the relational write of a save (a
+    catch-up in another process wrote the same rows meanwhile) is a race, not a failure: the
+    write is run again, so no repair is left pending and relational reads serve the new row."""
+    legacy = write_snapshot(tmp_path / "legacy.db")
+    with open_store(tmp_path / "target.db", legacy=legacy, mode="dual_write", create=True) as store:
+        calls = fail_once(monkeypatch, "migrator.store.core", LOST_RACES[race])
+        store.save_session("a:c", {"agent_id": "a", "n": 1}, "2025-06-20T10:00:00")
+        monkeypatch.undo()
+        assert calls == [1, 2]
+        assert store.report().pending_repairs == []
+    with open_store(tmp_path / "target.db", mode="relational_only", read_only=True) as reader:
+        assert json.dumps(reader.get_session("a:c")) == '{"agent_id": "a", "n": 1}'
+
+
+@pytest.mark.parametrize("race", list(LOST_RACES))
+def test_a_catch_up_batch_that_loses_a_race_with_the_daemon_is_checked_and_written_again(
+    race: str, snapshot: Path, migrated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, target = tmp_path / "later.db", tmp_path / "target.db"
+    source.write_bytes(snapshot.read_bytes())
+    target.write_bytes(migrated.read_bytes())
+    with closing(sqlite3.connect(source)) as connection, connection:  # the daemon saw five sessions again
+        connection.execute("UPDATE mcp_sessions SET last_seen = '2030-01-01T00:00:00' WHERE rowid <= 5")
+    calls = fail_once(monkeypatch, "migrator.backfill", LOST_RACES[race])
+    with LegacySource(source) as legacy, target_database(target, must_exist=True) as database:
+        report = backfill(legacy, database)
+    monkeypatch.undo()
+    assert len(calls) >= 2 and report.attempts == 1
+    assert {t.table: t.rewritten for t in report.tables}["mcp_sessions"] == 5
+    with LegacySource(source) as legacy, target_database(target, must_exist=True) as database:
+        assert verify(legacy, database).ok
+
+
+def test_a_server_still_starting_when_the_run_connects_again_is_waited_for_too(
+    snapshot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restart takes seconds: the connection drops, and the first attempts to connect again
+    meet a server that is not up yet. Those are retried with the same growing pauses."""
+    backfill_module = sys.modules["migrator.backfill"]  # by name, `migrator.backfill` is the function
+
+    once = backfill_module._backfill_once
+    dropped: list[str] = []
+
+    def drops_once(*args: Any, **kwargs: Any) -> Any:
+        if not dropped:
+            dropped.append("run")
+            raise driver_error_as_peewee_raises_it(psycopg2.OperationalError("server closed the connection"))
+        return once(*args, **kwargs)
+
+    target = tmp_path / "target.db"
+    with LegacySource(snapshot) as source, target_database(target) as database:
+        connect = database.connect
+        refusals = [psycopg2.OperationalError("the database system is starting up")] * 2
+
+        def starting_up(*args: Any, **kwargs: Any) -> Any:
+            if refusals:
+                raise driver_error_as_peewee_raises_it(refusals.pop())
+            return connect(*args, **kwargs)
+
+        monkeypatch.setattr(backfill_module, "_backfill_once", drops_once)
+        monkeypatch.setattr(backfill_module, "RETRY_PAUSES", (0.0, 0.0, 0.0, 0.0))
+        monkeypatch.setattr(database, "connect", starting_up)
+        report = backfill(source, database)
+        monkeypatch.undo()
+        assert refusals == [] and report.attempts == 4  # the drop, two refusals, then the run
+        assert verify(source, database).ok

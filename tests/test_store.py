@@ -646,3 +646,35 @@ def test_a_relational_store_selects_seen_sessions_by_time_where_other_spellings_
         by_time = [record.key for record in store.sessions_seen_after(DAY_AGO)]
     assert by_text == ["zulu:c", "offset:c", "daemon:c"]
     assert by_time == ["space:c", "daemon:c"]
+
+
+@pytest.mark.parametrize("layout", ["legacy-file", "daemon-files"])
+def test_a_long_read_of_the_legacy_file_never_holds_a_save_out(layout: str, tmp_path: Path) -> None:
+    """`verify`, `archive` or the gate reading the legacy file in one long read transaction: in
+    rollback-journal mode the save's commit would wait for it and then fail ("database is
+    locked"); the store puts the legacy file in WAL mode, where readers never hold writers out."""
+    legacy = write_snapshot(tmp_path / "legacy.db")
+    with closing(sqlite3.connect(legacy)) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    if layout == "daemon-files":
+        sessions = write_snapshot(tmp_path / "mcp_sessions.db")
+        with closing(sqlite3.connect(legacy)) as connection, connection:
+            connection.execute("DROP TABLE mcp_sessions")
+        with closing(sqlite3.connect(sessions)) as connection, connection:
+            connection.execute("DROP TABLE checkpoints")
+        files: Any = {"checkpoints": legacy, "mcp_sessions": sessions}
+    else:
+        files, sessions = legacy, legacy
+    with open_store(tmp_path / "target.db", legacy=files, mode="dual_write", create=True) as store:
+        with closing(sqlite3.connect(sessions, isolation_level=None)) as reader:
+            assert reader.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM mcp_sessions").fetchone()  # a read transaction held open
+            store.save_session("live:1", {"agent_id": "live"}, "2025-06-20T10:00:00")
+            store.save_checkpoint({"reason": "live"})
+            assert reader.execute("SELECT count(*) FROM mcp_sessions WHERE session_key = 'live:1'").fetchone() == (0,)
+            reader.execute("COMMIT")
+        assert store.report().pending_repairs == []
+    with LegacySource(sessions) as source:
+        saved = "SELECT count(*) FROM mcp_sessions WHERE session_key = 'live:1'"
+        assert source.connection.execute(saved).fetchone() == (1,)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -22,6 +23,7 @@ from migrator.errors import (
     ReadOnlyStore,
     UnreadableRecord,
 )
+from migrator.failures import lost_race
 from migrator.legacy import (
     CELLS,
     CHECKPOINTS,
@@ -53,6 +55,9 @@ from migrator.target import (
 from migrator.wal import wal_checkpointer
 
 logger = logging.getLogger(__name__)
+MIRROR_RETRY_PAUSES = (0.01, 0.05, 0.2)
+"""Seconds before each new attempt of a relational write a server rolled back for a race with a
+catch-up in another process (`failures.lost_race`); after the last one it is left to a catch-up."""
 T = TypeVar("T")
 
 
@@ -196,10 +201,18 @@ class Store:
         record_legacy_schema(self.database, replace(recorded, sequences={**recorded.sequences, table.name: sequence}))
 
     def _mirror_or_defer(self, change: LegacyChange) -> None:
-        try:
-            self._mirror(change)
-        except Exception as exc:  # noqa: BLE001 - the legacy row is committed; a catch-up repairs the rest
-            self._ledger.defer(PendingRepair(change.kind.legacy.name, change.key, change.rowids, repr(exc)))
+        for pause in (*MIRROR_RETRY_PAUSES, None):
+            try:
+                self._mirror(change)
+                return
+            except Exception as exc:  # noqa: BLE001 - the legacy row is committed; a catch-up repairs the rest
+                # A server that rolled the write back for a catch-up writing the same rows in another
+                # process (a deadlock, a unique key) lost a race, not the write: it is run again.
+                if pause is not None and not self.one_file and lost_race(exc):
+                    time.sleep(pause)
+                    continue
+                self._ledger.defer(PendingRepair(change.kind.legacy.name, change.key, change.rowids, repr(exc)))
+                return
 
     @_on_its_target
     def update_latest_checkpoint(self, blob: Blob) -> int | None:
