@@ -14,7 +14,7 @@ import pytest
 from migrator.backfill import backfill
 from migrator.cli import main
 from migrator.legacy import LegacySource, file_sha256
-from migrator.models import McpSessionTool
+from migrator.models import McpSession, McpSessionTool
 from migrator.relational import fetch
 from migrator.target import target_database
 from tests.conftest import SnapshotFactory
@@ -49,8 +49,15 @@ def verify_ok(source: Path, target: str) -> bool:
 
 
 def tool_rows(target: str) -> list[tuple[Any, ...]]:
+    """Every tool row, every column of it (the session it references included)."""
     with target_database(target, must_exist=True) as database:
-        return sorted(fetch(database, McpSessionTool.select(McpSessionTool.position, McpSessionTool.tool_name)))
+        return sorted(fetch(database, McpSessionTool.select()), key=repr)
+
+
+def session_ids(target: str) -> dict[int, int]:
+    """legacy rowid -> the session's own id."""
+    with target_database(target, must_exist=True) as database:
+        return dict(fetch(database, McpSession.select(McpSession.legacy_rowid, McpSession.id)))
 
 
 def test_sessions_saved_again_unchanged_are_moved_and_no_tool_row_is_written(
@@ -60,7 +67,7 @@ def test_sessions_saved_again_unchanged_are_moved_and_no_tool_row_is_written(
     first = migrate_json(source, target, capsys)["mcp_sessions"]
     tools = first["child_rows_written"]
     assert tools == sum(len(TOOLS[: rowid % 4]) for rowid in range(1, 31)) > 0
-    before = tool_rows(target)
+    before, ids = tool_rows(target), session_ids(target)
     save_all_again(source)
     with closing(sqlite3.connect(source)) as daemon:
         assert daemon.execute("SELECT min(rowid) FROM mcp_sessions").fetchone()[0] > 30  # every rowid moved
@@ -68,8 +75,9 @@ def test_sessions_saved_again_unchanged_are_moved_and_no_tool_row_is_written(
     assert again["moved"] == 30
     assert (again["written"], again["rewritten"], again["deleted"], again["unchanged"]) == (0, 0, 0, 0)
     assert again["child_rows_written"] == 0  # not one tool mapped or written again
-    assert again["child_rows_moved"] == tools  # each only pointed at its session's new rowid
-    assert tool_rows(target) == before
+    assert tool_rows(target) == before  # nor updated: each still references its session's own id
+    moved = session_ids(target)
+    assert sorted(moved.values()) == sorted(ids) and sorted(moved) != sorted(ids)  # new rowids, the same ids
     assert verify_ok(source, target)
     quiet = migrate_json(source, target, capsys)["mcp_sessions"]
     assert (quiet["moved"], quiet["written"], quiet["unchanged"]) == (0, 0, 30)
