@@ -222,10 +222,10 @@ def free_parent_keys(database: pw.Database, kind: BlobKind, tables: list[list[Ro
     """Root rows about to be written with an id another root row holds (a session that moved
     away from this rowid keeps its id) are given fresh ids, above every id in use, and so are
     their children's references. Called after the rows' own old rows are deleted."""
+    if not kind.own_ids or not tables[ROOT]:
+        return tables
     at = kind.root.position(kind.root.key[0])
     wanted = [row[at] for row in tables[ROOT]]
-    if not kind.own_ids or not wanted:
-        return tables
     key = kind.parent_key
     build = lambda: kind.root.model.select(key).where(key.in_(wanted))  # noqa: E731
     sql = statement(database, ("ids taken", kind.root, len(wanted)), build)
@@ -319,7 +319,10 @@ def write_legacy_rows(
     `mapped` is `map_legacy_rows` of these rows made beforehand (by a worker process).
     Returns (migrated, quarantined, child rows written)."""
     tables, quarantined = map_legacy_rows(kind, rows) if mapped is None else mapped
-    with database.atomic():
+    # It reads before it writes (the ids in use: `delete_identities`, `free_parent_keys`), so
+    # SQLite takes the write lock first, as a read snapshot cannot become a write once another
+    # connection has committed; inside a caller's transaction, this is a savepoint.
+    with engines.engine(database).write_transaction():
         if replace:
             delete_identities(database, kind, replace)
         if not engines.engine(database).loading_empty(kind.root.model):  # an empty table holds no id
