@@ -148,3 +148,51 @@ def test_a_session_the_daemon_saves_again_during_the_catch_up_is_left_to_the_nex
         with LegacySource(source) as legacy, target_database(target) as database:
             assert backfill(legacy, database).tables[-1].written == 1
     assert verify_ok(source, str(target))
+
+
+def test_a_new_session_at_a_rowid_whose_id_a_moved_session_keeps_gets_an_id_of_its_own(
+    target: str, snapshot_factory: SnapshotFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Session 1 moves to rowid 4 and keeps its id 1; a new session the daemon writes at rowid 1
+    cannot have id 1, so it gets the next free one, and its tools reference that."""
+    source = snapshot_factory([], sessions(3))
+    migrate_json(source, target, capsys)
+    with closing(sqlite3.connect(source)) as daemon, daemon:
+        row = daemon.execute("SELECT session_key, session_data, last_seen FROM mcp_sessions WHERE rowid = 1").fetchone()
+        daemon.execute("INSERT OR REPLACE INTO mcp_sessions VALUES (?, ?, ?)", row)  # rowid 4
+    assert migrate_json(source, target, capsys)["mcp_sessions"]["moved"] == 1
+    before = tool_rows(target)
+    with closing(sqlite3.connect(source)) as daemon, daemon:
+        daemon.execute(
+            "INSERT INTO mcp_sessions (rowid, session_key, session_data, last_seen) "
+            "VALUES (1, 'new:c', ?, '2026-01-01')",
+            (TOOLS_JSON,),
+        )
+    report = migrate_json(source, target, capsys)["mcp_sessions"]
+    assert (report["written"], report["moved"], report["child_rows_written"]) == (1, 0, 3)
+    assert session_ids(target) == {1: 4, 2: 2, 3: 3, 4: 1}  # 4: above every id in use (1, 2, 3)
+    after = tool_rows(target)
+    assert [row for row in after if row not in before] == [row for row in after if row[0] == 4] != []
+    assert verify_ok(source, target)
+
+
+TOOLS_JSON = json.dumps({"tools": TOOLS})
+
+
+def test_tools_whose_session_is_gone_are_reported_by_verify_as_orphans(
+    snapshot_factory: SnapshotFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A session's tools reference its own id, which no rowid names once the session moved: a
+    comparison by rowid cannot see them when their session is gone, so verify looks for them."""
+    source = snapshot_factory([], sessions(3))
+    target = str(tmp_path / "t.db")
+    migrate_json(source, target, capsys)
+    save_all_again(source)
+    migrate_json(source, target, capsys)
+    with closing(sqlite3.connect(target)) as connection, connection:  # foreign keys off, as by hand
+        connection.execute("INSERT INTO mcp_session_tool (session_id, position, form) VALUES (77, 0, 'json')")
+    capsys.readouterr()
+    assert main(["verify", "--source", str(source), "--target", target]) == 1
+    assert "mcp_sessions -: child rows without their legacy row: mcp_session_tool rows of mcp_session id 77" in (
+        capsys.readouterr().out
+    )
