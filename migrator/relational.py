@@ -30,7 +30,7 @@ Row = tuple[Any, ...]
 Bundle = tuple[list[Row], ...]
 """The relational rows of one legacy row: the root table's row, then each child table's rows."""
 ROOT = 0  # a Bundle's (and a BlobKind's) first table is the root table
-IDENTITY = 0  # every TableMap's first column is the legacy identity: the root's id, or a child's parent id
+IDENTITY = 0  # every TableMap's first column: the root's legacy rowid, or a child's parent key (`BlobKind.parent_key`)
 
 
 @dataclass(frozen=True, eq=False)  # one object per table: compared and hashed by identity, in C
@@ -40,8 +40,10 @@ class TableMap:
     `columns` lists the column names, with a `RecordSpec` standing for the run of columns its
     JSON object's record fills. Rows are built by name (`build(**cells)`, the record's columns as
     `record=...`) and read by name (`row[TABLE.at.layout]`, `row[TABLE.record]`), so this list
-    is the only place the order lives. The first column is always the legacy identity (the
-    root's id, or a child's parent id), and `order` gives the order children come back in.
+    is the only place the order lives. The first column is always the identity: the root's
+    legacy rowid, or a child's reference to its root's primary key (the legacy rowid too, unless
+    the root has an id of its own: `BlobKind.own_ids`), and `order` gives the order children
+    come back in.
 
     A TableMap names every column of its model: the mapping states the value of each one (a plan
     column that legacy rows never fill is mapped to NULL), so that the forward check can hold
