@@ -12,9 +12,13 @@ same migrated target, each in its own process:
   removed with its tools, and every session mapped and written again;
 - **by key**: the product as it is: each session is found by its key and moved in place.
 
-Each figure comes from the catch-up's own report: sessions moved, written, removed, and the tool
-rows written (mapped and inserted) and moved (pointed at the new rowid). Both targets are then
-verified against the snapshot; a catch-up with a wrong result voids the benchmark.
+The session figures come from the catch-up's own report: sessions moved, written, removed, and
+the tool rows written (mapped and inserted). `tool_rows_changed` and `session_rows_changed` do
+not trust the report: they compare the target after the catch-up with the one before, row by row
+in SQLite itself (its rowid and every column), and count the rows that are not there unchanged,
+so a row updated in place (a tool pointed at a new rowid) counts as well as one written again.
+Both targets are then verified against the snapshot; a catch-up with a wrong result voids the
+benchmark. Run from an older checkout, the same script measures that release's catch-up.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from benchmarks.child import peak_rss_mb
 from benchmarks.run import ROOT, cached_snapshot, log
 
 MODES = ("by_rowid", "by_key")
-FIGURES = ("moved", "written", "rewritten", "deleted", "unchanged", "child_rows_written", "child_rows_moved")
+FIGURES = ("moved", "written", "rewritten", "deleted", "unchanged", "child_rows_written")
+COUNTED = ("tool_rows_changed", "session_rows_changed")
 
 
 def save_all_again(snapshot: Path) -> None:
@@ -86,6 +91,19 @@ def measure(mode: str, source: Path, target: Path) -> dict[str, Any]:
     return figures
 
 
+def rows_changed(before: Path, after: Path) -> dict[str, int]:
+    """Rows of `after` that `before` does not hold identically (same SQLite rowid, every column
+    equal), for the tool and session tables: what a catch-up wrote or updated, counted by SQLite."""
+    with closing(sqlite3.connect(f"file:{after}?mode=ro", uri=True)) as connection:
+        connection.execute("ATTACH DATABASE ? AS before", (f"file:{before}?mode=ro",))
+        return {
+            f"{name}_rows_changed": connection.execute(
+                f"SELECT count(*) FROM (SELECT rowid, * FROM main.{table} EXCEPT SELECT rowid, * FROM before.{table})"
+            ).fetchone()[0]
+            for name, table in (("tool", "mcp_session_tool"), ("session", "mcp_session"))
+        }
+
+
 def run(sessions: int, out: Path) -> dict[str, Any]:
     snapshot = cached_snapshot(sessions, 0)
     results: dict[str, Any] = {"sessions": sessions}
@@ -101,6 +119,7 @@ def run(sessions: int, out: Path) -> dict[str, Any]:
             shutil.copy(migrated, target)
             log(f"catch-up {mode}")
             results[mode] = measure(mode, source, target)
+            results[mode] |= rows_changed(migrated, target)
     out.mkdir(parents=True, exist_ok=True)
     (out / "catch_up.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "catch_up.md").write_text(markdown(results))
@@ -114,7 +133,7 @@ def markdown(results: dict[str, Any]) -> str:
         "| | " + " | ".join(MODES) + " |",
         "| --- | " + " | ".join("---" for _ in MODES) + " |",
     ]
-    for name in ("seconds", "cpu_seconds", "max_rss_mb", *FIGURES):
+    for name in ("seconds", "cpu_seconds", "max_rss_mb", *FIGURES, *COUNTED):
         cells = [results[mode][name] for mode in MODES]
         shown = [f"{cell:,.1f}" if isinstance(cell, float) else f"{cell:,}" for cell in cells]
         lines.append(f"| {name} | " + " | ".join(shown) + " |")

@@ -45,7 +45,8 @@ def _session_rows(rowid: int, key: str, data: str, last_seen: Any) -> tuple[tupl
     blob = loads(data)
     get = blob.get
     session = (
-        rowid,
+        rowid,  # legacy_rowid
+        rowid,  # the session's own id: its rowid, as a first load gives it
         "",
         key,
         key_digest(key),  # the unique key (models: unique keys are digests)

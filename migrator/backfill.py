@@ -431,7 +431,7 @@ def _move_as_read(
     with engines.engine(database).write_transaction():
         as_read = {row[ROWID] for row, _ in _still_as_read(source, kind, [(m.row, m.digest) for m in planned])}
         current = moves.still_held(database, [move for move in planned if move.new_rowid in as_read])
-        report.child_rows_moved += moves.apply_moves(database, kind, current)
+        moves.apply_moves(database, kind, current)
     report.changed_meanwhile += len(planned) - len(current)
     return current
 

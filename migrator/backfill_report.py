@@ -18,7 +18,6 @@ class TableReport:
     orphans_removed: int = 0  # child rows without their legacy row, removed (recheck)
     changed_meanwhile: int = 0  # rows a daemon changed or removed during the run: left to it, or the next run
     child_rows_written: int = 0  # child rows (tools, queues, queue items, completions) mapped and written
-    child_rows_moved: int = 0  # tools of moved sessions, pointed at the new rowid (nothing else in them changes)
     migrated: int = 0  # rows now held relationally (after the run)
     quarantined: int = 0  # rows now held verbatim in quarantine
     noncanonical: int = 0  # migrated rows whose JSON is not in json.dumps' default format

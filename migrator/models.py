@@ -15,9 +15,10 @@ from typing import Any
 
 import peewee as pw
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped whenever a change needs a `playhouse.migrate` step. Version 2 moved the unique keys
-from key text to key digests, so that every engine enforces them exactly."""
+from key text to key digests, so that every engine enforces them exactly. Version 3 gave each
+session an id of its own, apart from its legacy rowid (see `McpSession`)."""
 
 _CURRENT: ContextVar[pw.Database | None] = ContextVar("ksi_target", default=None)
 
@@ -169,7 +170,18 @@ class CheckpointRequest(BaseModel):
 
 
 class McpSession(BaseModel):
-    id = pw.BigIntegerField(primary_key=True)  # the legacy row's rowid, kept as identity
+    """A session. The daemon saves sessions with `INSERT OR REPLACE`, which gives a row a new
+    rowid each time, changed or not; so the rowid is a column of its own (`legacy_rowid`), and
+    the session's `id`, which its tools reference, is assigned once, when its rows are written
+    (the legacy rowid then, unless another session holds that id: `relational.free_parent_keys`).
+    A catch-up that finds a session unchanged under a new rowid changes `legacy_rowid` alone and
+    leaves its tools untouched (`migrator.moves`). Chosen over keying tools by the session's key
+    digest: the key must be the primary key here, which a load never drops, whereas a
+    foreign key to the key digest would need its unique index present during every load, when
+    the secondary indexes are built after the rows (`loading`)."""
+
+    id = pw.BigIntegerField(primary_key=True)  # the session's own identity; its tools' parent key
+    legacy_rowid = pw.BigIntegerField(unique=True)  # where the legacy row is now: every read by rowid
     source_digest = pw.CharField(max_length=32)
     session_key = pw.TextField()  # in its stored form (codec.stored_key)
     session_key_digest = pw.CharField(max_length=32, unique=True)  # codec.key_digest: lookups and uniqueness

@@ -3,15 +3,16 @@
 The daemon saves every cached session with `INSERT OR REPLACE`, which deletes the row and inserts
 it again under a new rowid, changed or not. Matched by rowid alone, every such session would look
 new and be rewritten with all its tools. A session is known by its key: when the target holds the
-key under another rowid with the same digest, the session is *moved*, its relational identity
-changed in place to the new rowid (and its tools pointed at it), and nothing is mapped or
-rewritten. When the target holds the key with other content, that old rowid is *displaced*: the
-write replaces it, so the key's unique index never sees the session twice.
+key under another rowid with the same digest, the session is *moved*: its `legacy_rowid` is
+changed in place to the new rowid, and nothing else, its tools included, is mapped, written or
+updated (they reference the session's own id, which stays). When the target holds the key with
+other content, that old rowid is *displaced*: the write replaces it, so the key's unique index
+never sees the session twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 from weakref import WeakKeyDictionary
@@ -20,7 +21,7 @@ import peewee as pw
 
 from migrator.codec import key_digest, stored_key
 from migrator.legacy import ROWID, LegacyRow
-from migrator.models import McpSession, McpSessionTool
+from migrator.models import McpSession
 from migrator.relational import BlobKind, delete_identities, statement
 
 Changed = tuple[LegacyRow, str]
@@ -34,7 +35,6 @@ class Move:
     row: LegacyRow
     digest: str
     old_rowid: int
-    key_digest: str
 
     @property
     def new_rowid(self) -> int:
@@ -65,7 +65,7 @@ def plan_by_key(database: pw.Database, kind: BlobKind, changed: Sequence[Changed
         if old is None or old[0] == rowid:
             plan.rest.append((row, digest))
         elif old[1] == digest and rowid not in held:
-            plan.moves.append(Move(row, digest, old[0], keyed[rowid]))
+            plan.moves.append(Move(row, digest, old[0]))
         else:
             plan.rest.append((row, digest))
             plan.displaced[rowid] = old[0]
@@ -76,7 +76,7 @@ def _held_under_keys(database: pw.Database, digests: list[str]) -> dict[str, tup
     """key digest -> (rowid, source digest) of the target's sessions with these keys."""
     if not digests:
         return {}
-    columns = (McpSession.session_key_digest, McpSession.id, McpSession.source_digest)
+    columns = (McpSession.session_key_digest, McpSession.legacy_rowid, McpSession.source_digest)
     sql = statement(  # built once per batch size: peewee takes longer to build an IN list than to run it
         database,
         ("sessions by key", len(digests)),
@@ -93,7 +93,8 @@ def still_held(database: pw.Database, moves: Sequence[Move]) -> list[Move]:
     old_ids = [move.old_rowid for move in moves]
 
     def build() -> pw.Query:
-        query = McpSession.select(McpSession.id, McpSession.source_digest).where(McpSession.id.in_(old_ids))
+        rowid = McpSession.legacy_rowid
+        query = McpSession.select(rowid, McpSession.source_digest).where(rowid.in_(old_ids))
         # SQLite's write transaction already holds the only write lock; a server locks the rows.
         return query.for_update() if database.for_update else query
 
@@ -107,14 +108,11 @@ MOVES_A_STATEMENT = 250
 
 
 def apply_moves(database: pw.Database, kind: BlobKind, moves: Sequence[Move]) -> int:
-    """Give each session its new rowid in place, inside the caller's transaction; returns the tool
-    rows pointed at the new rowids (none is written or mapped again).
-
-    The foreign key from tools to sessions is checked at once on every engine, so the session
-    row is copied to its new rowid (under a placeholder key digest, the unique index still holding
-    the old row), the tools are pointed at it, the old row is deleted, and the copy takes its
-    key digest back: four statements for each `MOVES_A_STATEMENT` moves.
-    """
+    """Give each session its new rowid in place, inside the caller's transaction; returns the
+    session rows moved. A session's tools reference its own id, which a move keeps
+    (`models.McpSession`), so no tool row is written, mapped or updated: one UPDATE of the
+    sessions' `legacy_rowid` for each `MOVES_A_STATEMENT` moves, after clearing what a failure
+    may have left at the new rowids (the plan found none there)."""
     return sum(
         _move_chunk(database, kind, moves[start : start + MOVES_A_STATEMENT])
         for start in range(0, len(moves), MOVES_A_STATEMENT)
@@ -122,90 +120,47 @@ def apply_moves(database: pw.Database, kind: BlobKind, moves: Sequence[Move]) ->
 
 
 def _move_chunk(database: pw.Database, kind: BlobKind, moves: Sequence[Move]) -> int:
-    delete_identities(database, kind, [move.new_rowid for move in moves])  # child rows a failure left there
-    tools = 0
-    for name in STATEMENTS:
-        sql, sources = _template(database, name, len(moves))
-        cursor = database.execute_sql(sql, [_parameter(moves[index], part) for part, index in sources])
-        if name == "point tools":
-            tools = cursor.rowcount
-    return int(tools)
+    delete_identities(database, kind, [move.new_rowid for move in moves])
+    sql, sources = _template(database, len(moves))
+    cursor = database.execute_sql(sql, [_parameter(moves[index], part) for part, index in sources])
+    return int(cursor.rowcount)
 
 
 class _Sentinel(NamedTuple):
     old_rowid: int
     new_rowid: int
-    key_digest: str
 
 
-def _placeholder(move: Move | _Sentinel) -> str:
-    """A session's key digest while its copy and its old row are both there: never a real digest
-    (those are 32 hexadecimal digits), and unique, as its old rowid is."""
-    return f"moving {move.old_rowid}"
+def _move(moves: Sequence[Move | _Sentinel]) -> pw.Query:
+    """The new rowid of each session, set in one statement. No new rowid is a rowid the target
+    holds (`plan_by_key`), so the unique index on it never sees one twice, row by row or not."""
+    rowid = McpSession.legacy_rowid
+    to_new = pw.Case(rowid, [(move.old_rowid, move.new_rowid) for move in moves])
+    return McpSession.update(legacy_rowid=to_new).where(rowid.in_([move.old_rowid for move in moves]))
 
-
-def _copy(moves: Sequence[Move | _Sentinel]) -> pw.Query:
-    to_new = pw.Case(McpSession.id, [(move.old_rowid, move.new_rowid) for move in moves])
-    placeholder = pw.Case(McpSession.id, [(move.old_rowid, _placeholder(move)) for move in moves])
-    fields = McpSession._meta.sorted_fields
-    copied = [
-        to_new if field is McpSession.id else placeholder if field is McpSession.session_key_digest else field
-        for field in fields
-    ]
-    old_ids = [move.old_rowid for move in moves]
-    return McpSession.insert_from(McpSession.select(*copied).where(McpSession.id.in_(old_ids)), fields)
-
-
-def _point_tools(moves: Sequence[Move | _Sentinel]) -> pw.Query:
-    to_new = pw.Case(McpSessionTool.session, [(move.old_rowid, move.new_rowid) for move in moves])
-    old_ids = [move.old_rowid for move in moves]
-    return McpSessionTool.update(session=to_new).where(McpSessionTool.session.in_(old_ids))
-
-
-def _delete_old(moves: Sequence[Move | _Sentinel]) -> pw.Query:
-    return McpSession.delete().where(McpSession.id.in_([move.old_rowid for move in moves]))
-
-
-def _restore_keys(moves: Sequence[Move | _Sentinel]) -> pw.Query:
-    real = pw.Case(McpSession.id, [(move.new_rowid, move.key_digest) for move in moves])
-    return McpSession.update(session_key_digest=real).where(McpSession.id.in_([move.new_rowid for move in moves]))
-
-
-STATEMENTS: dict[str, Callable[[Sequence[Move | _Sentinel]], pw.Query]] = {
-    "copy sessions": _copy,
-    "point tools": _point_tools,
-    "delete old rows": _delete_old,
-    "restore keys": _restore_keys,
-}
-"""The four statements of a move, in order, each built from a list of moves."""
 
 Source = tuple[str, int]
-"""Where a parameter of a statement comes from: which value (old, new, key, placeholder) of which move."""
+"""Where a parameter of the statement comes from: which value (old or new rowid) of which move."""
 
-_TEMPLATES: WeakKeyDictionary[pw.Database, dict[tuple[str, int], tuple[str, list[Source]]]] = WeakKeyDictionary()
+_TEMPLATES: WeakKeyDictionary[pw.Database, dict[int, tuple[str, list[Source]]]] = WeakKeyDictionary()
 
 
-def _template(database: pw.Database, name: str, count: int) -> tuple[str, list[Source]]:
-    """A statement's SQL for `count` moves, and where each of its parameters comes from.
+def _template(database: pw.Database, count: int) -> tuple[str, list[Source]]:
+    """The statement's SQL for `count` moves, and where each of its parameters comes from.
 
     peewee takes longer to build a statement of hundreds of CASE branches than the database
-    takes to run it, so each statement is built once per engine and size, from sentinel moves
-    whose values each say what they stand for, then run with the real values in their places."""
+    takes to run it, so it is built once per engine and size, from sentinel moves whose values
+    each say what they stand for, then run with the real values in their places."""
     cached = _TEMPLATES.setdefault(database, {})
-    if (name, count) not in cached:
-        sentinels = [_Sentinel(index, count + index, f"key {index}") for index in range(count)]
+    if count not in cached:
+        sentinels = [_Sentinel(index, count + index) for index in range(count)]
         sources: dict[object, Source] = {}
         for index, sentinel in enumerate(sentinels):
             sources |= {sentinel.old_rowid: ("old", index), sentinel.new_rowid: ("new", index)}
-            sources |= {sentinel.key_digest: ("key", index), _placeholder(sentinel): ("placeholder", index)}
-        sql, parameters = database.get_sql_context().sql(STATEMENTS[name](sentinels)).query()
-        cached[(name, count)] = (sql, [sources[value] for value in parameters])
-    return cached[(name, count)]
+        sql, parameters = database.get_sql_context().sql(_move(sentinels)).query()
+        cached[count] = (sql, [sources[value] for value in parameters])
+    return cached[count]
 
 
 def _parameter(move: Move, part: str) -> object:
-    if part == "old":
-        return move.old_rowid
-    if part == "new":
-        return move.new_rowid
-    return move.key_digest if part == "key" else _placeholder(move)
+    return move.old_rowid if part == "old" else move.new_rowid

@@ -9,8 +9,9 @@ from migrator.relational import BlobKind, TableMap, fetch
 
 
 def orphans(database: pw.Database, kind: BlobKind, limit: int = 20) -> list[tuple[str, int]]:
-    """(table, legacy rowid) of child rows whose legacy row is gone: the target must hold nothing a
-    source row lacks.
+    """(table, parent key) of child rows whose legacy row is gone: the target must hold nothing a
+    source row lacks. The parent key is the legacy rowid, or the root's own id where the kind has
+    one (`BlobKind.own_ids`: a session's), which no longer names a rowid once its root is gone.
 
     NOT EXISTS probes the parent's primary key per child row; NOT IN would first gather every
     parent id into a temporary structure, which grows with the table (and so would memory).
@@ -32,7 +33,6 @@ def delete_orphans(database: pw.Database, kind: BlobKind) -> int:
 
 
 def _orphaned(kind: BlobKind, child: TableMap) -> pw.ColumnBase:
-    """The child row's legacy row is gone: no root row holds its identity."""
-    root = kind.root
-    parent = root.model.select(pw.SQL("1")).where(root.identity == child.identity)
+    """The child row's legacy row is gone: no root row holds its parent key."""
+    parent = kind.root.model.select(pw.SQL("1")).where(kind.parent_key == child.identity)
     return ~pw.fn.EXISTS(parent)

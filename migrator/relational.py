@@ -29,7 +29,7 @@ Row = tuple[Any, ...]
 Bundle = tuple[list[Row], ...]
 """The relational rows of one legacy row: the root table's row, then each child table's rows."""
 ROOT = 0  # a Bundle's (and a BlobKind's) first table is the root table
-IDENTITY = 0  # every TableMap's first column is the legacy identity: the root's id, or a child's parent id
+IDENTITY = 0  # every TableMap's first column: the root's legacy rowid, or a child's parent key (`BlobKind.parent_key`)
 
 
 @dataclass(frozen=True, eq=False)  # one object per table: compared and hashed by identity, in C
@@ -39,8 +39,10 @@ class TableMap:
     `columns` lists the column names, with a `RecordSpec` standing for the run of columns its
     JSON object's record fills. Rows are built by name (`build(**cells)`, the record's columns as
     `record=...`) and read by name (`row[TABLE.at.layout]`, `row[TABLE.record]`), so this list
-    is the only place the order lives. The first column is always the legacy identity (the
-    root's id, or a child's parent id), and `order` gives the order children come back in.
+    is the only place the order lives. The first column is always the identity: the root's
+    legacy rowid, or a child's reference to its root's primary key (the legacy rowid too, unless
+    the root has an id of its own: `BlobKind.own_ids`), and `order` gives the order children
+    come back in.
 
     A TableMap names every column of its model: the mapping states the value of each one (a plan
     column that legacy rows never fill is mapped to NULL), so that the forward check can hold
@@ -123,6 +125,31 @@ class BlobKind:
     def children(self) -> tuple[TableMap, ...]:
         return self.tables[ROOT + 1 :]
 
+    @property
+    def parent_key(self) -> pw.Field:
+        """The root's column that its children's first column holds: its primary key."""
+        return self.root.field(self.root.key[0])
+
+    @property
+    def own_ids(self) -> bool:
+        """Whether root rows have an id of their own apart from the legacy rowid (sessions, whose
+        rowid the daemon changes on every save), so that children are found through their root."""
+        return self.parent_key is not self.root.identity
+
+
+def with_parent_key(kind: BlobKind, tables: list[list[Row]], keys: dict[Any, Any]) -> list[list[Row]]:
+    """Rows by table with each root's id, and its children's reference to it, changed as `keys`
+    says (old id -> new id); rows of other ids are left as they are."""
+    if not keys:
+        return tables
+    at = kind.root.position(kind.root.key[0])
+    roots = [(*row[:at], keys[row[at]], *row[at + 1 :]) if row[at] in keys else row for row in tables[ROOT]]
+    children = [
+        [(keys[row[IDENTITY]], *row[IDENTITY + 1 :]) if row[IDENTITY] in keys else row for row in rows]
+        for rows in tables[ROOT + 1 :]
+    ]
+    return [roots, *children]
+
 
 # --- writing ----------------------------------------------------------------------------------
 
@@ -170,16 +197,52 @@ def delete_identities(database: pw.Database, kind: BlobKind, rowids: Sequence[in
     if not rowids:
         return
     ids = list(rowids)
+    parents = _parents_of_rowids(database, kind, ids) if kind.own_ids else ids
     for table in reversed(kind.tables):
-        build = lambda t=table: t.model.delete().where(t.identity.in_(ids))  # noqa: E731
-        sql = statement(database, ("delete", table, len(ids)), build)
-        database.execute_sql(sql, ids)
+        keys = ids if table is kind.root else parents
+        if keys:
+            build = lambda t=table, k=keys: t.model.delete().where(t.identity.in_(k))  # noqa: E731
+            database.execute_sql(statement(database, ("delete", table, len(keys)), build), keys)
     sql = statement(
         database,
         ("delete quarantine", kind.legacy.name, len(ids)),
         lambda: quarantine_of(kind).where(Quarantine.source_rowid.in_(ids)),
     )
     database.execute_sql(sql, [kind.legacy.name, *ids])
+
+
+def _parents_of_rowids(database: pw.Database, kind: BlobKind, ids: list[int]) -> list[int]:
+    """The ids that children of these legacy rowids hold: those of the root rows at the rowids,
+    and each rowid that no root row holds as its id, as children a root row no longer holds may
+    (what a new row written there is given first: `free_parent_keys`), so that they never trip
+    the new row's keys. Read first, so that each delete is a plain list on every engine."""
+    root, key = kind.root, kind.parent_key
+
+    def held(column: pw.Field) -> set[int]:
+        sql = statement(database, ("ids", column, len(ids)), lambda: root.model.select(key).where(column.in_(ids)))
+        return {value for (value,) in database.execute_sql(sql, ids).fetchall()}
+
+    return sorted(held(root.identity) | (set(ids) - held(key)))
+
+
+def free_parent_keys(database: pw.Database, kind: BlobKind, tables: list[list[Row]]) -> list[list[Row]]:
+    """Root rows about to be written with an id another root row holds (a session that moved
+    away from this rowid keeps its id) are given fresh ids, above every id in use, and so are
+    their children's references. Called after the rows' own old rows are deleted."""
+    if not kind.own_ids or not tables[ROOT]:
+        return tables
+    at = kind.root.position(kind.root.key[0])
+    wanted = [row[at] for row in tables[ROOT]]
+    key = kind.parent_key
+    build = lambda: kind.root.model.select(key).where(key.in_(wanted))  # noqa: E731
+    sql = statement(database, ("ids taken", kind.root, len(wanted)), build)
+    taken = [value for (value,) in database.execute_sql(sql, wanted).fetchall()]
+    if not taken:
+        return tables
+    highest = [kind.root.model.select(pw.fn.MAX(key)).scalar(database) or 0, max(wanted)]
+    highest += [child.model.select(pw.fn.MAX(child.identity)).scalar(database) or 0 for child in kind.children]
+    fresh = range(max(highest) + 1, max(highest) + 1 + len(taken))
+    return with_parent_key(kind, tables, dict(zip(sorted(taken), fresh, strict=True)))
 
 
 def quarantine_of(kind: BlobKind) -> pw.Delete:
@@ -263,9 +326,14 @@ def write_legacy_rows(
     `mapped` is `map_legacy_rows` of these rows made beforehand (by a worker process).
     Returns (migrated, quarantined, child rows written)."""
     tables, quarantined = map_legacy_rows(kind, rows) if mapped is None else mapped
-    with database.atomic():
+    # It reads before it writes (the ids in use: `delete_identities`, `free_parent_keys`), so
+    # SQLite takes the write lock first, as a read snapshot cannot become a write once another
+    # connection has committed; inside a caller's transaction, this is a savepoint.
+    with engines.engine(database).write_transaction():
         if replace:
             delete_identities(database, kind, replace)
+        if not engines.engine(database).loading_empty(kind.root.model):  # an empty table holds no id
+            tables = free_parent_keys(database, kind, tables)
         for table, bucket in zip(kind.tables, tables, strict=True):
             insert_rows(database, table, bucket)
         insert_rows(database, QUARANTINE, quarantined)
@@ -360,14 +428,12 @@ def target_records(
         if upper is not None:
             roots = [row for row in roots if row[IDENTITY] <= upper]
             quarantined = [row for row in quarantined if row[at] <= upper]
-        children = [
-            fetch(database, _select(child, _window(child.identity, low, high, after, upper))) for child in kind.children
-        ]
+        children = [_children_in(database, kind, child, _window_of(low, high, after, upper)) for child in kind.children]
         yield from _records(roots, children, quarantined)
         if upper is None:
             return
         after = upper
-        fetched_rows = len(roots) + len(quarantined) + sum(len(rows) for rows in children)
+        fetched_rows = len(roots) + len(quarantined) + sum(len(rows) for group in children for rows in group.values())
         limit = max(1, min(batch_size, (len(roots) + len(quarantined)) * MAX_BATCH_RELATIONAL_ROWS // fetched_rows))
         del roots, children, quarantined  # before the next fetch, so two batches are never held at once
 
@@ -384,10 +450,34 @@ def _window(
     return condition
 
 
-def _records(roots: list[Row], children: list[list[Row]], quarantined: list[Row]) -> Iterator[TargetRecord]:
+def _window_of(
+    low: int | None, high: int | None, after: int | None, upper: int | None
+) -> Callable[[pw.Field], pw.ColumnBase]:
+    return lambda identity: _window(identity, low, high, after, upper)
+
+
+def _children_in(
+    database: pw.Database, kind: BlobKind, child: TableMap, window: Callable[[pw.Field], pw.ColumnBase]
+) -> dict[int, list[Row]]:
+    """A child table's rows of the legacy rowids in a window, by legacy rowid. Children that hold
+    the legacy rowid are read by it, orphans included; children that hold their root's own id
+    are read through their root (an orphan of those is found by `orphans`, as it has no rowid)."""
+    if not kind.own_ids:
+        return _by_identity(fetch(database, _select(child, window(child.identity))), IDENTITY)
+    rowid = kind.root.identity
+    query = (
+        child.model.select(*child.fields, rowid)
+        .join(kind.root.model, on=(kind.parent_key == child.identity))
+        .where(window(rowid))
+        .order_by(rowid, *(child.field(c) for c in child.order))
+    )
+    return {key: [row[:-1] for row in group] for key, group in groupby(fetch(database, query), key=itemgetter(-1))}
+
+
+def _records(roots: list[Row], children: list[dict[int, list[Row]]], quarantined: list[Row]) -> Iterator[TargetRecord]:
     groups = [
         _by_identity(roots, IDENTITY),
-        *(_by_identity(rows, IDENTITY) for rows in children),
+        *children,
         _by_identity(quarantined, QUARANTINE.at.source_rowid),
     ]
     rowids = sorted(set().union(*groups))
@@ -416,11 +506,11 @@ def read_bundle(database: pw.Database, kind: BlobKind, column: pw.Field, value: 
     if not roots:
         return None
     (root,) = roots
-    rowid = root[IDENTITY]
+    parent = root[kind.root.position(kind.root.key[0])]  # the legacy rowid, or the root's own id
     children = []
     for child in kind.children:
-        sql = statement(database, ("children", child), partial(_children_of, child, rowid))
-        children.append(database.execute_sql(sql, [rowid]).fetchall())
+        sql = statement(database, ("children", child), partial(_children_of, child, parent))
+        children.append(database.execute_sql(sql, [parent]).fetchall())
     return (roots, *children)
 
 

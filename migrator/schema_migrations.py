@@ -55,7 +55,22 @@ def _fill_digests(database: pw.Database, table: str, key_column: str, digest_col
             rows.update({key: stored, digest: key_digest(stored)}).where((key == old) & digest.is_null()).execute()
 
 
-STEPS: dict[int, Callable[[pw.Database], None]] = {1: _v1_to_v2}
+def _v2_to_v3(database: pw.Database) -> None:
+    """Version 3 gave each session an id of its own apart from its legacy rowid, so that a move
+    changes the rowid alone (`models.McpSession`). Until then the id was the rowid, so the rowid
+    column starts as a copy of it, and every tool keeps referencing its session's id unchanged."""
+    migrator = SchemaMigrator.from_database(database)
+    migrate(migrator.add_column("mcp_session", "legacy_rowid", pw.BigIntegerField(null=True)))
+    sessions = pw.Table("mcp_session", ("id", "legacy_rowid")).bind(database)
+    own_id, rowid = (getattr(sessions, column) for column in ("id", "legacy_rowid"))
+    sessions.update({rowid: own_id}).execute()
+    migrate(
+        migrator.add_not_null("mcp_session", "legacy_rowid"),
+        migrator.add_index("mcp_session", ("legacy_rowid",), unique=True),
+    )
+
+
+STEPS: dict[int, Callable[[pw.Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 """The step that takes a target from version N to N + 1."""
 
 

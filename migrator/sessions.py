@@ -64,6 +64,11 @@ TOOL = RecordSpec(
 SESSION_TABLE = TableMap(
     McpSession,
     (
+        # The legacy rowid first: it is the identity every read by rowid (range) goes by. The
+        # session's own `id` is mapped to the rowid; a target that assigned another (a session
+        # moved, or its rowid's id taken) holds its own, which the forward check takes as given
+        # and holds the tools to (`relational.with_parent_key`).
+        "legacy_rowid",
         "id",
         "source_digest",
         "session_key",
@@ -113,6 +118,7 @@ def to_rows(row: LegacyRow, digest: str) -> Bundle:
     tag, text = encode_cell(last_seen)
     key = stored_key(session_key)
     session = SESSION_TABLE.build(
+        legacy_rowid=rowid,
         id=rowid,
         source_digest=digest,
         session_key=key,
@@ -163,7 +169,7 @@ def from_rows(bundle: Bundle) -> LegacyRow:
     record = session[SESSION_TABLE.record]
     canonical = join_record(SESSION_DATA, record, session[SESSION_AT.layout], session[SESSION_AT.extra], containers)
     return MCP_SESSIONS.build(
-        rowid=session[SESSION_AT.id],
+        rowid=session[SESSION_AT.legacy_rowid],
         session_key=key_from_stored(session[SESSION_AT.session_key]),
         session_data=apply_overlay(canonical, session[SESSION_AT.text_overlay]),
         last_seen=decode_cell(session[SESSION_AT.last_seen_type], session[SESSION_AT.last_seen_text]),

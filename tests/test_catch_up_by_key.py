@@ -14,7 +14,7 @@ import pytest
 from migrator.backfill import backfill
 from migrator.cli import main
 from migrator.legacy import LegacySource, file_sha256
-from migrator.models import McpSessionTool
+from migrator.models import McpSession, McpSessionTool
 from migrator.relational import fetch
 from migrator.target import target_database
 from tests.conftest import SnapshotFactory
@@ -49,8 +49,15 @@ def verify_ok(source: Path, target: str) -> bool:
 
 
 def tool_rows(target: str) -> list[tuple[Any, ...]]:
+    """Every tool row, every column of it (the session it references included)."""
     with target_database(target, must_exist=True) as database:
-        return sorted(fetch(database, McpSessionTool.select(McpSessionTool.position, McpSessionTool.tool_name)))
+        return sorted(fetch(database, McpSessionTool.select()), key=repr)
+
+
+def session_ids(target: str) -> dict[int, int]:
+    """legacy rowid -> the session's own id."""
+    with target_database(target, must_exist=True) as database:
+        return dict(fetch(database, McpSession.select(McpSession.legacy_rowid, McpSession.id)))
 
 
 def test_sessions_saved_again_unchanged_are_moved_and_no_tool_row_is_written(
@@ -60,7 +67,7 @@ def test_sessions_saved_again_unchanged_are_moved_and_no_tool_row_is_written(
     first = migrate_json(source, target, capsys)["mcp_sessions"]
     tools = first["child_rows_written"]
     assert tools == sum(len(TOOLS[: rowid % 4]) for rowid in range(1, 31)) > 0
-    before = tool_rows(target)
+    before, ids = tool_rows(target), session_ids(target)
     save_all_again(source)
     with closing(sqlite3.connect(source)) as daemon:
         assert daemon.execute("SELECT min(rowid) FROM mcp_sessions").fetchone()[0] > 30  # every rowid moved
@@ -68,8 +75,9 @@ def test_sessions_saved_again_unchanged_are_moved_and_no_tool_row_is_written(
     assert again["moved"] == 30
     assert (again["written"], again["rewritten"], again["deleted"], again["unchanged"]) == (0, 0, 0, 0)
     assert again["child_rows_written"] == 0  # not one tool mapped or written again
-    assert again["child_rows_moved"] == tools  # each only pointed at its session's new rowid
-    assert tool_rows(target) == before
+    assert tool_rows(target) == before  # nor updated: each still references its session's own id
+    moved = session_ids(target)
+    assert sorted(moved.values()) == sorted(ids) and sorted(moved) != sorted(ids)  # new rowids, the same ids
     assert verify_ok(source, target)
     quiet = migrate_json(source, target, capsys)["mcp_sessions"]
     assert (quiet["moved"], quiet["written"], quiet["unchanged"]) == (0, 0, 30)
@@ -140,3 +148,51 @@ def test_a_session_the_daemon_saves_again_during_the_catch_up_is_left_to_the_nex
         with LegacySource(source) as legacy, target_database(target) as database:
             assert backfill(legacy, database).tables[-1].written == 1
     assert verify_ok(source, str(target))
+
+
+def test_a_new_session_at_a_rowid_whose_id_a_moved_session_keeps_gets_an_id_of_its_own(
+    target: str, snapshot_factory: SnapshotFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Session 1 moves to rowid 4 and keeps its id 1; a new session the daemon writes at rowid 1
+    cannot have id 1, so it gets the next free one, and its tools reference that."""
+    source = snapshot_factory([], sessions(3))
+    migrate_json(source, target, capsys)
+    with closing(sqlite3.connect(source)) as daemon, daemon:
+        row = daemon.execute("SELECT session_key, session_data, last_seen FROM mcp_sessions WHERE rowid = 1").fetchone()
+        daemon.execute("INSERT OR REPLACE INTO mcp_sessions VALUES (?, ?, ?)", row)  # rowid 4
+    assert migrate_json(source, target, capsys)["mcp_sessions"]["moved"] == 1
+    before = tool_rows(target)
+    with closing(sqlite3.connect(source)) as daemon, daemon:
+        daemon.execute(
+            "INSERT INTO mcp_sessions (rowid, session_key, session_data, last_seen) "
+            "VALUES (1, 'new:c', ?, '2026-01-01')",
+            (TOOLS_JSON,),
+        )
+    report = migrate_json(source, target, capsys)["mcp_sessions"]
+    assert (report["written"], report["moved"], report["child_rows_written"]) == (1, 0, 3)
+    assert session_ids(target) == {1: 4, 2: 2, 3: 3, 4: 1}  # 4: above every id in use (1, 2, 3)
+    after = tool_rows(target)
+    assert [row for row in after if row not in before] == [row for row in after if row[0] == 4] != []
+    assert verify_ok(source, target)
+
+
+TOOLS_JSON = json.dumps({"tools": TOOLS})
+
+
+def test_tools_whose_session_is_gone_are_reported_by_verify_as_orphans(
+    snapshot_factory: SnapshotFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A session's tools reference its own id, which no rowid names once the session moved: a
+    comparison by rowid cannot see them when their session is gone, so verify looks for them."""
+    source = snapshot_factory([], sessions(3))
+    target = str(tmp_path / "t.db")
+    migrate_json(source, target, capsys)
+    save_all_again(source)
+    migrate_json(source, target, capsys)
+    with closing(sqlite3.connect(target)) as connection, connection:  # foreign keys off, as by hand
+        connection.execute("INSERT INTO mcp_session_tool (session_id, position, form) VALUES (77, 0, 'json')")
+    capsys.readouterr()
+    assert main(["verify", "--source", str(source), "--target", target]) == 1
+    assert "mcp_sessions -: child rows without their legacy row: mcp_session_tool rows of mcp_session id 77" in (
+        capsys.readouterr().out
+    )

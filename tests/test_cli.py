@@ -17,7 +17,7 @@ from migrator.batching import DEFAULT_BATCH_SIZE
 from migrator.cli import COMMANDS, build_parser, main
 from migrator.legacy import snapshot_hashes
 from migrator.legacy_copy import compare_legacy_files
-from migrator.models import McpSessionTool, MigrationMeta
+from migrator.models import SCHEMA_VERSION, McpSessionTool, MigrationMeta
 from migrator.target import target_database
 from tests.conftest import SnapshotFactory
 from verification.snapshots import checkpoint_row, session_row
@@ -266,7 +266,7 @@ def test_status_says_when_the_source_changed_since_the_last_migrate(
     before = (target.stat().st_mtime_ns, target.read_bytes())
     assert main(["status", "--target", str(target), "--source", str(snapshot)]) == 0
     out = capsys.readouterr().out
-    assert "relational schema version 2" in out and "checkpoints: 1 relational, 1 quarantined" in out
+    assert f"relational schema version {SCHEMA_VERSION}" in out and "checkpoints: 1 relational, 1 quarantined" in out
     assert "1 checkpoints, 2 mcp_sessions" in out and "changed since the last migrate" in out
     assert (target.stat().st_mtime_ns, target.read_bytes()) == before  # read, never written
 

@@ -364,12 +364,21 @@ def test_postgresql_tables_use_text_timestamp_and_bigint(postgresql_target: str)
     assert columns["id"] == "bigint"
 
 
-SESSION_COLUMNS = ("id", "source_digest", "session_key", "session_key_digest", "shape", "layout", "is_active")
+SESSION_COLUMNS = (
+    "legacy_rowid",
+    "id",
+    "source_digest",
+    "session_key",
+    "session_key_digest",
+    "shape",
+    "layout",
+    "is_active",
+)
 OTHER_SESSION_COLUMNS = tuple(c for c in McpSession._meta.columns if c not in SESSION_COLUMNS)  # left NULL
 
 
 def session_rows(count: int) -> list[tuple[Any, ...]]:
-    return [(n, "d", f"key{n}", key_digest(f"key{n}"), "other", "[]", True) for n in range(1, count + 1)]
+    return [(n, n, "d", f"key{n}", key_digest(f"key{n}"), "other", "[]", True) for n in range(1, count + 1)]
 
 
 def test_postgresql_bulk_inserts_go_through_execute_values(

@@ -294,7 +294,7 @@ def test_child_rows_left_without_their_legacy_row_fail_the_gate_as_orphans(
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     document = read_signoff(pytester)
     assert checks_by_name(document)[NO_ORPHANS]["problems"] == [
-        "mcp_session_tool rows for missing mcp_sessions rowid 3"
+        "mcp_session_tool rows for missing mcp_sessions id 3"  # the session's own id: its rowid until it moves
     ]
     assert document["counts"]["mcp_sessions"] == {"source_rows": 6, "rebuilt_rows": 5}
     assert verdicts(document)[ROWS_EXACT] == "FAIL"  # the shard misses the row; the orphans are its leftovers

@@ -202,12 +202,21 @@ def test_pymysql_sends_a_file_only_during_the_load_that_names_it(engine_registry
         assert McpSession.select().count() == 3
 
 
-SESSION_COLUMNS = ("id", "source_digest", "session_key", "session_key_digest", "shape", "layout", "is_active")
+SESSION_COLUMNS = (
+    "legacy_rowid",
+    "id",
+    "source_digest",
+    "session_key",
+    "session_key_digest",
+    "shape",
+    "layout",
+    "is_active",
+)
 OTHER_SESSION_COLUMNS = tuple(c for c in McpSession._meta.columns if c not in SESSION_COLUMNS)
 
 
 def session_rows(count: int, start: int = 1) -> list[tuple[Any, ...]]:
-    return [(n, "d", f"key{n}", key_digest(f"key{n}"), "other", "[]", True) for n in range(start, start + count)]
+    return [(n, n, "d", f"key{n}", key_digest(f"key{n}"), "other", "[]", True) for n in range(start, start + count)]
 
 
 def test_a_duplicate_primary_key_in_a_native_load_fails_the_batch(target: str) -> None:

@@ -1,8 +1,10 @@
-"""Schema evolution with playhouse.migrate: a version-1 target is upgraded in place, keeps every
-row, and verifies exact afterwards."""
+"""Schema evolution with playhouse.migrate: a version-1 or version-2 target is upgraded in place,
+keeps every row, and verifies exact afterwards."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import peewee as pw
@@ -12,7 +14,7 @@ from playhouse.migrate import SchemaMigrator, migrate
 from migrator.backfill import backfill
 from migrator.errors import IncompatibleSchema
 from migrator.legacy import LegacySource
-from migrator.models import McpSession
+from migrator.models import SCHEMA_VERSION, McpSession, McpSessionTool
 from migrator.schema_migrations import V2_KEYS, foreign_keys_suspended
 from migrator.target import create_schema, require_schema, schema_version, set_meta, target_database
 from migrator.verify import verify
@@ -23,8 +25,22 @@ NUL_KEY = "agent:conv\x00tail"
 CHECKPOINT = {"session_queues": {"s1": [], "s2": {"items": []}}, "active_completions": {"r1": {}, "r2": {}}}
 
 
+def _downgrade_to_version_2(database: pw.Database) -> None:
+    """The target as release 2 left it: a session's id is its legacy rowid, no column apart."""
+    migrator = SchemaMigrator.from_database(database)
+    assert not McpSession.select().where(McpSession.id != McpSession.legacy_rowid).exists()  # as a first load gives
+    unique = [index.name for index in database.get_indexes("mcp_session") if "legacy_rowid" in index.columns]
+    with foreign_keys_suspended(database):
+        migrate(
+            *(migrator.drop_index("mcp_session", name) for name in unique),
+            migrator.drop_column("mcp_session", "legacy_rowid"),
+        )
+    set_meta(database, "schema_version", "2")
+
+
 def _downgrade_to_version_1(database: pw.Database) -> None:
     """The target as release 1 left it: unique keys on the key text, NUL keys stored raw."""
+    _downgrade_to_version_2(database)
     McpSession.update(session_key=NUL_KEY).where(McpSession.session_key != "plain:key").execute()
     migrator = SchemaMigrator.from_database(database)
     with foreign_keys_suspended(database):
@@ -63,7 +79,7 @@ def test_a_version_1_target_is_upgraded_in_place_and_stays_exact(version_1_targe
         with pytest.raises(IncompatibleSchema, match="`ksi-migrate migrate` upgrades it"):
             require_schema(database)
         create_schema(database)
-        assert schema_version(database) == 2
+        assert schema_version(database) == SCHEMA_VERSION
         for table, _, digest_column, unique_columns in V2_KEYS:
             assert [i.columns for i in database.get_indexes(table) if i.unique and digest_column in i.columns] == [
                 list(unique_columns)
@@ -84,6 +100,49 @@ def test_an_upgraded_target_catches_up_without_rewriting_rows(version_1_target: 
 def test_a_newer_schema_is_refused(version_1_target: tuple[Path, Path]) -> None:
     _, target = version_1_target
     with target_database(target) as database:
-        set_meta(database, "schema_version", "3")
-        with pytest.raises(IncompatibleSchema, match="version 3"):
+        set_meta(database, "schema_version", str(SCHEMA_VERSION + 1))
+        with pytest.raises(IncompatibleSchema, match=f"version {SCHEMA_VERSION + 1}"):
             create_schema(database)
+
+
+TOOLS = ["Read", {"name": "Bash", "inputSchema": {"type": "object"}}, 7]
+
+
+def test_a_version_2_target_is_upgraded_in_place_stays_exact_and_then_moves_sessions_alone(
+    target: str, snapshot_factory: SnapshotFactory
+) -> None:
+    """Version 3 keeps a session's id apart from its rowid: the upgrade copies the rowid (the id
+    until then) into its own column, with its unique index, and touches no tool; afterwards, a
+    daemon's shutdown save (every session under a new rowid) moves the sessions and nothing else."""
+    snapshot = snapshot_factory(
+        [checkpoint_row(1, CHECKPOINT)],
+        [session_row(rowid, f"agent-{rowid}:c", {"tools": TOOLS[: rowid % 4]}) for rowid in range(1, 9)]
+        + [session_row(9, NUL_KEY, {"agent_id": "a"}), session_row(10, "bad:key", "[not json")],
+    )
+    with LegacySource(snapshot) as source, target_database(target) as database:
+        backfill(source, database)
+        _downgrade_to_version_2(database)
+        assert schema_version(database) == 2
+        with pytest.raises(IncompatibleSchema, match="`ksi-migrate migrate` upgrades it"):
+            require_schema(database)
+        tools = sorted(McpSessionTool.select().tuples(), key=repr)
+        create_schema(database)
+        assert schema_version(database) == SCHEMA_VERSION == 3
+        assert [i.columns for i in database.get_indexes("mcp_session") if i.unique and "legacy_rowid" in i.columns] == [
+            ["legacy_rowid"]
+        ]
+        ids = [(session.legacy_rowid, session.id) for session in McpSession.select()]
+        assert sorted(ids) == [(n, n) for n in range(1, 10)]
+        assert sorted(McpSessionTool.select().tuples(), key=repr) == tools
+        report = verify(source, database)
+        assert report.ok, [str(m) for m in report.mismatches]
+    with closing(sqlite3.connect(snapshot)) as daemon, daemon:
+        rows = daemon.execute("SELECT session_key, session_data, last_seen FROM mcp_sessions ORDER BY rowid").fetchall()
+        daemon.executemany("INSERT OR REPLACE INTO mcp_sessions VALUES (?, ?, ?)", rows)
+    with LegacySource(snapshot) as source, target_database(target) as database:
+        (sessions,) = [t for t in backfill(source, database).tables if t.table == "mcp_sessions"]
+        assert (sessions.moved, sessions.written, sessions.child_rows_written) == (9, 1, 0)  # the quarantined row
+        assert sorted(McpSessionTool.select().tuples(), key=repr) == tools
+        assert set(McpSession.select(McpSession.legacy_rowid).scalars()).isdisjoint(range(1, 11))
+        report = verify(source, database)
+    assert report.ok, [str(m) for m in report.mismatches]

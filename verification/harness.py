@@ -167,12 +167,13 @@ def contents_by_identity(contents: TableContents) -> TableContents:
     """The target's rows with every legacy *rowid* replaced by the identity users know rows by.
 
     A checkpoint's id is its identity and stays. A session's rowid is only where SQLite happened
-    to put it, so sessions and their tools are keyed by `session_key` instead, and quarantined
-    rows by their cells. The quarantine's own surrogate id is dropped too.
+    to put it, and a session's own id is where the target first wrote it, so sessions and their
+    tools are keyed by `session_key` instead, and quarantined rows by their cells. The
+    quarantine's own surrogate id is dropped too.
     """
     session_keys = {row["id"]: row["session_key"] for row in contents.get("mcp_session", [])}
     rekeyed = dict(contents)
-    rekeyed["mcp_session"] = [_without(row, "id") for row in contents.get("mcp_session", [])]
+    rekeyed["mcp_session"] = [_without(row, "id", "legacy_rowid") for row in contents.get("mcp_session", [])]
     rekeyed["mcp_session_tool"] = [
         {**_without(row, "session_id"), "session_key": session_keys[row["session_id"]]}
         for row in contents.get("mcp_session_tool", [])

@@ -113,7 +113,7 @@ def session_facts(row: LegacyRow) -> Iterator[Expected]:
     blob = first_values(data) if isinstance(data, str) else None
     if blob is None or key_text(key) is None:
         return
-    at = (("id", rowid),)
+    at = (("legacy_rowid", rowid),)
     yield Expected("mcp_session", at, "session_key", key)
     yield Expected("mcp_session", at, "session_key_digest", key_digest(key))
     yield Expected("mcp_session", at, "last_seen", parsed_time(last_seen))
@@ -136,7 +136,7 @@ def _shape(keys: set[str]) -> str:
 
 
 def _tool_facts(rowid: int, position: int, tool: Any) -> Iterator[Expected]:
-    at = (("session_id", rowid), ("position", position))
+    at = (("session_rowid", rowid), ("position", position))
     if column_text(tool) is not None:
         yield Expected("mcp_session_tool", at, "form", "name")
         yield Expected("mcp_session_tool", at, "tool_name", tool)
@@ -213,7 +213,7 @@ def fact_problems(source_rows: dict[str, list[LegacyRow]], contents: dict[str, l
     """Every fact the blobs state that the target's rows (read with plain SQL) do not hold. Rows
     the target quarantined are skipped: `quarantine-is-total` holds them to their own account."""
     quarantined = {(row["legacy_table"], row["source_rowid"]) for row in contents.get("ksi_quarantine", [])}
-    indexed = {table: _by_key(table, rows) for table, rows in contents.items()}
+    indexed = {table: _by_key(table, rows) for table, rows in _tools_by_session_rowid(contents).items()}
     problems = []
     for legacy_table, rows in source_rows.items():
         for row in rows:
@@ -231,13 +231,20 @@ def fact_problems(source_rows: dict[str, list[LegacyRow]], contents: dict[str, l
     return problems
 
 
+def _tools_by_session_rowid(contents: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """A tool references its session's own id; the blob names its session by legacy rowid."""
+    rowids = {row["id"]: row["legacy_rowid"] for row in contents.get("mcp_session", [])}
+    tools = [{**row, "session_rowid": rowids.get(row["session_id"])} for row in contents.get("mcp_session_tool", [])]
+    return {**contents, "mcp_session_tool": tools}
+
+
 KEY_COLUMNS = {
     "checkpoint": ("id",),
     "checkpoint_queue": ("checkpoint_id", "position"),
     "checkpoint_queue_item": ("checkpoint_id", "queue_position", "position"),
     "checkpoint_request": ("checkpoint_id", "position"),
-    "mcp_session": ("id",),
-    "mcp_session_tool": ("session_id", "position"),
+    "mcp_session": ("legacy_rowid",),
+    "mcp_session_tool": ("session_rowid", "position"),
 }
 
 

@@ -1,6 +1,7 @@
 """Catch-up by identity, as a property: whatever the sessions hold, the daemon's shutdown save of
 every session unchanged (INSERT OR REPLACE, a new rowid for each) is caught up by moving the
-sessions in place: no child row is written, the target is exact, and the next run does nothing."""
+sessions in place: no child row is written or updated, the target is exact, and the next run does
+nothing."""
 
 from __future__ import annotations
 
@@ -36,6 +37,12 @@ def save_every_session_again(source: Path) -> None:
         daemon.execute("DELETE FROM mcp_sessions WHERE rowid <= ?", (top,))  # a NULL key replaces nothing
 
 
+def tool_rows(target: Path) -> list[tuple[object, ...]]:
+    """Every tool row as SQLite holds it, its own rowid and every column (its session's id too)."""
+    with closing(sqlite3.connect(target)) as connection:
+        return connection.execute("SELECT rowid, * FROM mcp_session_tool ORDER BY rowid").fetchall()
+
+
 def sessions_of(tables: list[TableReport]) -> TableReport:
     (report,) = [table for table in tables if table.table == "mcp_sessions"]
     return report
@@ -46,12 +53,15 @@ def test_a_shutdown_save_of_unchanged_sessions_is_caught_up_by_moves(snapshot: L
     with scratch_folder() as folder:
         source, target = snapshot.write(folder / "legacy.db"), folder / "target.db"
         first = sessions_of(migrate(source, target, batch_size).tables)
+        tools = tool_rows(target)
         save_every_session_again(source)
         # Same daemon: every row may have a new rowid (its quarantined sessions have no key to be known by).
         caught_up = sessions_of(migrate(source, target, batch_size, same_daemon=True).tables)
         report = verify_target(source, target, batch_size)
         assert report.ok, "verify after the catch-up:\n" + "\n".join(map(str, report.mismatches))
+        tools_after = tool_rows(target)
         quiet = sessions_of(migrate(source, target, batch_size).tables)
+    assert tools_after == tools, "no tool row is written, updated or removed"
     assert caught_up.moved == first.migrated, f"every readable session is moved: {caught_up}"
     # A quarantined row has no relational key to be found by: it is written again (it has no tools)
     # and its old rowid removed.

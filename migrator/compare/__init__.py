@@ -44,6 +44,7 @@ from migrator.equivalence import Difference
 from migrator.legacy import LegacyRow, display_key
 from migrator.relational import (
     QUARANTINE,
+    ROOT,
     BlobKind,
     Mapped,
     Row,
@@ -51,6 +52,7 @@ from migrator.relational import (
     TargetRecord,
     map_legacy_row,
     target_records,
+    with_parent_key,
 )
 
 __all__ = [
@@ -101,6 +103,7 @@ class _Comparer:
         self.tables = (*kind.tables, QUARANTINE)
         self.layouts = [_TableLayout(table, database) for table in self.tables]
         self.digest_positions = (kind.root.position(CATCH_UP_DIGEST), QUARANTINE.position(CATCH_UP_DIGEST))
+        self.parent_at = kind.root.position(kind.root.key[0])
 
     def compare(self, rowid: int, row: LegacyRow | None, record: TargetRecord | None) -> RowComparison:
         table = self.kind.legacy
@@ -115,7 +118,7 @@ class _Comparer:
             key_row = rebuilt if rebuilt is not None else None
             return RowComparison(rowid, None, rebuilt, [self.mismatch(MismatchKind.EXTRA, rowid, key_row)])
         mismatches = []
-        forward = self.forward_differences(map_legacy_row(self.kind, row, self.digest_held(record)), record)
+        forward = self.forward_differences(self.mapped(row, record), record)
         if forward:
             mismatches.append(self.mismatch(MismatchKind.RELATIONAL, rowid, row, forward))
         if failure is not None:
@@ -125,6 +128,18 @@ class _Comparer:
             if backward:
                 mismatches.append(self.mismatch(MismatchKind.REBUILT, rowid, row, backward))
         return RowComparison(rowid, row, rebuilt, mismatches)
+
+    def mapped(self, row: LegacyRow, record: TargetRecord) -> Mapped:
+        """What the mapping makes of the source row, with the target's own digest, and the root's
+        own id where the kind has one (a session's, `models.McpSession`): an id carries nothing of
+        the legacy row, so the root's is taken as given and its children are held to it."""
+        mapped = map_legacy_row(self.kind, row, self.digest_held(record))
+        if not self.kind.own_ids or mapped.bundle is None or record.root is None:
+            return mapped
+        mapped_id, held_id = mapped.bundle[ROOT][0][self.parent_at], record.root[self.parent_at]
+        if mapped_id == held_id:
+            return mapped
+        return Mapped(tuple(with_parent_key(self.kind, list(mapped.bundle), {mapped_id: held_id})), None)
 
     def digest_held(self, record: TargetRecord) -> str:
         """The catch-up digest the target holds for the row, given to the mapping so that the

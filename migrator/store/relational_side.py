@@ -113,7 +113,7 @@ class RelationalTables:
 
     def session_rowids(self, session_key: str) -> tuple[int, ...]:
         column, digest = sessions.session_key_lookup(session_key)
-        query = McpSession.select(McpSession.id).where(column == digest)
+        query = McpSession.select(McpSession.legacy_rowid).where(column == digest)
         relational = [rowid for (rowid,) in query.tuples().iterator()]
         return (*relational, *(row[ROWID] for row in self._quarantined_sessions(session_key)))
 
@@ -134,7 +134,7 @@ class RelationalTables:
         with self.database.atomic():
             ids = [
                 rowid
-                for (rowid,) in McpSession.select(McpSession.id)
+                for (rowid,) in McpSession.select(McpSession.legacy_rowid)
                 .where(McpSession.last_seen > moment)
                 .tuples()
                 .iterator()
@@ -147,7 +147,10 @@ class RelationalTables:
         moment = seen_cutoff(cutoff)
         ids = [
             rowid
-            for (rowid,) in McpSession.select(McpSession.id).where(McpSession.last_seen < moment).tuples().iterator()
+            for (rowid,) in McpSession.select(McpSession.legacy_rowid)
+            .where(McpSession.last_seen < moment)
+            .tuples()
+            .iterator()
         ]
         ids += [row[ROWID] for row in self._quarantined_rows(MCP_SESSIONS) if _seen(row, moment, after=False)]
         return tuple(sorted(ids))

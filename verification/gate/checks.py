@@ -400,9 +400,11 @@ def count_problems(table: str, indexed: int, source: RowTally, rebuilt: RowTally
 
 def find_orphans(database: pw.Database, table: str) -> CheckResult:
     """Relational child rows whose parent row is gone: no shard rebuilds them, so they are looked for apart."""
+    kind = KINDS[table]
+    parent = "id" if kind.own_ids else "rowid"  # a session's own id: its rowid is gone with its row
     found = [
-        f"{child} rows for missing {table} rowid {rowid}"
-        for child, rowid in orphans(database, KINDS[table], limit=MAX_PROBLEMS)
+        f"{child} rows for missing {table} {parent} {value}"
+        for child, value in orphans(database, kind, limit=MAX_PROBLEMS)
     ]
     summary = f"{table}: {'orphaned rows found' if found else 'no orphaned rows'}"
     return CheckResult(NO_ORPHANS, not found, summary, {"table": table, "orphans_shown": len(found)}, found)
