@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from types import SimpleNamespace
 
 import pytest
 
+from migrator import codec
 from migrator.codec import (
     DupDict,
     InvalidText,
@@ -190,6 +192,27 @@ def test_dumps_writes_what_json_dumps_writes() -> None:
     values.append(DupDict([("k", 1), ("k", [2])]))
     for value in values:
         assert dumps(value) == json.dumps(value)
+
+
+@pytest.mark.parametrize(
+    ("position", "wrong"),
+    [(6, True), (4, ":"), (5, ",")],
+    ids=["sorted-keys", "key-separator", "item-separator"],
+)
+def test_the_reused_encoder_falls_back_to_json_dumps_when_it_writes_otherwise(
+    monkeypatch: pytest.MonkeyPatch, position: int, wrong: object
+) -> None:
+    # `dumps` is chosen once, at import; mutation testing cannot reach that, so it is checked here.
+    make = json.encoder.c_make_encoder  # type: ignore[attr-defined]
+
+    def make_otherwise(*args: object) -> object:
+        return make(*args[:position], wrong, *args[position + 1 :])
+
+    assert codec._reused_encoder() is not json.dumps  # the C encoder made as json.dumps makes it is kept
+    # Only codec's view of the json module changes: json.dumps itself makes its encoder as ever.
+    encoder = SimpleNamespace(c_make_encoder=make_otherwise)
+    monkeypatch.setattr(codec, "json", SimpleNamespace(encoder=encoder, JSONEncoder=json.JSONEncoder, dumps=json.dumps))
+    assert codec._reused_encoder() is json.dumps
 
 
 def test_an_encoded_plain_blob_is_mapped_without_a_second_parse() -> None:
