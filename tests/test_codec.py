@@ -12,6 +12,7 @@ from migrator import codec
 from migrator.codec import (
     DupDict,
     InvalidText,
+    JSONValue,
     LegacyCell,
     UnreadableBlob,
     apply_overlay,
@@ -31,6 +32,7 @@ from migrator.codec import (
     storage_type,
     stored_key,
 )
+from migrator.equivalence import json_differences
 from migrator.errors import RebuildError
 from migrator.legacy import row_digest
 
@@ -240,3 +242,18 @@ def test_a_blob_of_other_types_is_parsed_from_its_text(blob: dict) -> None:
         value, overlay = parse_blob(text)
     assert value is not blob
     assert (value, overlay) == parse_blob(text)
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [(1, "a"), type("Text", (str,), {})("a str subclass"), 7, 1.5, True, None, "text", [1, {"k": None}]],
+    ids=["tuple", "str subclass", "int", "float", "bool", "null", "str", "list"],
+)
+def test_a_blob_that_is_not_an_object_is_encoded_and_read_back_as_json_loads_gives_it(blob: JSONValue) -> None:
+    # The fast path hands back the blob itself only when json.loads would give an equal value of
+    # the same types: a tuple or a str subclass at the top is parsed from its text.
+    with encoded_blob(blob) as text:
+        value, overlay = parse_blob(text)
+    assert overlay is None
+    assert json_differences(json.loads(text), value) == []
+    assert (value is blob) == (type(blob) in (int, float, bool, type(None), str, list))
