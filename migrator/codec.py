@@ -125,7 +125,12 @@ def _reused_encoder() -> Callable[[JSONValue], str]:
     def reused(value: JSONValue) -> str:
         return "".join(encode(value, 0))
 
-    samples = ({"a": [1, 1.0, -0.0, 1e300, float("nan"), float("-inf"), True, None, "\u00e9\ud800"]}, "x", 10**40)
+    # The keys out of order: an encoder made with sort_keys=True must fail the check too.
+    samples = (
+        {"b": 0, "a": [1, 1.0, -0.0, 1e300, float("nan"), float("-inf"), True, None, "\u00e9\ud800"]},
+        "x",
+        10**40,
+    )
     return reused if all(reused(sample) == json.dumps(sample) for sample in samples) else json.dumps
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from types import SimpleNamespace
 
 import pytest
 
+from migrator import codec
 from migrator.codec import (
     DupDict,
     InvalidText,
+    JSONValue,
     LegacyCell,
     UnreadableBlob,
     apply_overlay,
@@ -29,6 +32,7 @@ from migrator.codec import (
     storage_type,
     stored_key,
 )
+from migrator.equivalence import json_differences
 from migrator.errors import RebuildError
 from migrator.legacy import row_digest
 
@@ -192,6 +196,27 @@ def test_dumps_writes_what_json_dumps_writes() -> None:
         assert dumps(value) == json.dumps(value)
 
 
+@pytest.mark.parametrize(
+    ("position", "wrong"),
+    [(6, True), (4, ":"), (5, ",")],
+    ids=["sorted-keys", "key-separator", "item-separator"],
+)
+def test_the_reused_encoder_falls_back_to_json_dumps_when_it_writes_otherwise(
+    monkeypatch: pytest.MonkeyPatch, position: int, wrong: object
+) -> None:
+    # `dumps` is chosen once, at import; mutation testing cannot reach that, so it is checked here.
+    make = json.encoder.c_make_encoder  # type: ignore[attr-defined]
+
+    def make_otherwise(*args: object) -> object:
+        return make(*args[:position], wrong, *args[position + 1 :])
+
+    assert codec._reused_encoder() is not json.dumps  # the C encoder made as json.dumps makes it is kept
+    # Only codec's view of the json module changes: json.dumps itself makes its encoder as ever.
+    encoder = SimpleNamespace(c_make_encoder=make_otherwise)
+    monkeypatch.setattr(codec, "json", SimpleNamespace(encoder=encoder, JSONEncoder=json.JSONEncoder, dumps=json.dumps))
+    assert codec._reused_encoder() is json.dumps
+
+
 def test_an_encoded_plain_blob_is_mapped_without_a_second_parse() -> None:
     blob = {"session_queues": {"s": [{"data": {"n": 1.0}}]}, "x": [-0.0, 2**70, "\ud800"]}
     with encoded_blob(blob) as text:
@@ -217,3 +242,18 @@ def test_a_blob_of_other_types_is_parsed_from_its_text(blob: dict) -> None:
         value, overlay = parse_blob(text)
     assert value is not blob
     assert (value, overlay) == parse_blob(text)
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [(1, "a"), type("Text", (str,), {})("a str subclass"), 7, 1.5, True, None, "text", [1, {"k": None}]],
+    ids=["tuple", "str subclass", "int", "float", "bool", "null", "str", "list"],
+)
+def test_a_blob_that_is_not_an_object_is_encoded_and_read_back_as_json_loads_gives_it(blob: JSONValue) -> None:
+    # The fast path hands back the blob itself only when json.loads would give an equal value of
+    # the same types: a tuple or a str subclass at the top is parsed from its text.
+    with encoded_blob(blob) as text:
+        value, overlay = parse_blob(text)
+    assert overlay is None
+    assert json_differences(json.loads(text), value) == []
+    assert (value is blob) == (type(blob) in (int, float, bool, type(None), str, list))

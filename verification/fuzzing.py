@@ -9,6 +9,7 @@ profiles exist wherever the package is installed and are chosen with hypothesis'
 * `ci`: derandomised and bounded, so the suite is reproducible and stays inside CI's time. When
   the nightly example database exists (`.hypothesis/nightly/`, or `$KSI_NIGHTLY_DB`), `ci`
   replays it read-only first, so a failure found at night fails CI until it is fixed.
+* `mutation`: `ci` with 10 examples a test, for mutation testing (one run of the tests per mutant).
 * `nightly`: thousands of examples a test, no deadline, every phase, and that database, which
   it writes.
 
@@ -74,6 +75,9 @@ def ci_settings(nightly_database: Path) -> settings:
 
 settings.register_profile("dev", max_examples=30, deadline=None, suppress_health_check=SLOW_IS_FINE)
 settings.register_profile("ci", ci_settings(NIGHTLY_DATABASE))
+# Mutation testing (`python -m benchmarks.mutation`) runs the tests once per mutant: derandomised,
+# so a kill is the same on every run, and a sixth of `ci`'s examples, so a run fits in a night.
+settings.register_profile("mutation", ci_settings(NIGHTLY_DATABASE), max_examples=10)
 settings.register_profile(
     "nightly",
     max_examples=int(os.environ.get(NIGHTLY_EXAMPLES_ENV, "5000")),
