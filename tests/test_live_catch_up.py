@@ -21,18 +21,20 @@ SECONDS = float(os.environ.get("KSI_LIVE_SECONDS", "6"))  # `python -m verificat
 def test_catch_ups_beside_live_dual_writes_never_crash_and_never_undo_a_write(
     layout: str, tmp_path: Path, engine_registry: EngineRegistry
 ) -> None:
+    # Two audited catch-ups at least, however long a busy machine takes to start them: the run
+    # goes on past SECONDS until then, so no figure here depends on the machine's speed.
     if layout in ("postgresql", "mysql"):
         with engine_registry.targets(layout).fresh() as url:
-            result = exercise(layout, tmp_path, SECONDS, target=url)
+            result = exercise(layout, tmp_path, SECONDS, target=url, min_audited=2)
     else:
-        result = exercise(layout, tmp_path, SECONDS)
+        result = exercise(layout, tmp_path, SECONDS, min_audited=2)
     summary = result.summary()
-    assert result.catch_ups >= 2 and sum(result.writes.values()) > 50, summary
+    assert result.audited_catch_ups >= 2 and sum(result.writes.values()) > 50, summary
     assert result.failed_catch_ups == [], summary
     assert result.writer_errors == [], summary
     assert result.pending_repairs == 0, summary
     assert result.verify_problems == [], summary
-    assert result.audited_catch_ups >= 1 and result.stale_rows == [], summary
+    assert result.stale_rows == [], summary
 
 
 # --- the stale-row audit itself: it must see a write undone --------------------------------------

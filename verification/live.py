@@ -276,6 +276,18 @@ def run_readers(legacy: list[Path], target: str, stop: threading.Event, result: 
         archives += 1
 
 
+MIN_AUDITED_WAIT = 300.0  # seconds past the run's own for `min_audited` catch-ups, then stop anyway
+
+
+def stop_when_done(stop: threading.Event, result: LiveResult, seconds: float, min_audited: int) -> None:
+    """Sets `stop` once `seconds` have passed and `min_audited` catch-ups were audited."""
+    deadline = time.monotonic() + seconds
+    while not stop.wait(0.1):
+        now = time.monotonic()
+        if now >= deadline and (result.audited_catch_ups >= min_audited or now >= deadline + MIN_AUDITED_WAIT):
+            stop.set()
+
+
 def exercise(
     layout: str,
     folder: Path,
@@ -286,11 +298,14 @@ def exercise(
     readers: bool = False,
     sessions: int = 0,
     alone: bool = False,
+    min_audited: int = 0,
 ) -> LiveResult:
     """Writers and catch-ups together for `seconds`, then the checks. `target` is the server's
     URL for the server layouts (an empty namespace). With `readers`, `verify` and `archive` read
     the legacy file instead of catch-ups running, over a legacy file of `sessions` fabricated
-    sessions (migrated first). `alone`: the writers only, for the figures to compare with."""
+    sessions (migrated first). `alone`: the writers only, for the figures to compare with.
+    `min_audited`: past `seconds`, go on until that many catch-ups were audited (a busy machine
+    starts fewer in the time), for at most `MIN_AUDITED_WAIT` seconds more."""
     legacy = folder / "ksi.db"
     if sessions:
         from migrator.fabricate import fabricate_snapshot
@@ -326,8 +341,8 @@ def exercise(
     catching_up = threading.Thread(target=alongside, args=(files, target, stop, result))
     try:
         catching_up.start()
-        timer = threading.Timer(seconds, stop.set)
-        timer.start()
+        stopping = threading.Thread(target=stop_when_done, args=(stop, result, seconds, min_audited), daemon=True)
+        stopping.start()
         run_writers(store, stop, result, seed)
         catching_up.join()
         result.pending_repairs = len(store.report().pending_repairs)
