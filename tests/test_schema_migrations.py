@@ -4,6 +4,7 @@ keeps every row, and verifies exact afterwards."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from playhouse.migrate import SchemaMigrator, migrate
 from migrator.backfill import backfill
 from migrator.errors import IncompatibleSchema
 from migrator.legacy import LegacySource
-from migrator.models import SCHEMA_VERSION, McpSession, McpSessionTool
+from migrator.models import ALL_MODELS, SCHEMA_VERSION, McpSession, McpSessionTool
 from migrator.schema_migrations import V2_KEYS, foreign_keys_suspended
 from migrator.target import create_schema, require_schema, schema_version, set_meta, target_database
 from migrator.verify import verify
@@ -108,8 +109,17 @@ def test_a_newer_schema_is_refused(version_1_target: tuple[Path, Path]) -> None:
 TOOLS = ["Read", {"name": "Bash", "inputSchema": {"type": "object"}}, 7]
 
 
+@pytest.fixture
+def upgraded_target(target: str) -> Iterator[str]:
+    """`target`, whose tables are dropped afterwards: a server's namespaces are emptied and used
+    again by later tests, and an upgraded table's columns are not in a new table's order."""
+    yield target
+    with target_database(target) as database:
+        database.drop_tables(ALL_MODELS)
+
+
 def test_a_version_2_target_is_upgraded_in_place_stays_exact_and_then_moves_sessions_alone(
-    target: str, snapshot_factory: SnapshotFactory
+    upgraded_target: str, snapshot_factory: SnapshotFactory
 ) -> None:
     """Version 3 keeps a session's id apart from its rowid: the upgrade copies the rowid (the id
     until then) into its own column, with its unique index, and touches no tool; afterwards, a
@@ -119,7 +129,7 @@ def test_a_version_2_target_is_upgraded_in_place_stays_exact_and_then_moves_sess
         [session_row(rowid, f"agent-{rowid}:c", {"tools": TOOLS[: rowid % 4]}) for rowid in range(1, 9)]
         + [session_row(9, NUL_KEY, {"agent_id": "a"}), session_row(10, "bad:key", "[not json")],
     )
-    with LegacySource(snapshot) as source, target_database(target) as database:
+    with LegacySource(snapshot) as source, target_database(upgraded_target) as database:
         backfill(source, database)
         _downgrade_to_version_2(database)
         assert schema_version(database) == 2
@@ -139,7 +149,7 @@ def test_a_version_2_target_is_upgraded_in_place_stays_exact_and_then_moves_sess
     with closing(sqlite3.connect(snapshot)) as daemon, daemon:
         rows = daemon.execute("SELECT session_key, session_data, last_seen FROM mcp_sessions ORDER BY rowid").fetchall()
         daemon.executemany("INSERT OR REPLACE INTO mcp_sessions VALUES (?, ?, ?)", rows)
-    with LegacySource(snapshot) as source, target_database(target) as database:
+    with LegacySource(snapshot) as source, target_database(upgraded_target) as database:
         (sessions,) = [t for t in backfill(source, database).tables if t.table == "mcp_sessions"]
         assert (sessions.moved, sessions.written, sessions.child_rows_written) == (9, 1, 0)  # the quarantined row
         assert sorted(McpSessionTool.select().tuples(), key=repr) == tools
