@@ -17,8 +17,11 @@ connecting), in the manner of `playhouse.migrate.SchemaMigrator.from_database`:
 * grouping by text. MySQL sorts and groups TEXT by its first `max_sort_length` bytes (1 KiB by
   default, and a larger value needs a larger sort buffer), so it groups by a SHA-256 of the text.
 * indexes on text columns, which have no length bound. MySQL indexes TEXT only up to a prefix;
-  a PostgreSQL btree refuses entries over ~2.7 kB, so text columns get hash indexes there
-  (equality is all the plan's queries ask of them). Neither may carry a unique constraint.
+  a PostgreSQL btree refuses entries over ~2.7 kB, so there a text column's index is a btree on
+  the MD5 of its value (as a uuid: 16 bytes), and an equality asks through it (`text_equals`):
+  equal digests, then equal text, so a digest collision can never merge two values. (A hash
+  index, as before, builds in time quadratic in the rows sharing one value: `tool_name` holds a
+  few dozen names.) Neither may carry a unique constraint.
 * the bulk insert: psycopg2's `execute_values` for PostgreSQL; pymysql's `executemany`, which
   already rewrites the models' `INSERT ... VALUES (%s, ...)` into multi-row statements;
   SQLite's `executemany`, which runs in-process. Tables loaded empty (`indexes_built_after`) get
@@ -117,6 +120,10 @@ class Engine(EmptyTableLoads):
         """A model's index as this engine can hold it, with the same columns and uniqueness."""
         return index
 
+    def index_columns(self, found: pw.IndexMetadata) -> list[str]:
+        """The columns an index of the database covers, as `index` made it for this engine."""
+        return list(found.columns)
+
     def _text_columns_of(self, index: pw.ModelIndex) -> list[pw.Field]:
         parts = IndexParts.of(index)
         text_columns: list[pw.Field] = [e for e in parts.expressions if isinstance(e, pw.TextField)]
@@ -130,6 +137,10 @@ class Engine(EmptyTableLoads):
         yield
 
     # --- queries
+
+    def text_equals(self, column: pw.Field, value: str) -> pw.Expression:
+        """`column = value` for a text column, written so that the column's index (`index`) serves it."""
+        return column == value
 
     def group_key(self, text: pw.Field) -> pw.Node:
         """What to GROUP BY so that two text values share a group only when they are equal."""
@@ -255,6 +266,21 @@ EXECUTE_VALUES_PAGE = 1000  # rows a statement; a backfill batch is batching.DEF
 COPY_CHUNK = 1 << 20  # bytes a COPY message carries (psycopg2 sends 8 KiB by default)
 
 
+def _text_key(text: pw.Node | str) -> pw.Node:
+    """What a PostgreSQL index on a text column holds: a fixed 16 bytes, however long the text."""
+    return pw.fn.md5(text).cast("uuid")
+
+
+_TEXT_KEY_DESCRIBED = re.compile(r"\(md5\((\w+)\)::uuid\)")
+"""How PostgreSQL describes an index key `_text_key` made (`pg_get_indexdef`, peewee's `get_indexes`)."""
+
+
+def _covered_column(described: str) -> str:
+    """The column an index key covers: itself, or the text column of a `_text_key`."""
+    match = _TEXT_KEY_DESCRIBED.fullmatch(described)
+    return match.group(1) if match else described
+
+
 class PostgreSQLEngine(Engine):
     name = POSTGRESQL
     database_class = pw.PostgresqlDatabase
@@ -266,9 +292,15 @@ class PostgreSQLEngine(Engine):
         if not self._text_columns_of(index):
             return index
         parts = IndexParts.of(index)
-        if len(parts.expressions) > 1:
-            raise TypeError(f"{parts.name}: PostgreSQL hash indexes cover one column")
-        return pw.ModelIndex(parts.model, parts.expressions, using="hash", name=parts.name)
+        keys = [_text_key(e) if isinstance(e, pw.TextField) else e for e in parts.expressions]
+        return pw.ModelIndex(parts.model, keys, name=parts.name)
+
+    def text_equals(self, column: pw.Field, value: str) -> pw.Expression:
+        # The digest finds the rows through the index; the text itself decides, exactly.
+        return (_text_key(column) == _text_key(value)) & (column == value)
+
+    def index_columns(self, found: pw.IndexMetadata) -> list[str]:
+        return [_covered_column(column) for column in found.columns]
 
     def bulk_insert(self, sql: str, rows: Sequence[tuple[Any, ...]], fields: Sequence[pw.Field] = ()) -> None:
         cursor = self.database.cursor()

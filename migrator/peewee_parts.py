@@ -1,6 +1,6 @@
 """What peewee has but its type stubs leave out: `sort_models`, its exception wrapper, and an
-index's private parts, which the engines read to adapt an index (a hash index, a prefix on a text
-column)."""
+index's private parts, which the engines read to adapt an index (a digest of a text column, a
+prefix of one)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -29,11 +30,14 @@ from migrator.legacy import LegacySource
 from migrator.legacy_copy import compare_legacy_files
 from migrator.models import Checkpoint, CheckpointQueue, CheckpointRequest, McpSession, McpSessionTool
 from migrator.relational import TableMap, insert_sql
+from migrator.sessions import KIND as sessions_kind
 from migrator.store import Store
+from migrator.store.relational_side import RelationalTables
 from migrator.target import create_schema, recorded_cleanup, target_database
 from migrator.verify import verify
 from tests.conftest import SnapshotFactory
 from verification.engines import EngineRegistry
+from verification.gate.schema import check_schema
 from verification.snapshots import checkpoint_row, session_row
 
 LEGACY_TABLES = ["checkpoints", "mcp_sessions"]
@@ -197,6 +201,10 @@ def test_long_keys_that_share_a_prefix_stay_distinct_and_whole(
     with relational_store(target) as store:
         for key in keys:
             assert json_differences({"agent_id": key, "tools": [key]}, store.get_session(key)) == []
+            assert list(store.sessions_for_agent(key)) == [key]  # through the index on agent_id
+        assert list(store.checkpoints_by_reason(shared)) == [1]
+        assert store.sessions_for_agent(shared) == {}
+        assert store.tool_usage() == dict.fromkeys(keys, 1)
 
 
 # --- timestamps --------------------------------------------------------------------------------
@@ -362,6 +370,50 @@ def test_postgresql_tables_use_text_timestamp_and_bigint(postgresql_target: str)
     assert columns["agent_id"] == "text"
     assert columns["last_seen"] == "timestamp without time zone"
     assert columns["id"] == "bigint"
+
+
+def test_the_store_asks_for_text_values_through_their_indexes_on_postgresql(
+    postgresql_target: str, snapshot_factory: SnapshotFactory
+) -> None:
+    """Trap: a PostgreSQL btree refuses entries over ~2.7 kB, so a text column's index holds a
+    digest of the value (`engines.PostgreSQLEngine.index`); a lookup that compares only the
+    column can use no index at all, and the planner reads the whole table."""
+    sessions = [session_row(n, f"s{n}", {"agent_id": f"agent{n % 7}", "tools": ["Read"]}) for n in range(1, 50)]
+    with target_database(postgresql_target) as database, LegacySource(snapshot_factory([], sessions)) as source:
+        backfill(source, database)
+        store = RelationalTables(database)
+        lookups: dict[str, pw.ModelSelect[Any]] = {
+            "mcp_session_agent_id": McpSession.select(McpSession.id).where(
+                engines.engine(database).text_equals(McpSession.agent_id, "agent3")
+            ),
+            "checkpoint_reason": Checkpoint.select(Checkpoint.id).where(
+                engines.engine(database).text_equals(Checkpoint.reason, "dev")
+            ),
+        }
+        database.execute_sql("SET enable_seqscan = off")  # tiny tables: only a usable index avoids the scan
+        for index_name, query in lookups.items():
+            sql, params = query.sql()
+            plan = "\n".join(row[0] for row in database.execute_sql(f"EXPLAIN {sql}", params).fetchall())
+            assert re.search(rf"(Index Scan using|Bitmap Index Scan on) {index_name} ", plan), plan
+        assert list(store.blobs_holding(sessions_kind, McpSession.agent_id, "agent_id", "agent3")) == [
+            f"s{n}" for n in range(1, 50) if n % 7 == 3
+        ]
+
+
+def test_the_gate_finds_every_declared_index_on_every_engine(
+    target: str, snapshot_factory: SnapshotFactory, tmp_path: Path
+) -> None:
+    """Trap: an index over an expression (PostgreSQL's digest of a text column) lists no plain
+    column, so the schema check would call it missing."""
+    source = snapshot_factory([checkpoint_row(1, {"reason": "dev"})], [session_row(1, "a:c", {"agent_id": "a"})])
+    assert round_trip_problems(source, target, tmp_path) == []
+    with target_database(target, must_exist=True) as database:
+        result = check_schema(database)
+    assert result.problems == []
+    assert result.figures["indexes"] > 0
+
+
+SESSION_COLUMNS = ("id", "source_digest", "session_key", "session_key_digest", "shape", "layout", "is_active")
 
 
 SESSION_COLUMNS = (

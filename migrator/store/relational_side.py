@@ -73,7 +73,7 @@ class RelationalTables:
         A text no engine's text type can hold (NUL, a lone surrogate) stays in the row's JSON with
         the column NULL (`codec.is_storable_text`): those rows are matched by their blobs."""
         if is_storable_text(value):
-            return self.blobs(kind, column == value)
+            return self.blobs(kind, engines.engine(self.database).text_equals(column, value))
         held_elsewhere = self.blobs(kind, column.is_null())
         return {k: blob for k, blob in held_elsewhere.items() if isinstance(blob, dict) and blob.get(key) == value}
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import peewee as pw
 
+from migrator.engines import engine
 from migrator.models import ALL_MODELS, SCHEMA_VERSION
 from migrator.target import schema_version
 from verification.gate.checks import SCHEMA, CheckResult
@@ -38,7 +39,9 @@ def table_shape(database: pw.Database, table: str) -> TableShape:
         foreign_keys=frozenset(
             (key.column, key.dest_table, key.dest_column) for key in database.get_foreign_keys(table)
         ),
-        indexes=frozenset((tuple(index.columns), bool(index.unique)) for index in database.get_indexes(table)),
+        indexes=frozenset(
+            (tuple(engine(database).index_columns(index)), bool(index.unique)) for index in database.get_indexes(table)
+        ),
     )
 
 
