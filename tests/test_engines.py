@@ -23,7 +23,6 @@ import pytest
 from migrator import engines, open_store
 from migrator.backfill import backfill
 from migrator.cli import main
-from migrator.codec import key_digest
 from migrator.equivalence import json_differences
 from migrator.errors import ReadOnlyStore, UnreadableRecord
 from migrator.legacy import LegacySource
@@ -35,7 +34,7 @@ from migrator.store import Store
 from migrator.store.relational_side import RelationalTables
 from migrator.target import create_schema, recorded_cleanup, target_database
 from migrator.verify import verify
-from tests.conftest import SnapshotFactory
+from tests.conftest import OTHER_SESSION_COLUMNS, SESSION_COLUMNS, SnapshotFactory, session_rows
 from verification.engines import EngineRegistry
 from verification.gate.schema import check_schema
 from verification.snapshots import checkpoint_row, session_row
@@ -411,26 +410,6 @@ def test_the_gate_finds_every_declared_index_on_every_engine(
         result = check_schema(database)
     assert result.problems == []
     assert result.figures["indexes"] > 0
-
-
-SESSION_COLUMNS = ("id", "source_digest", "session_key", "session_key_digest", "shape", "layout", "is_active")
-
-
-SESSION_COLUMNS = (
-    "legacy_rowid",
-    "id",
-    "source_digest",
-    "session_key",
-    "session_key_digest",
-    "shape",
-    "layout",
-    "is_active",
-)
-OTHER_SESSION_COLUMNS = tuple(c for c in McpSession._meta.columns if c not in SESSION_COLUMNS)  # left NULL
-
-
-def session_rows(count: int) -> list[tuple[Any, ...]]:
-    return [(n, n, "d", f"key{n}", key_digest(f"key{n}"), "other", "[]", True) for n in range(1, count + 1)]
 
 
 def test_postgresql_bulk_inserts_go_through_execute_values(

@@ -20,13 +20,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from migrator import engines, loading, relational, sessions
-from migrator.codec import is_storable_text, key_digest
+from migrator.codec import is_storable_text
 from migrator.errors import DuplicateKeys
 from migrator.kinds import KINDS
 from migrator.models import BaseModel, McpSession
 from migrator.relational import TableMap, insert_sql
 from migrator.target import create_schema, target_database
-from tests.conftest import SnapshotFactory
+from tests.conftest import OTHER_SESSION_COLUMNS, SESSION_COLUMNS, SnapshotFactory, session_rows
 from verification.engines import Targets
 from verification.harness import migrate, verify_target
 from verification.snapshots import checkpoint_row, session_row
@@ -200,23 +200,6 @@ def test_pymysql_sends_a_file_only_during_the_load_that_names_it(engine_registry
             engine.bulk_insert(insert_sql(database, table), session_rows(3), table.fields)
         assert database.connection()._local_infile is False
         assert McpSession.select().count() == 3
-
-
-SESSION_COLUMNS = (
-    "legacy_rowid",
-    "id",
-    "source_digest",
-    "session_key",
-    "session_key_digest",
-    "shape",
-    "layout",
-    "is_active",
-)
-OTHER_SESSION_COLUMNS = tuple(c for c in McpSession._meta.columns if c not in SESSION_COLUMNS)
-
-
-def session_rows(count: int, start: int = 1) -> list[tuple[Any, ...]]:
-    return [(n, n, "d", f"key{n}", key_digest(f"key{n}"), "other", "[]", True) for n in range(start, start + count)]
 
 
 def test_a_duplicate_primary_key_in_a_native_load_fails_the_batch(target: str) -> None:
