@@ -88,8 +88,16 @@ def worker_pool(jobs: int) -> Iterator[Executor | None]:
     pool = ProcessPoolExecutor(jobs - 1, mp_context=context, initializer=_start_worker)
     try:
         yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    except BaseException:
+        # The run is failing (a worker died, Ctrl-C): stop the workers rather than wait for them.
+        # A worker killed while it held a queue's lock leaves the others blocked on it for good,
+        # and a shutdown that waits for them would wait with them.
+        processes = getattr(pool, "_processes", None) or {}  # the executor's own, by pid
+        for process in list(processes.values()):
+            process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def mapped_batches(
