@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import peewee as pw
@@ -50,7 +50,7 @@ class Run:
     recheck: bool
     dry_run: bool
     jobs: int = 1  # processes of a fresh load: this one and jobs - 1 workers that map (1: this one alone)
-    pool: Executor | None = None  # those workers, while the run has them
+    pool: parallel.WorkerPool | None = None  # those workers, while the run has them
 
 
 def backfill(
@@ -180,7 +180,7 @@ def _read_batches(
     and the table is loaded fresh (None: `_sync_batch` maps it here)."""
     batches = source.batches(table, run.batch_size)
     if target_is_empty and run.pool is not None and not run.dry_run:
-        return parallel.mapped_batches(run.pool, table.name, batches, run.jobs)
+        return parallel.mapped_batches(run.pool, table.name, batches)
     return ((batch, None) for batch in batches)
 
 

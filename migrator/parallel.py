@@ -21,10 +21,13 @@ import os
 import signal
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
+from multiprocessing.queues import Queue
+from typing import Any
 
 from migrator.errors import WorkerFailed
 from migrator.kinds import KINDS
@@ -61,66 +64,168 @@ def map_batch(kind_name: str, batch: list[LegacyRow]) -> MappedBatch:
     return MappedBatch([digest for _, digest in rows], map_legacy_rows(KINDS[kind_name], rows))
 
 
-def _mapped_here(kind_name: str, batch: list[LegacyRow]) -> Future[MappedBatch]:
-    mapped: Future[MappedBatch] = Future()
-    mapped.set_result(map_batch(kind_name, batch))
-    return mapped
+Task = tuple[str, list[LegacyRow]]
+"""A batch for a worker: its kind's name and its legacy rows."""
+Outcome = tuple[bool, Any]
+"""A worker's answer: (True, the MappedBatch) or (False, the exception its mapping raised)."""
+JOIN_SECONDS = 10.0
+"""How long a worker that was told to stop may take to exit before it is killed."""
 
 
-def _start_worker() -> None:
-    """Ctrl-C reaches every process of the terminal's group: the main process alone handles it
-    (and stops the workers), so the user sees one message, not one traceback per worker."""
+def _work(tasks: Queue[Task | None], results: Connection) -> None:
+    """A worker's life: map each batch handed to it, in order, until it is told to stop.
+
+    Ctrl-C reaches every process of the terminal's group: the main process alone handles it (and
+    stops the workers), so the user sees one message, not one traceback per worker."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while (task := tasks.get()) is not None:
+        outcome: Outcome
+        try:
+            outcome = (True, map_batch(*task))
+        except Exception as exc:  # noqa: BLE001 - a bug: raised again in the main process, as a call there would
+            outcome = (False, exc)
+        try:
+            results.send(outcome)
+        except Exception as exc:  # noqa: BLE001 - the exception could not be pickled: send its text
+            results.send((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
 
 
-@contextmanager
-def worker_pool(jobs: int) -> Iterator[Executor | None]:
-    """`jobs - 1` worker processes beside this one, or None for 1: the run maps here, as before."""
-    if jobs <= 1:
-        yield None
-        return
+@dataclass
+class _Worker:
+    """One worker process with a task queue and a result pipe of its own.
+
+    Nothing is shared between workers, and only the worker holds its pipe's writing end: when it
+    dies, even halfway through sending a result, the main process reads the end of the pipe
+    instead of waiting for bytes that never come. (A `ProcessPoolExecutor` shares one result pipe
+    whose writing end the main process holds too, and a worker killed mid-send hangs it for good.)
+    """
+
+    process: BaseProcess
+    tasks: Queue[Task | None]
+    results: Connection
+    handed: int = 0  # batches handed and not yet answered
+
+    @classmethod
+    def start(cls, context: BaseContext) -> _Worker:
+        tasks: Queue[Task | None] = context.Queue()
+        reader, writer = context.Pipe(duplex=False)
+        process = context.Process(target=_work, args=(tasks, writer), daemon=True)  # type: ignore[attr-defined]
+        process.start()
+        writer.close()  # the worker's end: once it exits, reading here ends instead of waiting
+        return cls(process, tasks, reader)
+
+    def hand(self, task: Task) -> None:
+        self.tasks.put(task)  # a feeder thread sends it: never blocks on a worker busy sending
+        self.handed += 1
+
+    def answered(self) -> bool:
+        """Whether the oldest batch handed has its answer (or the worker has died) to read."""
+        return self.results.poll()
+
+    def answer(self, kind_name: str) -> MappedBatch:
+        try:
+            ok, value = self.results.recv()
+        except (EOFError, OSError) as exc:
+            self.process.join(JOIN_SECONDS)  # reaped, so that its exit code can be named
+            raise WorkerFailed(
+                f"a worker process parsing {kind_name} rows stopped unexpectedly (killed, or out of memory?), "
+                f"exit code {self.process.exitcode}. Every batch written before it is complete: run the same "
+                "command again to carry on (--jobs 1 uses no worker process)"
+            ) from exc
+        self.handed -= 1
+        if not ok:
+            raise value
+        return value
+
+    def stop(self) -> None:
+        self.tasks.put(None)
+        self.tasks.close()
+        self.process.join(JOIN_SECONDS)
+        if self.process.is_alive():  # pragma: no cover - a worker that ignores being told to stop
+            self.kill()
+
+    def kill(self) -> None:
+        self.tasks.cancel_join_thread()  # a dead worker reads nothing: do not wait to flush its queue
+        self.process.kill()
+        self.process.join()
+        self.results.close()
+
+
+@dataclass
+class WorkerPool:
+    """The `jobs - 1` worker processes of a run."""
+
+    workers: list[_Worker] = field(default_factory=list)
+
+    def with_room(self) -> _Worker | None:
+        """The worker with the fewest batches, if it can take one more."""
+        worker = min(self.workers, key=lambda worker: worker.handed)
+        return worker if worker.handed < IN_FLIGHT_PER_WORKER else None
+
+
+def _new_context() -> BaseContext:
     # forkserver forks each worker from a clean server process: cheap, and never a fork of this
     # multi-threaded process (its hashing thread, a driver's threads), which may deadlock.
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     if method == "forkserver":
         context.set_forkserver_preload(["migrator.kinds"])
-    pool = ProcessPoolExecutor(jobs - 1, mp_context=context, initializer=_start_worker)
+    return context
+
+
+@contextmanager
+def worker_pool(jobs: int) -> Iterator[WorkerPool | None]:
+    """`jobs - 1` worker processes beside this one, or None for 1: the run maps here, as before."""
+    if jobs <= 1:
+        yield None
+        return
+    context = _new_context()
+    pool = WorkerPool()
     try:
+        for _ in range(jobs - 1):
+            pool.workers.append(_Worker.start(context))
         yield pool
     except BaseException:
         # The run is failing (a worker died, Ctrl-C): stop the workers rather than wait for them.
-        # A worker killed while it held a queue's lock leaves the others blocked on it for good,
-        # and a shutdown that waits for them would wait with them.
-        processes = getattr(pool, "_processes", None) or {}  # the executor's own, by pid
-        for process in list(processes.values()):
-            process.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in pool.workers:
+            worker.kill()
         raise
-    pool.shutdown(wait=True, cancel_futures=True)
+    for worker in pool.workers:
+        worker.stop()
 
 
 def mapped_batches(
-    pool: Executor, kind_name: str, batches: Iterable[list[LegacyRow]], jobs: int
+    pool: WorkerPool, kind_name: str, batches: Iterable[list[LegacyRow]]
 ) -> Iterator[tuple[list[LegacyRow], MappedBatch]]:
-    """Each batch with what a worker, or this process, made of it, in the order read."""
-    room = (jobs - 1) * IN_FLIGHT_PER_WORKER  # batches the workers hold at a time
-    pending: deque[tuple[list[LegacyRow], Future[MappedBatch]]] = deque()
-    try:
-        for batch in batches:
-            if sum(1 for _, future in pending if not future.done()) < room:
-                pending.append((batch, pool.submit(map_batch, kind_name, batch)))
-            else:  # the workers have their fill: map this one here rather than wait
-                pending.append((batch, _mapped_here(kind_name, batch)))
-            while pending and (pending[0][1].done() or len(pending) > room):
-                batch, future = pending.popleft()
-                yield batch, future.result()
-        while pending:
-            batch, future = pending.popleft()
-            yield batch, future.result()
-    except BrokenProcessPool as exc:
-        raise WorkerFailed(
-            f"a worker process parsing {kind_name} rows stopped unexpectedly (killed, or out of memory?): {exc} "
-            "Every batch written before it is complete: run the same command again to carry on (--jobs 1 uses "
-            "no worker process)"
-        ) from exc
+    """Each batch with what a worker, or this process, made of it, in the order read.
+
+    Each pending batch holds its mapping, or the worker it was handed to: a worker answers in
+    the order it was handed its batches, so the oldest pending batch's answer is the next one
+    its worker sends."""
+    pending: deque[tuple[list[LegacyRow], MappedBatch | _Worker]] = deque()
+    for batch in batches:
+        worker = pool.with_room()
+        if worker is not None:
+            worker.hand((kind_name, batch))
+            pending.append((batch, worker))
+        else:  # the workers have their fill: map this one here rather than wait
+            pending.append((batch, map_batch(kind_name, batch)))
+        while pending and _ready(pending[0][1], pool):
+            yield _next(pending, kind_name)
+    while pending:
+        yield _next(pending, kind_name)
+
+
+def _ready(mapping: MappedBatch | _Worker, pool: WorkerPool) -> bool:
+    """Whether the oldest pending batch is to be written now: it is mapped, or every worker is
+    full (the run then waits for the oldest rather than read further ahead)."""
+    if isinstance(mapping, MappedBatch):
+        return True
+    return mapping.answered() or pool.with_room() is None
+
+
+def _next(
+    pending: deque[tuple[list[LegacyRow], MappedBatch | _Worker]], kind_name: str
+) -> tuple[list[LegacyRow], MappedBatch]:
+    batch, mapping = pending.popleft()
+    return batch, mapping if isinstance(mapping, MappedBatch) else mapping.answer(kind_name)

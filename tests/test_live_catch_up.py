@@ -17,7 +17,13 @@ from verification.live import Op, exercise, stale_checkpoints, stale_session
 SECONDS = float(os.environ.get("KSI_LIVE_SECONDS", "6"))  # `python -m verification.live` runs for minutes
 
 
-@pytest.mark.parametrize("layout", ["one-file", "two-files", "daemon-files", "postgresql", "mysql"])
+# One layout in the quick suite; the other four run for as long each, so CI runs them with `-m slow`.
+LAYOUTS = ["one-file"] + [
+    pytest.param(layout, marks=pytest.mark.slow) for layout in ("two-files", "daemon-files", "postgresql", "mysql")
+]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_catch_ups_beside_live_dual_writes_never_crash_and_never_undo_a_write(
     layout: str, tmp_path: Path, engine_registry: EngineRegistry
 ) -> None:

@@ -6,6 +6,8 @@ import multiprocessing
 import os
 import signal
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,9 @@ import pytest
 
 from migrator import parallel
 from migrator.cli import main
+from migrator.errors import WorkerFailed
 from migrator.fabricate import fabricate_snapshot
+from migrator.kinds import KINDS
 from migrator.legacy import LegacySource
 from migrator.status import LAST_MIGRATE_KEY
 
@@ -100,7 +104,7 @@ def test_one_job_and_a_catch_up_start_no_worker_process(
     def no_workers(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a worker process was started")
 
-    monkeypatch.setattr(parallel, "ProcessPoolExecutor", no_workers)
+    monkeypatch.setattr(parallel._Worker, "start", no_workers)
     assert migrate(snapshot, tmp_path / "other.db", "--jobs", "1") == 0
     assert migrate(snapshot, target, "--jobs", "2") == 0  # a catch-up maps what changed, here
 
@@ -111,3 +115,37 @@ def test_jobs_default_to_the_cores_this_process_may_use_capped(
 ) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert parallel.default_jobs() == jobs
+
+
+def test_a_worker_killed_while_it_sends_its_answer_is_one_error_not_a_hang(snapshot: Path) -> None:
+    # An answer larger than a pipe holds: the worker blocks halfway through sending it, since
+    # nothing reads yet, and is killed there. Reading its answer must end with WorkerFailed (a
+    # shared result pipe whose writing end this process also held waited here for ever).
+    with LegacySource(snapshot) as source:
+        table = KINDS["mcp_sessions"].legacy
+        batch = next(source.batches(table, batch_size=10_000, max_bytes=1 << 40))
+    with parallel.worker_pool(2) as pool:
+        assert pool is not None
+        (worker,) = pool.workers
+        worker.hand((table.name, batch))
+        deadline = time.monotonic() + 60
+        while not worker.answered() and time.monotonic() < deadline:  # its first bytes are sent
+            time.sleep(0.05)
+        assert worker.answered(), "the worker sent nothing in 60 s"
+        os.kill(worker.process.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        outcome: list[BaseException] = []
+        reading = threading.Thread(target=lambda: _answer_into(worker, table.name, outcome), daemon=True)
+        reading.start()
+        reading.join(60)
+        assert not reading.is_alive(), "reading a killed worker's half-sent answer hung"
+        with pytest.raises(WorkerFailed, match="stopped unexpectedly"):
+            raise outcome[0]
+
+
+def _answer_into(worker: parallel._Worker, kind_name: str, outcome: list[BaseException]) -> None:
+    try:
+        worker.answer(kind_name)
+    except BaseException as exc:  # noqa: BLE001 - handed to the test's thread, which checks it
+        outcome.append(exc)
+    else:
+        outcome.append(AssertionError("a killed worker's answer was read whole"))

@@ -538,8 +538,13 @@ def _refuse_errors_of_the_fault_itself(exc: Exception) -> None:
 
 
 CASES = [
-    # A search of the lifecycle runs whole state machines: long, so CI runs those with `-m slow`.
-    pytest.param(fault, name, id=f"{fault.name}-caught-by-{name}", marks=pytest.mark.slow if name == LIFECYCLE else ())
+    # A search by a state machine runs whole machines: long, so CI runs those with `-m slow`.
+    pytest.param(
+        fault,
+        name,
+        id=f"{fault.name}-caught-by-{name}",
+        marks=pytest.mark.slow if name in (LIFECYCLE, STORE_MODEL) else (),
+    )
     for fault in FAULTS
     for name in fault.caught_by
 ]

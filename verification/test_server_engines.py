@@ -106,8 +106,15 @@ def server_settings() -> settings:
     return settings(profile, max_examples=max(MIN_SERVER_EXAMPLES, profile.max_examples // SERVER_SHARE))
 
 
+# The round trip on each server in the quick suite; the other properties take 3 s to 10 s each
+# per server, so CI runs them with `-m slow`.
+SERVER_PROPERTY_CASES = [
+    pytest.param(name, marks=() if name == "migrate-then-restore" else pytest.mark.slow) for name in DATABASE_PROPERTIES
+]
+
+
 @pytest.mark.hypothesis  # a hypothesis test, built as it runs: a fuzz budget gives it its share
-@pytest.mark.parametrize("property_name", DATABASE_PROPERTIES)
+@pytest.mark.parametrize("property_name", SERVER_PROPERTY_CASES)
 def test_property_holds_on_a_server_engine(server_engine: Targets, property_name: str) -> None:
     prop = PROPERTIES[property_name]
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, MultipleResults, initialize, invariant, multiple, precondition, rule
@@ -596,4 +597,5 @@ def _comparable(value: Any) -> Any:
 
 
 StoreAgainstTheDaemon.TestCase.settings = settings(stateful_step_count=12)
-test_the_store_against_the_daemon = StoreAgainstTheDaemon.TestCase
+# 15 s and more: CI runs it with `-m slow`, beside the seeded faults it catches.
+test_the_store_against_the_daemon = pytest.mark.slow(StoreAgainstTheDaemon.TestCase)
