@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import signal
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -95,15 +97,19 @@ class _Worker:
     """One worker process with a task queue and a result pipe of its own.
 
     Nothing is shared between workers, and only the worker holds its pipe's writing end: when it
-    dies, even halfway through sending a result, the main process reads the end of the pipe
-    instead of waiting for bytes that never come. (A `ProcessPoolExecutor` shares one result pipe
-    whose writing end the main process holds too, and a worker killed mid-send hangs it for good.)
+    dies, even halfway through sending an answer, reading the pipe here ends instead of waiting
+    for bytes that never come. (A `ProcessPoolExecutor` shares one result pipe whose writing end
+    the main process holds too, and a worker killed mid-send hangs it for good.) A thread here
+    receives each answer as soon as it is sent, so the worker goes on to its next batch while
+    this process writes.
     """
 
     process: BaseProcess
     tasks: Queue[Task | None]
-    results: Connection
-    handed: int = 0  # batches handed and not yet answered
+    answers: queue.SimpleQueue[Outcome | None]  # None: the pipe ended, the worker is gone
+    receiving: threading.Thread
+    handed: int = 0  # batches handed to it
+    received: int = 0  # answers received from it (by the thread)
 
     @classmethod
     def start(cls, context: BaseContext) -> _Worker:
@@ -112,7 +118,26 @@ class _Worker:
         process = context.Process(target=_work, args=(tasks, writer), daemon=True)  # type: ignore[attr-defined]
         process.start()
         writer.close()  # the worker's end: once it exits, reading here ends instead of waiting
-        return cls(process, tasks, reader)
+        worker = cls(process, tasks, queue.SimpleQueue(), threading.Thread())
+        worker.receiving = threading.Thread(target=worker._receive, args=(reader,), daemon=True)
+        worker.receiving.start()
+        return worker
+
+    def _receive(self, results: Connection) -> None:
+        with results:
+            while True:
+                try:
+                    outcome: Outcome = results.recv()
+                except (EOFError, OSError):
+                    self.answers.put(None)
+                    return
+                self.received += 1
+                self.answers.put(outcome)
+
+    @property
+    def in_hand(self) -> int:
+        """Batches handed to it that it has not answered yet."""
+        return self.handed - self.received
 
     def hand(self, task: Task) -> None:
         self.tasks.put(task)  # a feeder thread sends it: never blocks on a worker busy sending
@@ -120,19 +145,18 @@ class _Worker:
 
     def answered(self) -> bool:
         """Whether the oldest batch handed has its answer (or the worker has died) to read."""
-        return self.results.poll()
+        return not self.answers.empty()
 
     def answer(self, kind_name: str) -> MappedBatch:
-        try:
-            ok, value = self.results.recv()
-        except (EOFError, OSError) as exc:
+        outcome = self.answers.get()
+        if outcome is None:
             self.process.join(JOIN_SECONDS)  # reaped, so that its exit code can be named
             raise WorkerFailed(
                 f"a worker process parsing {kind_name} rows stopped unexpectedly (killed, or out of memory?), "
                 f"exit code {self.process.exitcode}. Every batch written before it is complete: run the same "
                 "command again to carry on (--jobs 1 uses no worker process)"
-            ) from exc
-        self.handed -= 1
+            )
+        ok, value = outcome
         if not ok:
             raise value
         return value
@@ -143,12 +167,16 @@ class _Worker:
         self.process.join(JOIN_SECONDS)
         if self.process.is_alive():  # pragma: no cover - a worker that ignores being told to stop
             self.kill()
+        # Once it has exited, what it did not read is moot: a worker that died before reading its
+        # last batch would otherwise keep this process at its exit, flushing to a pipe nobody reads.
+        self.tasks.cancel_join_thread()
+        self.receiving.join(JOIN_SECONDS)
 
     def kill(self) -> None:
         self.tasks.cancel_join_thread()  # a dead worker reads nothing: do not wait to flush its queue
         self.process.kill()
         self.process.join()
-        self.results.close()
+        self.receiving.join(JOIN_SECONDS)  # the pipe ends with the process
 
 
 @dataclass
@@ -157,10 +185,15 @@ class WorkerPool:
 
     workers: list[_Worker] = field(default_factory=list)
 
+    @property
+    def room(self) -> int:
+        """Batches the workers hold at a time: also how far ahead of the writer a run reads."""
+        return len(self.workers) * IN_FLIGHT_PER_WORKER
+
     def with_room(self) -> _Worker | None:
-        """The worker with the fewest batches, if it can take one more."""
-        worker = min(self.workers, key=lambda worker: worker.handed)
-        return worker if worker.handed < IN_FLIGHT_PER_WORKER else None
+        """The worker with the fewest batches in hand, if it can take one more."""
+        worker = min(self.workers, key=lambda worker: worker.in_hand)
+        return worker if worker.in_hand < IN_FLIGHT_PER_WORKER else None
 
 
 def _new_context() -> BaseContext:
@@ -210,18 +243,15 @@ def mapped_batches(
             pending.append((batch, worker))
         else:  # the workers have their fill: map this one here rather than wait
             pending.append((batch, map_batch(kind_name, batch)))
-        while pending and _ready(pending[0][1], pool):
+        # The oldest is written once it is mapped, or when the run has read as far ahead as it may.
+        while pending and (_mapped(pending[0][1]) or len(pending) > pool.room):
             yield _next(pending, kind_name)
     while pending:
         yield _next(pending, kind_name)
 
 
-def _ready(mapping: MappedBatch | _Worker, pool: WorkerPool) -> bool:
-    """Whether the oldest pending batch is to be written now: it is mapped, or every worker is
-    full (the run then waits for the oldest rather than read further ahead)."""
-    if isinstance(mapping, MappedBatch):
-        return True
-    return mapping.answered() or pool.with_room() is None
+def _mapped(mapping: MappedBatch | _Worker) -> bool:
+    return isinstance(mapping, MappedBatch) or mapping.answered()
 
 
 def _next(
