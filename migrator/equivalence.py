@@ -18,6 +18,7 @@ rather than recursion (Python's recursion limit is 1,000 by default).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,6 +80,8 @@ def json_differences(expected: Any, actual: Any, *, limit: int = 20) -> list[Dif
         # A limit of 0 would make every comparison come back "equal"; refuse it loudly
         # rather than let a verification silently pass.
         raise ValueError(f"limit must be at least 1, got {limit}")
+    if _identical_at_c_speed(expected, actual):
+        return []
     differences: list[Difference] = []
     for difference in _walk(expected, actual):
         differences.append(difference)
@@ -89,7 +92,23 @@ def json_differences(expected: Any, actual: Any, *, limit: int = 20) -> list[Dif
 
 def json_equal(expected: Any, actual: Any) -> bool:
     """Tell whether the two values are exactly the same JSON; stops at the first difference."""
-    return next(_walk(expected, actual), None) is None
+    return _identical_at_c_speed(expected, actual) or next(_walk(expected, actual), None) is None
+
+
+def _identical_at_c_speed(expected: Any, actual: Any) -> bool:
+    """A shortcut for the common case, two equal values, with no Python-level walk: True only
+    when the walk would find no difference; False says nothing (the walk decides).
+
+    Python's `==` holds structure and values but not types, key order or the sign of zero
+    (`True == 1 == 1.0`, `-0.0 == 0.0`, dicts in any order, a DupDict's last-wins view); the
+    encoder's text holds exactly those (`true`, `1`, `1.0`, `-0.0`, keys in order, every pair
+    of a DupDict) but not what `==` does (a key `1` and a key `"1"` both spell `"1"`). Together
+    they leave only a NaN, which `==` calls unequal, so such a value takes the walk. A value
+    the encoder refuses, or too deep for either to recurse, takes the walk too."""
+    try:
+        return bool(expected == actual) and json.dumps(expected) == json.dumps(actual)
+    except (TypeError, ValueError, RecursionError):
+        return False
 
 
 def text_difference(path: str, expected: str, actual: str) -> Difference | None:

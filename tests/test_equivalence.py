@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from migrator import equivalence
 from migrator.equivalence import (
     Difference,
     json_differences,
@@ -401,3 +402,21 @@ def test_no_differences_iff_same_json_text(pair: tuple[Any, Any]) -> None:
     # (these values' JSON spelling is unique, with every NaN spelled "NaN").
     assert (found == []) == same_text
     assert json_equal(expected, actual) == same_text
+    # The shortcut before the walk never calls two values equal that the walk itself would not.
+    if equivalence._identical_at_c_speed(expected, actual):
+        assert list(equivalence._walk(expected, actual)) == []
+
+
+@pytest.mark.parametrize(
+    ("expected", "actual"),
+    [
+        ({1: 0}, {"1": 0}),  # the same text, a different key
+        ({"a": 1, "b": 2}, {"b": 2, "a": 1}),  # equal for Python, in another order
+        ([True, 1], [1, 1.0]),
+        ([-0.0], [0.0]),
+        (DupDict([("a", 1), ("a", 1)]), {"a": 1}),  # equal for Python, a pair more
+        ([float("nan")], [float("nan")]),  # two NaNs: not `==`, and still equal JSON
+    ],
+)
+def test_the_shortcut_leaves_every_case_python_or_the_text_confuses_to_the_walk(expected: Any, actual: Any) -> None:
+    assert not equivalence._identical_at_c_speed(expected, actual)
