@@ -484,7 +484,7 @@ def draw_throughput(axis: Any, results: dict[str, Any]) -> None:
         axis.bar_label(drawn, labels=[f"{value / 1000:.0f}k" if value else "" for value in values], fontsize=8)
     axis.set_xticks(range(len(sizes)), [f"{short_size(size)} sessions" for size in sizes])
     axis.set_ylabel("legacy rows per second")
-    axis.set_title("throughput by snapshot size (gate: where it was measured)")
+    axis.set_title("throughput by snapshot size\n(gate: where it was measured)")
     axis.legend(ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8)
 
 

@@ -141,7 +141,7 @@ def draw(axis: Any, by_size: dict[str, dict[str, Any]]) -> None:
     axis.set_ylim(0, max(f["seconds"] for figures in by_size.values() for f in figures.values()) * 1.25)
     axis.set_xticks(range(len(sizes)), [f"{int(size):,} sessions" for size in sizes])
     axis.set_ylabel("backfill seconds (lower is better)")
-    axis.set_title(f"backfill by engine, same snapshot, same run (bar: servers at most {BAR_VS_SQLITE}x SQLite)")
+    axis.set_title(f"backfill by engine, same snapshot, same run\n(bar: servers at most {BAR_VS_SQLITE}x SQLite)")
     axis.legend(loc="upper left", fontsize=8)
 
 
