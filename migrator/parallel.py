@@ -21,6 +21,7 @@ import os
 import queue
 import signal
 import threading
+import traceback
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -69,7 +70,8 @@ def map_batch(kind_name: str, batch: list[LegacyRow]) -> MappedBatch:
 Task = tuple[str, list[LegacyRow]]
 """A batch for a worker: its kind's name and its legacy rows."""
 Outcome = tuple[bool, Any]
-"""A worker's answer: (True, the MappedBatch) or (False, the exception its mapping raised)."""
+"""A worker's answer: (True, the MappedBatch) or (False, (the exception its mapping raised, the
+worker's traceback as text))."""
 JOIN_SECONDS = 10.0
 """How long a worker that was told to stop may take to exit before it is killed."""
 
@@ -85,11 +87,16 @@ def _work(tasks: Queue[Task | None], results: Connection) -> None:
         try:
             outcome = (True, map_batch(*task))
         except Exception as exc:  # noqa: BLE001 - a bug: raised again in the main process, as a call there would
-            outcome = (False, exc)
+            outcome = (False, (exc, traceback.format_exc()))
         try:
             results.send(outcome)
         except Exception as exc:  # noqa: BLE001 - the exception could not be pickled: send its text
-            results.send((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
+            results.send((False, (RuntimeError(f"{type(exc).__name__}: {exc}"), traceback.format_exc())))
+
+
+class WorkerTraceback(Exception):
+    """The traceback of an exception raised in a worker, as text: the cause of the exception
+    raised again here, so that a bug in the mapping shows where in the worker it happened."""
 
 
 @dataclass
@@ -158,7 +165,8 @@ class _Worker:
             )
         ok, value = outcome
         if not ok:
-            raise value
+            error, worker_traceback = value
+            raise error from WorkerTraceback(worker_traceback)
         return value
 
     def stop(self) -> None:

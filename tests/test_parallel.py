@@ -144,3 +144,17 @@ def _answer_into(worker: parallel._Worker, kind_name: str, outcome: list[BaseExc
         outcome.append(exc)
     else:
         outcome.append(AssertionError("a killed worker's answer was read whole"))
+
+
+def test_an_exception_in_a_worker_is_raised_here_with_the_workers_traceback(snapshot: Path) -> None:
+    with LegacySource(snapshot) as source:
+        batch = next(source.batches(KINDS["mcp_sessions"].legacy, batch_size=5))
+    with parallel.worker_pool(2) as pool:
+        assert pool is not None
+        (worker,) = pool.workers
+        worker.hand(("no such kind", batch))  # a KeyError in the worker's lookup of the kind
+        with pytest.raises(KeyError, match="no such kind") as raised:
+            worker.answer("no such kind")
+    cause = raised.value.__cause__
+    assert isinstance(cause, parallel.WorkerTraceback)
+    assert "Traceback (most recent call last)" in str(cause) and "in map_batch" in str(cause)
