@@ -444,10 +444,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _report(args: argparse.Namespace, exc: BaseException, message: str, status: int, secrets: Collection[str]) -> int:
-    """One line on stderr (and the traceback before it with -v), passwords masked."""
+    """One line on stderr (and the traceback before it with -v), passwords masked; with `--json`,
+    also one JSON document on stdout, so a script that reads it learns why there is no report."""
     if args.verbose:
         print(mask_secrets("".join(traceback.format_exception(exc)), secrets), end="", file=sys.stderr)
-    print(f"ksi-migrate: error: {mask_secrets(message, secrets)}", file=sys.stderr)
+    masked = mask_secrets(message, secrets)
+    print(f"ksi-migrate: error: {masked}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": masked, "error_type": type(exc).__name__, "exit_code": status}))
     return status
 
 

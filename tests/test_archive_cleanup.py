@@ -253,6 +253,13 @@ def test_cleanup_refuses_explains_and_changes_nothing(
     assert legacy_tables(migrated.legacy) == TABLES
     assert cleanup(migrated, "--dry-run") == 1  # the dry run shows the same failed check
     assert "[FAILED]" in capsys.readouterr().out
+    # A script that asked for JSON gets one document saying why, as well as the line on stderr.
+    assert cleanup(migrated, "--json") == 2
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    assert (document["error_type"], document["exit_code"]) == ("CleanupRefused", 2)
+    assert reason in document["error"] and f"ksi-migrate: error: {document['error']}" == captured.err.strip()
+    assert legacy_tables(migrated.legacy) == TABLES
 
 
 def test_cleanup_refuses_when_the_source_changes_between_the_checks_and_the_drop(migrated: Migrated) -> None:
