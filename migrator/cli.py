@@ -36,7 +36,7 @@ from migrator.redaction import mask_secrets, mask_url, secrets_of
 from migrator.rollback import export, restore
 from migrator.sources import Snapshot, open_sources
 from migrator.status import Status, target_status
-from migrator.target import in_wal_mode_if_one_file, planning_database, target_database
+from migrator.target import in_wal_mode_if_one_file, local_path, planning_database, target_database
 from migrator.verify import VerifyReport, verify
 
 EXIT_OK, EXIT_MISMATCH, EXIT_ERROR, EXIT_INTERNAL = 0, 1, 2, 3
@@ -283,14 +283,6 @@ def _count(text: str) -> int:
     return value
 
 
-def _local_path(value: Any) -> Any:
-    """A file or folder argument: a database URL there is a mistake (it would become a path named
-    after the URL, password included), refused before anything is created."""
-    if "://" in str(value):
-        raise argparse.ArgumentTypeError(f"expects a file or folder path, not a database URL: {mask_url(str(value))}")
-    return value
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse echoes a value it refuses (`unrecognized arguments: postgresql://u:pw@...`): its
     usage errors mask the passwords of the URLs on the command line, as every other message does."""
@@ -334,7 +326,7 @@ def build_parser(secrets: Collection[str] = ()) -> argparse.ArgumentParser:
         for name, (_, text) in COMMANDS.items()
     }
 
-    sub["fabricate"].add_argument("out", type=_local_path, help="the new snapshot file (never overwritten)")
+    sub["fabricate"].add_argument("out", type=local_path, help="the new snapshot file (never overwritten)")
     sub["fabricate"].add_argument("--checkpoints", type=_count, default=2000, help="checkpoint rows (default 2000)")
     sub["fabricate"].add_argument("--sessions", type=_count, default=50000, help="session rows (default 50000)")
     sub["fabricate"].add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -345,7 +337,7 @@ def build_parser(secrets: Collection[str] = ()) -> argparse.ArgumentParser:
             "--source",
             required=True,
             action="append",
-            type=_local_path,
+            type=local_path,
             help="the legacy SQLite snapshot (read only); once per file for the daemon's two files",
         )
     for name in ("migrate", "verify", "export", "cleanup", "status"):
@@ -355,7 +347,7 @@ def build_parser(secrets: Collection[str] = ()) -> argparse.ArgumentParser:
     sub["status"].add_argument(
         "--source",
         action="append",
-        type=_local_path,
+        type=local_path,
         help="also compare this snapshot (each of its files) with the last one migrated",
     )
     for name in ("migrate", "verify", "restore", "export"):
@@ -385,30 +377,30 @@ def build_parser(secrets: Collection[str] = ()) -> argparse.ArgumentParser:
     )
     restore_from = sub["restore"].add_mutually_exclusive_group(required=True)
     restore_from.add_argument("--target", help="rebuild from this SQLite file or database URL")
-    restore_from.add_argument("--archive", type=_local_path, help="bring back the tables of this archive folder")
-    sub["archive"].add_argument("--out", required=True, type=_local_path, help="the new archive folder")
+    restore_from.add_argument("--archive", type=local_path, help="bring back the tables of this archive folder")
+    sub["archive"].add_argument("--out", required=True, type=local_path, help="the new archive folder")
     sub["cleanup"].add_argument(
         "--source",
         required=True,
         action="append",
-        type=_local_path,
+        type=local_path,
         help="the legacy database whose tables are dropped; once per file",
     )
     sub["cleanup"].add_argument(
-        "--archive", required=True, type=_local_path, help="the archive folder written by `archive`"
+        "--archive", required=True, type=local_path, help="the archive folder written by `archive`"
     )
     sub["cleanup"].add_argument("--dry-run", action="store_true", help="check and print the plan; change nothing")
-    sub["verify"].add_argument("--report", type=_local_path, help="also write the full result as JSON to this file")
-    sub["restore"].add_argument("--out", type=_local_path, help="the new legacy SQLite file, holding every table")
+    sub["verify"].add_argument("--report", type=local_path, help="also write the full result as JSON to this file")
+    sub["restore"].add_argument("--out", type=local_path, help="the new legacy SQLite file, holding every table")
     sub["restore"].add_argument(
-        "--checkpoints-out", type=_local_path, help="the new file for checkpoints (the daemon's checkpoint.db)"
+        "--checkpoints-out", type=local_path, help="the new file for checkpoints (the daemon's checkpoint.db)"
     )
     sub["restore"].add_argument(
-        "--sessions-out", type=_local_path, help="the new file for mcp_sessions (the daemon's mcp_sessions.db)"
+        "--sessions-out", type=local_path, help="the new file for mcp_sessions (the daemon's mcp_sessions.db)"
     )
-    sub["export"].add_argument("--out", required=True, type=_local_path, help="the new JSONL file")
+    sub["export"].add_argument("--out", required=True, type=local_path, help="the new JSONL file")
 
-    sub["demo"].add_argument("--dir", type=_local_path, help="scratch folder (default: a new temporary folder)")
+    sub["demo"].add_argument("--dir", type=local_path, help="scratch folder (default: a new temporary folder)")
     sub["demo"].add_argument("--checkpoints", type=_count, default=200)
     sub["demo"].add_argument("--sessions", type=_count, default=5000)
     sub["demo"].add_argument("--seed", type=int, default=0)

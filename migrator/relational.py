@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import InitVar, dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from itertools import groupby
 from operator import itemgetter
 from typing import Any
@@ -125,12 +125,19 @@ class BlobKind:
     def children(self) -> tuple[TableMap, ...]:
         return self.tables[ROOT + 1 :]
 
-    @property
+    # Worked out once per kind (a frozen dataclass still takes a cached_property): lookups and
+    # the forward check ask for them on every row.
+    @cached_property
     def parent_key(self) -> pw.Field:
         """The root's column that its children's first column holds: its primary key."""
         return self.root.field(self.root.key[0])
 
-    @property
+    @cached_property
+    def parent_at(self) -> int:
+        """Where a root row holds that key."""
+        return self.root.position(self.root.key[0])
+
+    @cached_property
     def own_ids(self) -> bool:
         """Whether root rows have an id of their own apart from the legacy rowid (sessions, whose
         rowid the daemon changes on every save), so that children are found through their root."""
@@ -142,7 +149,7 @@ def with_parent_key(kind: BlobKind, tables: list[list[Row]], keys: dict[Any, Any
     says (old id -> new id); rows of other ids are left as they are."""
     if not keys:
         return tables
-    at = kind.root.position(kind.root.key[0])
+    at = kind.parent_at
     roots = [(*row[:at], keys[row[at]], *row[at + 1 :]) if row[at] in keys else row for row in tables[ROOT]]
     children = [
         [(keys[row[IDENTITY]], *row[IDENTITY + 1 :]) if row[IDENTITY] in keys else row for row in rows]
@@ -231,7 +238,7 @@ def free_parent_keys(database: pw.Database, kind: BlobKind, tables: list[list[Ro
     their children's references. Called after the rows' own old rows are deleted."""
     if not kind.own_ids or not tables[ROOT]:
         return tables
-    at = kind.root.position(kind.root.key[0])
+    at = kind.parent_at
     wanted = [row[at] for row in tables[ROOT]]
     key = kind.parent_key
     build = lambda: kind.root.model.select(key).where(key.in_(wanted))  # noqa: E731
@@ -506,7 +513,7 @@ def read_bundle(database: pw.Database, kind: BlobKind, column: pw.Field, value: 
     if not roots:
         return None
     (root,) = roots
-    parent = root[kind.root.position(kind.root.key[0])]  # the legacy rowid, or the root's own id
+    parent = root[kind.parent_at]  # the legacy rowid, or the root's own id
     children = []
     for child in kind.children:
         sql = statement(database, ("children", child), partial(_children_of, child, parent))

@@ -6,6 +6,7 @@ A target is a SQLite file path or a database URL in `playhouse.db_url` form
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections.abc import Iterator
@@ -29,6 +30,15 @@ from migrator.schema_migrations import STEPS, upgrade
 
 def is_url(target: str) -> bool:
     return "://" in target
+
+
+def local_path(text: str) -> str:
+    """A file or folder argument (an argparse `type`, the CLI's and the gate's): a database URL
+    there is a mistake, which would become a path named after the URL, password included. It is
+    refused with the password masked (argparse and pytest print the message as it is)."""
+    if is_url(text):
+        raise argparse.ArgumentTypeError(f"expects a file or folder path, not a database URL: {mask_url(text)}")
+    return text
 
 
 MEMORY = ":memory:"  # SQLite's in-memory database: a name, never a file to create

@@ -28,19 +28,24 @@ def snapshot_factory(tmp_path: Path) -> SnapshotFactory:
     return make
 
 
-# Session rows built by hand, for the tests of bulk inserts: the columns a row gives, in order.
-SESSION_COLUMNS = (
-    "legacy_rowid",
-    "id",
-    "source_digest",
-    "session_key",
-    "session_key_digest",
-    "shape",
-    "layout",
-    "is_active",
-)
-OTHER_SESSION_COLUMNS = tuple(c for c in McpSession._meta.columns if c not in SESSION_COLUMNS)  # left NULL
+# Session rows built by hand, for the tests of bulk inserts: they give the columns a row must
+# have (NOT NULL), in the model's order, and leave the others NULL.
+SESSION_COLUMNS = tuple(field.column_name for field in McpSession._meta.sorted_fields if not field.null)
+OTHER_SESSION_COLUMNS = tuple(c for c in McpSession._meta.columns if c not in SESSION_COLUMNS)
 
 
 def session_rows(count: int, start: int = 1) -> list[tuple[Any, ...]]:
-    return [(n, n, "d", f"key{n}", key_digest(f"key{n}"), "other", "[]", True) for n in range(start, start + count)]
+    return [tuple(_session_row(n)[column] for column in SESSION_COLUMNS) for n in range(start, start + count)]
+
+
+def _session_row(n: int) -> dict[str, Any]:
+    return {
+        "legacy_rowid": n,
+        "id": n,
+        "source_digest": "d",
+        "session_key": f"key{n}",
+        "session_key_digest": key_digest(f"key{n}"),
+        "shape": "other",
+        "layout": "[]",
+        "is_active": True,
+    }

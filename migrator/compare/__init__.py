@@ -103,7 +103,7 @@ class _Comparer:
         self.tables = (*kind.tables, QUARANTINE)
         self.layouts = [_TableLayout(table, database) for table in self.tables]
         self.digest_positions = (kind.root.position(CATCH_UP_DIGEST), QUARANTINE.position(CATCH_UP_DIGEST))
-        self.parent_at = kind.root.position(kind.root.key[0])
+        self.parent_at = kind.parent_at
 
     def compare(self, rowid: int, row: LegacyRow | None, record: TargetRecord | None) -> RowComparison:
         table = self.kind.legacy

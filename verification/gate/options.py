@@ -20,7 +20,7 @@ import pytest
 
 from migrator.legacy import LEGACY_TABLES_BY_NAME
 from migrator.redaction import mask_url
-from migrator.target import is_url
+from migrator.target import is_url, local_path
 
 SNAPSHOT_OPTION = "--ksi-snapshot"
 TARGET_OPTION = "--ksi-target"
@@ -63,14 +63,6 @@ class GateOptions:
 
 
 # --- declaring ---------------------------------------------------------------------------------
-
-
-def local_path(text: str) -> str:
-    """A file or folder option: a database URL there is a mistake, refused with its password
-    masked (pytest's parser prints the message as it is), before it becomes a path named after it."""
-    if is_url(text):
-        raise argparse.ArgumentTypeError(f"expects a file or folder path, not a database URL: {mask_url(text)}")
-    return text
 
 
 def existing_file(text: str) -> Path:
