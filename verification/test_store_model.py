@@ -51,7 +51,7 @@ from migrator.cleanup import RESTORES, cleanup
 from migrator.codec import cell_identity
 from migrator.equivalence import json_differences
 from migrator.errors import CleanupRefused, LegacyUnavailable
-from migrator.legacy import LEGACY_TABLES, UnmappedColumns
+from migrator.legacy import LEGACY_TABLES, LEGACY_TABLES_BY_NAME, UnmappedColumns
 from migrator.legacy_copy import compare_legacy_files
 from migrator.sources import open_sources
 from migrator.store import Mode, SessionRecord, Store, open_store
@@ -558,7 +558,7 @@ class StoreAgainstTheDaemon(BudgetedMachine):
 def table_differences(expected: Path, actual: Path, name: str) -> list[str]:
     """One legacy table of two files: its rows by SQLite's `typeof()`/`quote()` and by the
     comparison engine, its `CREATE TABLE` and its AUTOINCREMENT counter."""
-    table = next(table for table in LEGACY_TABLES if table.name == name)
+    table = LEGACY_TABLES_BY_NAME[name]
     problems = compare_legacy_files(expected, actual, [name])
     problems += legacy_row_differences(table, read_legacy_rows(expected, table), read_legacy_rows(actual, table))
     for what, found in (("CREATE TABLE", created), ("AUTOINCREMENT counter", counter)):
