@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import sqlite3
 import threading
@@ -27,9 +28,11 @@ from migrator.legacy_copy import compare_legacy_files
 from migrator.models import Checkpoint, CheckpointQueueItem, McpSession, McpSessionTool
 from migrator.rollback import restore
 from migrator.store import Mode, Store, StoreReport
+from migrator.store import core as store_core
+from migrator.store.aio import AsyncStore
 from migrator.store.legacy_side import DaemonTables
 from migrator.store.relational_side import RelationalTables
-from migrator.target import target_database
+from migrator.target import load_legacy_schema, target_database
 from migrator.verify import verify
 from verification.snapshots import checkpoint_row, session_row, write_snapshot
 
@@ -218,6 +221,19 @@ def test_shadow_records_a_mismatch_with_its_json_path(one_file: Callable[..., St
     assert (report.shadow_matches, report.shadow_mismatches) == (0, 1)
     assert report.mismatches[0].table == "mcp_sessions" and report.mismatches[0].key == "a:c"
     assert report.mismatches[0].differences == ['$.tools[0].name: "Bash" (str) != "bash" (str)']
+
+
+def test_a_shadow_mismatch_is_logged_with_its_table_key_and_difference(
+    one_file: Callable[..., Store], caplog: pytest.LogCaptureFixture
+) -> None:
+    one_file("dual_write").save_session("a:c", SESSION, SEEN)
+    McpSessionTool.update(tool_name="bash").where(McpSessionTool.position == 0).execute()
+    store = one_file("shadow")
+    with caplog.at_level(logging.WARNING, logger="migrator.store"):
+        store.get_session("a:c")
+        store.wait_for_shadow_reads()
+    logged = [record.getMessage() for record in caplog.records if "differs" in record.getMessage()]
+    assert logged == ['shadow read of mcp_sessions a:c differs: [\'$.tools[0].name: "Bash" (str) != "bash" (str)\']']
 
 
 def test_shadow_comparison_runs_off_the_callers_path(
@@ -536,6 +552,65 @@ def test_async_calls_leave_the_event_loop_free(one_file: Callable[..., Store], m
     assert checkpoint_id == 1 and was_waiting and report.pending_repairs == []
 
 
+# Every coroutine of `store.aio`, in an order a daemon could call them, with its arguments. Each
+# must give what the same call on the store gives: the async face is a thread hop, nothing more.
+ASYNC_CALLS: list[tuple[str, tuple[Any, ...]]] = [
+    ("save_checkpoint", (CHECKPOINT,)),
+    ("save_checkpoint", ({"reason": "other", "agents": {}},)),
+    ("update_latest_checkpoint", ({"reason": "latest", "agents": {}},)),
+    ("update_checkpoint", (1, {"reason": "first", "n": 1.0})),
+    ("load_checkpoint", (1,)),
+    ("latest_checkpoint", ()),
+    ("list_checkpoints", ()),
+    ("checkpoints_by_reason", ("first",)),
+    ("save_session", ("a:c", SESSION, SEEN)),
+    ("save_session", ("b:c", {"agent_id": "b", "tools": ["Read"]}, "2025-06-20T10:00:00")),
+    ("get_session", ("a:c",)),
+    ("load_session", ("b:c",)),
+    ("sessions_for_agent", ("a",)),
+    ("tool_usage", ()),
+    ("sessions_seen_after", ("2025-06-21T00:00:00",)),
+    ("expire_sessions", ("2025-06-21T00:00:00",)),
+    ("delete_session", ("a:c",)),
+    ("get_session", ("a:c",)),
+    ("catch_up", ()),
+]
+
+
+def test_every_async_call_answers_as_the_same_call_on_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    coroutines = {name for name, member in vars(AsyncStore).items() if asyncio.iscoroutinefunction(member)}
+    coroutines = {name for name in coroutines if "ǁ" not in name}  # not the copies mutation testing adds
+    assert coroutines == {name for name, _ in ASYNC_CALLS}, "a coroutine of store.aio this test never calls"
+    with (
+        open_store(tmp_path / "sync.db", mode="dual_write", create=True) as sync_store,
+        open_store(tmp_path / "async.db", mode="dual_write", create=True) as async_store,
+    ):
+        monkeypatch.setattr(store_core, "timestamp_utc", lambda: "2025-06-21T12:00:00.000000Z")  # one clock for both
+
+        async def daemon() -> list[Any]:
+            return [await getattr(async_store.aio, name)(*args) for name, args in ASYNC_CALLS]
+
+        answers = asyncio.run(daemon())
+        expected = [getattr(sync_store, name)(*args) for name, args in ASYNC_CALLS]
+    for (name, _), want, got in zip(ASYNC_CALLS, expected, answers, strict=True):
+        if name == "catch_up":
+            want, got = want.to_dict()["tables"], got.to_dict()["tables"]
+        assert differences(comparable(want), comparable(got)) == [], name
+
+
+def comparable(answer: Any) -> Any:
+    """A store's answer as JSON values: records and tuples become lists, so NaN and key order count."""
+    if isinstance(answer, tuple | list):
+        return [comparable(item) for item in answer]
+    if isinstance(answer, dict):
+        return {str(key): comparable(value) for key, value in answer.items()}
+    if hasattr(answer, "__dataclass_fields__"):
+        return {name: comparable(getattr(answer, name)) for name in answer.__dataclass_fields__}
+    return answer
+
+
 # --- WAL checkpoints off the write path --------------------------------------------------------
 
 
@@ -646,6 +721,27 @@ def test_a_relational_store_selects_seen_sessions_by_time_where_other_spellings_
         by_time = [record.key for record in store.sessions_seen_after(DAY_AGO)]
     assert by_text == ["zulu:c", "offset:c", "daemon:c"]
     assert by_time == ["space:c", "daemon:c"]
+
+
+def test_the_daemon_files_schema_recorded_before_a_catch_up_takes_each_table_from_its_own_file(
+    tmp_path: Path,
+) -> None:
+    """The sessions file may also hold an unused copy of the checkpoints table (an older daemon
+    created both; a catch-up refuses a table found in two files). The legacy schema a save records
+    before any catch-up, which `restore` recreates, must still be each table's own file's."""
+    checkpoints = write_snapshot(tmp_path / "checkpoint.db", [checkpoint_row(1, {"a": 1})], tables=["checkpoints"])
+    sessions = write_snapshot(tmp_path / "mcp_sessions.db", sessions=[session_row(1, "a:c", {"agent_id": "a"})])
+    with closing(sqlite3.connect(sessions)) as connection, connection:
+        connection.execute("CREATE INDEX stray_copy ON checkpoints (timestamp)")  # not in the checkpoint file
+    files = {"checkpoints": checkpoints, "mcp_sessions": sessions}
+    with open_store(tmp_path / "target.db", legacy=files, mode="dual_write", create=True) as store:
+        store.save_checkpoint({"reason": "live"})
+        recorded = load_legacy_schema(store.database)
+    with LegacySource(checkpoints) as source:
+        checkpoint_ddl = source.schema().statements
+    assert recorded is not None
+    assert [s for s in recorded.statements if "checkpoints" in s] == checkpoint_ddl
+    assert recorded.tables == ["checkpoints", "mcp_sessions"]
 
 
 @pytest.mark.parametrize("layout", ["legacy-file", "daemon-files"])

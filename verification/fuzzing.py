@@ -76,8 +76,14 @@ def ci_settings(nightly_database: Path) -> settings:
 settings.register_profile("dev", max_examples=30, deadline=None, suppress_health_check=SLOW_IS_FINE)
 settings.register_profile("ci", ci_settings(NIGHTLY_DATABASE))
 # Mutation testing (`python -m benchmarks.mutation`) runs the tests once per mutant: derandomised,
-# so a kill is the same on every run, and a sixth of `ci`'s examples, so a run fits in a night.
-settings.register_profile("mutation", ci_settings(NIGHTLY_DATABASE), max_examples=10)
+# so a kill is the same on every run, a sixth of `ci`'s examples, and no shrinking (a kill needs
+# a failure, not its smallest example, which can take minutes), so a run fits in a night.
+settings.register_profile(
+    "mutation",
+    ci_settings(NIGHTLY_DATABASE),
+    max_examples=10,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)
 settings.register_profile(
     "nightly",
     max_examples=int(os.environ.get(NIGHTLY_EXAMPLES_ENV, "5000")),

@@ -6,7 +6,8 @@ prune to the newest five, the in-place `UPDATE` of the latest checkpoint, `INSER
 a session, the text comparisons of `last_seen`. It shares no code with the migrator.
 
 The machine opens the store in any mode and layout (one SQLite file or the relational tables
-beside a legacy file; sync calls or `store.aio` from an asyncio loop), runs the same operations
+beside a legacy file; sync calls or `store.aio` from an asyncio loop), on a migrated daemon
+database or on none (a first start, where the store creates the daemon's tables), runs the same operations
 on the store and on the model, switches phase as the runbook does (a catch-up and `verify`
 first; `relational_only` is the last phase), lets the legacy daemon of phase 1 change a row in
 place (only `last_seen`, or only the blob, at the same rowid), and makes relational writes fail.
@@ -16,8 +17,12 @@ with one of the archives, then `restore --archive` from it, into one file or the
 
 What must hold: after every step, every read the daemon makes (the latest checkpoint, each
 checkpoint by id, the listing, each session with its `last_seen`, the sessions seen within the
-day) equals the model's; a relational write that fails is recorded as a pending repair; after a
-catch-up, `verify` passes against the legacy tables and no repair is pending. Cleanup drops the
+day) equals the model's; wherever the relational rows are current, so do the plan's queries (by
+agent, by reason, tool usage); in shadow mode every read is counted, decided, and alike; a save on
+the store's own clock is stamped as the daemon stamps; a relational write that fails is recorded
+as a pending repair; after a catch-up, `verify` passes against the legacy tables, counting every
+row of the model, and no repair is pending; in `relational_only`, `restore` from the target gives
+the model's tables as they are (the rollback). Cleanup drops the
 legacy tables exactly when its archive holds the model's tables as they are (the daemon wrote
 nothing since, or nothing that changed a row or the counter); with a stale archive it refuses,
 naming both of its checks that compare the archive with the source, and the legacy tables still
@@ -32,11 +37,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import tempfile
 from collections.abc import Callable
 from contextlib import closing
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -51,23 +57,29 @@ from migrator.cleanup import RESTORES, cleanup
 from migrator.codec import cell_identity
 from migrator.equivalence import json_differences
 from migrator.errors import CleanupRefused, LegacyUnavailable
-from migrator.legacy import LEGACY_TABLES, LEGACY_TABLES_BY_NAME, UnmappedColumns
+from migrator.legacy import CHECKPOINTS, LEGACY_TABLES, LEGACY_TABLES_BY_NAME, MCP_SESSIONS, UnmappedColumns
 from migrator.legacy_copy import compare_legacy_files
 from migrator.sources import open_sources
-from migrator.store import Mode, SessionRecord, Store, open_store
+from migrator.store import Mode, SessionRecord, Store, StoreReport, open_store
 from migrator.store import core as store_core
 from migrator.target import target_database
 from verification import daemon_sql
 from verification.fuzzing import BudgetedMachine
-from verification.harness import legacy_row_differences, read_legacy_rows, verify_target
+from verification.harness import legacy_row_differences, read_legacy_rows, restore_copy, verify_target
+from verification.oracle import JsonObject
 from verification.strategies import session_keys, weighted
+from verification.test_query_equivalence import expected_tool_usage, quarantined_rowids, readable
 
 SESSION_LIFETIME = timedelta(hours=24)
+DAEMON_STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z"  # `timestamp_utc()`: no fraction when it is zero
 START = datetime(2025, 6, 20, 9, 0, 0)
 WITH_LEGACY_TABLES = (Mode.LEGACY, Mode.DUAL_WRITE, Mode.SHADOW, Mode.RELATIONAL)
 DUAL_WRITING = (Mode.DUAL_WRITE, Mode.SHADOW, Mode.RELATIONAL)
+SHADOW_OUTCOMES = ("shadow_matches", "shadow_mismatches", "shadow_stale", "shadow_errors", "shadow_skipped")
+RELATIONAL_CURRENT = (*DUAL_WRITING, Mode.RELATIONAL_ONLY)  # the modes that keep the relational rows current
 
 Blob = dict[str, Any]
+Quarantined = dict[str, set[int]]  # the rowids of each legacy table the migration quarantined
 ARCHIVE_MATCHES = "archive matches the source"  # cleanup's check (2); RESTORES is its check (5)
 TARGET_HOLDS_SOURCE = "target holds every source row exactly"  # its check (4), `verify`
 LEGACY_TABLE_NAMES = tuple(table.name for table in LEGACY_TABLES)
@@ -80,6 +92,16 @@ class DaemonModel:
         self.db = db  # in autocommit mode, as the daemon commits after each statement
         for statement in (daemon_sql.CHECKPOINTS_DDL, daemon_sql.SESSIONS_DDL):
             self.db.execute(statement)
+
+    def adopt_tables(self, path: Path) -> None:
+        """The empty tables as another created them, statement for statement: their `CREATE
+        TABLE` text is what an archive keeps and a restore gives back."""
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as created:
+            statements = created.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall()
+        for name, sql in statements:
+            if name in LEGACY_TABLE_NAMES:
+                self.db.execute(f'DROP TABLE "{name}"')
+                self.db.execute(sql)
 
     def save_checkpoint(self, timestamp: str, state: Blob) -> int:
         cursor = self.db.execute(daemon_sql.INSERT_CHECKPOINT, (timestamp, json.dumps(state)))
@@ -124,6 +146,29 @@ class DaemonModel:
     def sessions_seen_after(self, cutoff: str) -> list[tuple[str, Blob, Any]]:
         sql = daemon_sql.SESSIONS_SEEN_AFTER + " ORDER BY rowid"  # the order a table scan gives the daemon
         return [(key, json.loads(data), seen) for key, data, seen in self.db.execute(sql, (cutoff,))]
+
+    # The plan's queries, as the daemon's reading of its blobs answers them; the relational rows
+    # answer for every row but those the migration quarantined (`quarantined`: rowids by table).
+
+    def sessions_for_agent(self, agent: str, quarantined: Quarantined) -> dict[str, Blob]:
+        sessions = self.sessions(quarantined)
+        return {row[1]: daemon_sql.loads(row[2]) for row, blob in sessions if blob.text("agent_id") == agent}
+
+    def checkpoints_by_reason(self, reason: str, quarantined: Quarantined) -> list[tuple[int, Blob]]:
+        checkpoints = self.checkpoints(quarantined)
+        return [(row[0], daemon_sql.loads(row[2])) for row, blob in checkpoints if blob.text("reason") == reason]
+
+    def tool_usage(self, quarantined: Quarantined) -> list[tuple[str, int]]:
+        return expected_tool_usage(self.sessions(quarantined))
+
+    def sessions(self, quarantined: Quarantined) -> list[tuple[tuple[Any, ...], JsonObject]]:
+        """(rowid, session_key, session_data) rows, each with its blob read by first values."""
+        rows = self.db.execute("SELECT rowid, session_key, session_data FROM mcp_sessions ORDER BY rowid").fetchall()
+        return readable(rows, quarantined[MCP_SESSIONS.name])
+
+    def checkpoints(self, quarantined: Quarantined) -> list[tuple[tuple[Any, ...], JsonObject]]:
+        rows = self.db.execute("SELECT id, id, checkpoint_data FROM checkpoints ORDER BY id").fetchall()
+        return readable(rows, quarantined[CHECKPOINTS.name])
 
     def row_ids(self) -> list[int]:
         return [checkpoint_id for (checkpoint_id,) in self.db.execute("SELECT id FROM checkpoints ORDER BY id")]
@@ -218,7 +263,8 @@ class StoreAgainstTheDaemon(BudgetedMachine):
 
     @initialize(
         target=keys,
-        first=st.sampled_from((Mode.LEGACY, Mode.DUAL_WRITE)),
+        first=st.sampled_from(list(Mode)),
+        fresh=weighted((3, st.just(False)), (1, st.just(True))),
         two_files=st.booleans(),
         aio=st.booleans(),
         sessions=st.lists(
@@ -227,7 +273,13 @@ class StoreAgainstTheDaemon(BudgetedMachine):
         states=st.lists(CHECKPOINT_STATES, max_size=3),
     )
     def a_migrated_daemon_database(
-        self, first: Mode, two_files: bool, aio: bool, sessions: list[tuple[str, Blob]], states: list[Blob]
+        self,
+        first: Mode,
+        fresh: bool,
+        two_files: bool,
+        aio: bool,
+        sessions: list[tuple[str, Blob]],
+        states: list[Blob],
     ) -> MultipleResults[str]:
         """The daemon's database as the migration finds it, backfilled once, with the relational
         tables in the same file or in one beside it; the daemon goes on in phase 1 (`legacy`) or
@@ -238,6 +290,14 @@ class StoreAgainstTheDaemon(BudgetedMachine):
         self.legacy = folder / "ksi.db" if two_files else self.target
         self.two_files = two_files
         self.loop = asyncio.new_event_loop() if aio else None
+        if fresh:  # a first start: the store creates the daemon's tables, as the daemon would
+            sqlite3.connect(self.legacy).close()  # the daemon's file, which its first connect makes, empty
+            self.open(Mode.LEGACY)
+            problems = [p for table in LEGACY_TABLE_NAMES for p in self.created_differences(table)]
+            assert not problems, "the store created the legacy tables otherwise:\n" + "\n".join(problems)
+            assert self.store is not None
+            self.store.close()
+            self.model.adopt_tables(self.legacy)
         with closing(sqlite3.connect(self.legacy, isolation_level=None)) as connection:
             daemon = DaemonModel(connection)  # the daemon's own file, written by its own statements
             for state in states:
@@ -254,6 +314,15 @@ class StoreAgainstTheDaemon(BudgetedMachine):
             self.open(first)
         self.known_keys += [key for key, _ in sessions]
         return multiple(*(key for key, _ in sessions))
+
+    def created_differences(self, name: str) -> list[str]:
+        """A legacy table as the store created it against the daemon's own: its `CREATE TABLE`, but
+        for the line breaks and indentation SQLite keeps from the statement's source text."""
+        with closing(sqlite3.connect(f"{self.legacy.resolve().as_uri()}?mode=ro", uri=True)) as legacy:
+            made = legacy.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchall()
+        wanted = self.model.db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        made_words, wanted_words = [[sql.split() for (sql,) in rows] for rows in (made, wanted.fetchall())]
+        return [] if made_words == wanted_words else [f"{name}: {made!r} is not the daemon's {wanted_words!r}"]
 
     def open(self, mode: Mode) -> None:
         legacy = self.legacy if self.two_files else None
@@ -282,6 +351,16 @@ class StoreAgainstTheDaemon(BudgetedMachine):
     def stamp(self) -> str:
         self.clock += timedelta(seconds=1, microseconds=250_000)
         return self.clock.isoformat() + "Z"
+
+    @rule(state=CHECKPOINT_STATES)
+    def a_checkpoint_is_saved_on_the_daemons_clock(self, state: Blob) -> None:
+        """The store's own clock, unpatched: the daemon's `timestamp_utc()` spelling, now, in UTC."""
+        before = datetime.now(UTC)
+        saved = self.call("save_checkpoint", state)
+        stamp = dict(self.call("list_checkpoints"))[saved]
+        assert re.fullmatch(DAEMON_STAMP, stamp), f"checkpoint {saved} is stamped {stamp!r}, not as the daemon stamps"
+        assert before <= datetime.fromisoformat(stamp) <= datetime.now(UTC), f"{stamp} is not the time of the save"
+        assert saved == self.model.save_checkpoint(stamp, state), "the checkpoint got another id"
 
     @rule(states=st.lists(CHECKPOINT_STATES, min_size=1, max_size=7))
     def checkpoints_are_saved_and_pruned(self, states: list[Blob]) -> None:
@@ -371,6 +450,10 @@ class StoreAgainstTheDaemon(BudgetedMachine):
         self.store.catch_up(batch_size=batch_size)
         report = verify_target(self.legacy, self.target, batch_size)
         assert report.ok, "verify after a catch-up:\n" + "\n".join(map(str, report.mismatches[:5]))
+        counted = {table.table: (table.source_rows, table.rebuilt_rows, table.matched) for table in report.tables}
+        for name in LEGACY_TABLE_NAMES:
+            held = self.model.db.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
+            assert counted.get(name) == (held, held, held), f"verify counted {name} as {counted.get(name)}, held {held}"
         assert not self.store.report().pending_repairs, "a catch-up left repairs pending"
 
     # --- phase 4: archive, cleanup, restore from the archive ----------------------------------------
@@ -457,6 +540,17 @@ class StoreAgainstTheDaemon(BudgetedMachine):
         self.a_legacy_mode_is_refused(restart)
         self.open(Mode.RELATIONAL_ONLY)
 
+    @rule(batch_size=st.integers(min_value=1, max_value=3))
+    @precondition(lambda self: self.mode is Mode.RELATIONAL_ONLY)
+    def the_target_is_restored(self, batch_size: int) -> None:
+        """`ksi-migrate restore` from the target, the rollback of `relational_only`: the legacy
+        tables the daemon would hold now, had it never been migrated (rowids, counter, DDL)."""
+        restored = Path(tempfile.mkdtemp(prefix="rollback-", dir=self.folder.name))
+        restore_copy(self.target, restored / "ksi.db", batch_size)
+        model_copy = self.model.copy_to(restored / "model.db")
+        problems = [p for name in LEGACY_TABLE_NAMES for p in table_differences(model_copy, restored / "ksi.db", name)]
+        assert not problems, "restore from the target differs from the daemon's tables:\n" + "\n".join(problems)
+
     @rule(daemon_files=st.booleans())
     @precondition(lambda self: self.dropped_with is not None)
     def the_archive_is_restored(self, daemon_files: bool) -> None:
@@ -519,7 +613,14 @@ class StoreAgainstTheDaemon(BudgetedMachine):
     def every_read_equals_the_models(self) -> None:
         if self.store is None:
             return
+        if self.mode is Mode.SHADOW:
+            self.store.wait_for_shadow_reads()  # those of the last rule, decided before counting this read
+        before = self.store.report()
         problems = self.read_differences(self.call)
+        if self.mode in RELATIONAL_CURRENT and not self.store.report().pending_repairs:
+            problems += self.plan_query_differences(self.call)
+        if self.mode is Mode.SHADOW:
+            problems += self.shadow_differences(before)
         assert not problems, f"in {self.mode.value} mode, reads differ from the daemon's:\n" + "\n".join(problems)
 
     @invariant()
@@ -533,6 +634,7 @@ class StoreAgainstTheDaemon(BudgetedMachine):
             self.cutover = open_store(self.target, mode=Mode.RELATIONAL_ONLY, read_only=True)
         cutover = self.cutover
         problems = self.read_differences(lambda operation, *args: getattr(cutover, operation)(*args))
+        problems += self.plan_query_differences(lambda operation, *args: getattr(cutover, operation)(*args))
         assert not problems, f"in {self.mode.value} mode, the relational rows answer otherwise:\n" + "\n".join(problems)
 
     def read_differences(self, call: Callable[..., Any]) -> list[str]:
@@ -553,6 +655,41 @@ class StoreAgainstTheDaemon(BudgetedMachine):
         seen = [(r.key, r.blob, r.last_seen) for r in call("sessions_seen_after", cutoff)]
         problems += differences(f"sessions seen after {cutoff}", self.model.sessions_seen_after(cutoff), seen)
         return problems
+
+    def shadow_differences(self, before: StoreReport) -> list[str]:
+        """In shadow mode every read is compared off the caller's path: each one is counted, each
+        decided, and none differs while no relational write is pending repair."""
+        assert self.store is not None
+        self.store.wait_for_shadow_reads()
+        after = self.store.report()
+        reads = after.shadow_reads - before.shadow_reads
+        decided = sum(getattr(after, name) - getattr(before, name) for name in SHADOW_OUTCOMES)
+        problems = [] if reads > 0 else ["no read was compared in shadow mode"]
+        if decided != reads:
+            problems.append(f"{reads} shadow reads, {decided} of them decided")
+        differed = (after.shadow_mismatches - before.shadow_mismatches, after.shadow_errors - before.shadow_errors)
+        if not after.pending_repairs and differed != (0, 0):
+            problems.append(f"shadow reads of alike rows: {differed} mismatches and errors: {after.mismatches[-1:]}")
+        return problems
+
+    def plan_query_differences(self, call: Callable[..., Any]) -> list[str]:
+        """The plan's queries, which the relational rows alone answer (by agent, by reason, tool
+        usage), against the daemon's reading of the model's blobs: every agent and reason held,
+        and one held by none."""
+        assert self.store is not None
+        quarantined = quarantined_rowids(self.store)
+        agents = {blob.text("agent_id") for _, blob in self.model.sessions(quarantined)} | {"no such agent"}
+        reasons = {blob.text("reason") for _, blob in self.model.checkpoints(quarantined)} | {"no such reason"}
+        problems = []
+        for agent in sorted(agent for agent in agents if agent is not None):
+            expected: Any = self.model.sessions_for_agent(agent, quarantined)
+            problems += differences(f"sessions of agent {agent!r}", expected, call("sessions_for_agent", agent))
+        for reason in sorted(reason for reason in reasons if reason is not None):
+            expected = self.model.checkpoints_by_reason(reason, quarantined)
+            found = list(call("checkpoints_by_reason", reason).items())
+            problems += differences(f"checkpoints of reason {reason!r}", expected, found)
+        usage = list(call("tool_usage").items())
+        return problems + differences("tool usage", self.model.tool_usage(quarantined), usage)
 
 
 def table_differences(expected: Path, actual: Path, name: str) -> list[str]:
