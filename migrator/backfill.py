@@ -95,6 +95,7 @@ def backfill(
 
 
 RETRY_PAUSES = (1.0, 2.0, 4.0, 8.0)
+LARGEST_ROWID = 2**63 - 1  # SQLite's, and a BIGINT's on the servers
 """Seconds to wait before each new attempt after a dropped server connection (then it fails)."""
 
 
@@ -316,6 +317,11 @@ def _known_digests(kind: BlobKind, low: int, high: int) -> dict[int, str]:
     return known
 
 
+def _above(rowid: int) -> int | None:
+    """The bound just above a rowid, or none above SQLite's largest, whose + 1 no INTEGER holds."""
+    return rowid + 1 if rowid < LARGEST_ROWID else None
+
+
 def _changed_rows(
     database: pw.Database, kind: BlobKind, batch: Sequence[LegacyRow], run: Run, *, assume_new: bool
 ) -> tuple[list[tuple[LegacyRow, str]], set[int]]:
@@ -325,7 +331,7 @@ def _changed_rows(
     digests = [row_digest(row[CELLS]) for row in batch]
     if run.recheck and not assume_new:
         comparisons = compare_rows(
-            kind, batch, database, batch_size=run.batch_size, low=batch[0][ROWID], high=batch[-1][ROWID] + 1
+            kind, batch, database, batch_size=run.batch_size, low=batch[0][ROWID], high=_above(batch[-1][ROWID])
         )
         differing = {c.rowid for c in comparisons if c.source is not None and c.mismatches}
         # A row that is right but carries a stale digest is written too, so plain runs trust it again.

@@ -27,7 +27,7 @@ from migrator.rollback import restore
 from migrator.target import create_schema, target_database
 from migrator.verify import verify
 from tests.conftest import SnapshotFactory
-from verification.snapshots import checkpoint_row, session_row
+from verification.snapshots import checkpoint_row, session_row, write_snapshot
 
 QUEUE = {"items": [{"request_id": "r1", "data": {"n": 1}}, {"request_id": "r1", "data": {"n": 1.0}}], "is_active": True}
 BLOB = {
@@ -362,6 +362,19 @@ def test_recheck_repairs_a_hand_edited_target_that_a_plain_run_trusts(snapshot: 
     rewritten = {t.table: t.rewritten for t in repaired.tables}
     assert rewritten == {"checkpoints": 1, "mcp_sessions": 2}
     assert verify_target(snapshot, target) == []
+
+
+def test_recheck_reaches_the_largest_rowid_sqlite_allows(tmp_path: Path) -> None:
+    # A recheck compares each batch up to the rowid above its last one; above 2**63 - 1 there is
+    # none, and asking for it overflowed SQLite's INTEGER (found by verification's recheck property).
+    largest = 2**63 - 1
+    source = write_snapshot(tmp_path / "legacy.db", [checkpoint_row(largest, BLOB)], [session_row(largest, "a:c", {})])
+    target = tmp_path / "t.db"
+    migrate(source, target)
+    with LegacySource(source) as legacy, target_database(target) as database:
+        report = backfill(legacy, database, batch_size=2, recheck=True)
+    assert {t.table: t.rewritten for t in report.tables} == {"checkpoints": 0, "mcp_sessions": 0}
+    assert verify_target(source, target) == []
 
 
 def test_recheck_removes_orphaned_child_rows_and_a_plain_run_is_not_tripped_by_them(

@@ -52,12 +52,19 @@ Target = str | Path
 
 
 def migrate(
-    source: Path, target: Target, batch_size: int, progress: Progress | None = None, *, same_daemon: bool = False
+    source: Path,
+    target: Target,
+    batch_size: int,
+    progress: Progress | None = None,
+    *,
+    same_daemon: bool = False,
+    **options: Any,
 ) -> BackfillReport:
     """`same_daemon`: the source is known to be the target's own daemon file, so a catch-up from it
-    is allowed even when every row changed (the guard against another daemon's file is off)."""
+    is allowed even when every row changed (the guard against another daemon's file is off).
+    `options`: the run's own (`dry_run`, `recheck`, `jobs`), as `backfill` takes them."""
     with LegacySource(source) as legacy, target_database(target) as database:
-        return backfill(legacy, database, batch_size=batch_size, progress=progress, replace_all=same_daemon)
+        return backfill(legacy, database, batch_size=batch_size, progress=progress, replace_all=same_daemon, **options)
 
 
 def verify_target(source: Path, target: Target, batch_size: int) -> VerifyReport:
