@@ -95,8 +95,8 @@ def backfill(
 
 
 RETRY_PAUSES = (1.0, 2.0, 4.0, 8.0)
-LARGEST_ROWID = 2**63 - 1  # SQLite's, and a BIGINT's on the servers
 """Seconds to wait before each new attempt after a dropped server connection (then it fails)."""
+LARGEST_ROWID = 2**63 - 1  # SQLite's, and a BIGINT's on the servers
 
 
 def _reconnect(database: pw.Database) -> None:
