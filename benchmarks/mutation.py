@@ -38,6 +38,7 @@ REVIEW = Path("benchmarks/mutation_review.json")
 WORK = Path("mutants")
 SELECTION_FILE = WORK / "ksi-tests-selection"
 SAMPLE_FILE = WORK / "ksi-sample"  # {"rate", "seed"} of the run in mutants/
+EVERY_MUTANT: dict[str, Any] = {"rate": 1.0}  # no sample: the whole population
 CLOSED_PORT = {  # nothing listens there: connecting fails at once and the server tests skip
     "KSI_TEST_POSTGRESQL_URL": "postgresql://postgres@127.0.0.1:9/test",
     "KSI_TEST_MYSQL_URL": "mysql://root@127.0.0.1:9/test",
@@ -98,18 +99,23 @@ def sampled(results: dict[str, int | None], sample: dict[str, Any]) -> dict[str,
     return {m: code for m, code in results.items() if in_sample(m, sample["rate"], sample["seed"])}
 
 
-def sample_to_run(rate: float, seed: str) -> list[str]:
+def sample_to_run(sample: dict[str, Any]) -> list[str]:
     """The sample's mutants that have no result yet: explicitly named mutants always run again."""
     generate_mutants()
-    pending = sampled(mutant_results(), {"rate": rate, "seed": seed})
+    pending = sampled(mutant_results(), sample)
     return [mutant for mutant, code in pending.items() if code is None]
+
+
+def recorded_sample() -> dict[str, Any]:
+    """The sample the run in mutants/ was asked for."""
+    return json.loads(SAMPLE_FILE.read_text()) if SAMPLE_FILE.exists() else EVERY_MUTANT
 
 
 def start_work_folder(tests: str, sample: dict[str, Any]) -> None:
     """mutants/ as this selection left it, or afresh: another selection's stats would send each
     mutant to the wrong tests, and another sample's results would be counted in this one."""
     same_tests = SELECTION_FILE.exists() and SELECTION_FILE.read_text() == tests
-    same_sample = (json.loads(SAMPLE_FILE.read_text()) if SAMPLE_FILE.exists() else {"rate": 1.0}) == sample
+    same_sample = recorded_sample() == sample
     if WORK.exists() and not (same_tests and same_sample):
         shutil.rmtree(WORK)
     WORK.mkdir(exist_ok=True)
@@ -118,10 +124,10 @@ def start_work_folder(tests: str, sample: dict[str, Any]) -> None:
 
 
 def run(tests: str, profile: str, max_children: int, patterns: list[str], rate: float = 1.0, seed: str = "") -> int:
-    sample: dict[str, Any] = {"rate": rate, "seed": seed} if rate < 1 else {"rate": 1.0}
+    sample = {"rate": rate, "seed": seed} if rate < 1 else EVERY_MUTANT
     start_work_folder(tests, sample)
     if rate < 1 and not patterns:
-        patterns = sample_to_run(rate, seed)
+        patterns = sample_to_run(sample)
         if not patterns:  # the whole sample has its results: only the summary is left to write
             write_summary(tests)
             return 0
@@ -160,7 +166,7 @@ def diff(mutant: str) -> str:
 def write_summary(tests: str, started: datetime | None = None) -> None:
     results = mutant_results()
     population = Counter(module_of(m) for m in results)
-    sample = json.loads(SAMPLE_FILE.read_text()) if SAMPLE_FILE.exists() else {"rate": 1.0}
+    sample = recorded_sample()
     if sample["rate"] < 1:
         results = sampled(results, sample)
     modules: dict[str, Counter[str]] = {}
@@ -209,7 +215,7 @@ def score_cell(part: int, whole: int, sample: dict[str, Any]) -> str:
 
 
 def table(summary: dict[str, Any], review: dict[str, dict[str, str]]) -> list[str]:
-    sample = summary.get("sample", {"rate": 1.0})
+    sample = summary.get("sample", EVERY_MUTANT)
     population = summary.get("population", {})
     header = ["module", "mutants", *COLUMNS, "excluded", "score"]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
@@ -234,7 +240,7 @@ def table(summary: dict[str, Any], review: dict[str, dict[str, str]]) -> list[st
 
 
 def sample_sentence(summary: dict[str, Any]) -> list[str]:
-    sample = summary.get("sample", {"rate": 1.0})
+    sample = summary.get("sample", EVERY_MUTANT)
     if sample["rate"] >= 1:
         return []
     return [

@@ -318,8 +318,7 @@ class StoreAgainstTheDaemon(BudgetedMachine):
     def created_differences(self, name: str) -> list[str]:
         """A legacy table as the store created it against the daemon's own: its `CREATE TABLE`, but
         for the line breaks and indentation SQLite keeps from the statement's source text."""
-        with closing(sqlite3.connect(f"{self.legacy.resolve().as_uri()}?mode=ro", uri=True)) as legacy:
-            made = legacy.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchall()
+        made = created(self.legacy, name)
         wanted = self.model.db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
         made_words, wanted_words = [[sql.split() for (sql,) in rows] for rows in (made, wanted.fetchall())]
         return [] if made_words == wanted_words else [f"{name}: {made!r} is not the daemon's {wanted_words!r}"]
