@@ -124,10 +124,11 @@ def rebuilt_row_differences(source: Path, target: Target, batch_size: int) -> li
     return problems
 
 
-def legacy_file_differences(expected: Path, actual: Path) -> list[str]:
-    """Two legacy files compared twice: by SQLite's `typeof()`/`quote()`, and cell by cell here."""
-    problems = compare_legacy_files(expected, actual, LEGACY_TABLE_NAMES)
-    for table in LEGACY_TABLES:
+def legacy_file_differences(expected: Path, actual: Path, tables: Sequence[LegacyTable] = LEGACY_TABLES) -> list[str]:
+    """Two legacy files compared twice: by SQLite's `typeof()`/`quote()`, and cell by cell here.
+    `tables`: the legacy tables both files hold (one, in the daemon's file per table)."""
+    problems = compare_legacy_files(expected, actual, [table.name for table in tables])
+    for table in tables:
         problems += legacy_row_differences(table, read_legacy_rows(expected, table), read_legacy_rows(actual, table))
     return problems
 

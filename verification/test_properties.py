@@ -266,6 +266,7 @@ def check_quarantine_is_total(case: QuarantineCase, batch_size: int, targets: Ta
         migrate(source, target, batch_size)
         contents = target_contents(target)
         stored = {table.name: read_legacy_rows(source, table) for table in (CHECKPOINTS, MCP_SESSIONS)}
+        reasons = _reasons_by_sqlite(source)
         restored = restore_copy(target, folder / "restored.db", batch_size)
         _fail_unless_empty(legacy_file_differences(source, restored), "the restored copy differs from the source")
     placed = _where_rows_went(contents)
@@ -278,6 +279,7 @@ def check_quarantine_is_total(case: QuarantineCase, batch_size: int, targets: Ta
             elif places != ["quarantine"] and _built_unreadable_and_stored_as_built(case, table_name, row):
                 problems.append(f"{table_name} rowid {row[0]} cannot be read but was migrated: {row!r:.200}")
     problems += _quarantine_not_verbatim(contents, stored)
+    problems += _reasons_not_as_sqlite_types_them(contents, reasons)
     _fail_unless_empty(problems, "quarantine is not total")
 
 
@@ -307,6 +309,46 @@ def _quarantine_not_verbatim(contents: TableContents, stored: dict[str, list[Leg
         kept = unquarantine_row(record["source_rowid"], record["cells"])
         source_row = [row for row in stored[table.name] if row[0] == record["source_rowid"]]
         problems += legacy_row_differences(table, source_row, [kept])
+    return problems
+
+
+DATA_COLUMNS = {"checkpoints": "checkpoint_data", "mcp_sessions": "session_data"}
+
+
+def _is_utf8(raw: bytes | None) -> bool:
+    try:
+        (raw or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _reasons_by_sqlite(source: Path) -> dict[tuple[str, int], str]:
+    """The reason of each row whose key or blob is not UTF-8 text, by SQLite's own `typeof()`:
+    the report must name the storage type the operator will find in the file."""
+    reasons = {}
+    with closing(sqlite3.connect(source)) as database:
+        for table, data in DATA_COLUMNS.items():
+            key = "session_key" if table == "mcp_sessions" else "'a key'"
+            query = (
+                f"SELECT rowid, typeof({key}), CAST({key} AS BLOB), typeof({data}), CAST({data} AS BLOB) FROM {table}"
+            )
+            for rowid, key_type, key_raw, data_type, data_raw in database.execute(query):
+                if key_type != "text" or not _is_utf8(key_raw):
+                    reasons[(table, rowid)] = f"session_key is a {key_type} value, expected text"
+                elif data_type != "text" or not _is_utf8(data_raw):
+                    reasons[(table, rowid)] = f"{data} is a {data_type} value, expected JSON text"
+    return reasons
+
+
+def _reasons_not_as_sqlite_types_them(contents: TableContents, expected: dict[tuple[str, int], str]) -> list[str]:
+    problems = []
+    for record in contents["ksi_quarantine"]:
+        want = expected.get((record["legacy_table"], record["source_rowid"]))
+        if want is not None and record["reason"] != want:
+            problems.append(
+                f"{record['legacy_table']} rowid {record['source_rowid']}: {record['reason']!r}, not {want!r}"
+            )
     return problems
 
 
@@ -448,13 +490,21 @@ def test_quarantine_is_total(case: QuarantineCase, batch_size: int) -> None:
 
 @given(snapshot=legacy_snapshots(), batch_size=BATCH_SIZES)
 def test_a_dry_run_writes_nothing_and_plans_what_the_run_then_writes(snapshot: LegacySnapshot, batch_size: int) -> None:
+    """Into a target never migrated (a fresh load), and then as a catch-up from another daemon
+    file's snapshot (`_other_rows`: every row replaced) into the tables the first run filled."""
     with scratch_folder() as folder, SQLITE_TARGETS.fresh() as target:
         source = snapshot.write(folder / "legacy.db")
         planned = migrate(source, target, batch_size, dry_run=True)
         assert _tables_in(target) == [], "a dry run wrote to the target"
         done = migrate(source, target, batch_size)
+        other = _other_rows(snapshot).write(folder / "other.db")
+        before = _without_surrogates(target_contents(target))
+        planned_catch_up = migrate(other, target, batch_size, dry_run=True, same_daemon=True)
+        assert _without_surrogates(target_contents(target)) == before, "a dry run changed the target's rows"
+        caught_up = migrate(other, target, batch_size, same_daemon=True)
     assert planned.dry_run and not done.dry_run
     assert rows_written(planned) == rows_written(done), "a dry run planned other writes than the run made"
+    assert rows_written(planned_catch_up) == rows_written(caught_up), "a dry catch-up planned other writes"
 
 
 @settings(max_examples=max(1, (settings.default or settings()).max_examples // 6))  # each starts worker processes
@@ -491,6 +541,8 @@ def test_a_recheck_rewrites_exactly_the_rows_changed_behind_the_migrators_back(
         report = verify_target(source, target, batch_size)
     assert rows_written(plain)["checkpoints"] == (0, 0)
     assert still_wrong.ok == (tampered == 0), "verify did not see the changed rows"
+    counted = {table.table: table.mismatched for table in still_wrong.tables}
+    assert counted == {"checkpoints": tampered, "mcp_sessions": 0}, f"verify counted {counted}, {tampered} changed"
     assert rechecked.recheck and rows_written(rechecked)["checkpoints"] == (tampered, 0)
     assert rows_written(rechecked)["mcp_sessions"] == (0, 0)
     _fail_unless_empty([str(problem) for problem in report.mismatches], "a recheck left differences")

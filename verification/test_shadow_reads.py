@@ -1,0 +1,141 @@
+"""A relational write that failed, as the phases after dual write meet it, in every layout of the
+legacy tables (with the relational ones, in a file beside them, in the daemon's file per table).
+
+In `shadow` mode the daemon is served the JSON, and the one read the relational rows would answer
+otherwise is reported by table and key, in the report and in the log, while every other read is
+counted as a match. In `relational` mode the read falls back to the JSON, and a catch-up then
+brings the relational row, so the read no longer needs the fallback. The expected answers are the
+values the daemon saved, and the daemon's rows are read back from the file its layout puts them in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from unittest.mock import patch
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from migrator.legacy import MCP_SESSIONS
+from migrator.store import Mode, SessionRecord, Store, open_store
+from migrator.store import core as store_core
+from verification.harness import read_legacy_rows, scratch_folder
+from verification.live import DAEMON_FILES
+from verification.strategies import session_keys
+from verification.test_store_model import SESSION_STATES, differences, failing_write
+
+LAST_SEEN = "2025-06-20T09:00:00.832348"
+LAYOUTS = ("one file", "a file beside", "the daemon's files")
+LegacyOption = Path | dict[str, Path] | None
+
+
+def legacy_option(layout: str, folder: Path) -> LegacyOption:
+    """`open_store`'s `legacy=` for the layout, with the daemon's files made as its first start does."""
+    option: LegacyOption = {
+        "one file": None,
+        "a file beside": folder / "ksi.db",
+        "the daemon's files": {name: folder / file for name, file in DAEMON_FILES.items()},
+    }[layout]
+    for path in sessions_file_and_others(option, folder):
+        path.touch()
+    return option
+
+
+def sessions_file_and_others(option: LegacyOption, folder: Path) -> list[Path]:
+    """The file that holds `mcp_sessions` first, then any other legacy file."""
+    if option is None:
+        return [folder / "target.db"]
+    if isinstance(option, Path):
+        return [option]
+    return [option[MCP_SESSIONS.name], *(path for name, path in option.items() if name != MCP_SESSIONS.name)]
+
+
+class Warnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def logged_warnings() -> Iterator[Warnings]:
+    handler = Warnings()
+    logger = logging.getLogger("migrator")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+@contextmanager
+def opened(target: Path, legacy: LegacyOption, mode: Mode) -> Iterator[Store]:
+    store = open_store(target, legacy=legacy, mode=mode, create=True)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def served(record: SessionRecord | None) -> Any:
+    return None if record is None else [record.blob, record.last_seen]
+
+
+@given(
+    layout=st.sampled_from(LAYOUTS),
+    sessions=st.dictionaries(session_keys(), SESSION_STATES, min_size=1, max_size=3),
+    lost=st.tuples(session_keys(), SESSION_STATES),
+)
+def test_a_failed_relational_write_is_reported_by_key_in_shadow_mode_and_falls_back_in_relational_mode(
+    layout: str, sessions: dict[str, dict], lost: tuple[str, dict]
+) -> None:
+    lost_key, lost_state = lost
+    saved = {key: state for key, state in sessions.items() if key != lost_key}
+    with scratch_folder() as folder:
+        target = folder / "target.db"
+        legacy = legacy_option(layout, folder)
+        with opened(target, legacy, Mode.DUAL_WRITE) as store:
+            for key, state in saved.items():
+                store.save_session(key, state, LAST_SEEN)
+            store.catch_up(batch_size=2)  # records the legacy tables' schema, from each one's own file
+
+        with logged_warnings() as warnings, opened(target, legacy, Mode.SHADOW) as store:
+            with patch.object(store_core, "write_legacy_rows", failing_write):
+                store.save_session(lost_key, lost_state, LAST_SEEN)  # the JSON is written; the relational row is not
+            answers = {key: served(store.load_session(key)) for key in [*saved, lost_key]}
+        report = store.report()  # closed: every comparison in flight at close is decided
+        expected = {**{key: [state, LAST_SEEN] for key, state in saved.items()}, lost_key: [lost_state, LAST_SEEN]}
+        problems = differences("shadow mode served", expected, answers)
+        counted = (report.shadow_reads, report.shadow_matches, report.shadow_mismatches)
+        if counted != (len(saved) + 1, len(saved), 1):
+            problems.append(f"(reads, matches, mismatches) {counted}, expected {(len(saved) + 1, len(saved), 1)}")
+        # One difference: the legacy side's session where the relational side has nothing (null).
+        found = [(m.table, m.key, len(m.differences), m.differences[-1][-14:]) for m in report.mismatches]
+        if found != [("mcp_sessions", lost_key, 1, "!= null (null)")]:
+            problems.append(f"reported mismatches {report.mismatches}, expected one of {lost_key!r}, against null")
+        logged = [record.getMessage() for record in warnings.records]
+        if not any("shadow read of mcp_sessions" in line and lost_key in line for line in logged):
+            problems.append(f"no warning names mcp_sessions {lost_key!r}: {logged}")
+        held = [row[1] for row in read_legacy_rows(sessions_file_and_others(legacy, folder)[0], MCP_SESSIONS)]
+        if sorted(held) != sorted(expected):
+            problems.append(f"the daemon's sessions file holds {held}, expected {sorted(expected)}")
+        assert not problems, f"{layout}:\n" + "\n".join(problems)
+
+        with opened(target, legacy, Mode.RELATIONAL) as store:
+            never_saved = served(store.load_session(f"{lost_key} never saved"))  # in neither side: no fallback
+            fallback = served(store.load_session(lost_key))
+            fallbacks = store.report().fallbacks
+            store.catch_up(batch_size=2)
+            caught_up = served(store.load_session(lost_key))
+            after = store.report().fallbacks
+    problems = differences("relational mode served", [lost_state, LAST_SEEN], fallback)
+    problems += differences("a session never saved", None, never_saved)
+    problems += differences("after the catch-up", [lost_state, LAST_SEEN], caught_up)
+    assert not problems, f"{layout}:\n" + "\n".join(problems)
+    assert (fallbacks, after) == (1, 1), f"{layout}: fallbacks {fallbacks} before the catch-up, {after} after it"
