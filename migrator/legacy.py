@@ -222,6 +222,15 @@ class UnmappedColumns(StrEnum):
 ROWID_NAMES = ("rowid", "oid", "_rowid_")
 
 
+def _case_fix(kind: str, name: str, wanted: str) -> str:
+    """What to run for a legacy table named in another case. SQLite refuses a rename that changes
+    only the case ("there is already another table"), so a table takes two; a view cannot be renamed."""
+    if kind == "view":
+        return f'drop the view (DROP VIEW "{name}") and give the table it reads the name {wanted}'
+    step = f'ALTER TABLE "{wanted}_renamed" RENAME TO {wanted}'
+    return f'rename it in two steps: ALTER TABLE "{name}" RENAME TO "{wanted}_renamed"; {step}'
+
+
 class LegacySource:
     """A legacy snapshot opened strictly read-only, read in one consistent read transaction.
 
@@ -319,7 +328,7 @@ class LegacySource:
                 if kind in ("table", "view") and name != table.name and name.isascii() and name.lower() == table.name:
                     raise UnsupportedSource(
                         f"source {kind} {name} in {self.path} is the daemon's {table.name} named in another case; "
-                        f'rename it (ALTER TABLE "{name}" RENAME TO {table.name}) before migrating'
+                        f"before migrating, {_case_fix(kind, name, table.name)}"
                     )
 
     def _inspect(self, table: LegacyTable, kinds: dict[str, str]) -> list[str]:
