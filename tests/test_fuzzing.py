@@ -156,6 +156,34 @@ def test_the_profiles_are_there_to_choose_but_another_project_keeps_its_default(
     assert settings.get_profile("ci").derandomize
 
 
+DRAWS = """
+from hypothesis import given, strategies as st
+import helper  # the code under test, its literals all that changes between the runs
+
+@given(st.lists(st.integers() | st.text(max_size=3), min_size=30, max_size=30))
+def test_draws(x):
+    print("DRAWN", repr(x))
+"""
+
+
+def drawn(pytester: pytest.Pytester, profile: str, literals: list[object]) -> list[str]:
+    pytester.makepyfile(helper="\n".join(f"C{n} = {literal!r}" for n, literal in enumerate(literals)), test_draws=DRAWS)
+    result = pytester.runpytest_subprocess("-s", f"--hypothesis-profile={profile}")  # a fresh process each
+    result.assert_outcomes(passed=1)
+    return [line for line in result.outlines if line.startswith("DRAWN")]
+
+
+def test_the_mutation_profile_draws_the_same_examples_whatever_literals_the_code_holds(
+    pytester: pytest.Pytester,
+) -> None:
+    # Under mutmut the code holds every mutant's literals; by hand, only the checkout's.
+    checkout: list[object] = ["text", 0, "migrate"]
+    mutants = checkout + [f"XX{n}XX" for n in range(300)] + list(range(1000, 1300))
+    assert drawn(pytester, "mutation", checkout) == drawn(pytester, "mutation", mutants)
+    # Without the mutation profile hypothesis mixes the literals in: the check above can fail.
+    assert drawn(pytester, "ci", checkout) != drawn(pytester, "ci", mutants)
+
+
 def database_files(folder: Path) -> dict[str, bytes]:
     return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
 

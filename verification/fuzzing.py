@@ -78,8 +78,9 @@ settings.register_profile("ci", ci_settings(NIGHTLY_DATABASE))
 # Mutation testing (`python -m benchmarks.mutation`) runs the tests once per mutant: derandomised,
 # so a kill is the same on every run, a sixth of `ci`'s examples, and no shrinking (a kill needs
 # a failure, not its smallest example, which can take minutes), so a run fits in a night.
+MUTATION_PROFILE = "mutation"
 settings.register_profile(
-    "mutation",
+    MUTATION_PROFILE,
     ci_settings(NIGHTLY_DATABASE),
     max_examples=10,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
@@ -234,6 +235,23 @@ def pytest_configure(config: pytest.Config) -> None:
     deadline = workerinput[WORKER_DEADLINE] if workerinput else time.time() + seconds
     _active = FuzzBudget(seconds, deadline)
     config.pluginmanager.register(BudgetPlugin(_active, is_controller=workerinput is None), "ksi-fuzz-budget")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # After hypothesis's own plugin has loaded the profile chosen (`--hypothesis-profile`, or ours).
+    if settings.get_current_profile_name() == MUTATION_PROFILE:
+        draw_without_local_constants()
+
+
+def draw_without_local_constants() -> None:
+    """Hypothesis now and then draws a constant it found in the code under test (a literal of a
+    local module). Under mutmut that code holds every mutant's literals ("XXtextXX"), so a
+    derandomised test draws other examples there than in the checkout, and a mutant killed by hand
+    survives mutmut's run, or the other way round. The `mutation` profile draws without them, in
+    both places. Hypothesis has no setting for it: its provider's one function is replaced."""
+    from hypothesis.internal.conjecture import providers
+
+    providers._get_local_constants = providers.Constants  # an empty set of constants
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
