@@ -127,7 +127,7 @@ def test_a_failed_relational_write_is_reported_by_key_in_shadow_mode_and_falls_b
             store.wait_for_shadow_reads()
             store.catch_up(batch_size=2)  # brings the relational row: the repair is settled
             settled = store.report()
-        report = store.report()  # closed: every comparison in flight at close is decided
+        report = store.report()  # every comparison decided: waited for before the catch-up
         expected = {**{key: [state, LAST_SEEN] for key, state in saved.items()}, lost_key: [lost_state, LAST_SEEN]}
         problems = differences("shadow mode served", expected, answers)
         counted = (report.shadow_reads, report.shadow_matches, report.shadow_mismatches)
