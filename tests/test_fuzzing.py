@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
@@ -47,12 +47,12 @@ def test_after_the_budget():
 
 FAILING_TEST = """
 import time
-from hypothesis import given, settings, strategies as st
+from hypothesis import Phase, given, settings, strategies as st
 
-# Derandomised: the same examples whatever profile the outer run loaded. The first failing one
-# comes within the budget (the second example); shrinking it runs a dozen failing examples of
-# 100 ms each, well past the budget.
-@settings(max_examples=2000, deadline=None, database=None, derandomize=True)
+# Derandomised, every phase: the same examples and a shrink whatever profile the outer run loaded
+# (`mutation` does not shrink). The first failing one comes within the budget (the second
+# example); shrinking it runs a dozen failing examples of 100 ms each, well past the budget.
+@settings(max_examples=2000, deadline=None, database=None, derandomize=True, phases=list(Phase))
 @given(st.integers())
 def test_fails_on_anything_but_zero(x):
     time.sleep(0.1 if x else 0.02)
@@ -203,7 +203,10 @@ def test_ci_replays_what_the_nightly_run_found_and_never_writes_its_database(tmp
         return settings(profile)(given(st.integers())(large_numbers))
 
     database = tmp_path / "nightly"
-    night = settings(max_examples=300, database=DirectoryBasedExampleDatabase(database), deadline=None)
+    # Every phase, whatever profile loaded the defaults (`mutation` does not shrink).
+    night = settings(
+        max_examples=300, database=DirectoryBasedExampleDatabase(database), deadline=None, phases=list(Phase)
+    )
     with pytest.raises(AssertionError, match="1000000000 < "):
         under(night)()
     saved = database_files(database)
