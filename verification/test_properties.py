@@ -329,7 +329,8 @@ def _reasons_by_sqlite(source: Path) -> dict[tuple[str, int], str]:
     reasons = {}
     with closing(sqlite3.connect(source)) as database:
         for table, data in DATA_COLUMNS.items():
-            key = "session_key" if table == "mcp_sessions" else "'a key'"
+            # A checkpoint is keyed by its rowid, which is always readable: a text literal stands in.
+            key = "session_key" if table == "mcp_sessions" else "'rowid'"
             query = (
                 f"SELECT rowid, typeof({key}), CAST({key} AS BLOB), typeof({data}), CAST({data} AS BLOB) FROM {table}"
             )
