@@ -176,7 +176,7 @@ def unmapped_column(draw: st.DrawFn) -> Damage:
     return Damage("a column the mapping does not read", statements, "UnmappedColumn", (f"{table.name}.{column}",))
 
 
-# The daemon's keys as its DDL spells them (`../shared/ksi-daemon-persistence.md`).
+# The daemon's keys as its DDL spells them (`verification.daemon_sql.CHECKPOINTS_DDL`).
 DAEMON_CHECKPOINT_KEY = "INTEGER PRIMARY KEY"
 OTHER_KEYS = {
     CHECKPOINTS.name: (
