@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
 from migrator import checkpoints, sessions
-from migrator.codec import UnreadableBlob, cell_identity
+from migrator.codec import InvalidText, UnreadableBlob, cell_identity
 from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacyRow
 from migrator.models import Checkpoint, bound_to
 from migrator.relational import BlobKind, quarantine_row, unquarantine_row
@@ -42,6 +42,7 @@ from verification.harness import (
     rows_written,
     scratch_folder,
     target_contents,
+    text_or_invalid,
     verify_target,
 )
 from verification.oracle import fact_problems
@@ -312,33 +313,24 @@ def _quarantine_not_verbatim(contents: TableContents, stored: dict[str, list[Leg
     return problems
 
 
-DATA_COLUMNS = {"checkpoints": "checkpoint_data", "mcp_sessions": "session_data"}
-
-
-def _is_utf8(raw: bytes | None) -> bool:
-    try:
-        (raw or b"").decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
 def _reasons_by_sqlite(source: Path) -> dict[tuple[str, int], str]:
     """The reason of each row whose key or blob is not UTF-8 text, by SQLite's own `typeof()`:
     the report must name the storage type the operator will find in the file."""
     reasons = {}
     with closing(sqlite3.connect(source)) as database:
-        for table, data in DATA_COLUMNS.items():
+        for table in (CHECKPOINTS, MCP_SESSIONS):
             # A checkpoint is keyed by its rowid, which is always readable: a text literal stands in.
-            key = "session_key" if table == "mcp_sessions" else "'rowid'"
-            query = (
-                f"SELECT rowid, typeof({key}), CAST({key} AS BLOB), typeof({data}), CAST({data} AS BLOB) FROM {table}"
+            key = "'rowid'" if table.rowid_alias else table.key_column
+            cells = (
+                f"typeof({key}), CAST({key} AS BLOB), typeof({table.data_column}), CAST({table.data_column} AS BLOB)"
             )
-            for rowid, key_type, key_raw, data_type, data_raw in database.execute(query):
-                if key_type != "text" or not _is_utf8(key_raw):
-                    reasons[(table, rowid)] = f"session_key is a {key_type} value, expected text"
-                elif data_type != "text" or not _is_utf8(data_raw):
-                    reasons[(table, rowid)] = f"{data} is a {data_type} value, expected JSON text"
+            for rowid, key_type, key_raw, data_type, data_raw in database.execute(
+                f"SELECT rowid, {cells} FROM {table.name}"
+            ):
+                if key_type != "text" or isinstance(text_or_invalid(key_raw), InvalidText):
+                    reasons[(table.name, rowid)] = f"{table.key_column} is a {key_type} value, expected text"
+                elif data_type != "text" or isinstance(text_or_invalid(data_raw), InvalidText):
+                    reasons[(table.name, rowid)] = f"{table.data_column} is a {data_type} value, expected JSON text"
     return reasons
 
 

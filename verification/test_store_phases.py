@@ -21,14 +21,13 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
 from unittest.mock import patch
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from migrator.legacy import MCP_SESSIONS
-from migrator.store import Mode, SessionRecord, Store, open_store
+from migrator.store import Mode, Store, open_store
 from migrator.store import core as store_core
 from verification.harness import read_legacy_rows, restore_copy, scratch_folder
 from verification.live import DAEMON_FILES
@@ -39,6 +38,7 @@ from verification.test_store_model import (
     DaemonModel,
     differences,
     failing_write,
+    session,
 )
 
 LAST_SEEN = "2025-06-20T09:00:00.832348"
@@ -54,18 +54,16 @@ def legacy_option(layout: str, folder: Path) -> LegacyOption:
         "a file beside": folder / "ksi.db",
         "the daemon's files": {name: folder / file for name, file in DAEMON_FILES.items()},
     }[layout]
-    for path in sessions_file_and_others(option, folder):
+    for path in option.values() if isinstance(option, dict) else [option or folder / "target.db"]:
         path.touch()
     return option
 
 
-def sessions_file_and_others(option: LegacyOption, folder: Path) -> list[Path]:
-    """The file that holds `mcp_sessions` first, then any other legacy file."""
-    if option is None:
-        return [folder / "target.db"]
-    if isinstance(option, Path):
-        return [option]
-    return [option[MCP_SESSIONS.name], *(path for name, path in option.items() if name != MCP_SESSIONS.name)]
+def sessions_file(option: LegacyOption, target: Path) -> Path:
+    """The file that holds `mcp_sessions` in the layout."""
+    if isinstance(option, dict):
+        return option[MCP_SESSIONS.name]
+    return option if option is not None else target
 
 
 class Warnings(logging.Handler):
@@ -97,10 +95,6 @@ def opened(target: Path, legacy: LegacyOption, mode: Mode) -> Iterator[Store]:
         store.close()
 
 
-def served(record: SessionRecord | None) -> Any:
-    return None if record is None else [record.blob, record.last_seen]
-
-
 @given(
     layout=st.sampled_from(LAYOUTS),
     sessions=st.dictionaries(session_keys(), SESSION_STATES, min_size=1, max_size=3),
@@ -123,12 +117,12 @@ def test_a_failed_relational_write_is_reported_by_key_in_shadow_mode_and_falls_b
         with logged_warnings() as warnings, opened(target, legacy, Mode.SHADOW) as store:
             with patch.object(store_core, "write_legacy_rows", failing_write):
                 store.save_session(lost_key, lost_state, LAST_SEEN)  # the JSON is written; the relational row is not
-            answers = {key: served(store.load_session(key)) for key in [*saved, lost_key]}
+            answers = {key: session(store.load_session(key)) for key in [*saved, lost_key]}
             store.wait_for_shadow_reads()
             store.catch_up(batch_size=2)  # brings the relational row: the repair is settled
             settled = store.report()
         report = store.report()  # every comparison decided: waited for before the catch-up
-        expected = {**{key: [state, LAST_SEEN] for key, state in saved.items()}, lost_key: [lost_state, LAST_SEEN]}
+        expected = {**{key: (state, LAST_SEEN) for key, state in saved.items()}, lost_key: (lost_state, LAST_SEEN)}
         problems = differences("shadow mode served", expected, answers)
         counted = (report.shadow_reads, report.shadow_matches, report.shadow_mismatches)
         if counted != (len(saved) + 1, len(saved), 1):
@@ -142,7 +136,7 @@ def test_a_failed_relational_write_is_reported_by_key_in_shadow_mode_and_falls_b
             problems.append(f"no warning names mcp_sessions {lost_key!r}: {logged}")
         if settled.pending_repairs or settled.repaired != 1:
             problems.append(f"after a catch-up: pending {settled.pending_repairs}, {settled.repaired} repaired, not 1")
-        held = [row[1] for row in read_legacy_rows(sessions_file_and_others(legacy, folder)[0], MCP_SESSIONS)]
+        held = [row[1] for row in read_legacy_rows(sessions_file(legacy, target), MCP_SESSIONS)]
         if sorted(held) != sorted(expected):
             problems.append(f"the daemon's sessions file holds {held}, expected {sorted(expected)}")
         assert not problems, f"{layout}:\n" + "\n".join(problems)
@@ -150,15 +144,15 @@ def test_a_failed_relational_write_is_reported_by_key_in_shadow_mode_and_falls_b
         with opened(target, legacy, Mode.RELATIONAL) as store:
             with patch.object(store_core, "write_legacy_rows", failing_write):
                 store.save_session(lost_key, changed_state, LAST_SEEN)  # again the relational row is left behind
-            never_saved = served(store.load_session(f"{lost_key} never saved"))  # in neither side: no fallback
-            fallback = served(store.load_session(lost_key))
+            never_saved = session(store.load_session(f"{lost_key} never saved"))  # in neither side: no fallback
+            fallback = session(store.load_session(lost_key))
             fallbacks = store.report().fallbacks
             store.catch_up(batch_size=2)
-            caught_up = served(store.load_session(lost_key))
+            caught_up = session(store.load_session(lost_key))
             after = store.report().fallbacks
-    problems = differences("relational mode served", [changed_state, LAST_SEEN], fallback)
+    problems = differences("relational mode served", (changed_state, LAST_SEEN), fallback)
     problems += differences("a session never saved", None, never_saved)
-    problems += differences("after the catch-up", [changed_state, LAST_SEEN], caught_up)
+    problems += differences("after the catch-up", (changed_state, LAST_SEEN), caught_up)
     assert not problems, f"{layout}:\n" + "\n".join(problems)
     assert (fallbacks, after) == (1, 1), f"{layout}: fallbacks {fallbacks} before the catch-up, {after} after it"
 

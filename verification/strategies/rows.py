@@ -9,7 +9,7 @@ JSON, JSON of the wrong shape, or a cell of another SQLite storage type.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -367,6 +367,19 @@ class LegacySnapshot:
         writer.insert(CHECKPOINTS, list(self.checkpoints))
         writer.insert(MCP_SESSIONS, list(self.sessions))
         return writer.finish()
+
+    def write_apart(self, paths: Mapping[str, Path]) -> list[Path]:
+        """Each table in a file of its own (`paths`: by table name), as the daemon keeps them."""
+        files = []
+        for table, rows in ((CHECKPOINTS, self.checkpoints), (MCP_SESSIONS, self.sessions)):
+            statement = self.schema.statements[self.schema.tables.index(table.name)]
+            counter = {name: seq for name, seq in self.schema.sequences.items() if name == table.name}
+            writer = LegacyWriter(
+                paths[table.name], LegacySchema([statement], counter, self.schema.encoding, [table.name])
+            )
+            writer.insert(table, list(rows))
+            files.append(writer.finish())
+        return files
 
     def reordered(self, checkpoint_order: Sequence[int], session_order: Sequence[int]) -> LegacySnapshot:
         """The same rows inserted in another order; sessions get rowids in that new order.
