@@ -225,6 +225,12 @@ class SQLiteEngine(Engine):
     def _drop_index(self, index: pw.ModelIndex) -> None:
         self.database.execute_sql(f"DROP INDEX IF EXISTS {self.quoted(IndexParts.of(index).name)}")
 
+    def _defers_reference_checks(self) -> bool:
+        return not self.database.in_transaction()  # SQLite ignores the pragma inside a transaction
+
+    def _check_references_per_row(self, on: bool) -> None:
+        cast(pw.SqliteDatabase, self.database).pragma("foreign_keys", int(on))
+
     @contextmanager
     def _index_build(self) -> Iterator[None]:
         with self._cache_size(INDEX_BUILD_CACHE_KIB):
@@ -399,6 +405,12 @@ class MySQLEngine(Engine):
             loading.load_data(self.database, *self._columns(fields), rows)
         else:
             self.database.cursor().executemany(sql, rows)
+
+    def _defers_reference_checks(self) -> bool:
+        return True
+
+    def _check_references_per_row(self, on: bool) -> None:
+        self.database.execute_sql(f"SET SESSION foreign_key_checks = {int(on)}")
 
     def _loads_local_files(self) -> bool:
         if self._local_files is None:  # asked once per database

@@ -97,6 +97,10 @@ class DuplicateKeys(MigratorError):
     """Rows that must have distinct keys share one, so a unique index cannot be built."""
 
 
+class BrokenReferences(MigratorError):
+    """Rows of a fresh load refer to a parent row that does not exist: a foreign key does not hold."""
+
+
 class SchemaRefused(MigratorError):
     """Legacy DDL (from an archive, a target, or a source) holds something other than a CREATE TABLE
     of a legacy table or a CREATE INDEX on one: an ATTACH, a trigger, a view, another table, several

@@ -33,18 +33,20 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from functools import reduce
 from typing import Any, ClassVar
 
 import peewee as pw
 
-from migrator.errors import DuplicateKeys
-from migrator.models import MigrationMeta
+from migrator.errors import BrokenReferences, DuplicateKeys
+from migrator.models import MigrationMeta, Reference, references
 from migrator.peewee_parts import IndexParts, sort_models
 
 logger = logging.getLogger(__name__)
@@ -106,6 +108,52 @@ class EmptyTableLoads:
                 self._build_indexes(indexes)
             finally:
                 self._add_foreign_keys()
+
+    @contextmanager
+    def references_checked_after(self, models: Sequence[type[pw.Model]]) -> Iterator[None]:
+        """Load these tables with no foreign-key lookup per row, then check each key in one pass.
+
+        Every row a fresh load inserts into a child table looks its parent up (SQLite's and
+        InnoDB's per-row check: 4% of a SQLite load, 14% of the work MariaDB does for one). The
+        rows come in parent order from the mapping, so one join per key afterwards finds the same
+        breakage, if any, for less. `models` must be every table the block writes: the check is
+        what stands in for the per-row one. Engines that cannot turn the check off for their
+        connection alone (and PostgreSQL, which drops the keys for the load instead) check per row.
+        """
+        if not models or not self._defers_reference_checks():
+            yield
+            return
+        self._check_references_per_row(False)
+        try:
+            yield
+        finally:
+            self._check_references_per_row(True)
+        for model in models:
+            for reference in references(model):
+                self._refuse_broken_references(reference)
+
+    def _defers_reference_checks(self) -> bool:
+        return False
+
+    def _check_references_per_row(self, on: bool) -> None:
+        raise NotImplementedError  # the engine's, when `_defers_reference_checks`
+
+    def _refuse_broken_references(self, reference: Reference) -> None:
+        child, parent = pw.Table(reference.table).alias("child"), pw.Table(reference.parent).alias("parent")
+        pairs = [
+            (getattr(child.c, column), getattr(parent.c, parent_column))
+            for column, parent_column in zip(reference.columns, reference.parent_columns, strict=True)
+        ]
+        joined = reduce(operator.and_, [column == parent_column for column, parent_column in pairs])
+        unmatched = reduce(operator.and_, [column.is_null(False) for column, _ in pairs]) & pairs[0][1].is_null()
+        broken = child.select(*[column for column, _ in pairs]).join(parent, pw.JOIN.LEFT_OUTER, on=joined)
+        found = broken.where(unmatched).limit(1).tuples().execute(self.database)
+        for values in found:
+            named = ", ".join(f"{column} = {value!r}" for column, value in zip(reference.columns, values, strict=True))
+            raise BrokenReferences(
+                f"{reference.table} ({named}) names no row of {reference.parent}: the load is written, "
+                "but a foreign key does not hold"
+            )
 
     def loading_empty(self, model: type[pw.Model]) -> bool:
         """Whether this thread is loading `model`'s table empty (inside `indexes_built_after`)."""

@@ -11,6 +11,7 @@ and a position, so a bulk load needs no id round trips and order is part of the 
 from __future__ import annotations
 
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import peewee as pw
@@ -116,6 +117,35 @@ class CheckpointQueue(BaseModel):
         indexes = ((("checkpoint", "session_id_digest"), True),)
 
 
+@dataclass(frozen=True)
+class Reference:
+    """A foreign key: these columns of a table name a row of another by its columns."""
+
+    table: str
+    columns: tuple[str, ...]
+    parent: str
+    parent_columns: tuple[str, ...]
+
+    def constraint(self) -> pw.NodeList:
+        # Built from entities, not SQL text, so each engine quotes the names its own way.
+        return pw.NodeList(
+            (
+                pw.SQL("FOREIGN KEY"),
+                pw.EnclosedNodeList([pw.Entity(column) for column in self.columns]),
+                pw.SQL("REFERENCES"),
+                pw.Entity(self.parent),
+                pw.EnclosedNodeList([pw.Entity(column) for column in self.parent_columns]),
+                pw.SQL("ON DELETE CASCADE"),
+            )
+        )
+
+
+QUEUE_ITEM_TO_QUEUE = Reference(
+    "checkpoint_queue_item", ("checkpoint_id", "queue_position"), "checkpoint_queue", ("checkpoint_id", "position")
+)
+"""A queue item's queue: a key of two columns, which peewee's ForeignKeyField cannot declare."""
+
+
 class CheckpointQueueItem(BaseModel):
     checkpoint = _cascade(Checkpoint)
     queue_position = pw.IntegerField()
@@ -129,19 +159,7 @@ class CheckpointQueueItem(BaseModel):
 
     class Meta:
         primary_key = pw.CompositeKey("checkpoint", "queue_position", "position")
-        # Built from entities, not SQL text, so each engine quotes the names its own way.
-        constraints = [  # noqa: RUF012 - peewee reads Meta attributes, never mutates them
-            pw.NodeList(
-                (
-                    pw.SQL("FOREIGN KEY"),
-                    pw.EnclosedNodeList([pw.Entity("checkpoint_id"), pw.Entity("queue_position")]),
-                    pw.SQL("REFERENCES"),
-                    pw.Entity("checkpoint_queue"),
-                    pw.EnclosedNodeList([pw.Entity("checkpoint_id"), pw.Entity("position")]),
-                    pw.SQL("ON DELETE CASCADE"),
-                )
-            )
-        ]
+        constraints = [QUEUE_ITEM_TO_QUEUE.constraint()]  # noqa: RUF012 - peewee reads Meta attributes, never mutates them
 
 
 class CheckpointRequest(BaseModel):
@@ -246,3 +264,13 @@ class MigrationMeta(BaseModel):
 CHECKPOINT_MODELS = (Checkpoint, CheckpointQueue, CheckpointQueueItem, CheckpointRequest)
 SESSION_MODELS = (McpSession, McpSessionTool)
 ALL_MODELS = (*CHECKPOINT_MODELS, *SESSION_MODELS, Quarantine, MigrationMeta)
+
+
+def references(model: type[pw.Model]) -> list[Reference]:
+    """Every foreign key of a table: its ForeignKeyFields' and the composite ones of its Meta."""
+    table = model._meta.table_name
+    declared = [
+        Reference(table, (key.column_name,), key.rel_model._meta.table_name, (key.rel_field.column_name,))
+        for key in model._meta.refs
+    ]
+    return declared + [reference for reference in (QUEUE_ITEM_TO_QUEUE,) if reference.table == table]

@@ -257,3 +257,32 @@ def test_a_blob_that_is_not_an_object_is_encoded_and_read_back_as_json_loads_giv
     assert overlay is None
     assert json_differences(json.loads(text), value) == []
     assert (value is blob) == (type(blob) in (int, float, bool, type(None), str, list))
+
+
+# --- tokens: what overlays count and respell -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"a": [1, -2.5e3, "x\\\\\\"y"]}', '\n {\t"k" :\r\n[ true,false , null ] }  \n', '"\\u00e9"', "NaN", "[]"],
+)
+def test_tokens_with_their_whitespace_are_the_whole_text(text: str) -> None:
+    spaces, tokens, trailing = codec._tokens(text)
+    assert "".join(space + token for space, token in zip(spaces, tokens, strict=True)) + trailing == text
+    assert tokens == [token for _, token in codec._TOKEN.findall(text)]
+
+
+@pytest.mark.parametrize("text", ["[1, /2]", '{"a": 1} x', 'x{"a": 1}', "[1 ; 2]", "[1]\n/"])
+def test_a_character_no_token_takes_fails_the_split_wherever_it_sits(text: str) -> None:
+    """The split checks that the tokens and their whitespace cover the text with no gap."""
+    with pytest.raises(ValueError, match="cannot tokenise JSON"):
+        codec._tokens(text)
+
+
+def test_a_noncanonical_text_that_repeats_a_key_keeps_every_pair() -> None:
+    """The plain parse keeps the last of a repeated key: its overlay would not fit, so the text is
+    parsed again keeping every pair, and rebuilt exactly."""
+    text = '{"a": 1,  "b": 2, "a": 3}'
+    value, overlay = codec.parse_blob(text)
+    assert isinstance(value, codec.DupDict) and value.pairs == [("a", 1), ("b", 2), ("a", 3)]
+    assert overlay is not None and codec.apply_overlay(codec.dumps(value), overlay) == text

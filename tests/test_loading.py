@@ -10,7 +10,7 @@ given, by type and value. The whole mapping is held to the same on real snapshot
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -21,10 +21,11 @@ from hypothesis import strategies as st
 
 from migrator import engines, loading, relational, sessions
 from migrator.codec import is_storable_text
-from migrator.errors import DuplicateKeys
+from migrator.errors import BrokenReferences, DuplicateKeys
 from migrator.kinds import KINDS
-from migrator.models import BaseModel, McpSession
+from migrator.models import BaseModel, McpSession, Reference, references
 from migrator.relational import TableMap, insert_sql
+from migrator.sessions import TOOL_TABLE
 from migrator.target import create_schema, target_database
 from tests.conftest import OTHER_SESSION_COLUMNS, SESSION_COLUMNS, SnapshotFactory, session_rows
 from verification.engines import Targets
@@ -285,3 +286,81 @@ def test_postgresql_adds_the_foreign_keys_back_after_a_load_and_after_a_stopped_
             assert foreign_keys(database) == created
             assert database.execute_sql("SELECT count(*) FROM ksi_migration_meta WHERE key = %s",
                                         (loading.FOREIGN_KEYS_KEY,)).fetchone() == (0,)  # fmt: skip
+
+
+# --- references checked once after a fresh load ------------------------------------------------------
+
+
+def insert_orphan_tool(database: pw.Database) -> str:
+    """A tool row of a session that does not exist: what a broken mapping would write."""
+    row = TOOL_TABLE.build(session_id=77, position=0, form="name", record=("Read", None, None), added_at=None,
+                           layout=None, extra=None)  # fmt: skip
+    relational.insert_rows(database, TOOL_TABLE, [row])
+    return "mcp_session_tool (session_id = 77) names no row of mcp_session:"
+
+
+def insert_orphan_queue_item(database: pw.Database) -> str:
+    """A queue item of a queue its checkpoint does not hold: the key of two columns."""
+    database.execute_sql(
+        "INSERT INTO checkpoint_queue_item (checkpoint_id, queue_position, position, layout)"
+        " SELECT checkpoint_id, 9, position, layout FROM checkpoint_queue_item"
+    )
+    return "checkpoint_queue_item (checkpoint_id = 1, queue_position = 9) names no row of checkpoint_queue:"
+
+
+@pytest.mark.parametrize("insert_orphan", [insert_orphan_tool, insert_orphan_queue_item])
+def test_a_fresh_load_checks_each_reference_once_at_the_end_and_names_a_broken_one(
+    target: str, snapshot_factory: SnapshotFactory, insert_orphan: Callable[[pw.Database], str]
+) -> None:
+    """SQLite and MySQL look a parent up for every child row inserted; a fresh load leaves that to
+    one join per key at the end (PostgreSQL drops its keys for the load instead: above). The
+    join must see what the per-row check would have, and the per-row check must come back after."""
+    migrate(
+        snapshot_factory([checkpoint_row(1, {"session_queues": {"s": [{"request_id": "r"}]}})], []),
+        target,
+        batch_size=10,
+    )
+    with target_database(target) as database:
+        engine = engines.engine(database)
+        defers = engine._defers_reference_checks()
+        assert defers is (engine.name != engines.POSTGRESQL)
+        with pytest.raises(BrokenReferences if defers else pw.IntegrityError) as refused:
+            with engine.references_checked_after(relational_models()), database.atomic():
+                expected = insert_orphan(database)  # the per-row check would refuse it here
+        if defers:
+            assert str(refused.value).startswith(expected)
+            with database.atomic():
+                for table in ("mcp_session_tool", "checkpoint_queue_item"):
+                    database.execute_sql(f"DELETE FROM {engine.quoted(table)}")
+        with pytest.raises(pw.IntegrityError), database.atomic():  # per row again, as before the load
+            insert_orphan_tool(database)
+
+
+def test_only_a_run_of_fresh_tables_alone_leaves_the_references_to_the_end(
+    target: str, snapshot_factory: SnapshotFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first migrate checks each of the five keys once; a catch-up, or a run that loads one
+    kind fresh beside another it catches up, checks every row as it goes."""
+    checked: list[str] = []
+    check = loading.EmptyTableLoads._refuse_broken_references
+
+    def spy(self: loading.EmptyTableLoads, reference: Reference) -> None:
+        checked.append(f"{reference.table}.{'+'.join(reference.columns)}")
+        check(self, reference)
+
+    monkeypatch.setattr(loading.EmptyTableLoads, "_refuse_broken_references", spy)
+    sessions_only = snapshot_factory([], [session_row(1, "k", {"tools": ["Read", {"name": "Grep"}]})])
+    both = snapshot_factory(
+        [checkpoint_row(1, {"session_queues": {"s": [{"request_id": "r"}]}, "active_completions": {"r": {}}})],
+        [session_row(1, "k", {"tools": ["Read", {"name": "Grep"}]})],
+    )
+    migrate(sessions_only, target, batch_size=10)
+    keys = [f"{ref.table}.{'+'.join(ref.columns)}" for model in relational_models() for ref in references(model)]
+    assert len(keys) == 5
+    with target_database(target) as database:
+        defers = engines.engine(database).name != engines.POSTGRESQL
+    assert checked == (keys if defers else [])
+    checked.clear()
+    migrate(both, target, batch_size=10)  # checkpoints fresh (there were none), sessions caught up
+    assert checked == []
+    assert verify_target(both, target, batch_size=10).ok
