@@ -38,7 +38,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from functools import reduce
 from typing import Any, ClassVar
@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 import peewee as pw
 
 from migrator.errors import BrokenReferences, DuplicateKeys
-from migrator.models import MigrationMeta, Reference, references
+from migrator.models import MigrationMeta, Reference, references_of_table
 from migrator.peewee_parts import IndexParts, sort_models
 
 logger = logging.getLogger(__name__)
@@ -69,8 +69,10 @@ class EmptyTableLoads:
         raise NotImplementedError  # the engine's (`Engine.quoted`)
 
     def ensure_indexes(self, models: Sequence[type[pw.Model]]) -> None:
-        """Create any index (and foreign key) of these tables that a stopped load left unbuilt."""
+        """Create any index (and foreign key) of these tables that a stopped load left unbuilt, and
+        check the references it left unchecked."""
         self._add_foreign_keys()
+        self._check_recorded_references()
         for model in sort_models(models):
             if self.database.table_exists(model._meta.table_name):
                 present = self._index_names(model)
@@ -114,23 +116,43 @@ class EmptyTableLoads:
         """Load these tables with no foreign-key lookup per row, then check each key in one pass.
 
         Every row a fresh load inserts into a child table looks its parent up (SQLite's and
-        InnoDB's per-row check: 4% of a SQLite load, 14% of the work MariaDB does for one). The
-        rows come in parent order from the mapping, so one join per key afterwards finds the same
-        breakage, if any, for less. `models` must be every table the block writes: the check is
-        what stands in for the per-row one. Engines that cannot turn the check off for their
-        connection alone (and PostgreSQL, which drops the keys for the load instead) check per row.
+        InnoDB's per-row check: 4% of a SQLite load, 14% of the work MariaDB does for one). One
+        join per key afterwards finds the same breakage, if any, for less. `models` must be every
+        table the block writes: the check is what stands in for the per-row one. The tables to
+        check are recorded in `ksi_migration_meta` first, so that a load stopped half way (whose
+        batches are committed) is checked by the next run (`ensure_indexes`). Engines that cannot
+        turn the check off for their connection alone (and PostgreSQL, which drops the keys for
+        the load instead) check per row.
         """
         if not models or not self._defers_reference_checks():
             yield
             return
+        self._record_references_to_check([model._meta.table_name for model in models])
         self._check_references_per_row(False)
         try:
             yield
-        finally:
-            self._check_references_per_row(True)
-        for model in models:
-            for reference in references(model):
-                self._refuse_broken_references(reference)
+        except BaseException:
+            with suppress(Exception):  # a connection the server dropped comes back checking per row
+                self._check_references_per_row(True)
+            raise
+        self._check_references_per_row(True)
+        self._check_recorded_references()
+
+    def _record_references_to_check(self, tables: list[str]) -> None:
+        with self.database.atomic():
+            MigrationMeta.delete().where(MigrationMeta.key == REFERENCES_KEY).execute(self.database)
+            MigrationMeta.insert(key=REFERENCES_KEY, value=json.dumps(tables)).execute(self.database)
+
+    def _check_recorded_references(self) -> None:
+        """Check the keys of the tables a load recorded (`references_checked_after`), then forget them."""
+        if not self.database.table_exists(MigrationMeta._meta.table_name):
+            return
+        recorded = MigrationMeta.select(MigrationMeta.value).where(MigrationMeta.key == REFERENCES_KEY)
+        for (tables,) in list(recorded.tuples().execute(self.database)):
+            for table in json.loads(tables):
+                for reference in references_of_table(table):
+                    self._refuse_broken_references(reference)
+        MigrationMeta.delete().where(MigrationMeta.key == REFERENCES_KEY).execute(self.database)
 
     def _defers_reference_checks(self) -> bool:
         return False
@@ -202,6 +224,7 @@ class EmptyTableLoads:
 
 
 FOREIGN_KEYS_KEY = "foreign_keys_to_add"
+REFERENCES_KEY = "references_to_check"
 FOREIGN_KEYS_SQL = """
 SELECT t.relname, c.conname, pg_get_constraintdef(c.oid)
 FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace

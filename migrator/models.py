@@ -274,3 +274,9 @@ def references(model: type[pw.Model]) -> list[Reference]:
         for key in model._meta.refs
     ]
     return declared + [reference for reference in (QUEUE_ITEM_TO_QUEUE,) if reference.table == table]
+
+
+def references_of_table(table: str) -> list[Reference]:
+    """`references` of the model of this table name (none for a table no model declares)."""
+    model = next((model for model in ALL_MODELS if model._meta.table_name == table), None)
+    return references(model) if model is not None else []

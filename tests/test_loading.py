@@ -23,7 +23,7 @@ from migrator import engines, loading, relational, sessions
 from migrator.codec import is_storable_text
 from migrator.errors import BrokenReferences, DuplicateKeys
 from migrator.kinds import KINDS
-from migrator.models import BaseModel, McpSession, Reference, references
+from migrator.models import BaseModel, McpSession, MigrationMeta, Reference, references
 from migrator.relational import TableMap, insert_sql
 from migrator.sessions import TOOL_TABLE
 from migrator.target import create_schema, target_database
@@ -334,6 +334,42 @@ def test_a_fresh_load_checks_each_reference_once_at_the_end_and_names_a_broken_o
                     database.execute_sql(f"DELETE FROM {engine.quoted(table)}")
         with pytest.raises(pw.IntegrityError), database.atomic():  # per row again, as before the load
             insert_orphan_tool(database)
+
+
+class Stopped(Exception):
+    """A load stopped half way (a kill, a dropped server) after some batches committed."""
+
+
+def test_references_a_stopped_load_left_unchecked_are_checked_by_the_next_run(
+    target: str, snapshot_factory: SnapshotFactory
+) -> None:
+    migrate(
+        snapshot_factory([checkpoint_row(1, {"session_queues": {"s": [{"request_id": "r"}]}})], []),
+        target,
+        batch_size=10,
+    )
+    with target_database(target) as database:
+        engine = engines.engine(database)
+        defers = engine._defers_reference_checks()
+        with (
+            pytest.raises(Stopped if defers else pw.IntegrityError),
+            engine.references_checked_after(relational_models()),
+        ):
+            with database.atomic():
+                expected = insert_orphan_queue_item(database)  # a committed batch ...
+            raise Stopped  # ... and the run stops before its check
+        recorded = MigrationMeta.select().where(MigrationMeta.key == loading.REFERENCES_KEY)
+        assert recorded.count(database) == int(defers)  # PostgreSQL refused the row at once: nothing to record
+    if not defers:
+        return
+    with target_database(target) as database, pytest.raises(BrokenReferences) as refused:
+        create_schema(database)  # what the next migrate, verify or store opening does first
+    assert str(refused.value).startswith(expected)
+    with target_database(target) as database:
+        engine = engines.engine(database)
+        database.execute_sql(f"DELETE FROM {engine.quoted('checkpoint_queue_item')} WHERE queue_position = 9")
+        create_schema(database)  # the references hold now: checked, and forgotten
+        assert MigrationMeta.select().where(MigrationMeta.key == loading.REFERENCES_KEY).count(database) == 0
 
 
 def test_only_a_run_of_fresh_tables_alone_leaves_the_references_to_the_end(
