@@ -308,19 +308,25 @@ def insert_orphan_queue_item(database: pw.Database) -> str:
     return "checkpoint_queue_item (checkpoint_id = 1, queue_position = 9) names no row of checkpoint_queue:"
 
 
-@pytest.mark.parametrize("insert_orphan", [insert_orphan_tool, insert_orphan_queue_item])
-def test_a_fresh_load_checks_each_reference_once_at_the_end_and_names_a_broken_one(
-    target: str, snapshot_factory: SnapshotFactory, insert_orphan: Callable[[pw.Database], str]
-) -> None:
-    """SQLite and MySQL look a parent up for every child row inserted; a fresh load leaves that to
-    one join per key at the end (PostgreSQL drops its keys for the load instead: above). The
-    join must see what the per-row check would have, and the per-row check must come back after."""
+@pytest.fixture
+def one_queue(target: str, snapshot_factory: SnapshotFactory) -> str:
+    """A target holding one checkpoint with one queue of one item."""
     migrate(
         snapshot_factory([checkpoint_row(1, {"session_queues": {"s": [{"request_id": "r"}]}})], []),
         target,
         batch_size=10,
     )
-    with target_database(target) as database:
+    return target
+
+
+@pytest.mark.parametrize("insert_orphan", [insert_orphan_tool, insert_orphan_queue_item])
+def test_a_fresh_load_checks_each_reference_once_at_the_end_and_names_a_broken_one(
+    one_queue: str, insert_orphan: Callable[[pw.Database], str]
+) -> None:
+    """SQLite and MySQL look a parent up for every child row inserted; a fresh load leaves that to
+    one join per key at the end (PostgreSQL drops its keys for the load instead: above). The
+    join must see what the per-row check would have, and the per-row check must come back after."""
+    with target_database(one_queue) as database:
         engine = engines.engine(database)
         defers = engine._defers_reference_checks()
         assert defers is (engine.name != engines.POSTGRESQL)
@@ -340,15 +346,8 @@ class Stopped(Exception):
     """A load stopped half way (a kill, a dropped server) after some batches committed."""
 
 
-def test_references_a_stopped_load_left_unchecked_are_checked_by_the_next_run(
-    target: str, snapshot_factory: SnapshotFactory
-) -> None:
-    migrate(
-        snapshot_factory([checkpoint_row(1, {"session_queues": {"s": [{"request_id": "r"}]}})], []),
-        target,
-        batch_size=10,
-    )
-    with target_database(target) as database:
+def test_references_a_stopped_load_left_unchecked_are_checked_by_the_next_run(one_queue: str) -> None:
+    with target_database(one_queue) as database:
         engine = engines.engine(database)
         defers = engine._defers_reference_checks()
         with (
@@ -362,10 +361,10 @@ def test_references_a_stopped_load_left_unchecked_are_checked_by_the_next_run(
         assert recorded.count(database) == int(defers)  # PostgreSQL refused the row at once: nothing to record
     if not defers:
         return
-    with target_database(target) as database, pytest.raises(BrokenReferences) as refused:
+    with target_database(one_queue) as database, pytest.raises(BrokenReferences) as refused:
         create_schema(database)  # what the next migrate, verify or store opening does first
     assert str(refused.value).startswith(expected)
-    with target_database(target) as database:
+    with target_database(one_queue) as database:
         engine = engines.engine(database)
         database.execute_sql(f"DELETE FROM {engine.quoted('checkpoint_queue_item')} WHERE queue_position = 9")
         create_schema(database)  # the references hold now: checked, and forgotten
