@@ -173,8 +173,9 @@ class EmptyTableLoads:
         for values in found:
             named = ", ".join(f"{column} = {value!r}" for column, value in zip(reference.columns, values, strict=True))
             raise BrokenReferences(
-                f"{reference.table} ({named}) names no row of {reference.parent}: the load is written, "
-                "but a foreign key does not hold"
+                f"{reference.table} ({named}) names no row of {reference.parent}: the load is written, but a "
+                f"foreign key does not hold; every command checks it again until the {reference.table} rows "
+                f"that name no {reference.parent} row are deleted"
             )
 
     def loading_empty(self, model: type[pw.Model]) -> bool:
