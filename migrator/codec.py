@@ -166,7 +166,8 @@ def parse_blob(text: str) -> tuple[JSONValue, str | None]:
 
     The fast path is one C parse and one C encode: daemon-written rows are canonical. When the
     text differs from its own canonical encoding, the overlay is computed; only when a key
-    repeats is the text parsed again, keeping every pair. Inside `encoded_blob`, its own text is not parsed at all.
+    repeats is the text parsed again, keeping every pair. Inside `encoded_blob`, its own text is
+    not parsed at all.
     """
     known = _ENCODED.get()
     if known is not None and known[0] == text:

@@ -161,19 +161,24 @@ class EmptyTableLoads:
         raise NotImplementedError  # the engine's, when `_defers_reference_checks`
 
     def _refuse_broken_references(self, reference: Reference) -> None:
-        child, parent = pw.Table(reference.table).alias("child"), pw.Table(reference.parent).alias("parent")
+        """A row that names no parent through this key: what the engine's per-row check refuses.
+
+        NOT EXISTS probes the parent's key per child row, as `orphans` does for the legacy rows a
+        target lacks (that check follows the root alone; this one every declared key, a queue
+        item's queue included)."""
+        child, parent = pw.Table(reference.table).alias("child"), pw.Table(reference.parent)
         pairs = [
             (getattr(child.c, column), getattr(parent.c, parent_column))
             for column, parent_column in zip(reference.columns, reference.parent_columns, strict=True)
         ]
-        joined = reduce(operator.and_, [column == parent_column for column, parent_column in pairs])
-        unmatched = reduce(operator.and_, [column.is_null(False) for column, _ in pairs]) & pairs[0][1].is_null()
-        broken = child.select(*[column for column, _ in pairs]).join(parent, pw.JOIN.LEFT_OUTER, on=joined)
-        found = broken.where(unmatched).limit(1).tuples().execute(self.database)
-        for values in found:
-            named = ", ".join(f"{column} = {value!r}" for column, value in zip(reference.columns, values, strict=True))
+        named = reduce(operator.and_, [column == parent_column for column, parent_column in pairs])
+        present = reduce(operator.and_, [column.is_null(False) for column, _ in pairs])
+        missing = ~pw.fn.EXISTS(parent.select(pw.SQL("1")).where(named))
+        broken = child.select(*[column for column, _ in pairs]).where(present & missing).limit(1)
+        for values in broken.tuples().execute(self.database):
+            cells = ", ".join(f"{column} = {value!r}" for column, value in zip(reference.columns, values, strict=True))
             raise BrokenReferences(
-                f"{reference.table} ({named}) names no row of {reference.parent}: the load is written, but a "
+                f"{reference.table} ({cells}) names no row of {reference.parent}: the load is written, but a "
                 f"foreign key does not hold; every command checks it again until the {reference.table} rows "
                 f"that name no {reference.parent} row are deleted"
             )

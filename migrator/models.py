@@ -144,6 +144,7 @@ QUEUE_ITEM_TO_QUEUE = Reference(
     "checkpoint_queue_item", ("checkpoint_id", "queue_position"), "checkpoint_queue", ("checkpoint_id", "position")
 )
 """A queue item's queue: a key of two columns, which peewee's ForeignKeyField cannot declare."""
+COMPOSITE_REFERENCES = (QUEUE_ITEM_TO_QUEUE,)  # the keys of several columns, each in its table's Meta.constraints
 
 
 class CheckpointQueueItem(BaseModel):
@@ -267,13 +268,13 @@ ALL_MODELS = (*CHECKPOINT_MODELS, *SESSION_MODELS, Quarantine, MigrationMeta)
 
 
 def references(model: type[pw.Model]) -> list[Reference]:
-    """Every foreign key of a table: its ForeignKeyFields' and the composite ones of its Meta."""
+    """Every foreign key of a table: its ForeignKeyFields' and its `COMPOSITE_REFERENCES`."""
     table = model._meta.table_name
     declared = [
         Reference(table, (key.column_name,), key.rel_model._meta.table_name, (key.rel_field.column_name,))
         for key in model._meta.refs
     ]
-    return declared + [reference for reference in (QUEUE_ITEM_TO_QUEUE,) if reference.table == table]
+    return declared + [reference for reference in COMPOSITE_REFERENCES if reference.table == table]
 
 
 def references_of_table(table: str) -> list[Reference]:
