@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import peewee as pw
 
-from migrator import engines, moves, parallel, sessions
+from migrator import engines, moves, parallel, sessions, staging
 from migrator.backfill_report import BackfillReport, TableReport
 from migrator.batching import DEFAULT_BATCH_SIZE, Progress
 from migrator.codec import key_digest, stored_key
@@ -33,8 +33,9 @@ from migrator.kinds import KINDS
 from migrator.legacy import CELLS, ROWID, LegacyRow, LegacyTable, row_digest
 from migrator.models import McpSession, Quarantine
 from migrator.orphans import delete_orphans, orphans
-from migrator.relational import BlobKind, MappedRows, delete_identities, write_legacy_rows
+from migrator.relational import BlobKind, WritableRows, delete_identities, write_legacy_rows
 from migrator.sources import LegacySources, Snapshot, files_hashes, source_files, source_label
+from migrator.staging import Staging, staged_tables, staging_for
 from migrator.status import record_last_migrate
 from migrator.target import create_schema, save_legacy_schema, schema_version
 
@@ -51,6 +52,7 @@ class Run:
     dry_run: bool
     jobs: int = 1  # processes of a fresh load: this one and jobs - 1 workers that map (1: this one alone)
     pool: parallel.WorkerPool | None = None  # those workers, while the run has them
+    staging: Staging | None = None  # where they stage rows for the writer to copy (SQLite targets)
 
 
 def backfill(
@@ -129,8 +131,12 @@ def _backfill_once(source: Snapshot, database: pw.Database, run: Run, replace_al
     fresh_models = [table.model for kind in kinds if empty[kind.legacy.name] for table in kind.tables]
     # Only a fresh load maps enough rows to be worth workers; a catch-up maps what changed.
     jobs = run.jobs if not dry_run and any(empty.values()) else 1
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ksi-hash") as hasher, parallel.worker_pool(jobs) as pool:
-        run = replace(run, pool=pool)
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="ksi-hash") as hasher,
+        staging_for(database, fresh_models, wanted=jobs > 1) as staging,  # outlives the workers that write there
+        parallel.worker_pool(jobs) as pool,
+    ):
+        run = replace(run, pool=pool, staging=staging)
         # The snapshot's sha256 for the record of this run, taken on the other core meanwhile.
         hashes = None if dry_run else hasher.submit(files_hashes, source_files(source))
         loading = engines.engine(database)
@@ -188,7 +194,7 @@ def _read_batches(
     and the table is loaded fresh (None: `_sync_batch` maps it here)."""
     batches = source.batches(table, run.batch_size)
     if target_is_empty and run.pool is not None and not run.dry_run:
-        return parallel.mapped_batches(run.pool, table.name, batches)
+        return parallel.mapped_batches(run.pool, table.name, batches, run.staging)
     return ((batch, None) for batch in batches)
 
 
@@ -406,32 +412,33 @@ def _write_as_read(
     *,
     assume_new: bool,
     displaced: dict[int, int],
-    mapped: MappedRows | None = None,
+    mapped: WritableRows | None = None,
 ) -> list[tuple[LegacyRow, str]]:
     """Write the relational rows of these snapshot rows, in one transaction that first makes sure
     the legacy file still holds each row as the snapshot read it: a row a daemon changed or
     removed since is never written back over the newer one (its dual write has mirrored it, or
     the next catch-up will). `mapped` is `rows` mapped already (`parallel`). Returns the rows written."""
-    for attempt in range(1, WRITE_ATTEMPTS + 1):
-        try:
-            with engines.engine(database).write_transaction():  # SQLite: the write lock first
-                current = _still_as_read(source, kind, rows)
-                # Every rowid about to be written is cleared first, not only those with a known digest:
-                # child rows left behind under a new rowid (an orphan) would otherwise collide with its keys.
-                # A session's key held under another rowid is replaced too (the legacy file now holds
-                # the key only here), or the unique key would refuse the new row.
-                replace = [] if assume_new else [row[ROWID] for row, _ in current]
-                replace += [displaced[rowid] for rowid in replace if rowid in displaced]
-                # Every row read was mapped already; when some changed meanwhile, the rest are mapped again.
-                premapped = mapped if current is rows else None
-                _, _, child_rows = write_legacy_rows(database, kind, current, replace=replace, mapped=premapped)
-        except Exception as exc:
-            if attempt == WRITE_ATTEMPTS or not lost_race(exc):
-                raise
-            continue
-        report.changed_meanwhile += len(rows) - len(current)
-        report.child_rows_written += child_rows
-        return current
+    with staging.attached(database, staged_tables(mapped)):  # the batch's staging file, if any
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                with engines.engine(database).write_transaction():  # SQLite: the write lock first
+                    current = _still_as_read(source, kind, rows)
+                    # Every rowid about to be written is cleared first, not only those with a known digest:
+                    # child rows left behind under a new rowid (an orphan) would otherwise collide with its keys.
+                    # A session's key held under another rowid is replaced too (the legacy file now holds
+                    # the key only here), or the unique key would refuse the new row.
+                    replace = [] if assume_new else [row[ROWID] for row, _ in current]
+                    replace += [displaced[rowid] for rowid in replace if rowid in displaced]
+                    # Every row read was mapped already; when some changed meanwhile, the rest are mapped again.
+                    premapped = mapped if current is rows else None
+                    _, _, child_rows = write_legacy_rows(database, kind, current, replace=replace, mapped=premapped)
+            except Exception as exc:
+                if attempt == WRITE_ATTEMPTS or not lost_race(exc):
+                    raise
+                continue
+            report.changed_meanwhile += len(rows) - len(current)
+            report.child_rows_written += child_rows
+            return current
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 

@@ -118,3 +118,7 @@ class RestoreLayoutError(MigratorError):
 
 class WorkerFailed(MigratorError):
     """A worker process that parses blobs (`--jobs`) stopped before it finished its batch."""
+
+
+class StagingFailed(MigratorError):
+    """A worker could not write a batch's rows to its staging file (`staging`): a full disk, mostly."""

@@ -7,8 +7,11 @@ map the batches they are handed. The main process maps a batch itself whenever t
 their fill, so neither side idles while the other works, and the work shares out by itself
 between a writer and mappers that run at different speeds. Results are written in the order
 read, so the target's rows (their order and rowids included) are those of a run in one process.
-At most `IN_FLIGHT_PER_WORKER` batches a worker are read ahead, so memory stays flat however
-large the snapshot. `--jobs 1` starts no process at all.
+At most `IN_FLIGHT_PER_WORKER` batches a worker, and `MAPPED_HERE_AHEAD` more, are read ahead, so
+memory stays flat however large the snapshot. `--jobs 1` starts no process at all.
+
+For a SQLite target a worker writes its batch's rows into a staging file, which the writer
+copies in C (`migrator.staging`): only the digests and the path travel back through the pipe.
 
 A worker computes the rows' digests and maps them (`relational.map_legacy_rows`): a row that
 cannot be read is quarantined there exactly as it would be in the main process.
@@ -35,13 +38,18 @@ from typing import Any
 from migrator.errors import WorkerFailed
 from migrator.kinds import KINDS
 from migrator.legacy import CELLS, LegacyRow, row_digest
-from migrator.relational import MappedRows, map_legacy_rows
+from migrator.relational import WritableRows, map_legacy_rows
+from migrator.staging import Staging
 
 MAX_DEFAULT_JOBS = 4
 """`--jobs` defaults to the cores this process may use, at most this many: past a few processes the
 one writer is the limit, and each worker costs its own interpreter's memory."""
 IN_FLIGHT_PER_WORKER = 2
 """Batches handed to a worker at a time: one being mapped, one waiting, so it never idles between two."""
+MAPPED_HERE_AHEAD = 2
+"""Batches this process may map itself beyond the workers' room before it waits for the oldest
+answer. A worker's staged batch costs the writer little (`migrator.staging`), so the writer has
+time to map more than one batch while a worker maps its own."""
 
 
 def default_jobs() -> int:
@@ -55,20 +63,25 @@ def default_jobs() -> int:
 
 @dataclass(frozen=True)
 class MappedBatch:
-    """What a worker makes of one batch: each row's digest, in order, and the rows to write."""
+    """What a worker makes of one batch: each row's digest, in order, and the rows to write
+    (the relational ones in a staging file when the run stages them)."""
 
     digests: list[str]
-    mapped: MappedRows
+    mapped: WritableRows
 
 
-def map_batch(kind_name: str, batch: list[LegacyRow]) -> MappedBatch:
-    """Run in a worker: the digests and relational rows of a batch of legacy rows."""
+def map_batch(kind_name: str, batch: list[LegacyRow], staging: Staging | None = None) -> MappedBatch:
+    """Run in a worker: the digests and relational rows of a batch of legacy rows, the latter
+    written to a staging file when the run has one (`migrator.staging`)."""
+    kind = KINDS[kind_name]
     rows = [(row, row_digest(row[CELLS])) for row in batch]
-    return MappedBatch([digest for _, digest in rows], map_legacy_rows(KINDS[kind_name], rows))
+    tables, quarantined = map_legacy_rows(kind, rows)
+    mapped: WritableRows = (tables if staging is None else staging.stage(kind.tables, tables), quarantined)
+    return MappedBatch([digest for _, digest in rows], mapped)
 
 
-Task = tuple[str, list[LegacyRow]]
-"""A batch for a worker: its kind's name and its legacy rows."""
+Task = tuple[str, list[LegacyRow], "Staging | None"]
+"""A batch for a worker: its kind's name, its legacy rows and where to stage its rows, if anywhere."""
 Outcome = tuple[bool, Any]
 """A worker's answer: (True, the MappedBatch) or (False, (the exception its mapping raised, the
 worker's traceback as text))."""
@@ -195,7 +208,7 @@ class WorkerPool:
 
     @property
     def room(self) -> int:
-        """Batches the workers hold at a time: also how far ahead of the writer a run reads."""
+        """Batches the workers hold at a time."""
         return len(self.workers) * IN_FLIGHT_PER_WORKER
 
     def with_room(self) -> _Worker | None:
@@ -236,9 +249,10 @@ def worker_pool(jobs: int) -> Iterator[WorkerPool | None]:
 
 
 def mapped_batches(
-    pool: WorkerPool, kind_name: str, batches: Iterable[list[LegacyRow]]
+    pool: WorkerPool, kind_name: str, batches: Iterable[list[LegacyRow]], staging: Staging | None = None
 ) -> Iterator[tuple[list[LegacyRow], MappedBatch]]:
-    """Each batch with what a worker, or this process, made of it, in the order read.
+    """Each batch with what a worker, or this process, made of it, in the order read. Workers
+    stage their rows when `staging` says where; a batch mapped here is written as it is.
 
     Each pending batch holds its mapping, or the worker it was handed to: a worker answers in
     the order it was handed its batches, so the oldest pending batch's answer is the next one
@@ -247,12 +261,12 @@ def mapped_batches(
     for batch in batches:
         worker = pool.with_room()
         if worker is not None:
-            worker.hand((kind_name, batch))
+            worker.hand((kind_name, batch, staging))
             pending.append((batch, worker))
         else:  # the workers have their fill: map this one here rather than wait
             pending.append((batch, map_batch(kind_name, batch)))
         # The oldest is written once it is mapped, or when the run has read as far ahead as it may.
-        while pending and (_mapped(pending[0][1]) or len(pending) > pool.room):
+        while pending and (_mapped(pending[0][1]) or len(pending) > pool.room + MAPPED_HERE_AHEAD):
             yield _next(pending, kind_name)
     while pending:
         yield _next(pending, kind_name)

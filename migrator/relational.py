@@ -12,7 +12,7 @@ from dataclasses import InitVar, dataclass, field
 from functools import cached_property, partial
 from itertools import groupby
 from operator import itemgetter
-from typing import Any
+from typing import Any, Protocol
 
 import peewee as pw
 
@@ -310,6 +310,19 @@ Pairs = Sequence[tuple[LegacyRow, str]]  # (legacy row, digest of its cells)
 MappedRows = tuple[list[list[Row]], list[Row]]  # relational rows by table, in the kind's order; quarantine rows
 
 
+class CopiedRows(Protocol):
+    """Relational rows a worker put where the target copies them from (`staging.StagedTables`)."""
+
+    @property
+    def counts(self) -> list[int]:
+        """How many rows each table of the kind gets, in the kind's order."""
+
+    def insert_into(self, database: pw.Database, tables: Sequence[TableMap]) -> None: ...
+
+
+WritableRows = tuple[list[list[Row]] | CopiedRows, list[Row]]  # MappedRows, or the same rows staged
+
+
 def map_legacy_rows(kind: BlobKind, rows: Pairs) -> MappedRows:
     """The relational rows of (legacy row, digest) pairs, gathered by table, in the rows' order."""
     tables: list[list[Row]] = [[] for _ in kind.tables]
@@ -325,12 +338,18 @@ def map_legacy_rows(kind: BlobKind, rows: Pairs) -> MappedRows:
 
 
 def write_legacy_rows(
-    database: pw.Database, kind: BlobKind, rows: Pairs, *, replace: Sequence[int] = (), mapped: MappedRows | None = None
+    database: pw.Database,
+    kind: BlobKind,
+    rows: Pairs,
+    *,
+    replace: Sequence[int] = (),
+    mapped: WritableRows | None = None,
 ) -> tuple[int, int, int]:
     """Map (legacy row, digest) pairs to relational rows and write them in one transaction.
 
     `replace` names rowids whose previous relational rows (and quarantine rows) are removed first.
-    `mapped` is `map_legacy_rows` of these rows made beforehand (by a worker process).
+    `mapped` is `map_legacy_rows` of these rows made beforehand (by a worker process), or the
+    same rows staged for a copy (`staging`), which only a load into empty tables uses.
     Returns (migrated, quarantined, child rows written)."""
     tables, quarantined = map_legacy_rows(kind, rows) if mapped is None else mapped
     # It reads before it writes (the ids in use: `delete_identities`, `free_parent_keys`), so
@@ -339,13 +358,16 @@ def write_legacy_rows(
     with engines.engine(database).write_transaction():
         if replace:
             delete_identities(database, kind, replace)
-        if not engines.engine(database).loading_empty(kind.root.model):  # an empty table holds no id
-            tables = free_parent_keys(database, kind, tables)
-        for table, bucket in zip(kind.tables, tables, strict=True):
-            insert_rows(database, table, bucket)
+        if isinstance(tables, list):
+            if not engines.engine(database).loading_empty(kind.root.model):  # an empty table holds no id
+                tables = free_parent_keys(database, kind, tables)
+            for table, bucket in zip(kind.tables, tables, strict=True):
+                insert_rows(database, table, bucket)
+        else:  # staged: only for tables this run loads empty, where no id is taken yet
+            tables.insert_into(database, kind.tables)
         insert_rows(database, QUARANTINE, quarantined)
-    children = sum(len(bucket) for bucket in tables[ROOT + 1 :])
-    return len(rows) - len(quarantined), len(quarantined), children
+    counts = [len(bucket) for bucket in tables] if isinstance(tables, list) else tables.counts
+    return len(rows) - len(quarantined), len(quarantined), sum(counts[ROOT + 1 :])
 
 
 # --- reading ----------------------------------------------------------------------------------

@@ -6,14 +6,16 @@ import multiprocessing
 import os
 import signal
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from migrator import parallel
+from migrator import parallel, staging
 from migrator.cli import main
 from migrator.errors import WorkerFailed
 from migrator.fabricate import fabricate_snapshot
@@ -60,6 +62,45 @@ def test_two_workers_write_exactly_the_tables_one_process_writes(snapshot: Path,
     for table in one:
         assert one[table] == two[table], f"{table} differs between --jobs 1 and --jobs 2"
     assert len(one["mcp_session_tool"]) > 900  # the comparison saw real rows, not two empty targets
+
+
+def test_workers_stage_their_rows_for_a_sqlite_target_and_leave_no_file(
+    snapshot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))  # where the run's staging folder goes
+    copies: list[list[int]] = []
+    insert_into = staging.StagedTables.insert_into
+
+    def counted(self: staging.StagedTables, *args: Any) -> None:
+        copies.append(self.counts)
+        insert_into(self, *args)
+
+    monkeypatch.setattr(staging.StagedTables, "insert_into", counted)
+    target = tmp_path / "t.db"
+    assert migrate(snapshot, target, "--jobs", "2", "--batch-size", "37") == 0
+    assert copies, "no batch was staged by a worker"
+    assert list(temporary.iterdir()) == []  # every staging file, and the folder, removed
+    assert main(["verify", "--source", str(snapshot), "--target", str(target)]) == 0
+
+
+def test_a_staging_file_that_cannot_be_written_is_one_line_and_jobs_1_carries_on(
+    snapshot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    @contextmanager
+    def gone(prefix: str) -> Iterator[str]:
+        yield str(tmp_path / "no such folder")  # as a disk that refuses every new file
+
+    monkeypatch.setattr(staging.tempfile, "TemporaryDirectory", gone)
+    target = tmp_path / "t.db"
+    assert migrate(snapshot, target, "--jobs", "2", "--batch-size", "37") == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1, error
+    assert error.startswith("ksi-migrate: error: cannot stage rows for the writer in "), error
+    assert "--jobs 1" in error
+    assert migrate(snapshot, target, "--jobs", "1") == 0
+    assert main(["verify", "--source", str(snapshot), "--target", str(target)]) == 0
 
 
 def test_an_unreadable_row_is_quarantined_by_a_worker(snapshot: Path, tmp_path: Path) -> None:
@@ -126,7 +167,7 @@ def test_a_worker_killed_while_it_maps_or_sends_its_answer_is_one_error_not_a_ha
     with parallel.worker_pool(2) as pool:
         assert pool is not None
         (worker,) = pool.workers
-        worker.hand((table.name, batch))
+        worker.hand((table.name, batch, None))
         os.kill(worker.process.pid, signal.SIGKILL)  # type: ignore[arg-type]
         outcome: list[BaseException] = []
         reading = threading.Thread(target=_answer_into, args=(worker, table.name, outcome), daemon=True)
@@ -152,7 +193,7 @@ def test_an_exception_in_a_worker_is_raised_here_with_the_workers_traceback(snap
     with parallel.worker_pool(2) as pool:
         assert pool is not None
         (worker,) = pool.workers
-        worker.hand(("no such kind", batch))  # a KeyError in the worker's lookup of the kind
+        worker.hand(("no such kind", batch, None))  # a KeyError in the worker's lookup of the kind
         with pytest.raises(KeyError, match="no such kind") as raised:
             worker.answer("no such kind")
     cause = raised.value.__cause__

@@ -1,0 +1,119 @@
+"""A fresh SQLite load's rows handed over in a file: a worker writes them, the writer copies them.
+
+With `--jobs N` the main process is the one writer of the target, and binding every value of
+every row through Python's sqlite3 module (`executemany`) was the largest part of its time. A
+worker that maps a batch for a SQLite target writes the rows into a staging file of its own,
+made with the target's own CREATE TABLE statements; the writer attaches that file and copies
+each table with one `INSERT ... SELECT *`, which SQLite runs without a Python call per value.
+Measured on 100k sessions' rows in batches of 2,000: 7.0 s of `executemany` in the writer
+against 2.2 s of copying (the worker's writes to its staging files took 5.2 s, on the other core).
+
+Exactness: the staging table is the target table's own definition, so each value is stored
+with the same affinity, as the same storage type, by the same driver call (`insert_rows`) a
+direct write makes; the copy moves stored values as they are, in rowid order, so the target's
+cells and rowids are those of a run in one process (`tests/test_parallel.py` compares both).
+Servers keep their own loaders (`loading`): rows go to them from the main process.
+
+The files live in a temporary folder of the run (`TMPDIR`), one per batch in flight, and each
+is removed once copied; the folder goes when the run ends, whatever way it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import peewee as pw
+
+from migrator import engines
+from migrator.errors import StagingFailed
+from migrator.relational import Row, TableMap, WritableRows, insert_rows
+
+ALIAS = "ksi_staged"
+"""The name a staging file is attached under; only this module's statements use it."""
+
+
+@dataclass(frozen=True)
+class Staging:
+    """Where the workers of a run stage rows, and the target's definition of each table."""
+
+    directory: str
+    definitions: dict[str, str]  # table name -> the target's CREATE TABLE statement for it
+
+    def stage(self, tables: Sequence[TableMap], rows: Sequence[Sequence[Row]]) -> StagedTables:
+        """Run in a worker: write each table's rows into a new staging file, in order."""
+        path = ""
+        try:
+            descriptor, path = tempfile.mkstemp(prefix="batch-", suffix=".db", dir=self.directory)
+            os.close(descriptor)  # SQLite takes an empty file as an empty database
+            database = pw.SqliteDatabase(path, pragmas={"journal_mode": "off", "synchronous": "off"})
+            with database.connection_context(), database.atomic():
+                for table, bucket in zip(tables, rows, strict=True):
+                    database.execute_sql(self.definitions[table.model._meta.table_name])
+                    insert_rows(database, table, bucket)
+        except (pw.OperationalError, sqlite3.OperationalError, OSError) as exc:  # a full disk, most likely
+            if path:
+                os.unlink(path)
+            raise StagingFailed(
+                f"cannot stage rows for the writer in {self.directory}: {exc} (free space there, point TMPDIR "
+                "elsewhere, or run with --jobs 1, which stages nothing)"
+            ) from None
+        return StagedTables(path, [len(bucket) for bucket in rows])
+
+
+@dataclass(frozen=True)
+class StagedTables:
+    """A batch's relational rows in a staging file: the rows each table of its kind got there."""
+
+    path: str
+    counts: list[int]
+
+    def insert_into(self, database: pw.Database, tables: Sequence[TableMap]) -> None:
+        """Copy every table's rows into the target; the file must be `attached`."""
+        quoted = engines.engine(database).quoted
+        for table, count in zip(tables, self.counts, strict=True):
+            if count:
+                name = table.model._meta.table_name
+                database.execute_sql(f"INSERT INTO main.{quoted(name)} SELECT * FROM {ALIAS}.{quoted(name)}")
+
+
+@contextmanager
+def staging_for(database: pw.Database, models: Sequence[type[pw.Model]], wanted: bool) -> Iterator[Staging | None]:
+    """A staging folder for a run whose workers map rows for these tables of a SQLite target, or
+    None (nothing wanted, or a server: its loader takes rows from the main process)."""
+    if not wanted or not models or engines.engine(database).name != engines.SQLITE:
+        yield None
+        return
+    names = [model._meta.table_name for model in models]
+    marks = ", ".join("?" for _ in names)
+    tables = f"SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name IN ({marks})"
+    found = database.execute_sql(tables, names)
+    with tempfile.TemporaryDirectory(prefix="ksi-staging-") as directory:
+        yield Staging(directory, dict(found.fetchall()))
+
+
+def staged_tables(mapped: WritableRows | None) -> StagedTables | None:
+    """The staging file of a batch's rows, if a worker staged them."""
+    tables = None if mapped is None else mapped[0]
+    return tables if isinstance(tables, StagedTables) else None
+
+
+@contextmanager
+def attached(database: pw.Database, staged: StagedTables | None) -> Iterator[None]:
+    """The staging file attached while a batch is written (outside any transaction: SQLite
+    detaches a file only then), and removed afterwards, written or not."""
+    if staged is None:
+        yield
+        return
+    database.execute_sql(f"ATTACH DATABASE ? AS {ALIAS}", (staged.path,))
+    try:
+        yield
+    finally:
+        try:
+            database.execute_sql(f"DETACH DATABASE {ALIAS}")
+        finally:
+            os.unlink(staged.path)
