@@ -430,7 +430,8 @@ def _write_as_read(
                     replace = [] if assume_new else [row[ROWID] for row, _ in current]
                     replace += [displaced[rowid] for rowid in replace if rowid in displaced]
                     # Every row read was mapped already; when some changed meanwhile, the rest are mapped again.
-                    premapped = mapped if current is rows else None
+                    # (`current` holds the rows still as read, in order: all of them when as many.)
+                    premapped = mapped if len(current) == len(rows) else None
                     _, _, child_rows = write_legacy_rows(database, kind, current, replace=replace, mapped=premapped)
             except Exception as exc:
                 if attempt == WRITE_ATTEMPTS or not lost_race(exc):

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 import sqlite3
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from migrator import parallel, staging
+from migrator.backfill import backfill
 from migrator.cli import main
 from migrator.errors import WorkerFailed
 from migrator.fabricate import fabricate_snapshot
 from migrator.kinds import KINDS
-from migrator.legacy import LegacySource
+from migrator.legacy import ROWID, LegacySource, LegacyTable
 from migrator.status import LAST_MIGRATE_KEY
+from migrator.target import target_database
 
 UNREADABLE = 12  # more than one lap of the catalogue's unreadable kinds, spread over both tables
 
@@ -64,20 +67,26 @@ def test_two_workers_write_exactly_the_tables_one_process_writes(snapshot: Path,
     assert len(one["mcp_session_tool"]) > 900  # the comparison saw real rows, not two empty targets
 
 
+@pytest.fixture
+def copies(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """The row counts of each staged batch the writer copies (in this process: the writer's)."""
+    copied: list[list[int]] = []
+    insert_into = staging.StagedTables.insert_into
+
+    def counted(self: staging.StagedTables, *args: Any) -> None:
+        copied.append(self.counts)
+        insert_into(self, *args)
+
+    monkeypatch.setattr(staging.StagedTables, "insert_into", counted)
+    return copied
+
+
 def test_workers_stage_their_rows_for_a_sqlite_target_and_leave_no_file(
-    snapshot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    snapshot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copies: list[list[int]]
 ) -> None:
     temporary = tmp_path / "tmp"
     temporary.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temporary))  # where the run's staging folder goes
-    copies: list[list[int]] = []
-    insert_into = staging.StagedTables.insert_into
-
-    def counted(self: staging.StagedTables, *args: Any) -> None:
-        copies.append(self.counts)
-        insert_into(self, *args)
-
-    monkeypatch.setattr(staging.StagedTables, "insert_into", counted)
     target = tmp_path / "t.db"
     assert migrate(snapshot, target, "--jobs", "2", "--batch-size", "37") == 0
     assert copies, "no batch was staged by a worker"
@@ -101,6 +110,39 @@ def test_a_staging_file_that_cannot_be_written_is_one_line_and_jobs_1_carries_on
     assert "--jobs 1" in error
     assert migrate(snapshot, target, "--jobs", "1") == 0
     assert main(["verify", "--source", str(snapshot), "--target", str(target)]) == 0
+
+
+def test_a_row_a_daemon_changes_while_its_batch_is_staged_is_not_written_from_the_snapshot(
+    snapshot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copies: list[list[int]]
+) -> None:
+    source, target = tmp_path / "legacy.db", tmp_path / "t.db"
+    shutil.copy(snapshot, source)
+    daemon = sqlite3.connect(source, isolation_level=None)  # open throughout, as a running daemon's file is
+    daemon.execute("PRAGMA journal_mode = wal")
+    daemon.execute("SELECT count(*) FROM mcp_sessions")  # a read makes the -wal and -shm a live file has
+    batches = LegacySource.batches
+    changed: list[int] = []
+
+    def changing_a_row_once_read(self: LegacySource, table: LegacyTable, *args: Any) -> Iterator[list[Any]]:
+        for batch in batches(self, table, *args):
+            if table.name == "mcp_sessions" and not changed:  # the first batch: a worker has room for it
+                changed.append(batch[1][ROWID])
+                daemon.execute("UPDATE mcp_sessions SET last_seen = 'later' WHERE rowid = ?", changed)
+            yield batch
+
+    monkeypatch.setattr(LegacySource, "batches", changing_a_row_once_read)
+    with closing(daemon), LegacySource(source) as legacy, target_database(target) as database:
+        report = backfill(legacy, database, jobs=2, batch_size=37)
+    (sessions,) = [table for table in report.tables if table.table == "mcp_sessions"]
+    assert sessions.changed_meanwhile == 1  # the others of that batch were mapped again and written
+    # Once a daemon has written, the batches it left alone are still written as the workers staged them.
+    assert len([counts for counts in copies if len(counts) == len(KINDS["mcp_sessions"].tables)]) > 10
+    with sqlite3.connect(target) as connection:
+        held = connection.execute("SELECT count(*) FROM mcp_session WHERE legacy_rowid = ?", changed).fetchone()
+    assert held == (0,)  # the daemon's newer row is left to the next catch-up, never the snapshot's
+    monkeypatch.undo()
+    assert migrate(source, target, "--jobs", "2") == 0
+    assert main(["verify", "--source", str(source), "--target", str(target)]) == 0
 
 
 def test_an_unreadable_row_is_quarantined_by_a_worker(snapshot: Path, tmp_path: Path) -> None:
