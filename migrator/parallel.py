@@ -3,9 +3,9 @@
 A fresh load spends most of its time in `json.loads`, `json.dumps` and the record splits, which
 hold the GIL, so threads would not help. `--jobs N` runs N processes: the main one, which reads
 the snapshot a batch at a time and writes every batch, in the order read, and N - 1 workers that
-map the batches they are handed. The main process maps a batch itself whenever the workers have
-their fill, so neither side idles while the other works, and the work shares out by itself
-between a writer and mappers that run at different speeds. Results are written in the order
+map the batches they are handed. The main process maps a batch itself when the workers have
+their fill and it has used no more CPU than a worker so far (`_Balance`), so the work shares out
+by itself between a writer and mappers that run at different speeds, and all finish together. Results are written in the order
 read, so the target's rows (their order and rowids included) are those of a run in one process.
 At most `IN_FLIGHT_PER_WORKER` batches a worker, and `MAPPED_HERE_AHEAD` more, are read ahead, so
 memory stays flat however large the snapshot. `--jobs 1` starts no process at all.
@@ -24,6 +24,7 @@ import os
 import queue
 import signal
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -47,9 +48,8 @@ one writer is the limit, and each worker costs its own interpreter's memory."""
 IN_FLIGHT_PER_WORKER = 2
 """Batches handed to a worker at a time: one being mapped, one waiting, so it never idles between two."""
 MAPPED_HERE_AHEAD = 2
-"""Batches this process may map itself beyond the workers' room before it waits for the oldest
-answer. A worker's staged batch costs the writer little (`migrator.staging`), so the writer has
-time to map more than one batch while a worker maps its own."""
+"""Batches this process may hold, mapped here, beyond the workers' room before it waits for the
+oldest answer: so that it can map while a worker finishes, when it has the time (`_Balance`)."""
 
 
 def default_jobs() -> int:
@@ -64,20 +64,22 @@ def default_jobs() -> int:
 @dataclass(frozen=True)
 class MappedBatch:
     """What a worker makes of one batch: each row's digest, in order, and the rows to write
-    (the relational ones in a staging file when the run stages them)."""
+    (the relational ones in a staging file when the run stages them); and the CPU seconds that took."""
 
     digests: list[str]
     mapped: WritableRows
+    cpu_seconds: float = 0.0
 
 
 def map_batch(kind_name: str, batch: list[LegacyRow], staging: Staging | None = None) -> MappedBatch:
     """Run in a worker: the digests and relational rows of a batch of legacy rows, the latter
     written to a staging file when the run has one (`migrator.staging`)."""
+    started = time.thread_time()
     kind = KINDS[kind_name]
     rows = [(row, row_digest(row[CELLS])) for row in batch]
     tables, quarantined = map_legacy_rows(kind, rows)
     mapped: WritableRows = (tables if staging is None else staging.stage(kind.tables, tables), quarantined)
-    return MappedBatch([digest for _, digest in rows], mapped)
+    return MappedBatch([digest for _, digest in rows], mapped, time.thread_time() - started)
 
 
 Task = tuple[str, list[LegacyRow], "Staging | None"]
@@ -258,18 +260,54 @@ def mapped_batches(
     the order it was handed its batches, so the oldest pending batch's answer is the next one
     its worker sends."""
     pending: deque[tuple[list[LegacyRow], MappedBatch | _Worker]] = deque()
+    balance = _Balance(len(pool.workers))
     for batch in batches:
-        worker = pool.with_room()
-        if worker is not None:
-            worker.hand((kind_name, batch, staging))
-            pending.append((batch, worker))
-        else:  # the workers have their fill: map this one here rather than wait
-            pending.append((batch, map_batch(kind_name, batch)))
+        while not _placed(pool, balance, pending, kind_name, batch, staging):
+            yield _next(pending, kind_name, balance)  # the oldest, once its worker answers
         # The oldest is written once it is mapped, or when the run has read as far ahead as it may.
         while pending and (_mapped(pending[0][1]) or len(pending) > pool.room + MAPPED_HERE_AHEAD):
-            yield _next(pending, kind_name)
+            yield _next(pending, kind_name, balance)
     while pending:
-        yield _next(pending, kind_name)
+        yield _next(pending, kind_name, balance)
+
+
+def _placed(
+    pool: WorkerPool,
+    balance: _Balance,
+    pending: deque[tuple[list[LegacyRow], MappedBatch | _Worker]],
+    kind_name: str,
+    batch: list[LegacyRow],
+    staging: Staging | None,
+) -> bool:
+    """Hand a batch to a worker with room, or map it here when this process has worked less than
+    a worker so far; False when it must wait for the oldest answer first."""
+    worker = pool.with_room()
+    if worker is not None:
+        worker.hand((kind_name, batch, staging))
+        pending.append((batch, worker))
+        return True
+    if balance.here_has_time() or not pending:
+        pending.append((batch, map_batch(kind_name, batch)))
+        return True
+    return False
+
+
+@dataclass
+class _Balance:
+    """CPU seconds this process has spent since the load began, against a worker's mean.
+
+    The writer reads, hands out and writes every batch besides the ones it maps itself, so
+    mapping whenever the workers had their fill left it the busier, and the run waited on it: at
+    1M sessions it used 141 to 156 s of CPU against its worker's 96 to 112 s. Mapping only while
+    it has worked no more than a worker evened that out (126 to 128 s against 108 to 109 s) and
+    took the load from 154 and 170 s to 150 and 151 s (`benchmarks/results/issue18-staging.md`)."""
+
+    workers: int
+    started: float = field(default_factory=time.process_time)
+    workers_seconds: float = 0.0
+
+    def here_has_time(self) -> bool:
+        return time.process_time() - self.started <= self.workers_seconds / self.workers
 
 
 def _mapped(mapping: MappedBatch | _Worker) -> bool:
@@ -277,7 +315,11 @@ def _mapped(mapping: MappedBatch | _Worker) -> bool:
 
 
 def _next(
-    pending: deque[tuple[list[LegacyRow], MappedBatch | _Worker]], kind_name: str
+    pending: deque[tuple[list[LegacyRow], MappedBatch | _Worker]], kind_name: str, balance: _Balance
 ) -> tuple[list[LegacyRow], MappedBatch]:
     batch, mapping = pending.popleft()
-    return batch, mapping if isinstance(mapping, MappedBatch) else mapping.answer(kind_name)
+    if isinstance(mapping, MappedBatch):
+        return batch, mapping
+    answer = mapping.answer(kind_name)
+    balance.workers_seconds += answer.cpu_seconds
+    return batch, answer

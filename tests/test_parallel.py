@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -241,3 +242,15 @@ def test_an_exception_in_a_worker_is_raised_here_with_the_workers_traceback(snap
     cause = raised.value.__cause__
     assert isinstance(cause, parallel.WorkerTraceback)
     assert "Traceback (most recent call last)" in str(cause) and "in map_batch" in str(cause)
+
+
+def test_the_writer_maps_a_batch_only_while_it_has_worked_no_more_than_a_worker() -> None:
+    balance = parallel._Balance(workers=2)
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:  # this process's CPU seconds since the load began
+        pass
+    assert not balance.here_has_time()  # the workers have reported nothing yet
+    balance.workers_seconds = 0.05  # two workers, 0.025 s each: still less than here
+    assert not balance.here_has_time()
+    balance.workers_seconds = 2 * 60.0
+    assert balance.here_has_time()
