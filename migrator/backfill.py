@@ -133,10 +133,10 @@ def _backfill_once(source: Snapshot, database: pw.Database, run: Run, replace_al
     jobs = run.jobs if not dry_run and any(empty.values()) else 1
     with (
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="ksi-hash") as hasher,
-        staging_for(database, fresh_models, wanted=jobs > 1) as staging,  # outlives the workers that write there
+        staging_for(database, fresh_models, wanted=jobs > 1) as staging_area,  # outlives the workers writing there
         parallel.worker_pool(jobs) as pool,
     ):
-        run = replace(run, pool=pool, staging=staging)
+        run = replace(run, pool=pool, staging=staging_area)
         # The snapshot's sha256 for the record of this run, taken on the other core meanwhile.
         hashes = None if dry_run else hasher.submit(files_hashes, source_files(source))
         loading = engines.engine(database)

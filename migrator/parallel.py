@@ -5,8 +5,9 @@ hold the GIL, so threads would not help. `--jobs N` runs N processes: the main o
 the snapshot a batch at a time and writes every batch, in the order read, and N - 1 workers that
 map the batches they are handed. The main process maps a batch itself when the workers have
 their fill and it has used no more CPU than a worker so far (`_Balance`), so the work shares out
-by itself between a writer and mappers that run at different speeds, and all finish together. Results are written in the order
-read, so the target's rows (their order and rowids included) are those of a run in one process.
+by itself between a writer and mappers that run at different speeds, and all finish together.
+Results are written in the order read, so the target's rows (their order and rowids included)
+are those of a run in one process.
 At most `IN_FLIGHT_PER_WORKER` batches a worker, and `MAPPED_HERE_AHEAD` more, are read ahead, so
 memory stays flat however large the snapshot. `--jobs 1` starts no process at all.
 
