@@ -35,6 +35,10 @@ from migrator.relational import Row, TableMap, WritableRows, insert_rows
 
 ALIAS = "ksi_staged"
 """The name a staging file is attached under; only this module's statements use it."""
+_STAGING_FILE = pw.SqliteDatabase(None)
+"""A worker's connection to its staging files, pointed at each new one in turn (`init`): one
+database object for the worker's life, so that its engine and its statements are made once
+(`engines.engine` keeps each database's engine for as long as the database lives)."""
 
 
 @dataclass(frozen=True)
@@ -45,16 +49,16 @@ class Staging:
     definitions: dict[str, str]  # table name -> the target's CREATE TABLE statement for it
 
     def stage(self, tables: Sequence[TableMap], rows: Sequence[Sequence[Row]]) -> StagedTables:
-        """Run in a worker: write each table's rows into a new staging file, in order."""
+        """Run in a worker, one batch at a time: write each table's rows into a new staging file, in order."""
         path = ""
         try:
             descriptor, path = tempfile.mkstemp(prefix="batch-", suffix=".db", dir=self.directory)
             os.close(descriptor)  # SQLite takes an empty file as an empty database
-            database = pw.SqliteDatabase(path, pragmas={"journal_mode": "off", "synchronous": "off"})
-            with database.connection_context(), database.atomic():
+            _STAGING_FILE.init(path, pragmas={"journal_mode": "off", "synchronous": "off"})
+            with _STAGING_FILE.connection_context(), _STAGING_FILE.atomic():
                 for table, bucket in zip(tables, rows, strict=True):
-                    database.execute_sql(self.definitions[table.model._meta.table_name])
-                    insert_rows(database, table, bucket)
+                    _STAGING_FILE.execute_sql(self.definitions[table.model._meta.table_name])
+                    insert_rows(_STAGING_FILE, table, bucket)
         except (pw.OperationalError, sqlite3.OperationalError, OSError) as exc:  # a full disk, most likely
             if path:
                 os.unlink(path)
