@@ -281,13 +281,14 @@ def _placed(
     staging: Staging | None,
 ) -> bool:
     """Hand a batch to a worker with room, or map it here when this process has worked less than
-    a worker so far; False when it must wait for the oldest answer first."""
+    a worker so far; False when it must wait for the oldest answer first (there is one: a worker
+    without room holds batches that are pending)."""
     worker = pool.with_room()
     if worker is not None:
         worker.hand((kind_name, batch, staging))
         pending.append((batch, worker))
         return True
-    if balance.here_has_time() or not pending:
+    if balance.here_has_time():
         pending.append((batch, map_batch(kind_name, batch)))
         return True
     return False
