@@ -70,7 +70,26 @@ def _v2_to_v3(database: pw.Database) -> None:
     )
 
 
-STEPS: dict[int, Callable[[pw.Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+# Version 4 dropped the index on each child table's parent reference: the child's primary key
+# starts with that reference, and its index serves the same lookups. (table, reference column)
+V4_REDUNDANT = (
+    ("checkpoint_queue", "checkpoint_id"),
+    ("checkpoint_queue_item", "checkpoint_id"),
+    ("checkpoint_request", "checkpoint_id"),
+    ("mcp_session_tool", "session_id"),
+)
+
+
+def _v3_to_v4(database: pw.Database) -> None:
+    migrator = SchemaMigrator.from_database(database)
+    for table, column in V4_REDUNDANT:
+        # By columns, not by name: whatever an engine or an earlier load called it.
+        indexes = database.get_indexes(table)
+        redundant = [index.name for index in indexes if index.columns == [column] and not index.unique]
+        migrate(*(migrator.drop_index(table, name) for name in redundant))
+
+
+STEPS: dict[int, Callable[[pw.Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 """The step that takes a target from version N to N + 1."""
 
 

@@ -1,4 +1,4 @@
-"""Schema evolution with playhouse.migrate: a version-1 or version-2 target is upgraded in place,
+"""Schema evolution with playhouse.migrate: a target of any earlier version is upgraded in place,
 keeps every row, and verifies exact afterwards."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from migrator.backfill import backfill
 from migrator.errors import IncompatibleSchema
 from migrator.legacy import LegacySource
 from migrator.models import ALL_MODELS, SCHEMA_VERSION, McpSession, McpSessionTool
-from migrator.schema_migrations import V2_KEYS, foreign_keys_suspended
+from migrator.schema_migrations import V2_KEYS, V4_REDUNDANT, foreign_keys_suspended
 from migrator.target import create_schema, require_schema, schema_version, set_meta, target_database
 from migrator.verify import verify
 from tests.conftest import SnapshotFactory
@@ -137,7 +137,7 @@ def test_a_version_2_target_is_upgraded_in_place_stays_exact_and_then_moves_sess
             require_schema(database)
         tools = sorted(McpSessionTool.select().tuples(), key=repr)
         create_schema(database)
-        assert schema_version(database) == SCHEMA_VERSION == 3
+        assert schema_version(database) == SCHEMA_VERSION
         assert [i.columns for i in database.get_indexes("mcp_session") if i.unique and "legacy_rowid" in i.columns] == [
             ["legacy_rowid"]
         ]
@@ -156,3 +156,58 @@ def test_a_version_2_target_is_upgraded_in_place_stays_exact_and_then_moves_sess
         assert set(McpSession.select(McpSession.legacy_rowid).scalars()).isdisjoint(range(1, 11))
         report = verify(source, database)
     assert report.ok, [str(m) for m in report.mismatches]
+
+
+def _downgrade_to_version_3(database: pw.Database) -> None:
+    """The target as release 3 left it: each child's parent reference indexed on its own too."""
+    migrator = SchemaMigrator.from_database(database)
+    migrate(*(migrator.add_index(table, (column,)) for table, column in V4_REDUNDANT))
+    set_meta(database, "schema_version", "3")
+
+
+def _reference_indexes(database: pw.Database) -> list[tuple[str, list[str]]]:
+    return [
+        (table, index.columns)
+        for table, column in V4_REDUNDANT
+        for index in database.get_indexes(table)
+        if index.columns == [column]
+    ]
+
+
+def test_a_version_3_target_loses_its_redundant_indexes_and_still_cascades(
+    upgraded_target: str, snapshot_factory: SnapshotFactory
+) -> None:
+    """The primary key of each child table starts with its parent reference, so the index on the
+    reference alone goes; a catch-up that deletes a checkpoint and a session still cascades to
+    their children, and the target verifies exact before and after."""
+    snapshot = snapshot_factory(
+        [checkpoint_row(1, CHECKPOINT), checkpoint_row(2, {**CHECKPOINT, "reason": "gone"})],
+        [session_row(1, "a:c", {"tools": TOOLS}), session_row(2, "b:c", {"tools": TOOLS[:1]})],
+    )
+    with LegacySource(snapshot) as source, target_database(upgraded_target) as database:
+        backfill(source, database)
+        assert _reference_indexes(database) == []  # a new target never has them
+        _downgrade_to_version_3(database)
+        assert len(_reference_indexes(database)) == len(V4_REDUNDANT)
+        create_schema(database)
+        assert schema_version(database) == SCHEMA_VERSION
+        assert _reference_indexes(database) == []
+        assert verify(source, database).ok
+    with closing(sqlite3.connect(snapshot)) as daemon, daemon:
+        daemon.execute("DELETE FROM checkpoints WHERE id = 2")
+        daemon.execute("DELETE FROM mcp_sessions WHERE rowid = 2")
+    with LegacySource(snapshot) as source, target_database(upgraded_target) as database:
+        assert [t.deleted for t in backfill(source, database).tables] == [1, 1]
+        assert McpSessionTool.select().count() == len(TOOLS)
+        report = verify(source, database)
+    assert report.ok, [str(m) for m in report.mismatches]
+
+
+@pytest.mark.parametrize(("table", "column"), V4_REDUNDANT)
+def test_a_lookup_by_parent_searches_the_primary_key_not_the_table(tmp_path: Path, table: str, column: str) -> None:
+    """What the dropped indexes were for: a child's rows found by their parent (reads, and each
+    cascade of a delete), still by an index, the primary key's, never by a scan of the table."""
+    with target_database(tmp_path / "t.db") as database:
+        create_schema(database)
+        plan = database.execute_sql(f'EXPLAIN QUERY PLAN SELECT * FROM "{table}" WHERE "{column}" = 1').fetchall()
+    assert [row[-1] for row in plan] == [f"SEARCH {table} USING INDEX sqlite_autoindex_{table}_1 ({column}=?)"]
