@@ -21,7 +21,14 @@ import pytest
 from migrator import open_store, relational, wal
 from migrator.backfill import backfill
 from migrator.equivalence import json_differences
-from migrator.errors import LegacyUnavailable, SourceNotFound, TargetUnreachable, UnknownMode, UnreadableRecord
+from migrator.errors import (
+    LegacyUnavailable,
+    RebuildError,
+    SourceNotFound,
+    TargetUnreachable,
+    UnknownMode,
+    UnreadableRecord,
+)
 from migrator.fakes import fake_checkpoint_blob, fake_session_blob, make_faker
 from migrator.legacy import MCP_SESSIONS, LegacySource
 from migrator.legacy_copy import compare_legacy_files
@@ -272,6 +279,29 @@ def test_a_failing_relational_path_never_breaks_a_shadow_read(
     store.wait_for_shadow_reads()
     report = store.report()
     assert (report.shadow_errors, report.shadow_mismatches, report.shadow_matches) == (1, 0, 0)
+
+
+def test_a_relational_read_that_races_a_write_is_stale_not_an_error(
+    one_file: Callable[..., Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relational side reads a session's rows one query after another, so a write between
+    two of them can make the row vanish half way (seen on PostgreSQL): read again while no
+    write can run, it is found, and the read counts as stale, as a race that returns a value does."""
+    one_file("dual_write").save_session("a:c", SESSION, SEEN)
+    store = one_file("shadow")
+    original, calls = RelationalTables.session, []
+
+    def raced_once(self: RelationalTables, key: str) -> Any:
+        calls.append(key)
+        if len(calls) == 1:
+            raise RebuildError("mcp_sessions rowid 1 vanished while it was read")
+        return original(self, key)
+
+    monkeypatch.setattr(RelationalTables, "session", raced_once)
+    assert differences(SESSION, store.get_session("a:c")) == []
+    store.wait_for_shadow_reads()
+    report = store.report()
+    assert (report.shadow_errors, report.shadow_mismatches, report.shadow_stale, len(calls)) == (0, 0, 1, 2)
 
 
 # --- a failed relational write ----------------------------------------------------------------

@@ -125,23 +125,23 @@ class ShadowReads:
         # cannot make a difference appear.
         control = observe(read, lambda: legacy_row)
         candidate = observe(read, read.relational)
+        if observation_differences(control, candidate):
+            self._confirm(read)
+        else:
+            self._ledger.tally(shadow_matches=1)
+
+    def _confirm(self, read: Read) -> None:
+        # A write may have changed the row between the two reads, or while the relational side
+        # read its rows one query after another (a row gone half way raises). Reading both sides
+        # again while no write of this store can run tells such a race from a real divergence.
+        with self._write_lock:
+            control = observe(read, read.legacy)
+            candidate = observe(read, read.relational)
         if candidate.error is not None and control.error is None:
             self._ledger.tally(shadow_errors=1)
             table = read.kind.legacy.name
             logger.warning("shadow read of %s %s: the relational path raised %r", table, read.key, candidate.error)
-        elif not observation_differences(control, candidate):
-            self._ledger.tally(shadow_matches=1)
-        else:
-            self._confirm_mismatch(read)
-
-    def _confirm_mismatch(self, read: Read) -> None:
-        # A write may have changed the row between the two reads. Reading both sides again while
-        # no write of this store can run tells such a race from a real divergence.
-        with self._write_lock:
-            control = observe(read, read.legacy)
-            candidate = observe(read, read.relational)
-        differences = observation_differences(control, candidate)
-        if differences:
+        elif differences := observation_differences(control, candidate):
             self._ledger.record_mismatch(ShadowMismatch(read.kind.legacy.name, read.key, differences))
         else:
             self._ledger.tally(shadow_stale=1)
