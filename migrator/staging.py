@@ -15,23 +15,32 @@ cells and rowids are those of a run in one process (`tests/test_parallel.py` com
 Servers keep their own loaders (`loading`): rows go to them from the main process.
 
 The files live in a temporary folder of the run (`TMPDIR`), one per batch in flight, and each
-is removed once copied; the folder goes when the run ends, whatever way it ends.
+is removed once copied; the folder goes when the run ends, whatever way it ends. Only a run killed
+outright (SIGKILL, a power cut) leaves its folder, owner-only but holding session data: the next
+staging run removes it (`_remove_abandoned`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import shutil
 import sqlite3
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import peewee as pw
 
 from migrator import engines
 from migrator.errors import StagingFailed
 from migrator.relational import Row, TableMap, WritableRows, insert_rows
+
+logger = logging.getLogger(__name__)
 
 ALIAS = "ksi_staged"
 """The name a staging file is attached under; only this module's statements use it."""
@@ -96,8 +105,45 @@ def staging_for(database: pw.Database, models: Sequence[type[pw.Model]], wanted:
     marks = ", ".join("?" for _ in names)
     tables = f"SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name IN ({marks})"
     found = database.execute_sql(tables, names)
-    with tempfile.TemporaryDirectory(prefix="ksi-staging-") as directory:
+    _remove_abandoned(Path(tempfile.gettempdir()))
+    with tempfile.TemporaryDirectory(prefix=f"{FOLDER_PREFIX}{os.getpid()}-") as directory:
         yield Staging(directory, dict(found.fetchall()))
+
+
+FOLDER_PREFIX = "ksi-staging-"
+"""A run's staging folder is named for it and its process id: `ksi-staging-<pid>-<random>`."""
+_RUN_FOLDER = re.compile(rf"{FOLDER_PREFIX}(\d+)-\w+")
+IDLE_SECONDS = 60.0
+"""How long a folder must have been left untouched before it counts as abandoned: a live run adds
+and removes a file in it every batch, so one whose process id is not alive here (another pid
+namespace sharing TMPDIR) is still left alone."""
+
+
+def _remove_abandoned(temporary: Path) -> None:
+    """Remove the staging folders, and the session data in them, of this user's runs that were
+    killed before they could: their process is gone and they have not changed for a while."""
+    for folder in temporary.glob(f"{FOLDER_PREFIX}*"):
+        matched = _RUN_FOLDER.fullmatch(folder.name)
+        try:
+            stat = folder.lstat()
+        except OSError:
+            continue  # removed meanwhile
+        if not matched or not folder.is_dir() or folder.is_symlink() or stat.st_uid != os.getuid():
+            continue
+        if _alive(int(matched[1])) or time.time() - stat.st_mtime < IDLE_SECONDS:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        logger.warning("removed %s, the staging folder of an earlier run that was killed", folder)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def staged_tables(mapped: WritableRows | None) -> StagedTables | None:

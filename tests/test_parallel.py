@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import shutil
 import signal
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -82,6 +85,12 @@ def copies(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
     return copied
 
 
+def _left_in(temporary: Path) -> list[str]:
+    """What a run left in TMPDIR, but for the folder of multiprocessing's own forkserver
+    (`pymp-*`), made there when this test is the first to start it and removed at exit."""
+    return sorted(path.name for path in temporary.iterdir() if not path.name.startswith("pymp-"))
+
+
 def test_workers_stage_their_rows_for_a_sqlite_target_and_leave_no_file(
     snapshot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copies: list[list[int]]
 ) -> None:
@@ -91,8 +100,40 @@ def test_workers_stage_their_rows_for_a_sqlite_target_and_leave_no_file(
     target = tmp_path / "t.db"
     assert migrate(snapshot, target, "--jobs", "2", "--batch-size", "37") == 0
     assert copies, "no batch was staged by a worker"
-    assert list(temporary.iterdir()) == []  # every staging file, and the folder, removed
+    assert _left_in(temporary) == []  # every staging file, and the folder, removed
     assert main(["verify", "--source", str(snapshot), "--target", str(target)]) == 0
+
+
+def test_the_staging_folder_of_a_killed_run_is_removed_by_the_next_and_no_live_one(
+    snapshot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run killed with SIGKILL cannot remove its staging folder, which holds session data. The
+    next run that stages removes it once its process is gone and it has been idle for a while;
+    a folder whose run is alive, or was touched just now, stays."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    killed.kill()
+    killed.wait()
+    idle = time.time() - 2 * staging.IDLE_SECONDS
+    folders = {
+        "killed": temporary / f"{staging.FOLDER_PREFIX}{killed.pid}-abc_123",
+        "killed just now": temporary / f"{staging.FOLDER_PREFIX}{killed.pid}-def456",
+        "alive": temporary / f"{staging.FOLDER_PREFIX}{os.getppid()}-ghi789",
+        "not a run's": temporary / f"{staging.FOLDER_PREFIX}notes",
+    }
+    for name, folder in folders.items():
+        folder.mkdir()
+        (folder / "batch-1.db").write_text("session data")
+        if name != "killed just now":
+            os.utime(folder, (idle, idle))
+    with caplog.at_level(logging.WARNING, logger="migrator.staging"):
+        assert migrate(snapshot, tmp_path / "t.db", "--jobs", "2", "--batch-size", "37") == 0
+    assert _left_in(temporary) == sorted(folders[name].name for name in ("killed just now", "alive", "not a run's"))
+    assert [record.getMessage() for record in caplog.records] == [
+        f"removed {folders['killed']}, the staging folder of an earlier run that was killed"
+    ]
 
 
 def test_a_staging_file_that_cannot_be_written_is_one_line_and_jobs_1_carries_on(
