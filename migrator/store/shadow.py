@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 from migrator.equivalence import json_differences
+from migrator.errors import RebuildError
 from migrator.relational import BlobKind
 from migrator.store.common import (
     maybe_blob,
@@ -80,6 +81,11 @@ def _outcome(observation: Observation) -> str:
     return "found nothing" if observation.value is None else "returned a blob"
 
 
+def _failed_alone(control: Observation, candidate: Observation) -> bool:
+    """The relational path raised where the legacy read did not."""
+    return candidate.error is not None and control.error is None
+
+
 class ShadowReads:
     """GitHub Scientist's experiment for reads: the JSON (control) is served, and the relational
     rebuild (candidate) is compared with it on a background thread, off the caller's path."""
@@ -125,26 +131,34 @@ class ShadowReads:
         # cannot make a difference appear.
         control = observe(read, lambda: legacy_row)
         candidate = observe(read, read.relational)
-        if observation_differences(control, candidate):
-            self._confirm(read)
-        else:
+        if not observation_differences(control, candidate):
             self._ledger.tally(shadow_matches=1)
+        elif _failed_alone(control, candidate) and not isinstance(candidate.error, RebuildError):
+            # A failure of the relational path's own (a server down, a bug), not a race with a
+            # write: reading again under the write lock would hold the daemon's writes up for as
+            # long as it takes to fail again.
+            self._count_error(read, candidate)
+        else:
+            self._confirm(read)
 
     def _confirm(self, read: Read) -> None:
         # A write may have changed the row between the two reads, or while the relational side
-        # read its rows one query after another (a row gone half way raises). Reading both sides
-        # again while no write of this store can run tells such a race from a real divergence.
+        # read its rows one query after another (a row gone half way: RebuildError). Reading both
+        # sides again while no write of this store can run tells such a race from a real divergence.
         with self._write_lock:
             control = observe(read, read.legacy)
             candidate = observe(read, read.relational)
-        if candidate.error is not None and control.error is None:
-            self._ledger.tally(shadow_errors=1)
-            table = read.kind.legacy.name
-            logger.warning("shadow read of %s %s: the relational path raised %r", table, read.key, candidate.error)
+        if _failed_alone(control, candidate):
+            self._count_error(read, candidate)
         elif differences := observation_differences(control, candidate):
             self._ledger.record_mismatch(ShadowMismatch(read.kind.legacy.name, read.key, differences))
         else:
             self._ledger.tally(shadow_stale=1)
+
+    def _count_error(self, read: Read, candidate: Observation) -> None:
+        self._ledger.tally(shadow_errors=1)
+        table = read.kind.legacy.name
+        logger.warning("shadow read of %s %s: the relational path raised %r", table, read.key, candidate.error)
 
     def wait(self, timeout: float | None = None) -> None:
         with self._lock:
