@@ -3,8 +3,9 @@
 A fresh load spends most of its time in `json.loads`, `json.dumps` and the record splits, which
 hold the GIL, so threads would not help. `--jobs N` runs N processes: the main one, which reads
 the snapshot a batch at a time and writes every batch, in the order read, and N - 1 workers that
-map the batches they are handed. The main process maps a batch itself when the workers have
-their fill and it has used no more CPU than a worker so far (`_Balance`), so the work shares out
+map the batches they are handed. The main process maps a batch itself while the workers start
+(`WorkerPool`), and later when they have their fill and it has used no more CPU than a worker
+so far (`_Balance`), so the work shares out
 by itself between a writer and mappers that run at different speeds, and all finish together.
 Results are written in the order read, so the target's rows (their order and rowids included)
 are those of a run in one process.
@@ -20,6 +21,7 @@ cannot be read is quarantined there exactly as it would be in the main process.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import queue
@@ -42,6 +44,8 @@ from migrator.kinds import KINDS
 from migrator.legacy import CELLS, LegacyRow, row_digest
 from migrator.relational import WritableRows, map_legacy_rows
 from migrator.staging import Staging
+
+logger = logging.getLogger(__name__)
 
 MAX_DEFAULT_JOBS = 4
 """`--jobs` defaults to the cores this process may use, at most this many: past a few processes the
@@ -205,17 +209,42 @@ class _Worker:
 
 @dataclass
 class WorkerPool:
-    """The `jobs - 1` worker processes of a run."""
+    """The `jobs - 1` worker processes of a run, started on a thread of their own.
 
-    workers: list[_Worker] = field(default_factory=list)
+    Starting them takes a third of a second or more (the forkserver imports the mapping before
+    it forks the first), which the run spends mapping batches here instead of waiting: each
+    worker takes batches once it is up. A worker that cannot be started (a process limit, no
+    memory) leaves its share to the others, or to this process, with a warning."""
+
+    workers: list[_Worker] = field(default_factory=list)  # those started so far; only ever appended to
+    _starting: threading.Thread | None = None
+
+    def start(self, context: BaseContext, count: int) -> None:
+        self._starting = threading.Thread(target=self._start, args=(context, count), name="ksi-workers", daemon=True)
+        self._starting.start()
+
+    def _start(self, context: BaseContext, count: int) -> None:
+        for _ in range(count):
+            try:
+                self.workers.append(_Worker.start(context))
+            except Exception as exc:  # noqa: BLE001 - any failure to start one: the run maps without it
+                logger.warning("cannot start a worker process (%s): its share is mapped by the others or here", exc)
+                return
+
+    def wait_started(self) -> None:
+        """Return once every worker is started, or has failed to start."""
+        if self._starting is not None:
+            self._starting.join()
 
     @property
     def room(self) -> int:
-        """Batches the workers hold at a time."""
+        """Batches the workers started so far hold at a time."""
         return len(self.workers) * IN_FLIGHT_PER_WORKER
 
     def with_room(self) -> _Worker | None:
-        """The worker with the fewest batches in hand, if it can take one more."""
+        """The started worker with the fewest batches in hand, if it can take one more."""
+        if not self.workers:
+            return None
         worker = min(self.workers, key=lambda worker: worker.in_hand)
         return worker if worker.in_hand < IN_FLIGHT_PER_WORKER else None
 
@@ -236,17 +265,17 @@ def worker_pool(jobs: int) -> Iterator[WorkerPool | None]:
     if jobs <= 1:
         yield None
         return
-    context = _new_context()
     pool = WorkerPool()
+    pool.start(_new_context(), jobs - 1)
     try:
-        for _ in range(jobs - 1):
-            pool.workers.append(_Worker.start(context))
         yield pool
     except BaseException:
         # The run is failing (a worker died, Ctrl-C): stop the workers rather than wait for them.
+        pool.wait_started()
         for worker in pool.workers:
             worker.kill()
         raise
+    pool.wait_started()
     for worker in pool.workers:
         worker.stop()
 
@@ -261,7 +290,7 @@ def mapped_batches(
     the order it was handed its batches, so the oldest pending batch's answer is the next one
     its worker sends."""
     pending: deque[tuple[list[LegacyRow], MappedBatch | _Worker]] = deque()
-    balance = _Balance(len(pool.workers))
+    balance = _Balance()
     for batch in batches:
         while not _placed(pool, balance, pending, kind_name, batch, staging):
             yield _next(pending, kind_name, balance)  # the oldest, once its worker answers
@@ -288,7 +317,7 @@ def _placed(
         worker.hand((kind_name, batch, staging))
         pending.append((batch, worker))
         return True
-    if balance.here_has_time():
+    if not pool.workers or balance.here_has_time(len(pool.workers)):  # none started yet: no one else maps
         pending.append((batch, map_batch(kind_name, batch)))
         return True
     return False
@@ -304,12 +333,12 @@ class _Balance:
     it has worked no more than a worker evened that out (126 to 128 s against 108 to 109 s) and
     took the load from 154 and 170 s to 150 and 151 s (`benchmarks/results/issue18-staging.md`)."""
 
-    workers: int
     started: float = field(default_factory=time.process_time)
-    workers_seconds: float = 0.0
+    workers_seconds: float = 0.0  # what the workers reported for the batches they mapped, all together
 
-    def here_has_time(self) -> bool:
-        return time.process_time() - self.started <= self.workers_seconds / self.workers
+    def here_has_time(self, workers: int) -> bool:
+        """Whether this process has used no more CPU than the mean of `workers` (those started)."""
+        return time.process_time() - self.started <= self.workers_seconds / workers
 
 
 def _mapped(mapping: MappedBatch | _Worker) -> bool:

@@ -72,6 +72,75 @@ def test_two_workers_write_exactly_the_tables_one_process_writes(snapshot: Path,
 
 
 @pytest.fixture
+def mapped_here(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of each batch this process maps itself (a worker's calls happen in its own process)."""
+    sizes: list[int] = []
+    map_batch = parallel.map_batch
+
+    def counted(kind_name: str, batch: list[Any], staging: Any = None) -> parallel.MappedBatch:
+        sizes.append(len(batch))
+        return map_batch(kind_name, batch, staging)
+
+    monkeypatch.setattr(parallel, "map_batch", counted)
+    return sizes
+
+
+def test_while_the_workers_start_this_process_maps_and_the_tables_are_the_same(
+    snapshot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starting a worker takes a third of a second or more: the writer does not wait for it, and
+    once it is up the worker takes its share. Here it takes half a second more to start, and
+    this process takes a fifth of a second a batch (26 of them), so both have work to do."""
+    start, map_here, copy = parallel._Worker.start, parallel.map_batch, staging.StagedTables.insert_into
+    written_from: list[str] = []  # who mapped each batch, in the order they are written
+
+    def slow_start(context: Any) -> parallel._Worker:
+        time.sleep(0.5)
+        return start(context)
+
+    def slow_map_here(*task: Any) -> parallel.MappedBatch:
+        time.sleep(0.2)
+        written_from.append("here")  # mapped here, and written before the next is read
+        return map_here(*task)
+
+    def copied(self: staging.StagedTables, *args: Any) -> None:
+        written_from.append("worker")
+        copy(self, *args)
+
+    monkeypatch.setattr(parallel._Worker, "start", slow_start)
+    monkeypatch.setattr(parallel, "map_batch", slow_map_here)
+    monkeypatch.setattr(staging.StagedTables, "insert_into", copied)
+    assert migrate(snapshot, tmp_path / "one.db", "--jobs", "1", "--batch-size", "37") == 0
+    written_from.clear()
+    assert migrate(snapshot, tmp_path / "two.db", "--jobs", "2", "--batch-size", "37") == 0
+    assert written_from[:2] == ["here", "here"], "this process waited for the worker instead of mapping"
+    assert "worker" in written_from, "the worker never took a batch once it was up"
+    assert every_row(tmp_path / "one.db") == every_row(tmp_path / "two.db")
+
+
+def test_a_worker_that_cannot_start_leaves_its_share_to_this_process_with_a_warning(
+    snapshot: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    mapped_here: list[int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def cannot_start(context: Any) -> parallel._Worker:
+        raise OSError(11, "Resource temporarily unavailable")  # fork's EAGAIN: a process limit reached
+
+    monkeypatch.setattr(parallel._Worker, "start", cannot_start)
+    with caplog.at_level(logging.WARNING, logger="migrator.parallel"):
+        assert migrate(snapshot, tmp_path / "t.db", "--jobs", "2", "--batch-size", "37") == 0
+    with LegacySource(snapshot) as source:
+        assert sum(mapped_here) == sum(source.count(table) for table in source.tables)  # every row, mapped here
+    assert [record.getMessage() for record in caplog.records] == [
+        "cannot start a worker process ([Errno 11] Resource temporarily unavailable): "
+        "its share is mapped by the others or here"
+    ]
+    assert main(["verify", "--source", str(snapshot), "--target", str(tmp_path / "t.db")]) == 0
+
+
+@pytest.fixture
 def copies(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
     """The row counts of each staged batch the writer copies (in this process: the writer's)."""
     copied: list[list[int]] = []
@@ -250,6 +319,7 @@ def test_a_worker_killed_while_it_maps_or_sends_its_answer_is_one_error_not_a_ha
         batch = next(source.batches(table, batch_size=10_000, max_bytes=1 << 40))
     with parallel.worker_pool(2) as pool:
         assert pool is not None
+        pool.wait_started()
         (worker,) = pool.workers
         worker.hand((table.name, batch, None))
         os.kill(worker.process.pid, signal.SIGKILL)  # type: ignore[arg-type]
@@ -276,6 +346,7 @@ def test_an_exception_in_a_worker_is_raised_here_with_the_workers_traceback(snap
         batch = next(source.batches(KINDS["mcp_sessions"].legacy, batch_size=5))
     with parallel.worker_pool(2) as pool:
         assert pool is not None
+        pool.wait_started()
         (worker,) = pool.workers
         worker.hand(("no such kind", batch, None))  # a KeyError in the worker's lookup of the kind
         with pytest.raises(KeyError, match="no such kind") as raised:
@@ -286,12 +357,12 @@ def test_an_exception_in_a_worker_is_raised_here_with_the_workers_traceback(snap
 
 
 def test_the_writer_maps_a_batch_only_while_it_has_worked_no_more_than_a_worker() -> None:
-    balance = parallel._Balance(workers=2)
+    balance = parallel._Balance()
     deadline = time.process_time() + 0.05
     while time.process_time() < deadline:  # this process's CPU seconds since the load began
         pass
-    assert not balance.here_has_time()  # the workers have reported nothing yet
+    assert not balance.here_has_time(workers=2)  # the workers have reported nothing yet
     balance.workers_seconds = 0.05  # two workers, 0.025 s each: still less than here
-    assert not balance.here_has_time()
+    assert not balance.here_has_time(workers=2)
     balance.workers_seconds = 2 * 60.0
-    assert balance.here_has_time()
+    assert balance.here_has_time(workers=2)
