@@ -87,8 +87,8 @@ def _cascade(model: type[pw.Model], **kwargs: Any) -> pw.ForeignKeyField:
 
     That key's index serves every lookup by parent and every cascade, on each engine (MySQL
     takes it as the index a foreign key needs). A second index on the reference alone, which
-    peewee makes by default, would only cost writes: a tenth of a fresh load's index builds, and
-    a page or more of each checkpoint save (schema version 4 dropped it)."""
+    peewee makes by default, would only cost writes: a fifth of a fresh load's index builds, and
+    three pages of each checkpoint save (schema version 4 dropped it)."""
     return pw.ForeignKeyField(model, on_delete="CASCADE", index=False, **kwargs)
 
 
