@@ -24,8 +24,8 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-from benchmarks.results.issue18_side_by_side import AFTER, child, rank
-from benchmarks.results.issue18_staging import verify
+from benchmarks.results.issue18_side_by_side import AFTER, rank
+from benchmarks.results.issue18_staging import in_turns, verify
 
 ROUNDS = 2
 SAVES = 1000
@@ -75,12 +75,7 @@ def backfills(base: Path, snapshot: Path, work: Path) -> dict[str, list[dict[str
     runs = [("minimal", AFTER, "minimal")]
     for label, operation in (("jobs1", "migrate"), ("jobs2", "migrate-j2")):
         runs += [(f"{label} {version}", root, operation) for version, root in (("before", base), ("after", AFTER))]
-    measured: dict[str, list[dict[str, Any]]] = {}
-    for round_number in range(ROUNDS):
-        for label, root, operation in runs if round_number % 2 == 0 else reversed(runs):
-            target = work / f"{label.replace(' ', '-')}.db"
-            measured.setdefault(label, []).append(child(root, operation, snapshot, target))
-            print(snapshot.name, label, measured[label][-1], file=sys.stderr, flush=True)
+    measured = in_turns(runs, snapshot, work, ROUNDS)
     for label in ("jobs1 after", "jobs2 after"):
         measured[f"verify of {label}"] = [verify(snapshot, work / f"{label.replace(' ', '-')}.db")]
     return measured

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -34,17 +35,26 @@ def verify(snapshot: Path, target: Path) -> dict[str, Any]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def in_turns(
+    runs: Sequence[tuple[str, Path, str]], snapshot: Path, work: Path, rounds: int = ROUNDS
+) -> dict[str, list[dict[str, Any]]]:
+    """Each (label, checkout, operation) run `rounds` times on the snapshot, in turns, every other
+    round in reverse order, each in a process of its own; its target is `work`/LABEL.db."""
+    measured: dict[str, list[dict[str, Any]]] = {}
+    for round_number in range(rounds):
+        for label, root, operation in runs if round_number % 2 == 0 else reversed(runs):
+            target = work / f"{label.replace(' ', '-')}.db"
+            measured.setdefault(label, []).append(child(root, operation, snapshot, target))
+            print(snapshot.name, label, measured[label][-1], file=sys.stderr, flush=True)
+    return measured
+
+
 def main(base: Path, snapshots: list[Path], out: Path) -> None:
     figures: dict[str, dict[str, list[dict[str, Any]]]] = {}
     with TemporaryDirectory() as work:
         for snapshot in snapshots:
             runs = [(label, root or base, operation) for label, root, operation in (*RUNS, *RUNS_AFTER)]
-            measured = figures.setdefault(snapshot.name, {})
-            for round_number in range(ROUNDS):
-                for label, root, operation in runs if round_number % 2 == 0 else reversed(runs):
-                    target = Path(work) / f"{label.replace(' ', '-')}.db"
-                    measured.setdefault(label, []).append(child(root, operation, snapshot, target))
-                    print(snapshot.name, label, measured[label][-1], file=sys.stderr, flush=True)
+            measured = figures[snapshot.name] = in_turns(runs, snapshot, Path(work))
             measured["verify of jobs2 after"] = [verify(snapshot, Path(work) / "jobs2-after.db")]
             out.write_text(json.dumps(figures, indent=1) + "\n")
 

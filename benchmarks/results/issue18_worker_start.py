@@ -16,8 +16,8 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-from benchmarks.results.issue18_side_by_side import AFTER, child
-from benchmarks.results.issue18_staging import verify
+from benchmarks.results.issue18_side_by_side import AFTER
+from benchmarks.results.issue18_staging import in_turns, verify
 
 ROUNDS = 4
 
@@ -27,12 +27,7 @@ def main(base: Path, snapshots: list[Path], out: Path) -> None:
     runs = (("minimal", AFTER, "minimal"), ("jobs2 before", base, "migrate-j2"), ("jobs2 after", AFTER, "migrate-j2"))
     with TemporaryDirectory() as work:
         for snapshot in snapshots:
-            measured = figures.setdefault(snapshot.name, {})
-            for round_number in range(ROUNDS):
-                for label, root, operation in runs if round_number % 2 == 0 else reversed(runs):
-                    target = Path(work) / f"{label.replace(' ', '-')}.db"
-                    measured.setdefault(label, []).append(child(root, operation, snapshot, target))
-                    print(snapshot.name, label, measured[label][-1], file=sys.stderr, flush=True)
+            measured = figures[snapshot.name] = in_turns(runs, snapshot, Path(work), ROUNDS)
             measured["verify of jobs2 after"] = [verify(snapshot, Path(work) / "jobs2-after.db")]
             out.write_text(json.dumps(figures, indent=1) + "\n")
 
