@@ -5,12 +5,11 @@ hold the GIL, so threads would not help. `--jobs N` runs N processes: the main o
 the snapshot a batch at a time and writes every batch, in the order read, and N - 1 workers that
 map the batches they are handed. The main process maps a batch itself while the workers start
 (`WorkerPool`), and later when they have their fill and it has used no more CPU than a worker
-so far (`_Balance`), so the work shares out
-by itself between a writer and mappers that run at different speeds, and all finish together.
-Results are written in the order read, so the target's rows (their order and rowids included)
-are those of a run in one process.
-At most `IN_FLIGHT_PER_WORKER` batches a worker, and `MAPPED_HERE_AHEAD` more, are read ahead, so
-memory stays flat however large the snapshot. `--jobs 1` starts no process at all.
+so far (`_Balance`), so the work shares out by itself between a writer and mappers that run at
+different speeds, and all finish together. Results are written in the order read, so the
+target's rows (their order and rowids included) are those of a run in one process. At most
+`IN_FLIGHT_PER_WORKER` batches a worker, and `MAPPED_HERE_AHEAD` more, are read ahead, so memory
+stays flat however large the snapshot. `--jobs 1` starts no process at all.
 
 For a SQLite target a worker writes its batch's rows into a staging file, which the writer
 copies in C (`migrator.staging`): only the digests and the path travel back through the pipe.
@@ -309,15 +308,15 @@ def _placed(
     batch: list[LegacyRow],
     staging: Staging | None,
 ) -> bool:
-    """Hand a batch to a worker with room, or map it here when this process has worked less than
-    a worker so far; False when it must wait for the oldest answer first (there is one: a worker
-    without room holds batches that are pending)."""
+    """Hand a batch to a worker with room, or map it here while no worker is started yet or when
+    this process has worked less than a worker so far; False when it must wait for the oldest
+    answer first (there is one: a started worker without room holds batches that are pending)."""
     worker = pool.with_room()
     if worker is not None:
         worker.hand((kind_name, batch, staging))
         pending.append((batch, worker))
         return True
-    if not pool.workers or balance.here_has_time(len(pool.workers)):  # none started yet: no one else maps
+    if not pool.workers or balance.here_has_time(len(pool.workers)):
         pending.append((batch, map_batch(kind_name, batch)))
         return True
     return False

@@ -363,10 +363,11 @@ def write_legacy_rows(
                 tables = free_parent_keys(database, kind, tables)
             for table, bucket in zip(kind.tables, tables, strict=True):
                 insert_rows(database, table, bucket)
+            counts = [len(bucket) for bucket in tables]
         else:  # staged: only for tables this run loads empty, where no id is taken yet
             tables.insert_into(database, kind.tables)
+            counts = tables.counts
         insert_rows(database, QUARANTINE, quarantined)
-    counts = [len(bucket) for bucket in tables] if isinstance(tables, list) else tables.counts
     return len(rows) - len(quarantined), len(quarantined), sum(counts[ROOT + 1 :])
 
 

@@ -137,13 +137,14 @@ def _remove_abandoned(temporary: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether a process id may be a live run's: only one that is surely gone is not."""
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True  # another user's process
-    return True
+    except (PermissionError, OverflowError):  # another user's process; no process id at all
+        return True
+    return True  # (0 names this process group, always alive: such a folder is left alone too)
 
 
 def staged_tables(mapped: WritableRows | None) -> StagedTables | None:

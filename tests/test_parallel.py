@@ -178,7 +178,7 @@ def test_the_staging_folder_of_a_killed_run_is_removed_by_the_next_and_no_live_o
 ) -> None:
     """A run killed with SIGKILL cannot remove its staging folder, which holds session data. The
     next run that stages removes it once its process is gone and it has been idle for a while;
-    a folder whose run is alive, or was touched just now, stays."""
+    a folder whose run is alive, or was touched just now, or that no run of this tool made, stays."""
     temporary = tmp_path / "tmp"
     temporary.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temporary))
@@ -191,6 +191,8 @@ def test_the_staging_folder_of_a_killed_run_is_removed_by_the_next_and_no_live_o
         "killed just now": temporary / f"{staging.FOLDER_PREFIX}{killed.pid}-def456",
         "alive": temporary / f"{staging.FOLDER_PREFIX}{os.getppid()}-ghi789",
         "not a run's": temporary / f"{staging.FOLDER_PREFIX}notes",
+        "no process id": temporary / f"{staging.FOLDER_PREFIX}{10**30}-jkl",  # os.kill: OverflowError
+        "the process group": temporary / f"{staging.FOLDER_PREFIX}0-mno",  # os.kill(0, 0) signals this group
     }
     for name, folder in folders.items():
         folder.mkdir()
@@ -199,7 +201,7 @@ def test_the_staging_folder_of_a_killed_run_is_removed_by_the_next_and_no_live_o
             os.utime(folder, (idle, idle))
     with caplog.at_level(logging.WARNING, logger="migrator.staging"):
         assert migrate(snapshot, tmp_path / "t.db", "--jobs", "2", "--batch-size", "37") == 0
-    assert _left_in(temporary) == sorted(folders[name].name for name in ("killed just now", "alive", "not a run's"))
+    assert _left_in(temporary) == sorted(folder.name for name, folder in folders.items() if name != "killed")
     assert [record.getMessage() for record in caplog.records] == [
         f"removed {folders['killed']}, the staging folder of an earlier run that was killed"
     ]
