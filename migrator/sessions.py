@@ -13,7 +13,7 @@ indexed for the plan's tool-usage query.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import peewee as pw
 
@@ -137,8 +137,7 @@ def to_rows(row: LegacyRow, digest: str) -> Bundle:
 
 
 def _shape(blob: dict) -> str:
-    keys = set(blob.keys())
-    daemon, plan = bool(keys & _DAEMON_KEYS), bool(keys & _PLAN_KEYS)
+    daemon, plan = not _DAEMON_KEYS.isdisjoint(blob.keys()), not _PLAN_KEYS.isdisjoint(blob.keys())
     if daemon and plan:
         return "mixed"
     return "daemon" if daemon else "plan" if plan else "other"
@@ -147,9 +146,11 @@ def _shape(blob: dict) -> str:
 def _tool_row(session_id: int, position: int, tool: object) -> Row:
     record, form, layout, extra = NO_TOOL_RECORD, "json", None, None
     if type(tool) is str and is_storable_text(tool):
-        name_only = list(NO_TOOL_RECORD)
-        name_only[TOOL_NAME] = tool
-        record, form = name_only, "name"
+        record, form = _name_only(tool), "name"
+    elif type(tool) is dict and len(tool) == 1 and _is_storable_name(name := tool.get("name")):
+        # `{"name": ...}`, most tools' shape: what `split_record` makes of it, without its loop
+        # (a third of the tool rows' time).
+        record, form, layout = _name_only(name), "object", NAME_OBJECT_LAYOUT
     elif isinstance(tool, dict):
         split = split_record(TOOL, tool, lambda: f"session_data.tools[{position}]")
         record, form, layout, extra = split.slots, "object", split.layout, split.extra
@@ -158,6 +159,19 @@ def _tool_row(session_id: int, position: int, tool: object) -> Row:
     return TOOL_TABLE.build(
         session_id=session_id, position=position, form=form, record=record, added_at=None, layout=layout, extra=extra
     )
+
+
+def _is_storable_name(name: object) -> TypeGuard[str]:
+    return type(name) is str and is_storable_text(name)
+
+
+NAME_OBJECT_LAYOUT = split_record(TOOL, {"name": ""}, "tool").layout
+
+
+def _name_only(name: str) -> list[Any]:
+    record = list(NO_TOOL_RECORD)
+    record[TOOL_NAME] = name
+    return record
 
 
 # --- relational rows -> legacy row ------------------------------------------------------------
