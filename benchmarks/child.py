@@ -1,6 +1,6 @@
 """One measured operation in its own process, so that its peak RSS is its own.
 
-    python -m benchmarks.child migrate|migrate-j2|reference|minimal|verify SOURCE TARGET
+    python -m benchmarks.child migrate|migrate-j2|reference|minimal|verify|verify-j2 SOURCE TARGET
 
 TARGET is a SQLite file, or for `migrate` and `verify` a server URL (`benchmarks/servers.py`).
 
@@ -10,6 +10,7 @@ time are reported apart (`workers_rss_mb`: the largest sum of their resident siz
 `workers_cpu_s`: their CPU seconds; both sampled every 0.1 s), as VmHWM and getrusage count
 this process only. On a busy machine the CPU seconds say more than the wall time: with two
 cores to itself, `--jobs 2` takes about the larger of `cpu_s` and half of all its CPU seconds.
+`verify-j2` is `verify --jobs 2`: two worker processes compare rowid ranges, reported the same way.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from benchmarks.reference import reference_backfill
 from migrator.backfill import backfill
 from migrator.legacy import LegacySource
 from migrator.target import target_database
-from migrator.verify import verify
+from migrator.verify import Reopen, verify
 
 
 def run_migrate(source: Path, target: Path | str, jobs: int = 1) -> int:
@@ -54,9 +55,9 @@ def run_minimal(source: Path, target: Path) -> int:
 MINIMAL = Path(__file__).resolve().parent / "minimal_reference.py"
 
 
-def run_verify(source: Path, target: Path | str) -> int:
+def run_verify(source: Path, target: Path | str, jobs: int = 1) -> int:
     with LegacySource(source) as legacy, target_database(target, must_exist=True) as database:
-        report = verify(legacy, database)
+        report = verify(legacy, database, jobs=jobs, reopen=Reopen((str(source),), str(target)))
     if not report.ok:
         raise SystemExit(f"verify found {report.problems} problem(s); a benchmark of a wrong result is void")
     return sum(t.source_rows for t in report.tables)
@@ -68,12 +69,14 @@ OPERATIONS: dict[str, Callable[[Path, Any], int]] = {
     "reference": reference_backfill,
     "minimal": run_minimal,
     "verify": run_verify,
+    "verify-j2": lambda source, target: run_verify(source, target, jobs=2),
 }
+WITH_WORKERS = ("migrate-j2", "verify-j2")
 
 
 def main(argv: list[str]) -> None:
     operation, source, target = argv
-    workers = WorkersMemory(enabled=operation == "migrate-j2")
+    workers = WorkersMemory(enabled=operation in WITH_WORKERS)
     started = time.perf_counter()
     rows = OPERATIONS[operation](Path(source), target if "://" in target else Path(target))
     seconds = time.perf_counter() - started

@@ -37,7 +37,7 @@ from migrator.rollback import export, restore
 from migrator.sources import Snapshot, open_sources
 from migrator.status import Status, target_status
 from migrator.target import in_wal_mode_if_one_file, local_path, planning_database, target_database
-from migrator.verify import VerifyReport, verify
+from migrator.verify import PARALLEL_FROM_ROWS, Reopen, VerifyReport, verify
 
 EXIT_OK, EXIT_MISMATCH, EXIT_ERROR, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -97,7 +97,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     source_opened = open_sources(args.source, unmapped=UnmappedColumns.REPORT)
     with source_opened as source, target_database(args.target, must_exist=True) as database:
         with progress_bar(_source_total(source), "verify") as advance:
-            report = verify(source, database, batch_size=args.batch_size, progress=advance)
+            reopen = Reopen(tuple(str(path) for path in args.source), str(args.target))
+            report = verify(
+                source, database, batch_size=args.batch_size, progress=advance, jobs=args.jobs, reopen=reopen
+            )
     if args.report:
         write_new_text(args.report, json.dumps(report.to_dict(), indent=2) + "\n")
     print(json.dumps(report.to_dict()) if args.json else format_verify(report))
@@ -391,6 +394,13 @@ def build_parser(secrets: Collection[str] = ()) -> argparse.ArgumentParser:
     )
     sub["cleanup"].add_argument("--dry-run", action="store_true", help="check and print the plan; change nothing")
     sub["verify"].add_argument("--report", type=local_path, help="also write the full result as JSON to this file")
+    sub["verify"].add_argument(
+        "--jobs",
+        type=_positive,
+        default=default_jobs(),
+        help=f"processes that compare rowid ranges, from {PARALLEL_FROM_ROWS:,} source rows up; 1 compares in "
+        f"this one (default: the cores, at most {MAX_DEFAULT_JOBS}, here %(default)s)",
+    )
     sub["restore"].add_argument("--out", type=local_path, help="the new legacy SQLite file, holding every table")
     sub["restore"].add_argument(
         "--checkpoints-out", type=local_path, help="the new file for checkpoints (the daemon's checkpoint.db)"

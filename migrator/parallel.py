@@ -248,7 +248,8 @@ class WorkerPool:
         return worker if worker.in_hand < IN_FLIGHT_PER_WORKER else None
 
 
-def _new_context() -> BaseContext:
+def worker_context() -> BaseContext:
+    """How worker processes are started (`--jobs` of `migrate` and of `verify`)."""
     # forkserver forks each worker from a clean server process: cheap, and never a fork of this
     # multi-threaded process (its hashing thread, a driver's threads), which may deadlock.
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
@@ -265,7 +266,7 @@ def worker_pool(jobs: int) -> Iterator[WorkerPool | None]:
         yield None
         return
     pool = WorkerPool()
-    pool.start(_new_context(), jobs - 1)
+    pool.start(worker_context(), jobs - 1)
     try:
         yield pool
     except BaseException:

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacySource
+from migrator.shards import ROW_COST_BYTES, rowid_spans
 from tests.conftest import SnapshotFactory
-from verification.gate.checks import ROW_COST_BYTES, plan_shards, rowid_spans
+from verification.gate.checks import plan_shards
 from verification.snapshots import checkpoint_row, session_row
 
 BIG = 60_000  # blob bytes of a large checkpoint

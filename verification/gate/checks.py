@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,10 +32,11 @@ from migrator.compare import (
 from migrator.equivalence import Difference, json_differences
 from migrator.errors import UnreadableRecord
 from migrator.kinds import KINDS
-from migrator.legacy import LegacyRow, LegacyTable, row_digest
+from migrator.legacy import LegacyRow, row_digest
 from migrator.models import Quarantine
 from migrator.orphans import orphans
 from migrator.relational import BlobKind
+from migrator.shards import Span, ranges_covering, rowid_spans, source_rows_between
 from migrator.sources import Snapshot, files_hashes
 from migrator.store import Blob, Store, blob_of
 from verification.gate.rowids import RowidRuns
@@ -105,35 +106,6 @@ class Problems:
         return self.shown + ([f"... and {self.hidden:,} more"] if self.hidden else [])
 
 
-# --- reading the source by rowid range ---------------------------------------------------------
-
-
-def _rowid_condition(low: int | None, high: int | None) -> tuple[str, list[int]]:
-    conditions, params = [], []
-    if low is not None:
-        conditions.append("rowid >= ?")
-        params.append(low)
-    if high is not None:
-        conditions.append("rowid < ?")
-        params.append(high)
-    return " AND ".join(conditions) or "1", params
-
-
-def source_rows_between(
-    source: Snapshot, table: LegacyTable, low: int | None, high: int | None, batch_size: int = BATCH_ROWS
-) -> Iterator[LegacyRow]:
-    """The source's rows with rowids in [low, high), in rowid order; None leaves a side open."""
-    if table not in source.tables:
-        return  # a snapshot may hold one table only: the other is empty, not an error
-    columns = ", ".join(f'"{column}"' for column in table.columns)
-    where, params = _rowid_condition(low, high)
-    cursor = source.reader(table).execute(
-        f'SELECT rowid, {columns} FROM "{table.name}" WHERE {where} ORDER BY rowid', params
-    )
-    while batch := cursor.fetchmany(batch_size):
-        yield from batch
-
-
 # --- 1. per-row exactness, by shard ------------------------------------------------------------
 
 
@@ -175,41 +147,13 @@ def plan_shards(source: Snapshot, rows_per_shard: int, read_sample: int, shard_b
     return shards
 
 
-ROW_COST_BYTES = 4096
-"""What checking a row costs besides its blob, in blob bytes: reading it from both sides, the
-comparison, the store's read. Measured on a 100k-session snapshot: a shard of 2,000 sessions
-(1.6 MB of blob) took 1.6 s, one of 2,000 checkpoints (14 MB) 3.7 s, so about 0.7 ms a row and
-0.17 us a byte. Shards cut by rows alone would make a checkpoint shard many session shards long."""
-
-
-def rowid_spans(
-    source: Snapshot, table: LegacyTable, rows_per_shard: int, shard_bytes: int
-) -> list[tuple[int, int, int]]:
-    """(first rowid, last rowid, rows) of runs of consecutive rows that each cost about
-    `shard_bytes` to check (a row's blob bytes plus `ROW_COST_BYTES`), and hold at most
-    `rows_per_shard` rows. A blob's length comes from its record header: SQLite reads no blob."""
-    spans: list[tuple[int, int, int]] = []
-    cost = 0
-    lengths = f'SELECT rowid, length(CAST("{table.data_column}" AS BLOB)) FROM "{table.name}" ORDER BY rowid'
-    for rowid, length in source.reader(table).execute(lengths):
-        if not spans or spans[-1][2] == rows_per_shard or cost >= shard_bytes:
-            spans.append((rowid, rowid, 0))
-            cost = 0
-        first, _, rows = spans[-1]
-        spans[-1] = (first, rowid, rows + 1)
-        cost += ROW_COST_BYTES + (length or 0)
-    return spans
-
-
-def shards_covering(table: str, spans: Sequence[tuple[int, int, int]]) -> list[Shard]:
+def shards_covering(table: str, spans: Sequence[Span]) -> list[Shard]:
     if not spans:
         return [Shard(table, None, None, None, None, 0)]  # still checks that the target holds none
-    shards = []
-    for index, (first, last, rows) in enumerate(spans):
-        low = first if index > 0 else None
-        high = spans[index + 1][0] if index + 1 < len(spans) else None
-        shards.append(Shard(table, low, high, first, last, rows))
-    return shards
+    return [
+        Shard(table, low, high, first, last, rows)
+        for (low, high), (first, last, rows) in zip(ranges_covering(spans), spans, strict=True)
+    ]
 
 
 def verify_shard(source: Snapshot, store: Store, shard: Shard) -> CheckResult:
@@ -225,7 +169,7 @@ def verify_shard(source: Snapshot, store: Store, shard: Shard) -> CheckResult:
     compared = RowidRuns()
     comparisons = compare_rows(
         kind,
-        source_rows_between(source, kind.legacy, shard.low, shard.high),
+        source_rows_between(source, kind.legacy, shard.low, shard.high, BATCH_ROWS),
         store.database,
         batch_size=BATCH_ROWS,
         low=shard.low,

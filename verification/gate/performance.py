@@ -38,10 +38,11 @@ from migrator.kinds import KINDS
 from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacyTable
 from migrator.models import ALL_MODELS, MigrationMeta, Quarantine
 from migrator.peewee_parts import sort_models
+from migrator.shards import source_rows_between
 from migrator.sources import Snapshot
 from migrator.store import Blob, Mode, Store, blob_of, open_store
 from migrator.target import create_schema, is_url, target_database
-from verification.gate.checks import PERFORMANCE, CheckResult, source_rows_between
+from verification.gate.checks import BATCH_ROWS, PERFORMANCE, CheckResult
 from verification.latency import latency_figures, percentile
 
 STORE_MODE = Mode.RELATIONAL_ONLY  # after cut-over: the relational rows alone serve the daemon
@@ -228,7 +229,9 @@ def checkpoint_blobs(source: Snapshot, quarantined: set[int], wanted: int) -> li
 
     Quarantined rows are left out: the daemon never saves a checkpoint that is not a JSON object.
     """
-    rows = (row for row in source_rows_between(source, CHECKPOINTS, None, None) if row[0] not in quarantined)
+    rows = (
+        row for row in source_rows_between(source, CHECKPOINTS, None, None, BATCH_ROWS) if row[0] not in quarantined
+    )
     total = readable_total(source, CHECKPOINTS, quarantined)
     return [blob_of(KINDS[CHECKPOINTS.name], row) for row in every_nth(rows, total, wanted)]
 
