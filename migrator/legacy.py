@@ -307,6 +307,12 @@ class LegacySource:
     def _data_version(self) -> int | None:
         return self._live.execute("PRAGMA data_version").fetchone()[0] if self._live is not None else None
 
+    @property
+    def reads_a_copy(self) -> bool:
+        """Whether the snapshot is read from a private copy (a WAL beside no index of it): each
+        process that opened the file again would copy it again."""
+        return self._scratch is not None
+
     def written_since(self) -> bool:
         """Whether another connection (a daemon) committed to the file since the snapshot began."""
         return self._live is not None and self._data_version() != self._version

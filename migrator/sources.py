@@ -97,6 +97,10 @@ class LegacySources:
     def rows_now(self, table: LegacyTable, rowids: Sequence[int]) -> dict[int, LegacyRow]:
         return self.member(table).rows_now(table, rowids)
 
+    @property
+    def reads_a_copy(self) -> bool:
+        return any(member.reads_a_copy for member in self.members)
+
     def written_since(self) -> bool:
         return any(member.written_since() for member in self.members)
 

@@ -7,7 +7,8 @@ metadata (the legacy DDL, AUTOINCREMENT counters, encoding) must be the source's
 source column must be one the mapping carries. Both sides are streamed in rowid order, so memory
 holds one batch whatever the size of the snapshot.
 
-With `jobs` above 1 (and a snapshot of `PARALLEL_FROM_ROWS` rows or more), worker processes
+With `jobs` above 1 (and a snapshot of `PARALLEL_FROM_ROWS` rows or more, which is not read from
+a private copy), worker processes
 compare rowid ranges that cost about the same to check (`migrator.shards`), each with its own
 connections to the source and the target (`Reopen`), and their findings are added up in rowid
 order: the same report as one process gives. Each worker reads the source in a read transaction
@@ -150,7 +151,10 @@ def verify(
     for mismatch in [*unmapped_column_mismatches(source.unmapped), *metadata_mismatches(source.schema(), database)]:
         report.record(mismatch)
     present = {table.name for table in source.tables}
-    shared = reopen is not None and jobs > 1 and sum(map(source.count, source.tables)) >= PARALLEL_FROM_ROWS
+    # A source read from a private copy stays in this process: each worker would copy it again
+    # (and a worker process ends without removing what it made).
+    shared = reopen is not None and jobs > 1 and not source.reads_a_copy
+    shared = shared and sum(map(source.count, source.tables)) >= PARALLEL_FROM_ROWS
     with _range_workers(jobs, reopen) if shared and reopen is not None else _no_workers() as workers:
         for kind in KINDS.values():
             if workers is None:

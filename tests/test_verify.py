@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 from migrator.backfill import backfill
 from migrator.cli import main
 from migrator.errors import TargetUnreachable
+from migrator.legacy import CHECKPOINTS as CHECKPOINTS_TABLE
 from migrator.legacy import LegacySource, UnmappedColumns
 from migrator.models import CheckpointQueueItem, McpSessionTool
 from migrator.target import target_database
@@ -108,3 +111,34 @@ def test_verify_jobs_from_the_command_line(
         del found["seconds"]
         outputs.append(found)
     assert outputs[0] == outputs[1] and outputs[0]["mismatch_kinds"]["relational"] == 2
+
+
+def test_a_snapshot_read_from_a_private_copy_is_compared_in_this_process(
+    tmp_path: Path, small_ranges: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A WAL copied beside no index of it is read from a private copy, which each worker would
+    make again and, ending, leave behind."""
+    live = tmp_path / "live.db"
+    writer = sqlite3.connect(live)
+    writer.execute("PRAGMA journal_mode=wal")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute(CHECKPOINTS_TABLE.ddl)
+    rows = [row[1:] for row in CHECKPOINTS]  # a legacy row is its rowid, then its cells
+    writer.executemany("INSERT INTO checkpoints (id, timestamp, checkpoint_data) VALUES (?, ?, ?)", rows)
+    writer.commit()
+    snapshot = tmp_path / "snap" / "legacy.db"
+    snapshot.parent.mkdir()
+    shutil.copy(live, snapshot)
+    shutil.copy(f"{live}-wal", f"{snapshot}-wal")  # a copied snapshot: a WAL and no -shm
+    writer.close()
+    target = tmp_path / "target.db"
+    with LegacySource(snapshot) as legacy, target_database(target) as database:
+        assert legacy.reads_a_copy
+        backfill(legacy, database, jobs=1)
+
+    def no_workers(*args: Any) -> None:
+        raise AssertionError("workers started for a source read from a private copy")
+
+    monkeypatch.setattr(verify_module, "_range_workers", no_workers)
+    found = _report(snapshot, target, jobs=2, reopen=Reopen((str(snapshot),), str(target)))
+    assert found["ok"] and found["tables"][0]["matched"] == len(CHECKPOINTS)
