@@ -41,8 +41,14 @@ GATE_ALSO_AT = 100_000  # the gate is judged at the largest size, and also repor
 JUDGED_FROM = 100_000  # the gate's bars, and memory's, are judged from this size up (see verdicts)
 GATE_BARS = ("gate_speedup_n2", "gate_n2_vs_backfill_throughput")
 JOBS_BARS = ("jobs1_vs_minimal", "jobs2_vs_minimal")  # issue 18 sets them at 100k and 1M sessions
+VERIFY_JOBS_BAR = "verify_j2_vs_backfill_j2_throughput"  # under 20,000 rows `verify --jobs 2` is one process
 MET_WORDS = {True: "yes", False: "NO", None: f"not judged below {JUDGED_FROM:,} sessions"}
-HIGHER_IS_BETTER = {"verify_vs_backfill_throughput", "gate_n2_vs_backfill_throughput", "gate_speedup_n2"}
+HIGHER_IS_BETTER = {
+    "verify_vs_backfill_throughput",
+    VERIFY_JOBS_BAR,
+    "gate_n2_vs_backfill_throughput",
+    "gate_speedup_n2",
+}
 
 
 def rule_of(verdict: str) -> str:
@@ -104,17 +110,20 @@ def measure(operation: str, source: Path, target: Path | str, *, fresh: bool) ->
 
 
 BACKFILLS = ("migrate", "migrate-j2", "reference", "minimal")
+VERIFIES = ("verify", "verify-j2")  # `verify` and `verify --jobs 2`
 
 
 def compare_backfills(source: Path, work: Path, repeats: int) -> dict[str, Any]:
     """Product (`--jobs 1` and `--jobs 2`), reference and minimal reference take turns, each
-    starting a round in its turn."""
-    runs: dict[str, list[dict[str, Any]]] = {operation: [] for operation in BACKFILLS}
+    starting a round in its turn; then `verify` and `verify --jobs 2` of the `--jobs 1` target."""
+    runs: dict[str, list[dict[str, Any]]] = {operation: [] for operation in (*BACKFILLS, *VERIFIES)}
     for round_number in range(repeats):
         shift = round_number % len(BACKFILLS)
         for operation in BACKFILLS[shift:] + BACKFILLS[:shift]:
             runs[operation].append(measure(operation, source, work / f"{operation}.db", fresh=True))
-    verify_runs = [measure("verify", source, work / "migrate.db", fresh=False) for _ in range(repeats)]
+    for round_number in range(repeats):  # `verify` in one process and in two, in turns, of the same target
+        for operation in VERIFIES if round_number % 2 == 0 else reversed(VERIFIES):
+            runs[operation].append(measure(operation, source, work / "migrate.db", fresh=False))
     rows = runs["migrate"][0]["rows"]
 
     def summary(samples: list[dict[str, Any]]) -> dict[str, float]:
@@ -127,12 +136,15 @@ def compare_backfills(source: Path, work: Path, repeats: int) -> dict[str, Any]:
         workers = [s["workers_rss_mb"] for s in samples if "workers_rss_mb" in s]
         return figures | ({"workers_rss_mb": max(workers)} if workers else {})
 
-    result: dict[str, Any] = {name: summary(samples) for name, samples in (*runs.items(), ("verify", verify_runs))}
+    result: dict[str, Any] = {name: summary(samples) for name, samples in runs.items()}
     result["rows"] = rows
     result["backfill_vs_reference"] = result["migrate"]["seconds"] / result["reference"]["seconds"]
     result["jobs1_vs_minimal"] = result["migrate"]["seconds"] / result["minimal"]["seconds"]
     result["jobs2_vs_minimal"] = result["migrate-j2"]["seconds"] / result["minimal"]["seconds"]
     result["verify_vs_backfill_throughput"] = result["verify"]["rows_per_s"] / result["migrate"]["rows_per_s"]
+    result[VERIFY_JOBS_BAR] = (
+        result["verify-j2"]["rows_per_s"] / result["migrate-j2"]["rows_per_s"]  # both on two cores
+    )
     return result
 
 
@@ -293,6 +305,8 @@ def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "jobs2_vs_minimal": (largest["jobs2_vs_minimal"], BAR["jobs2_vs_minimal"]),
         "gate_speedup_n2": (gate["speedup"], BAR["gate_speedup_n2"]),
     }
+    if VERIFY_JOBS_BAR in largest:  # a results.json from before has none
+        checks[VERIFY_JOBS_BAR] = (largest[VERIFY_JOBS_BAR], 1.0)
     if all(f"save_largest_{mode}" in results for mode in SAVE_MODES):  # a results.json from before has none
         p99 = max(results[f"save_largest_{mode}"]["p99_ms"] for mode in SAVE_MODES)
         checks["largest_save_p99_ms"] = (p99, BAR["largest_save_p99_ms"])
@@ -314,8 +328,9 @@ def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if int(largest_size) < JUDGED_FROM:
         # A gate run on a small snapshot is mostly pytest and xdist start-up (about a second per
         # process): its scaling is reported, but the bar is about production-size snapshots.
-        for name in (*GATE_BARS, *JOBS_BARS):  # workers' start-up weighs on small runs too
-            judged[name]["met"] = None
+        for name in (*GATE_BARS, *JOBS_BARS, VERIFY_JOBS_BAR):  # workers' start-up weighs on small runs too
+            if name in judged:  # a results.json from before `verify --jobs` has no VERIFY_JOBS_BAR
+                judged[name]["met"] = None
     for small, large in pairwise(sizes):
         if int(small) < JUDGED_FROM and f"migrate_rss_{large}_vs_{small}" in judged:
             # Below 100k sessions the bounded caches (SQLite's 64 MiB during a backfill) are not
@@ -374,17 +389,22 @@ def both_cores_table(results: dict[str, Any]) -> list[str]:
         return []  # a results.json from before issue 18
     lines = [
         "| size (sessions) | --jobs 1 s | --jobs 2 s | minimal s | --jobs 1 / minimal | --jobs 2 / minimal | "
-        "--jobs 2 RSS MB (main + workers) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "--jobs 2 RSS MB (main + workers) | verify --jobs 2 s | verify --jobs 2 RSS MB (main + workers) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for size, r in sorted(results["sizes"].items(), key=lambda item: int(item[0])):
         if "minimal" not in r:
             continue
-        j2 = r["migrate-j2"]
+        j2, verify_j2 = r["migrate-j2"], r.get("verify-j2")
+        verify_cells = (
+            f"{verify_j2['seconds']:.2f} | {verify_j2['max_rss_mb']:.0f} + {verify_j2.get('workers_rss_mb', 0):.0f}"
+            if verify_j2
+            else "- | -"  # a results.json from before `verify --jobs`
+        )
         lines.append(
             f"| {int(size):,} | {r['migrate']['seconds']:.2f} | {j2['seconds']:.2f} | {r['minimal']['seconds']:.2f} | "
             f"{r['jobs1_vs_minimal']:.2f}x | {r['jobs2_vs_minimal']:.2f}x | "
-            f"{j2['max_rss_mb']:.0f} + {j2.get('workers_rss_mb', 0):.0f} |"
+            f"{j2['max_rss_mb']:.0f} + {j2.get('workers_rss_mb', 0):.0f} | {verify_cells} |"
         )
     return lines
 
@@ -402,6 +422,7 @@ def bar_title(name: str) -> str:
 BAR_TITLES = {
     "backfill_vs_reference": "backfill time / reference time",
     "verify_vs_backfill_throughput": "verify rows/s / backfill rows/s",
+    VERIFY_JOBS_BAR: "verify -j2 rows/s / migrate -j2 rows/s",
     "gate_n2_vs_backfill_throughput": "gate -n 2 rows/s / backfill rows/s",
     "lookup_p99_ms": "session lookup p99, ms",
     "save_p99_ms": "checkpoint save p99, ms",
@@ -414,7 +435,7 @@ MET_COLOURS = {True: "tab:green", False: "tab:red", None: "tab:gray"}
 LABEL_STYLE: dict[str, Any] = {"padding": 3, "zorder": 4, "bbox": {"facecolor": "white", "edgecolor": "none", "pad": 1}}
 """A value's label over the dashed bar line, so a value close to its bar is not struck through."""
 VERDICTS_PER_ROW = 6
-THROUGHPUT_STEPS = ("migrate", "migrate-j2", "reference", "minimal", "verify")
+THROUGHPUT_STEPS = ("migrate", "migrate-j2", "reference", "minimal", "verify", "verify-j2")
 
 
 def short_size(sessions: str | int) -> str:
