@@ -27,7 +27,7 @@ from migrator.rollback import restore
 from migrator.target import create_schema, target_database
 from migrator.verify import verify
 from tests.conftest import SnapshotFactory
-from verification.snapshots import checkpoint_row, session_row, write_snapshot
+from verification.snapshots import checkpoint_row, hot_wal_copy, session_row, write_snapshot
 
 QUEUE = {"items": [{"request_id": "r1", "data": {"n": 1}}, {"request_id": "r1", "data": {"n": 1.0}}], "is_active": True}
 BLOB = {
@@ -175,25 +175,14 @@ def test_verify_reports_rows_the_source_lacks(
     assert any("checkpoints 9 (rowid 9): in the target but not in the source" in p for p in problems)
 
 
-def test_wal_snapshot_and_its_wal_file_stay_byte_identical(tmp_path: Path) -> None:
-    live = tmp_path / "live.db"
-    writer = sqlite3.connect(live)
-    writer.execute("PRAGMA journal_mode=wal")
-    writer.execute("PRAGMA wal_autocheckpoint=0")
-    writer.execute(CHECKPOINTS.ddl)
-    writer.execute("INSERT INTO checkpoints (timestamp, checkpoint_data) VALUES ('t', ?)", (json.dumps(BLOB),))
-    writer.commit()
-    snapshot = tmp_path / "snap" / "legacy.db"
-    snapshot.parent.mkdir()
-    shutil.copy(live, snapshot)
-    shutil.copy(f"{live}-wal", f"{snapshot}-wal")  # a copied snapshot: a WAL and no -shm
-    writer.close()
+def test_wal_snapshot_and_its_wal_file_stay_byte_identical(snapshot_factory: SnapshotFactory, tmp_path: Path) -> None:
+    snapshot = hot_wal_copy(snapshot_factory([checkpoint_row(1, BLOB, timestamp="t")]), tmp_path / "snap")
     before = snapshot_hashes(snapshot)
     assert before["wal"] is not None
     migrate(snapshot, tmp_path / "t.db")
     assert verify_target(snapshot, tmp_path / "t.db") == []
     assert snapshot_hashes(snapshot) == before
-    assert sorted(p.name for p in snapshot.parent.iterdir()) == ["legacy.db", "legacy.db-wal"]
+    assert sorted(p.name for p in snapshot.parent.iterdir()) == [snapshot.name, f"{snapshot.name}-wal"]
 
 
 # --- memory: batches bounded by bytes and by relational rows ------------------------------------

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import shutil
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +13,12 @@ import pytest
 from migrator.backfill import backfill
 from migrator.cli import main
 from migrator.errors import TargetUnreachable
-from migrator.legacy import CHECKPOINTS as CHECKPOINTS_TABLE
 from migrator.legacy import LegacySource, UnmappedColumns
 from migrator.models import CheckpointQueueItem, McpSessionTool
 from migrator.target import target_database
 from migrator.verify import Reopen, verify
 from tests.conftest import SnapshotFactory
-from verification.snapshots import checkpoint_row, session_row
+from verification.snapshots import checkpoint_row, hot_wal_copy, session_row
 
 QUEUE = {"items": [{"request_id": "r1", "data": {"n": 1}}, {"request_id": "r2", "data": {"n": 1.0}}]}
 CHECKPOINTS = [checkpoint_row(rowid, {"session_queues": {"s": QUEUE}, "reason": f"r{rowid}"}) for rowid in range(1, 9)]
@@ -114,23 +111,11 @@ def test_verify_jobs_from_the_command_line(
 
 
 def test_a_snapshot_read_from_a_private_copy_is_compared_in_this_process(
-    tmp_path: Path, small_ranges: None, monkeypatch: pytest.MonkeyPatch
+    snapshot_factory: SnapshotFactory, tmp_path: Path, small_ranges: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A WAL copied beside no index of it is read from a private copy, which each worker would
     make again and, ending, leave behind."""
-    live = tmp_path / "live.db"
-    writer = sqlite3.connect(live)
-    writer.execute("PRAGMA journal_mode=wal")
-    writer.execute("PRAGMA wal_autocheckpoint=0")
-    writer.execute(CHECKPOINTS_TABLE.ddl)
-    rows = [row[1:] for row in CHECKPOINTS]  # a legacy row is its rowid, then its cells
-    writer.executemany("INSERT INTO checkpoints (id, timestamp, checkpoint_data) VALUES (?, ?, ?)", rows)
-    writer.commit()
-    snapshot = tmp_path / "snap" / "legacy.db"
-    snapshot.parent.mkdir()
-    shutil.copy(live, snapshot)
-    shutil.copy(f"{live}-wal", f"{snapshot}-wal")  # a copied snapshot: a WAL and no -shm
-    writer.close()
+    snapshot = hot_wal_copy(snapshot_factory(CHECKPOINTS, SESSIONS), tmp_path / "copy")
     target = tmp_path / "target.db"
     with LegacySource(snapshot) as legacy, target_database(target) as database:
         assert legacy.reads_a_copy
@@ -141,4 +126,4 @@ def test_a_snapshot_read_from_a_private_copy_is_compared_in_this_process(
 
     monkeypatch.setattr(verify_module, "_range_workers", no_workers)
     found = _report(snapshot, target, jobs=2, reopen=Reopen((str(snapshot),), str(target)))
-    assert found["ok"] and found["tables"][0]["matched"] == len(CHECKPOINTS)
+    assert found["ok"] and [table["matched"] for table in found["tables"]] == [len(CHECKPOINTS), len(SESSIONS)]

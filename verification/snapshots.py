@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sqlite3
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 
 from migrator.legacy import CHECKPOINTS, MCP_SESSIONS, LegacyRow
@@ -29,6 +32,22 @@ def write_snapshot(
     if MCP_SESSIONS in chosen:
         writer.insert(MCP_SESSIONS, list(sessions))
     return writer.finish()
+
+
+def hot_wal_copy(path: Path, folder: Path) -> Path:
+    """A copy of a legacy file as copying a live WAL database leaves it: the main file and a -wal
+    that holds its latest pages, and no -shm index of it (`LegacySource` reads it from a private
+    copy). `path` is put in WAL mode; the copy is `folder`/its name."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as writer:
+        writer.execute("PRAGMA journal_mode = wal")
+        writer.execute("PRAGMA wal_autocheckpoint = 0")  # the rows written below stay in the WAL
+        for (table,) in writer.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            writer.execute(f'UPDATE "{table}" SET rowid = rowid')
+        folder.mkdir(parents=True, exist_ok=True)
+        copy = folder / path.name
+        shutil.copyfile(path, copy)  # while the writer is open: the WAL is not checkpointed yet
+        shutil.copyfile(f"{path}-wal", f"{copy}-wal")
+    return copy
 
 
 def _as_cell(blob: object) -> object:
