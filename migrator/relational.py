@@ -300,14 +300,10 @@ def map_legacy_row(kind: BlobKind, row: LegacyRow, digest: str) -> Mapped:
     lost and never fatal. The backfill writes this, and the forward check compares with it."""
     try:
         return Mapped(kind.to_rows(row, digest), None)
+    except UnreadableBlob as exc:
+        return Mapped(None, quarantine_row(kind, row, digest, str(exc)))
     except Exception as exc:  # noqa: BLE001 - one bad row must never stop a backfill
-        return Mapped(None, _quarantined(kind, row, digest, exc))
-
-
-def _quarantined(kind: BlobKind, row: LegacyRow, digest: str, exc: Exception) -> Row:
-    """The quarantine row of a legacy row whose mapping raised `exc`."""
-    reason = str(exc) if isinstance(exc, UnreadableBlob) else f"cannot be mapped: {exc!r}"
-    return quarantine_row(kind, row, digest, reason)
+        return Mapped(None, quarantine_row(kind, row, digest, f"cannot be mapped: {exc!r}"))
 
 
 Pairs = Sequence[tuple[LegacyRow, str]]  # (legacy row, digest of its cells)
@@ -331,15 +327,12 @@ def map_legacy_rows(kind: BlobKind, rows: Pairs) -> MappedRows:
     """The relational rows of (legacy row, digest) pairs, gathered by table, in the rows' order."""
     tables: list[list[Row]] = [[] for _ in kind.tables]
     quarantined: list[Row] = []
-    to_rows = kind.to_rows
     for row, digest in rows:
-        # `map_legacy_row`, without a `Mapped` for each of millions of rows.
-        try:
-            bundle = to_rows(row, digest)
-        except Exception as exc:  # noqa: BLE001 - one bad row must never stop a backfill
-            quarantined.append(_quarantined(kind, row, digest, exc))
+        mapped = map_legacy_row(kind, row, digest)
+        if mapped.bundle is None:
+            quarantined.append(mapped.quarantined)  # type: ignore[arg-type]
             continue
-        for produced, bucket in zip(bundle, tables, strict=True):
+        for produced, bucket in zip(mapped.bundle, tables, strict=True):
             bucket.extend(produced)
     return tables, quarantined
 

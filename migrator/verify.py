@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -155,7 +155,7 @@ def verify(
     # (and a worker process ends without removing what it made).
     shared = reopen is not None and jobs > 1 and not source.reads_a_copy
     shared = shared and sum(map(source.count, source.tables)) >= PARALLEL_FROM_ROWS
-    with _range_workers(jobs, reopen) if shared and reopen is not None else _no_workers() as workers:
+    with _range_workers(jobs, reopen) if shared and reopen is not None else nullcontext() as workers:
         for kind in KINDS.values():
             if workers is None:
                 batches = source.batches(kind.legacy, batch_size) if kind.legacy.name in present else iter(())
@@ -230,11 +230,6 @@ class _RangeWorkers:
 
 
 RangeFindings = tuple[TableVerification, VerifyReport]  # what a worker found in one rowid range
-
-
-@contextmanager
-def _no_workers() -> Iterator[None]:
-    yield None
 
 
 @contextmanager
