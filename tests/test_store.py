@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from migrator import open_store, relational, wal
+from migrator import engines, open_store, relational, wal
 from migrator.backfill import backfill
 from migrator.equivalence import json_differences
 from migrator.errors import (
@@ -657,6 +657,37 @@ def checkpoint_ids_in_the_database_file(path: Path) -> list[int]:
             # The table is still only in the WAL, or (immutable reads take no lock) the read raced
             # the checkpoint's copy and saw a half-written page: either way, not there yet.
             return []
+
+
+TEMP_STORE_FILE, TEMP_STORE_MEMORY = 1, 2  # what `PRAGMA temp_store` reads back
+
+
+def test_a_store_journals_its_savepoints_in_memory_and_its_index_builds_sort_in_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    legacy = write_snapshot(tmp_path / "legacy.db")
+    store = open_store(tmp_path / "target.db", legacy=legacy, mode="dual_write", create=True)
+
+    def temp_store() -> int:
+        return int(store.database.execute_sql("PRAGMA temp_store").fetchone()[0])
+
+    during_builds: list[int] = []
+    index = engines.SQLiteEngine.index
+
+    def index_in_build(engine: engines.SQLiteEngine, model_index: Any) -> Any:
+        during_builds.append(temp_store())
+        return index(engine, model_index)
+
+    monkeypatch.setattr(engines.SQLiteEngine, "index", index_in_build)
+    try:
+        with ThreadPoolExecutor(1) as other_thread:  # each thread has a connection of its own
+            assert (temp_store(), other_thread.submit(temp_store).result()) == (TEMP_STORE_MEMORY,) * 2
+        store.catch_up()  # into empty tables: the indexes are built after the load
+        assert during_builds and set(during_builds) == {TEMP_STORE_FILE}
+        assert temp_store() == TEMP_STORE_MEMORY
+        assert verify_problems(legacy, store) == []
+    finally:
+        store.close()
 
 
 def test_a_background_thread_checkpoints_the_wal_so_that_saves_do_not(tmp_path: Path) -> None:

@@ -109,6 +109,9 @@ class Store:
         self._write_lock = threading.Lock()
         self._ledger = Ledger(mode)
         written = [database, *(d for d in (legacy.databases if legacy else []) if d is not database)]
+        if not read_only:
+            for each in written:
+                engines.engine(each).tune_for_saves()
         self._checkpointers = [] if read_only else [c for c in map(wal_checkpointer, written) if c is not None]
         self._shadow = ShadowReads(self._ledger, self._write_lock)
         self.aio = AsyncStore(self)
