@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, replace
 
 import peewee as pw
@@ -35,7 +36,7 @@ from migrator.models import McpSession, Quarantine
 from migrator.orphans import delete_orphans, orphans
 from migrator.relational import BlobKind, WritableRows, delete_identities, write_legacy_rows
 from migrator.sources import LegacySources, Snapshot, files_hashes, source_files, source_label
-from migrator.staging import Staging, staged_tables, staging_for
+from migrator.staging import LineStaging, Stager, staged_tables, staging_for
 from migrator.status import record_last_migrate
 from migrator.target import create_schema, save_legacy_schema, schema_version
 
@@ -52,7 +53,7 @@ class Run:
     dry_run: bool
     jobs: int = 1  # processes of a fresh load: this one and jobs - 1 workers that map (1: this one alone)
     pool: parallel.WorkerPool | None = None  # those workers, while the run has them
-    staging: Staging | None = None  # where they stage rows for the writer to copy (SQLite targets)
+    staging: Stager | None = None  # how rows mapped away from the writer are staged for it
 
 
 def backfill(
@@ -133,7 +134,8 @@ def _backfill_once(source: Snapshot, database: pw.Database, run: Run, replace_al
     jobs = run.jobs if not dry_run and any(empty.values()) else 1
     with (
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="ksi-hash") as hasher,
-        staging_for(database, fresh_models, wanted=jobs > 1) as staging_area,  # outlives the workers writing there
+        # Made before the workers start and removed after they stop: they write there.
+        staging_for(database, [] if dry_run else fresh_models, workers=jobs > 1) as staging_area,
         parallel.worker_pool(jobs) as pool,
     ):
         run = replace(run, pool=pool, staging=staging_area)
@@ -167,12 +169,23 @@ def _backfill_table(
         if run.recheck:
             table_report.orphans_removed = _remove_orphans(database, kind, run)
     claimed: set[int] = set()  # old rowids of sessions moved or replaced by key: not vanished
-    for batch, mapped in _read_batches(source, table, run, target_is_empty):
-        _sync_batch(
-            database, source, kind, batch, table_report, run, assume_new=target_is_empty, claimed=claimed, mapped=mapped
-        )
-        if run.progress:
-            run.progress(table.name, len(batch))
+    # Closed on the way out, so that a write that fails stops the mapping thread (`--jobs 1` into
+    # a server) at once, not when the exception's traceback, which holds this frame, is dropped.
+    with closing(_read_batches(source, table, run, target_is_empty)) as batches:
+        for batch, mapped in batches:
+            _sync_batch(
+                database,
+                source,
+                kind,
+                batch,
+                table_report,
+                run,
+                assume_new=target_is_empty,
+                claimed=claimed,
+                mapped=mapped,
+            )
+            if run.progress:
+                run.progress(table.name, len(batch))
     if by_key:  # after the batches, so that a session saved again under a new rowid is moved, not removed
         table_report.deleted = _delete_vanished(source, database, kind, run, claimed)
     if target_is_empty and run.dry_run:
@@ -189,12 +202,14 @@ def _by_key(kind: BlobKind, run: Run, target_is_empty: bool) -> bool:
 
 def _read_batches(
     source: Snapshot, table: LegacyTable, run: Run, target_is_empty: bool
-) -> Iterator[tuple[list[LegacyRow], parallel.MappedBatch | None]]:
+) -> Generator[tuple[list[LegacyRow], parallel.MappedBatch | None], None, None]:
     """The source's batches in rowid order, each mapped already by a worker when the run has them
     and the table is loaded fresh (None: `_sync_batch` maps it here)."""
     batches = source.batches(table, run.batch_size)
     if target_is_empty and run.pool is not None and not run.dry_run:
         return parallel.mapped_batches(run.pool, table.name, batches, run.staging)
+    if target_is_empty and isinstance(run.staging, LineStaging) and not run.dry_run:
+        return parallel.mapped_on_a_thread(table.name, batches, run.staging)  # `--jobs 1` into a server
     return ((batch, None) for batch in batches)
 
 

@@ -139,6 +139,14 @@ class Engine(EmptyTableLoads):
     def tune_for_saves(self) -> None:
         """Settings for a store's connections, which write one daemon save at a time."""
 
+    def loads_lines(self) -> bool:
+        """Whether tables loaded empty take `loading.lines` through the engine's native loader."""
+        return False
+
+    def load_lines(self, fields: Sequence[pw.Field], data: bytes, rows: int) -> None:
+        """Load `rows` rows of these columns into a table loaded empty, as `loading.lines` made them."""
+        raise NotImplementedError(f"{self.name} has no native loader of text lines")
+
     # --- queries
 
     def text_equals(self, column: pw.Field, value: str) -> pw.Expression:
@@ -205,6 +213,7 @@ million-row target, so inserts into them would go to disk; 64 MiB is a fixed bou
 stays flat however large the snapshot is."""
 
 SAVE_PRAGMAS = {"temp_store": "memory"}
+TEMP_STORE_MEMORY = 2  # what `PRAGMA temp_store` reads back for "memory"
 """A store's own connections only. A save in `dual_write` mirrors its rows in a savepoint inside
 the legacy write's transaction, so that a failed mirror leaves the legacy row committed; SQLite
 keeps the original of every page the savepoint changes in a sub-journal, a temporary file once it
@@ -251,9 +260,13 @@ class SQLiteEngine(Engine):
     @contextmanager
     def _sorts_in_files(self) -> Iterator[None]:
         """An index build's sort spills to temporary files, even on a store's connection
-        (`SAVE_PRAGMAS`), whose catch-up into empty tables builds the indexes after its load."""
+        (`SAVE_PRAGMAS`), whose catch-up into empty tables builds the indexes after its load.
+        SQLite refuses the switch inside a transaction (a schema upgrade's), where it is left be."""
         database = cast(pw.SqliteDatabase, self.database)
         previous = database.pragma("temp_store")
+        if previous != TEMP_STORE_MEMORY or database.in_transaction():
+            yield
+            return
         database.pragma("temp_store", "file")
         try:
             yield
@@ -345,12 +358,18 @@ class PostgreSQLEngine(Engine):
             return
         if fields and self.loading_empty(fields[0].model):
             # COPY: rows as text lines, parsed by the server's own loader, no SQL per row.
-            data = loading.lines(rows, loading.POSTGRESQL_FIELD)
-            cursor.copy_expert(loading.copy_statement(*self._columns(fields)), io.BytesIO(data), COPY_CHUNK)
+            self.load_lines(fields, loading.lines(rows, loading.POSTGRESQL_FIELD), len(rows))
             return
         # psycopg2's executemany sends one statement a row; execute_values one a page of rows.
         head, separator, row_template = sql.rpartition(" VALUES ")
         execute_values(cursor, f"{head}{separator}%s", rows, template=row_template, page_size=EXECUTE_VALUES_PAGE)
+
+    def loads_lines(self) -> bool:
+        return execute_values is not None and type(self.database.cursor()).__module__.startswith("psycopg2")
+
+    def load_lines(self, fields: Sequence[pw.Field], data: bytes, rows: int) -> None:
+        cursor = self.database.cursor()
+        cursor.copy_expert(loading.copy_statement(*self._columns(fields)), io.BytesIO(data), COPY_CHUNK)
 
     @classmethod
     def namespace_url(cls, url: str, name: str) -> str:
@@ -391,6 +410,7 @@ class MySQLEngine(Engine):
     def __init__(self, database: pw.Database) -> None:
         super().__init__(database)
         self._local_files: bool | None = None  # whether LOAD DATA LOCAL is allowed, once asked
+        self._packet_bytes: int | None = None  # what a LOAD DATA packet carries, once asked
 
     def collation(self) -> str:
         """The binary NO PAD collation of utf8mb4 this MySQL or MariaDB server offers."""
@@ -431,9 +451,17 @@ class MySQLEngine(Engine):
 
     def bulk_insert(self, sql: str, rows: Sequence[tuple[Any, ...]], fields: Sequence[pw.Field] = ()) -> None:
         if fields and self.loading_empty(fields[0].model) and self._loads_local_files():
-            loading.load_data(self.database, *self._columns(fields), rows)
+            self.load_lines(fields, loading.lines(rows, loading.MYSQL_FIELD), len(rows))
         else:
             self.database.cursor().executemany(sql, rows)
+
+    def loads_lines(self) -> bool:
+        return self._loads_local_files()
+
+    def load_lines(self, fields: Sequence[pw.Field], data: bytes, rows: int) -> None:
+        if self._packet_bytes is None:  # asked once per database
+            self._packet_bytes = loading.load_packet_bytes(self.database)
+        loading.load_data(self.database, *self._columns(fields), data, rows, self._packet_bytes)
 
     def _defers_reference_checks(self) -> bool:
         return True

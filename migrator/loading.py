@@ -34,8 +34,6 @@ from __future__ import annotations
 import json
 import logging
 import operator
-import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -44,6 +42,7 @@ from functools import reduce
 from typing import Any, ClassVar
 
 import peewee as pw
+from pymysql.protocol import OKPacketWrapper
 
 from migrator.errors import BrokenReferences, DuplicateKeys
 from migrator.models import MigrationMeta, Reference, references_of_table
@@ -284,6 +283,7 @@ def _field_writer(true: str, false: str) -> Callable[[Any], str]:
 
 POSTGRESQL_FIELD = _field_writer("t", "f")
 MYSQL_FIELD = _field_writer("1", "0")  # BOOL is TINYINT(1)
+FIELD_WRITERS = {"postgresql": POSTGRESQL_FIELD, "mysql": MYSQL_FIELD}  # by `engines.Engine.name`
 
 
 def lines(rows: Iterable[Sequence[Any]], field: Callable[[Any], str]) -> bytes:
@@ -297,47 +297,70 @@ def copy_statement(table: str, columns: Sequence[str]) -> str:
     return f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT text, ENCODING 'UTF8')"
 
 
+LOCAL_FILE_NAME = "ksi-batch"
+"""The file a LOAD DATA statement names. Nothing is read from it: `load_data` answers the
+server's request for it with the batch's own lines, from memory."""
+
+
 def load_data_statement(table: str, columns: Sequence[str]) -> str:
-    """MySQL's LOAD DATA of `lines` from the file named by the one parameter (`%s`).
+    """MySQL's LOAD DATA of `lines` into these (already quoted) columns.
 
     Every option is spelled out, so no server default (`character_set_database`, a site's
     `FIELDS` settings) changes how a line is read. With ENCLOSED BY empty, the word NULL is text.
     """
     return (
-        f"LOAD DATA LOCAL INFILE %s INTO TABLE {table} CHARACTER SET utf8mb4 "
+        f"LOAD DATA LOCAL INFILE '{LOCAL_FILE_NAME}' INTO TABLE {table} CHARACTER SET utf8mb4 "
         "FIELDS TERMINATED BY '\\t' ENCLOSED BY '' ESCAPED BY '\\\\' "
         f"LINES STARTING BY '' TERMINATED BY '\\n' ({', '.join(columns)})"
     )
 
 
 DUPLICATE_KEY = 1062  # MySQL's ER_DUP_ENTRY
+COM_QUERY = 3  # the MySQL protocol's command byte for a statement
+LOAD_PACKET_BYTES = 1 << 20
+"""Bytes of lines a LOAD DATA packet carries, at most (less when the server's `max_allowed_packet`
+is smaller). pymysql sends a file 16 KB at a time; each packet is a system call after which the
+sending thread must take the GIL back, and while another thread of the run maps rows that took up
+to 5 ms a packet (Python's switch interval), which starved the server."""
 
 
-def load_data(database: pw.Database, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """MySQL's LOAD DATA LOCAL of these rows through pymysql, from a private file.
+def load_data(
+    database: pw.Database, table: str, columns: Sequence[str], data: bytes, rows: int, packet_bytes: int
+) -> None:
+    """MySQL's LOAD DATA LOCAL of `rows` rows, as `lines` made them, sent from memory.
 
-    pymysql sends whatever file a server asks for while the connection's `_local_infile` is on
-    (the capability itself is announced at connect, `engines.LOCAL_FILES`), so it is on only for
-    this statement, which names its own file. With LOCAL the server turns a duplicate key or a
-    value it cannot store into a warning and skips the row: any warning is raised here, as the
-    IntegrityError or DataError an INSERT would have raised, and the transaction rolls back.
+    The server answers the statement by asking for the file it names, and may ask for any file:
+    pymysql would send whichever it named while its connection's `_local_infile` is on. It is
+    never on: the statement is sent here, and the request is answered with `data`, whatever file
+    it names, so no file of this machine is read or written for a load. With LOCAL the server
+    turns a duplicate key or a value it cannot store into a warning and skips the row: any
+    warning is raised here, as the IntegrityError or DataError an INSERT would have raised, and
+    the transaction rolls back.
     """
-    with tempfile.TemporaryDirectory(prefix="ksi-load-") as folder:  # 0700: the rows are private
-        path = os.path.join(folder, "rows.tsv")
-        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
-            file.write(lines(rows, MYSQL_FIELD))
-        cursor = database.cursor()
-        connection = cursor.connection
-        connection._local_infile = True
-        try:
-            loaded = cursor.execute(load_data_statement(table, columns), (path,))
-        finally:
-            connection._local_infile = False
-    if loaded != len(rows) or cursor.warning_count:
+    connection = database.connection()
+    connection._execute_command(COM_QUERY, load_data_statement(table, columns))
+    request = connection._read_packet()  # an error packet (local_infile OFF, say) raises here
+    if not request.is_load_local_packet():
+        raise pw.OperationalError(f"LOAD DATA into {table}: the server did not ask for the rows")
+    try:
+        for start in range(0, len(data), packet_bytes):
+            connection.write_packet(data[start : start + packet_bytes])
+    finally:
+        connection.write_packet(b"")  # the end of the rows, as the protocol asks even after a failure
+    answer = OKPacketWrapper(connection._read_packet())
+    connection.server_status = answer.server_status  # pymysql keeps it from each OK packet (autocommit)
+    if answer.affected_rows != rows or answer.warning_count:
         problems = connection.show_warnings()[:3]
         error = pw.IntegrityError if any(code == DUPLICATE_KEY for _, code, _ in problems) else pw.DataError
         said = "; ".join(f"{code} {message}" for _, code, message in problems)
-        raise error(f"LOAD DATA into {table} loaded {loaded} of {len(rows)} rows: {said}")
+        raise error(f"LOAD DATA into {table} loaded {answer.affected_rows} of {rows} rows: {said}")
+
+
+def load_packet_bytes(database: pw.Database) -> int:
+    """`LOAD_PACKET_BYTES`, or less when the server's `max_allowed_packet` is smaller (a packet
+    carries 4 bytes of header beside its payload)."""
+    (allowed,) = database.execute_sql("SELECT @@SESSION.max_allowed_packet").fetchone()
+    return min(LOAD_PACKET_BYTES, int(allowed) - 4)
 
 
 def local_files_allowed(database: pw.Database) -> bool:

@@ -13,6 +13,13 @@ stays flat however large the snapshot. `--jobs 1` starts no process at all.
 
 For a SQLite target a worker writes its batch's rows into a staging file, which the writer
 copies in C (`migrator.staging`): only the digests and the path travel back through the pipe.
+For a server, a worker sends each table's rows as the lines of the server's loader.
+
+With `--jobs 1` into a server, one thread of this process reads and maps the batches, lines
+included, while the main thread sends them and waits for the server to load each one
+(`mapped_on_a_thread`): the server's time, which the GIL does not hold, overlaps the mapping
+instead of following it. The main thread then takes the GIL only between packets of a megabyte
+(`loading.LOAD_PACKET_BYTES`), so the mapping thread runs nearly unhindered.
 
 A worker computes the rows' digests and maps them (`relational.map_legacy_rows`): a row that
 cannot be read is quarantined there exactly as it would be in the main process.
@@ -29,8 +36,8 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
@@ -42,7 +49,7 @@ from migrator.errors import WorkerFailed
 from migrator.kinds import KINDS
 from migrator.legacy import CELLS, LegacyRow, row_digest
 from migrator.relational import WritableRows, map_legacy_rows
-from migrator.staging import Staging
+from migrator.staging import Stager
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +82,7 @@ class MappedBatch:
     cpu_seconds: float = 0.0
 
 
-def map_batch(kind_name: str, batch: list[LegacyRow], staging: Staging | None = None) -> MappedBatch:
+def map_batch(kind_name: str, batch: list[LegacyRow], staging: Stager | None = None) -> MappedBatch:
     """Run in a worker: the digests and relational rows of a batch of legacy rows, the latter
     written to a staging file when the run has one (`migrator.staging`)."""
     started = time.thread_time()
@@ -86,7 +93,7 @@ def map_batch(kind_name: str, batch: list[LegacyRow], staging: Staging | None = 
     return MappedBatch([digest for _, digest in rows], mapped, time.thread_time() - started)
 
 
-Task = tuple[str, list[LegacyRow], "Staging | None"]
+Task = tuple[str, list[LegacyRow], "Stager | None"]
 """A batch for a worker: its kind's name, its legacy rows and where to stage its rows, if anywhere."""
 Outcome = tuple[bool, Any]
 """A worker's answer: (True, the MappedBatch) or (False, (the exception its mapping raised, the
@@ -281,8 +288,8 @@ def worker_pool(jobs: int) -> Iterator[WorkerPool | None]:
 
 
 def mapped_batches(
-    pool: WorkerPool, kind_name: str, batches: Iterable[list[LegacyRow]], staging: Staging | None = None
-) -> Iterator[tuple[list[LegacyRow], MappedBatch]]:
+    pool: WorkerPool, kind_name: str, batches: Iterable[list[LegacyRow]], staging: Stager | None = None
+) -> Generator[tuple[list[LegacyRow], MappedBatch], None, None]:
     """Each batch with what a worker, or this process, made of it, in the order read. Workers
     stage their rows when `staging` says where; a batch mapped here is written as it is.
 
@@ -307,7 +314,7 @@ def _placed(
     pending: deque[tuple[list[LegacyRow], MappedBatch | _Worker]],
     kind_name: str,
     batch: list[LegacyRow],
-    staging: Staging | None,
+    staging: Stager | None,
 ) -> bool:
     """Hand a batch to a worker with room, or map it here while no worker is started yet or when
     this process has worked less than a worker so far; False when it must wait for the oldest
@@ -354,3 +361,48 @@ def _next(
     answer = mapping.answer(kind_name)
     balance.workers_seconds += answer.cpu_seconds
     return batch, answer
+
+
+MAPPED_AHEAD_ON_A_THREAD = 2
+"""Batches the mapping thread of a `--jobs 1` server load may hold mapped, beyond the one the
+writer sends: memory stays flat, and the writer never waits for a batch the server is slower
+than."""
+THREAD_DONE = object()
+
+
+def mapped_on_a_thread(
+    kind_name: str, batches: Iterable[list[LegacyRow]], staging: Stager
+) -> Generator[tuple[list[LegacyRow], MappedBatch], None, None]:
+    """Each batch with its mapping (staged as `staging` says), in the order read; reading and
+    mapping both run on a thread of their own, ahead of the caller by `MAPPED_AHEAD_ON_A_THREAD`
+    batches at most. An error there is raised here, at the batch it stopped at; a caller that
+    stops early stops the thread, which ends after the batch in hand."""
+    handed: queue.Queue[Any] = queue.Queue(MAPPED_AHEAD_ON_A_THREAD)
+    stopping = threading.Event()
+
+    def hand(item: Any) -> bool:
+        while not stopping.is_set():
+            with suppress(queue.Full):
+                handed.put(item, timeout=0.1)
+                return True
+        return False
+
+    def read_and_map() -> None:
+        try:
+            for batch in batches:
+                if not hand((batch, map_batch(kind_name, batch, staging))):
+                    return
+            hand(THREAD_DONE)
+        except BaseException as exc:  # noqa: BLE001 - raised again by the caller's thread
+            hand(exc)
+
+    thread = threading.Thread(target=read_and_map, name="ksi-map", daemon=True)
+    thread.start()
+    try:
+        while (item := handed.get()) is not THREAD_DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stopping.set()
+        thread.join()

@@ -12,7 +12,10 @@ Exactness: the staging table is the target table's own definition, so each value
 with the same affinity, as the same storage type, by the same driver call (`insert_rows`) a
 direct write makes; the copy moves stored values as they are, in rowid order, so the target's
 cells and rowids are those of a run in one process (`tests/test_parallel.py` compares both).
-Servers keep their own loaders (`loading`): rows go to them from the main process.
+A server target's rows are staged as the text lines of its own loader instead (`LineStaging`:
+PostgreSQL's COPY, MySQL's LOAD DATA LOCAL), in memory: what `Engine.bulk_insert` would make of
+the same rows with `loading.lines`, made where the rows are mapped (a worker, or the thread that
+maps for a run with `--jobs 1`: `parallel.mapped_on_a_thread`), so the writer only sends bytes.
 
 The files live in a temporary folder of the run (`TMPDIR`), one per batch in flight, and each
 is removed once copied; the folder goes when the run ends, whatever way it ends. Only a run killed
@@ -36,8 +39,9 @@ from pathlib import Path
 
 import peewee as pw
 
-from migrator import engines
+from migrator import engines, loading
 from migrator.errors import StagingFailed
+from migrator.peewee_parts import exception_wrapper
 from migrator.relational import Row, TableMap, WritableRows, insert_rows
 
 logger = logging.getLogger(__name__)
@@ -94,11 +98,50 @@ class StagedTables:
                 database.execute_sql(f"INSERT INTO main.{quoted(name)} SELECT * FROM {ALIAS}.{quoted(name)}")
 
 
+@dataclass(frozen=True)
+class LineStaging:
+    """A server run's rows staged as its native loader's lines (`loading.lines`), in memory."""
+
+    engine: str  # the engine's name, which says how each value is spelled (`loading.FIELD_WRITERS`)
+
+    def stage(self, tables: Sequence[TableMap], rows: Sequence[Sequence[Row]]) -> StagedLines:
+        field = loading.FIELD_WRITERS[self.engine]
+        return StagedLines([loading.lines(bucket, field) for bucket in rows], [len(bucket) for bucket in rows])
+
+
+@dataclass(frozen=True)
+class StagedLines:
+    """A batch's relational rows as each table's lines, and the rows each table got."""
+
+    data: list[bytes]
+    counts: list[int]
+
+    def insert_into(self, database: pw.Database, tables: Sequence[TableMap]) -> None:
+        """Load every table's lines into the target, as `insert_rows` would load its rows."""
+        engine = engines.engine(database)
+        for table, data, count in zip(tables, self.data, self.counts, strict=True):
+            if count:
+                with exception_wrapper:  # the driver's errors as peewee's, as `insert_rows` raises them
+                    engine.load_lines(table.fields, data, count)
+
+
+Stager = Staging | LineStaging
+"""Where a run's rows are staged for its writer, by kind of target."""
+
+
 @contextmanager
-def staging_for(database: pw.Database, models: Sequence[type[pw.Model]], wanted: bool) -> Iterator[Staging | None]:
-    """A staging folder for a run whose workers map rows for these tables of a SQLite target, or
-    None (nothing wanted, or a server: its loader takes rows from the main process)."""
-    if not wanted or not models or engines.engine(database).name != engines.SQLITE:
+def staging_for(database: pw.Database, models: Sequence[type[pw.Model]], *, workers: bool) -> Iterator[Stager | None]:
+    """How rows mapped away from the writer for these fresh tables are staged, or None.
+
+    A SQLite target stages them in files, for workers only (`workers`): with `--jobs 1` its rows
+    are mapped and written in one thread. A server whose loader takes lines stages them as lines,
+    with or without workers: a run with `--jobs 1` maps them on a thread of its own while the
+    writer waits for the server (`parallel.mapped_on_a_thread`)."""
+    engine = engines.engine(database)
+    if models and engine.name != engines.SQLITE and engine.loads_lines():
+        yield LineStaging(engine.name)
+        return
+    if not workers or not models or engine.name != engines.SQLITE:
         yield None
         return
     names = [model._meta.table_name for model in models]

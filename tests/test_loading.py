@@ -10,6 +10,7 @@ given, by type and value. The whole mapping is held to the same on real snapshot
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from migrator import engines, loading, relational, sessions
+from migrator import engines, loading, parallel, relational, sessions, staging
 from migrator.codec import is_storable_text
 from migrator.errors import BrokenReferences, DuplicateKeys
 from migrator.kinds import KINDS
@@ -162,6 +163,63 @@ def test_a_migrate_into_empty_server_tables_takes_the_native_loader_and_a_catch_
         assert verify_target(more, target, batch_size=10).ok
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_fresh_server_load_is_sent_as_lines_staged_where_the_rows_are_mapped_and_is_exact(
+    server_engine: Targets, snapshot_factory: SnapshotFactory, monkeypatch: pytest.MonkeyPatch, jobs: int
+) -> None:
+    """`--jobs 1`: a thread maps and stages; `--jobs 2`: the workers do (and this process, while
+    they start, maps some batches itself, which it loads from rows)."""
+    staged_on: list[str] = []
+    stage = staging.LineStaging.stage
+
+    def spied(self: staging.LineStaging, tables: Any, rows: Any) -> staging.StagedLines:
+        staged_on.append(threading.current_thread().name)
+        return stage(self, tables, rows)
+
+    monkeypatch.setattr(staging.LineStaging, "stage", spied)  # this process only, not the workers
+    sent: list[int] = []
+    insert_into = staging.StagedLines.insert_into
+
+    def sent_as_lines(lines: staging.StagedLines, *args: Any) -> None:
+        sent.append(sum(lines.counts))
+        insert_into(lines, *args)
+
+    monkeypatch.setattr(staging.StagedLines, "insert_into", sent_as_lines)
+    start = parallel.WorkerPool.start
+
+    def started(pool: parallel.WorkerPool, *args: Any) -> None:
+        start(pool, *args)
+        pool.wait_started()  # so that the workers take batches even from a load this small
+
+    monkeypatch.setattr(parallel.WorkerPool, "start", started)
+    checkpoints = [checkpoint_row(n, {"reason": f"r\\{n}\t", "session_queues": {f"s{n}": []}}) for n in range(1, 9)]
+    sessions_ = [session_row(n, f"k\t{n}", {"tools": [{"name": f"R\\.{n}"}], "n": n}) for n in range(1, 300)]
+    source = snapshot_factory(checkpoints, sessions_)
+    with server_engine.fresh() as target:
+        migrate(source, target, batch_size=10, jobs=jobs)
+        assert verify_target(source, target, batch_size=100).ok
+    assert sent, "no batch was sent as staged lines"
+    if jobs == 1:
+        assert set(staged_on) == {"ksi-map"} and sum(sent) > 0
+    else:
+        assert staged_on == []  # the workers staged every batch that was sent as lines
+
+
+def test_a_load_that_fails_stops_its_mapping_thread_before_the_error_is_handled(
+    server_engine: Targets, snapshot_factory: SnapshotFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(lines: staging.StagedLines, *args: Any) -> None:
+        raise pw.DataError("the server refused the batch")
+
+    monkeypatch.setattr(staging.StagedLines, "insert_into", refused)
+    source = snapshot_factory([], [session_row(n, f"k{n}", {"n": n}) for n in range(1, 200)])
+    with server_engine.fresh() as target, pytest.raises(pw.DataError, match="refused the batch") as failure:
+        migrate(source, target, batch_size=5, jobs=1)
+    # Its traceback, held here, keeps the run's frames alive: the thread was stopped all the same.
+    assert failure.traceback
+    assert not any(thread.name == "ksi-map" for thread in threading.enumerate())
+
+
 def spy_on_native_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The tables each COPY or LOAD DATA statement made from now on loads."""
     loaded: list[str] = []
@@ -190,17 +248,35 @@ def test_mysql_without_local_infile_loads_with_inserts_and_says_so(
     assert "local_infile is OFF" in caplog.text
 
 
-def test_pymysql_sends_a_file_only_during_the_load_that_names_it(engine_registry: Any) -> None:
-    """A server may ask the client for any file; pymysql answers only while `_local_infile` is on."""
+def test_a_mysql_load_sends_its_own_lines_from_memory_in_packets_and_never_a_file(
+    engine_registry: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server may ask the client for any file, and pymysql sends it while `_local_infile` is on.
+    It never is: the load answers the request with the batch's lines, in packets of at most
+    `LOAD_PACKET_BYTES`, then one empty packet, as the protocol ends the data."""
+    monkeypatch.setattr(loading, "LOAD_PACKET_BYTES", 200)
+    rows = session_rows(40)
     with engine_registry.targets(engines.MYSQL).fresh() as target, target_database(target) as database:
         create_schema(database)
-        assert database.connection()._local_infile is False
+        connection = database.connection()
+        sent: list[bytes] = []
+        write_packet = connection.write_packet
+
+        def recorded(payload: bytes) -> None:
+            sent.append(payload)
+            write_packet(payload)
+
+        monkeypatch.setattr(connection, "write_packet", recorded)
         table = TableMap(McpSession, SESSION_COLUMNS, unmapped=OTHER_SESSION_COLUMNS)
         engine = engines.engine(database)
         with engine.indexes_built_after([McpSession]), database.atomic():
-            engine.bulk_insert(insert_sql(database, table), session_rows(3), table.fields)
-        assert database.connection()._local_infile is False
-        assert McpSession.select().count() == 3
+            engine.bulk_insert(insert_sql(database, table), rows, table.fields)
+        assert connection._local_infile is False
+        assert b"".join(sent) == loading.lines(rows, loading.MYSQL_FIELD)
+        assert [len(payload) for payload in sent[:-1]] == [200] * (len(sent) - 2) + [len(sent[-2])]
+        assert sent[-1] == b"" and len(sent) > 3
+        stored = McpSession.select(McpSession.id, McpSession.session_key).order_by(McpSession.id).tuples()
+        assert list(stored) == [(n, f"key{n}") for n in range(1, 41)]
 
 
 def test_a_duplicate_primary_key_in_a_native_load_fails_the_batch(target: str) -> None:

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from migrator.kinds import KINDS
 from migrator.legacy import ROWID, LegacySource, LegacyTable
 from migrator.status import LAST_MIGRATE_KEY
 from migrator.target import target_database
+from verification.snapshots import session_row
 
 UNREADABLE = 12  # more than one lap of the catalogue's unreadable kinds, spread over both tables
 
@@ -368,3 +369,54 @@ def test_the_writer_maps_a_batch_only_while_it_has_worked_no_more_than_a_worker(
     assert not balance.here_has_time(workers=2)
     balance.workers_seconds = 2 * 60.0
     assert balance.here_has_time(workers=2)
+
+
+# --- `--jobs 1` into a server: mapping on a thread ----------------------------------------------------
+
+
+def session_batches(count: int, size: int = 3) -> list[list[Any]]:
+    rows = [session_row(n, f"k{n}", {"agent_id": f"a{n}", "tools": [{"name": f"t{n}"}]}) for n in range(1, count + 1)]
+    return [rows[start : start + size] for start in range(0, len(rows), size)]
+
+
+LINES = staging.LineStaging("mysql")
+SESSIONS = "mcp_sessions"
+
+
+def test_a_thread_maps_and_stages_every_batch_in_the_order_read_as_this_thread_would() -> None:
+    batches = session_batches(10)
+    on_a_thread = list(parallel.mapped_on_a_thread(SESSIONS, batches, LINES))
+    here = [parallel.map_batch(SESSIONS, batch, LINES) for batch in batches]
+    assert [batch for batch, _ in on_a_thread] == batches
+    assert [(m.digests, m.mapped) for _, m in on_a_thread] == [(m.digests, m.mapped) for m in here]
+    assert all(isinstance(m.mapped[0], staging.StagedLines) for _, m in on_a_thread)
+
+
+def test_an_error_on_the_mapping_thread_is_raised_here_after_the_batches_before_it() -> None:
+    def batches() -> Iterator[list[Any]]:
+        yield from session_batches(6)
+        raise sqlite3.DatabaseError("disk I/O error")
+
+    got = []
+    with pytest.raises(sqlite3.DatabaseError, match="disk I/O error"):
+        for batch, _ in parallel.mapped_on_a_thread(SESSIONS, batches(), LINES):
+            got.append(batch)
+    assert got == session_batches(6)
+    assert not any(t.name == "ksi-map" for t in threading.enumerate())
+
+
+def test_a_caller_that_stops_early_stops_the_thread_which_read_only_a_few_batches_ahead() -> None:
+    read: list[int] = []
+
+    def batches() -> Iterator[list[Any]]:
+        for number, batch in enumerate(session_batches(300)):
+            read.append(number)
+            yield batch
+
+    mapped = parallel.mapped_on_a_thread(SESSIONS, batches(), LINES)
+    assert isinstance(mapped, Generator)
+    next(mapped)
+    time.sleep(0.2)  # time enough to run ahead as far as it may
+    assert len(read) <= 1 + parallel.MAPPED_AHEAD_ON_A_THREAD + 1  # the one taken, the queue, one in hand
+    mapped.close()
+    assert not any(t.name == "ksi-map" for t in threading.enumerate())
