@@ -213,7 +213,6 @@ million-row target, so inserts into them would go to disk; 64 MiB is a fixed bou
 stays flat however large the snapshot is."""
 
 SAVE_PRAGMAS = {"temp_store": "memory"}
-TEMP_STORE_MEMORY = 2  # what `PRAGMA temp_store` reads back for "memory"
 """A store's own connections only. A save in `dual_write` mirrors its rows in a savepoint inside
 the legacy write's transaction, so that a failed mirror leaves the legacy row committed; SQLite
 keeps the original of every page the savepoint changes in a sub-journal, a temporary file once it
@@ -221,6 +220,7 @@ passes 64 KiB. For the largest checkpoint of the benchmark that was some 80 page
 small writes to a file that is thrown away at the commit; in memory it is bounded by the pages
 one save changes. Not for a backfill: its index builds sort through temporary files, which keep
 its memory flat (`INDEX_BUILD_CACHE_KIB`)."""
+TEMP_STORE_MEMORY = 2  # what `PRAGMA temp_store` reads back for "memory"
 
 INDEX_BUILD_CACHE_KIB = 4 * 1024
 """SQLite's sorter holds up to a page cache's worth of keys in memory before it writes sorted runs
@@ -261,7 +261,7 @@ class SQLiteEngine(Engine):
     def _sorts_in_files(self) -> Iterator[None]:
         """An index build's sort spills to temporary files, even on a store's connection
         (`SAVE_PRAGMAS`), whose catch-up into empty tables builds the indexes after its load.
-        SQLite refuses the switch inside a transaction (a schema upgrade's), where it is left be."""
+        SQLite refuses the switch inside a transaction (a schema upgrade's), where it stays as it is."""
         database = cast(pw.SqliteDatabase, self.database)
         previous = database.pragma("temp_store")
         if previous != TEMP_STORE_MEMORY or database.in_transaction():

@@ -83,8 +83,8 @@ class MappedBatch:
 
 
 def map_batch(kind_name: str, batch: list[LegacyRow], staging: Stager | None = None) -> MappedBatch:
-    """Run in a worker: the digests and relational rows of a batch of legacy rows, the latter
-    written to a staging file when the run has one (`migrator.staging`)."""
+    """Run in a worker, or on the mapping thread: the digests and relational rows of a batch of
+    legacy rows, the latter staged when the run stages them (`migrator.staging`)."""
     started = time.thread_time()
     kind = KINDS[kind_name]
     rows = [(row, row_digest(row[CELLS])) for row in batch]
@@ -364,9 +364,9 @@ def _next(
 
 
 MAPPED_AHEAD_ON_A_THREAD = 2
-"""Batches the mapping thread of a `--jobs 1` server load may hold mapped, beyond the one the
-writer sends: memory stays flat, and the writer never waits for a batch the server is slower
-than."""
+"""Batches the mapping thread of a `--jobs 1` server load may hold mapped beyond the one the
+writer is sending: enough that the writer finds the next one ready, few enough that memory stays
+flat (15 to 17 MB more than one thread held at 1M sessions)."""
 THREAD_DONE = object()
 
 
