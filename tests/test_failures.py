@@ -11,9 +11,10 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import peewee as pw
 import psycopg2.errors
@@ -213,6 +214,45 @@ def test_a_postgresql_connection_cut_during_migrate_is_retried_and_the_result_is
         assert run("migrate", "--source", snapshot, "--target", url) == 0  # a re-run carries on
         with LegacySource(snapshot) as source, target_database(url, must_exist=True) as database:
             assert verify(source, database).ok
+
+
+def kill_loads(server_url: str, database: str, killed: threading.Event, done: threading.Event) -> None:
+    """Kill the MySQL connection of the migrate that writes into `database` once it is busy loading."""
+    with closing(engines.connect(server_url)) as server:
+        while not done.is_set() and not killed.is_set():
+            found = server.execute_sql(
+                "SELECT id FROM information_schema.processlist WHERE db = %s AND info LIKE 'LOAD DATA%%'", (database,)
+            ).fetchall()
+            for (connection_id,) in found:
+                with suppress(pw.DatabaseError):  # it may have finished meanwhile
+                    server.execute_sql(f"KILL {int(connection_id)}")
+                    killed.set()
+            time.sleep(0.01)
+
+
+def test_a_mysql_connection_cut_during_a_jobs_1_load_is_retried_and_the_result_is_exact(
+    snapshot: Path, engine_registry: EngineRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--jobs 1` into a server maps on a thread while the main thread sends LOAD DATA from memory:
+    a connection killed in the middle of a load stops that thread, and the run starts over."""
+    with engine_registry.targets(engines.MYSQL).fresh() as url:
+        database = urlparse(url).path.lstrip("/")
+        done, killed = threading.Event(), threading.Event()
+        killer = threading.Thread(target=kill_loads, args=(url, database, killed, done))
+        killer.start()
+        try:
+            options = ("--batch-size", "50", "--jobs", "1", "--json")
+            status = run("migrate", "--source", snapshot, "--target", url, *options)
+        finally:
+            done.set()
+            killer.join()
+        out, err = capsys.readouterr()
+        assert killed.is_set(), "the migrate ended before a load could be cut"
+        assert status == 0, err
+        assert json.loads(out)["attempts"] >= 2
+        assert not any(thread.name == "ksi-map" for thread in threading.enumerate())
+        with LegacySource(snapshot) as source, target_database(url, must_exist=True) as target:
+            assert verify(source, target).ok
 
 
 # --- a transaction that loses a race with another writer ---------------------------------------
