@@ -34,21 +34,28 @@ print(json.dumps(run.save_latency(work, int(sys.argv[5]), run.largest_checkpoint
 """
 
 
-def measure(interval: float, mode: str, snapshot: Path) -> dict[str, float]:
+def measure(code: str, variant: object, mode: str, snapshot: Path) -> dict[str, float]:
+    """`code` run in a process of its own with (variant, mode, snapshot, scratch folder, saves);
+    the JSON object it prints last."""
     with TemporaryDirectory() as work:
-        command = [sys.executable, "-c", MEASURE, str(interval), mode, str(snapshot), work, str(SAVES)]
+        command = [sys.executable, "-c", code, str(variant), mode, str(snapshot), work, str(SAVES)]
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def main(snapshot: Path, out: Path) -> None:
+def saves_in_turns(code: str, variants: tuple[object, ...], snapshot: Path, out: Path, rounds: int = ROUNDS) -> None:
+    """Each mode and variant measured `rounds` times, the variants taking turns within a round."""
     figures: dict[str, list[dict[str, float]]] = {}
-    for round_number in range(ROUNDS):
+    for round_number in range(rounds):
         for mode in MODES:
-            for interval in INTERVALS if round_number % 2 == 0 else reversed(INTERVALS):
-                figures.setdefault(f"{mode} {interval}", []).append(measure(interval, mode, snapshot))
-                print(mode, interval, figures[f"{mode} {interval}"][-1], file=sys.stderr, flush=True)
+            for variant in variants if round_number % 2 == 0 else reversed(variants):
+                figures.setdefault(f"{mode} {variant}", []).append(measure(code, variant, mode, snapshot))
+                print(mode, variant, figures[f"{mode} {variant}"][-1], file=sys.stderr, flush=True)
     out.write_text(json.dumps(figures, indent=1) + "\n")
+
+
+def main(snapshot: Path, out: Path) -> None:
+    saves_in_turns(MEASURE, INTERVALS, snapshot, out)
 
 
 if __name__ == "__main__":
