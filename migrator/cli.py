@@ -369,8 +369,8 @@ def build_parser(secrets: Collection[str] = ()) -> argparse.ArgumentParser:
         "--jobs",
         type=_positive,
         default=default_jobs(),
-        help="processes of a fresh load: this one writes, the others parse blobs; 1 starts none "
-        "(default: the cores, at most "
+        help="processes of a fresh load: this one writes, the others parse blobs; 1 starts none (into a "
+        "server it parses on a second thread) (default: the cores, at most "
         f"{MAX_DEFAULT_JOBS}, here %(default)s)",
     )
     sub["migrate"].add_argument(

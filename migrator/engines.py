@@ -358,7 +358,7 @@ class PostgreSQLEngine(Engine):
             return
         if fields and self.loading_empty(fields[0].model):
             # COPY: rows as text lines, parsed by the server's own loader, no SQL per row.
-            self.load_lines(fields, loading.lines(rows, loading.POSTGRESQL_FIELD), len(rows))
+            self.load_lines(fields, loading.lines(rows, LINE_FIELDS[self.name]), len(rows))
             return
         # psycopg2's executemany sends one statement a row; execute_values one a page of rows.
         head, separator, row_template = sql.rpartition(" VALUES ")
@@ -451,7 +451,7 @@ class MySQLEngine(Engine):
 
     def bulk_insert(self, sql: str, rows: Sequence[tuple[Any, ...]], fields: Sequence[pw.Field] = ()) -> None:
         if fields and self.loading_empty(fields[0].model) and self._loads_local_files():
-            self.load_lines(fields, loading.lines(rows, loading.MYSQL_FIELD), len(rows))
+            self.load_lines(fields, loading.lines(rows, LINE_FIELDS[self.name]), len(rows))
         else:
             self.database.cursor().executemany(sql, rows)
 
@@ -498,6 +498,10 @@ class MySQLEngine(Engine):
 
 
 # --- choosing ----------------------------------------------------------------------------------
+
+LINE_FIELDS = {POSTGRESQL: loading.POSTGRESQL_FIELD, MYSQL: loading.MYSQL_FIELD}
+"""How each engine with a loader of text lines spells a value in them (`loading.lines`), by name:
+a worker that stages lines (`staging.LineStaging`) is handed the name, which pickles."""
 
 ENGINES: tuple[type[Engine], ...] = (PostgreSQLEngine, MySQLEngine, SQLiteEngine)
 _BOUND: WeakKeyDictionary[pw.Database, Engine] = WeakKeyDictionary()

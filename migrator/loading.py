@@ -42,6 +42,7 @@ from functools import reduce
 from typing import Any, ClassVar
 
 import peewee as pw
+from pymysql.constants import COMMAND
 from pymysql.protocol import OKPacketWrapper
 
 from migrator.errors import BrokenReferences, DuplicateKeys
@@ -283,7 +284,6 @@ def _field_writer(true: str, false: str) -> Callable[[Any], str]:
 
 POSTGRESQL_FIELD = _field_writer("t", "f")
 MYSQL_FIELD = _field_writer("1", "0")  # BOOL is TINYINT(1)
-FIELD_WRITERS = {"postgresql": POSTGRESQL_FIELD, "mysql": MYSQL_FIELD}  # by `engines.Engine.name`
 
 
 def lines(rows: Iterable[Sequence[Any]], field: Callable[[Any], str]) -> bytes:
@@ -316,7 +316,6 @@ def load_data_statement(table: str, columns: Sequence[str]) -> str:
 
 
 DUPLICATE_KEY = 1062  # MySQL's ER_DUP_ENTRY
-COM_QUERY = 3  # the MySQL protocol's command byte for a statement
 LOAD_PACKET_BYTES = 1 << 20
 """Bytes of lines a LOAD DATA packet carries, at most (less when the server's `max_allowed_packet`
 is smaller). pymysql sends a file 16 KB at a time; each packet is a system call after which the
@@ -338,7 +337,7 @@ def load_data(
     the transaction rolls back.
     """
     connection = database.connection()
-    connection._execute_command(COM_QUERY, load_data_statement(table, columns))
+    connection._execute_command(COMMAND.COM_QUERY, load_data_statement(table, columns))
     request = connection._read_packet()  # an error packet (local_infile OFF, say) raises here
     if not request.is_load_local_packet():
         raise pw.OperationalError(f"LOAD DATA into {table}: the server did not ask for the rows")

@@ -102,10 +102,10 @@ class StagedTables:
 class LineStaging:
     """A server run's rows staged as its native loader's lines (`loading.lines`), in memory."""
 
-    engine: str  # the engine's name, which says how each value is spelled (`loading.FIELD_WRITERS`)
+    engine: str  # the engine's name, which says how each value is spelled (`engines.LINE_FIELDS`)
 
     def stage(self, tables: Sequence[TableMap], rows: Sequence[Sequence[Row]]) -> StagedLines:
-        field = loading.FIELD_WRITERS[self.engine]
+        field = engines.LINE_FIELDS[self.engine]
         return StagedLines([loading.lines(bucket, field) for bucket in rows], [len(bucket) for bucket in rows])
 
 
