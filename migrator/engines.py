@@ -43,7 +43,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, cast
 from urllib.parse import parse_qsl, quote, urlencode, urlparse, urlunparse
-from weakref import WeakKeyDictionary
 
 import peewee as pw
 from playhouse.db_url import connect as connect_url
@@ -407,6 +406,15 @@ class MySQLEngine(Engine):
     read_only_options: ClassVar[dict[str, str]] = {"init_command": "SET SESSION TRANSACTION READ ONLY"}
     namespace_keyword = "DATABASE"
 
+    @classmethod
+    def connect(cls, url: str, *, read_only: bool = False) -> pw.Database:
+        database = super().connect(url, read_only=read_only)
+        # playhouse.db_url still hands pymysql the password as `passwd`, which pymysql deprecates:
+        # a gate run would end with a warning for every connection it made.
+        if "passwd" in database.connect_params:
+            database.connect_params["password"] = database.connect_params.pop("passwd")
+        return database
+
     def __init__(self, database: pw.Database) -> None:
         super().__init__(database)
         self._local_files: bool | None = None  # whether LOAD DATA LOCAL is allowed, once asked
@@ -504,17 +512,21 @@ LINE_FIELDS = {POSTGRESQL: loading.POSTGRESQL_FIELD, MYSQL: loading.MYSQL_FIELD}
 a worker that stages lines (`staging.LineStaging`) is handed the name, which pickles."""
 
 ENGINES: tuple[type[Engine], ...] = (PostgreSQLEngine, MySQLEngine, SQLiteEngine)
-_BOUND: WeakKeyDictionary[pw.Database, Engine] = WeakKeyDictionary()
+_BOUND_ENGINE = "_ksi_engine"
+"""The attribute of a database that holds its engine. An engine refers to its database, so a
+registry keyed by the database (even a `WeakKeyDictionary`) would keep every database alive for
+good; held by the database itself, the two are one cycle, which the collector frees together."""
 
 
 def engine(database: pw.Database) -> Engine:
     """The engine of a connected (or configured) peewee database, chosen once per database."""
-    bound = _BOUND.get(database)
+    bound: Engine | None = getattr(database, _BOUND_ENGINE, None)
     if bound is None:
         kind = next((kind for kind in ENGINES if isinstance(database, kind.database_class)), None)
         if kind is None:
             raise TypeError(f"unsupported database {type(database).__name__}")
-        bound = _BOUND[database] = kind(database)
+        bound = kind(database)
+        setattr(database, _BOUND_ENGINE, bound)
     return bound
 
 

@@ -8,9 +8,11 @@ where the trap lives in a typed column or a lookup, that is read back from the t
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import re
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -218,6 +220,16 @@ def test_parsed_timestamps_keep_their_microseconds(
     assert round_trip_problems(source, target, tmp_path) == []
     assert column_values(target, McpSession.last_seen) == [datetime(2025, 6, 20, 23, 17, 27, 832348)]
     assert column_values(target, McpSession.created_at) == [datetime(2025, 6, 20, 23, 17, 27, 1)]
+
+
+def test_an_engine_is_chosen_once_per_database_and_freed_with_it() -> None:
+    # A long-lived process (a daemon's store, a test run) opens database after database.
+    database = pw.SqliteDatabase(":memory:")
+    assert engines.engine(database) is engines.engine(database)
+    gone = weakref.ref(database)
+    del database
+    gc.collect()
+    assert gone() is None, "the database outlived every reference to it"
 
 
 def test_timestamps_outside_every_engines_range_stay_text_only(

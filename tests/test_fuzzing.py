@@ -173,6 +173,7 @@ def drawn(pytester: pytest.Pytester, profile: str, literals: list[object]) -> li
     return [line for line in result.outlines if line.startswith("DRAWN")]
 
 
+@pytest.mark.slow  # 20 s in the suite on a slow day (2026-12-01)
 def test_the_mutation_profile_draws_the_same_examples_whatever_literals_the_code_holds(
     pytester: pytest.Pytester,
 ) -> None:

@@ -155,6 +155,7 @@ def test_a_fabricated_snapshot_passes_under_xdist_and_both_artifacts_say_so(
 # --- quarantine --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 13 s in the suite on a slow day (2026-12-01)
 def test_unreadable_rows_fail_the_gate_until_the_signer_accepts_exactly_them(
     pytester: pytest.Pytester, snapshot_with_unreadable_rows: Path
 ) -> None:
@@ -553,6 +554,7 @@ def junit_outcomes(junit: Path) -> dict[str, dict[str, str]]:
     return outcomes
 
 
+@pytest.mark.slow  # 15 s in the suite on a slow day (2026-12-01)
 def test_a_failing_sign_off_says_what_to_do_next_for_each_check_and_junit_sees_every_verdict(
     pytester: pytest.Pytester, snapshot_with_unreadable_rows: Path
 ) -> None:

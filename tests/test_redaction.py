@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import peewee as pw
 import pytest
 
 from migrator import engines, open_store
@@ -49,6 +51,17 @@ FAILING_URLS = [
 def test_mask_url_hides_the_password_and_keeps_the_rest(url: str, shown: str) -> None:
     assert mask_url(url) == shown
     assert mask_url(shown) == shown
+
+
+@pytest.mark.parametrize("url", ["mysql://u:S3cretPW@127.0.0.1:1/db", "mysql://u@127.0.0.1:1/db?passwd=S3cretPW"])
+def test_a_mysql_password_reaches_the_driver_under_the_name_it_expects(url: str) -> None:
+    pytest.importorskip("pymysql")
+    database = engines.connect(url)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(pw.OperationalError):  # port 1: nothing listens, so the driver gets no further
+            database.connect()
+    assert [str(warning.message) for warning in caught] == []
 
 
 def test_mask_secrets_hides_a_known_password_in_any_form() -> None:

@@ -9,6 +9,7 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -48,6 +49,7 @@ def sessions_of(tables: list[TableReport]) -> TableReport:
     return report
 
 
+@pytest.mark.slow  # 11 s in the suite on a slow day (2026-12-01)
 @given(snapshot=legacy_snapshots(), batch_size=BATCH_SIZES)
 def test_a_shutdown_save_of_unchanged_sessions_is_caught_up_by_moves(snapshot: LegacySnapshot, batch_size: int) -> None:
     with scratch_folder() as folder:

@@ -394,6 +394,7 @@ def written(snapshot: LegacySnapshot, folder: Path, apart: bool) -> list[Path]:
 HOLDING_BOTH = legacy_snapshots(checkpoint_tables().filter(bool), session_tables().filter(bool))
 
 
+@pytest.mark.slow  # 29 s in the suite on a slow day (2026-12-01)
 @given(first=HOLDING_BOTH, second=legacy_snapshots(), apart=st.booleans())
 def test_a_catch_up_from_another_daemons_snapshot_is_refused_and_the_way_out_it_names_works(
     first: LegacySnapshot, second: LegacySnapshot, apart: bool

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
@@ -458,6 +459,7 @@ def test_migrating_twice_changes_nothing(snapshot: LegacySnapshot, batch_size: i
     check_migrating_twice(snapshot, batch_size)
 
 
+@pytest.mark.slow  # 16 s in the suite on a slow day (2026-12-01)
 @given(**PROPERTIES["fresh-load-equals-catch-up"].arguments)
 def test_a_load_into_empty_tables_and_a_catch_up_give_the_same_tables(
     snapshot: LegacySnapshot, batch_size: int
@@ -465,6 +467,7 @@ def test_a_load_into_empty_tables_and_a_catch_up_give_the_same_tables(
     check_fresh_load_equals_catch_up(snapshot, batch_size)
 
 
+@pytest.mark.slow  # 14 s in the suite on a slow day (2026-12-01)
 @given(**PROPERTIES["source-order-does-not-matter"].arguments)
 def test_source_row_order_does_not_matter(
     snapshots: tuple[LegacySnapshot, LegacySnapshot], batch_sizes: tuple[int, int]
@@ -481,6 +484,7 @@ def test_quarantine_is_total(case: QuarantineCase, batch_size: int) -> None:
 # SQLite only: what they change is the run, not the engine the rows go to.
 
 
+@pytest.mark.slow  # 11 s in the suite on a slow day (2026-12-01)
 @given(snapshot=legacy_snapshots(), batch_size=BATCH_SIZES)
 def test_a_dry_run_writes_nothing_and_plans_what_the_run_then_writes(snapshot: LegacySnapshot, batch_size: int) -> None:
     """Into a target never migrated (a fresh load), and then as a catch-up from another daemon
@@ -517,6 +521,7 @@ def test_a_run_in_worker_processes_gives_the_tables_of_a_run_in_one(snapshot: Le
     assert not changed, f"--jobs 2 and --jobs 1 differ in {sorted(changed)}"
 
 
+@pytest.mark.slow  # 18 s in the suite on a slow day (2026-12-01)
 @given(snapshot=legacy_snapshots(), batch_size=BATCH_SIZES)
 def test_a_recheck_rewrites_exactly_the_rows_changed_behind_the_migrators_back(
     snapshot: LegacySnapshot, batch_size: int
