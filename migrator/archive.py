@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from migrator import __version__
-from migrator.batching import DEFAULT_BATCH_SIZE
+from migrator.batching import DEFAULT_BATCH_SIZE, Progress, in_phase, reported
 from migrator.codec import LegacyCell, decode_cell
 from migrator.ddl import check_legacy_schema, refuse_unrestorable_schema
 from migrator.errors import (
@@ -139,8 +139,11 @@ def tally(rows: Iterable[LegacyRow]) -> RowTally:
     return counted
 
 
-def source_tally(source: Snapshot, table: LegacyTable, batch_size: int = DEFAULT_BATCH_SIZE) -> RowTally:
-    return tally(row for batch in source.batches(table, batch_size) for row in batch)
+def source_tally(
+    source: Snapshot, table: LegacyTable, batch_size: int = DEFAULT_BATCH_SIZE, progress: Progress | None = None
+) -> RowTally:
+    rows = (row for batch in source.batches(table, batch_size) for row in batch)
+    return tally(reported(rows, table.name, progress, batch_size))
 
 
 # --- the manifest -----------------------------------------------------------------------------
@@ -256,7 +259,13 @@ def file_name_problem(directory: Path, name: object) -> str | None:
 # --- writing ----------------------------------------------------------------------------------
 
 
-def write_archive(source: Snapshot, out: str | os.PathLike[str], *, batch_size: int = DEFAULT_BATCH_SIZE) -> Manifest:
+def write_archive(
+    source: Snapshot,
+    out: str | os.PathLike[str],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Progress | None = None,
+) -> Manifest:
     """Archive every legacy table of `source` into the new folder `out`; returns its manifest."""
     folder = Path(out)
     if folder.exists():
@@ -269,7 +278,7 @@ def write_archive(source: Snapshot, out: str | os.PathLike[str], *, batch_size: 
     try:
         # Every column of every row, the ones the mapping does not read too: nothing is left behind.
         stored = [source.stored_table(table) for table in source.tables]
-        entries = {table.name: _write_table(source, table, partial, batch_size) for table in stored}
+        entries = {table.name: _write_table(source, table, partial, batch_size, progress) for table in stored}
         manifest = Manifest(entries, source.schema(), source_label(source, resolve=True), _utc_now())
         write_new_text(partial / MANIFEST, manifest.to_json())
         os.replace(partial, folder)
@@ -279,7 +288,9 @@ def write_archive(source: Snapshot, out: str | os.PathLike[str], *, batch_size: 
     return manifest
 
 
-def _write_table(source: Snapshot, table: LegacyTable, folder: Path, batch_size: int) -> ArchivedTable:
+def _write_table(
+    source: Snapshot, table: LegacyTable, folder: Path, batch_size: int, progress: Progress | None
+) -> ArchivedTable:
     name = f"{table.name}.jsonl.gz"
     counted = RowTally()
     # mtime=0 and no file name in the gzip header: the same rows always give the same bytes.
@@ -288,6 +299,8 @@ def _write_table(source: Snapshot, table: LegacyTable, folder: Path, batch_size:
             packed.write("".join(archive_line(table, row) + "\n" for row in batch).encode("ascii"))
             for row in batch:
                 counted.add(row)
+            if progress:
+                progress(table.name, len(batch))
     return ArchivedTable(name, counted.rows, file_sha256(folder / name) or "", counted.checksum, list(table.columns))
 
 
@@ -307,7 +320,9 @@ def archived_rows(directory: Path, table: LegacyTable, entry: ArchivedTable) -> 
         raise ArchiveIncomplete(f"{entry.file} cannot be read to the end: {exc}") from exc
 
 
-def check_archive(directory: str | os.PathLike[str]) -> Manifest:
+def check_archive(
+    directory: str | os.PathLike[str], *, batch_size: int = DEFAULT_BATCH_SIZE, progress: Progress | None = None
+) -> Manifest:
     """Prove the archive complete and readable: every file present, hashed and parsed to its end,
     with the counts and row checksums its manifest promises. Returns the manifest."""
     folder = Path(directory)
@@ -318,7 +333,7 @@ def check_archive(directory: str | os.PathLike[str]) -> Manifest:
             raise ArchiveIncomplete(f"archive lacks {entry.file}, the file of table {name}")
         if file_sha256(folder / entry.file) != entry.sha256:
             raise ArchiveCorrupt(f"{entry.file}: sha256 differs from the manifest's")
-        found = tally(archived_rows(folder, table, entry))
+        found = tally(reported(archived_rows(folder, table, entry), name, progress, batch_size))
         if found.rows != entry.rows:
             raise ArchiveIncomplete(f"{entry.file} holds {found.rows} rows; the manifest counts {entry.rows}")
         if found.checksum != entry.checksum:
@@ -329,22 +344,38 @@ def check_archive(directory: str | os.PathLike[str]) -> Manifest:
 # --- restoring --------------------------------------------------------------------------------
 
 
+def archived_row_count(directory: str | os.PathLike[str]) -> int:
+    """The rows an archive's manifest counts, in all its tables (what a restore's progress counts
+    up to, twice: `restore_archive` reads every row to check it, then again to write it)."""
+    return sum(entry.rows for entry in load_manifest(Path(directory)).tables.values())
+
+
 def restore_archive(
-    directory: str | os.PathLike[str], out: Outputs, *, batch_size: int = DEFAULT_BATCH_SIZE
+    directory: str | os.PathLike[str],
+    out: Outputs,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Progress | None = None,
 ) -> RestoreReport:
     """Write a new SQLite file holding the archived legacy tables exactly (DDL, rows, counters), or
     a file per table (`legacy_copy.write_legacy_copies`)."""
     started = time.perf_counter()
     folder = Path(directory)
-    manifest = check_archive(folder)  # never restore half an archive
+    # Never restore half an archive: every row is read to check it whole first.
+    manifest = check_archive(folder, batch_size=batch_size, progress=in_phase(progress, "checking"))
     report = RestoreReport(out=outputs_label(out))
-    report.rows = write_archived_tables(folder, manifest, out, batch_size=batch_size)
+    report.rows = write_archived_tables(folder, manifest, out, batch_size=batch_size, progress=progress)
     report.seconds = time.perf_counter() - started
     return report
 
 
 def write_archived_tables(
-    folder: Path, manifest: Manifest, out: Outputs, *, batch_size: int = DEFAULT_BATCH_SIZE
+    folder: Path,
+    manifest: Manifest,
+    out: Outputs,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Progress | None = None,
 ) -> dict[str, int]:
     """The legacy tables an archive holds, written to the new file `out` (or a file per table):
     their DDL, rows and counters. `manifest` must be the one `check_archive` proved for `folder`.
@@ -356,4 +387,4 @@ def write_archived_tables(
         )
         for name in manifest.schema.tables
     ]
-    return write_legacy_copies(out, manifest.schema, tables, batch_size=batch_size)
+    return write_legacy_copies(out, manifest.schema, tables, batch_size=batch_size, progress=progress)

@@ -48,12 +48,13 @@ from migrator.archive import (
     ArchivedTable,
     Manifest,
     RowTally,
+    archived_row_count,
     check_archive,
     source_tally,
     tally,
     write_archived_tables,
 )
-from migrator.batching import DEFAULT_BATCH_SIZE
+from migrator.batching import DEFAULT_BATCH_SIZE, Progress, in_phase, reported
 from migrator.codec import decode_sqlite_text
 from migrator.compare import LOSES_SOURCE_DATA, Mismatch, MismatchKind, compare_legacy_rows
 from migrator.ddl import statements_by_table
@@ -124,10 +125,27 @@ def cleanup(
     *,
     dry_run: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Progress | None = None,
 ) -> CleanupPlan:
-    """Plan the drop of the legacy tables; unless `dry_run`, run it (or raise `CleanupRefused`)."""
-    plan = plan_cleanup(source, database, archive, batch_size=batch_size)
+    """Plan the drop of the legacy tables; unless `dry_run`, run it (or raise `CleanupRefused`).
+    `progress` hears of every row each check reads (`cleanup_row_reads`), named by the check."""
+    plan = plan_cleanup(source, database, archive, batch_size=batch_size, progress=progress)
     return plan if dry_run else execute_cleanup(plan, database)
+
+
+def cleanup_row_reads(source: str | os.PathLike[str] | Paths, archive: str | os.PathLike[str]) -> int:
+    """The rows the checks of a cleanup read, for its progress: the archive's twice (checked whole,
+    then restored into a scratch copy) and the source's three times (tallied against the archive,
+    verified against the target, compared with the restored copy). An archive without a readable
+    manifest counts none: its checks fail without reading rows."""
+    paths = [source] if isinstance(source, str | os.PathLike) else list(source)
+    with open_sources(paths, unmapped=UnmappedColumns.REPORT) as legacy:
+        source_rows = sum(legacy.count(table) for table in legacy.tables)
+    try:
+        archived = archived_row_count(archive)
+    except MigratorError:
+        archived = 0
+    return 3 * source_rows + 2 * archived
 
 
 # --- planning ---------------------------------------------------------------------------------
@@ -139,17 +157,20 @@ def plan_cleanup(
     archive: str | os.PathLike[str],
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Progress | None = None,
 ) -> CleanupPlan:
     """The checks, and the drop they allow; `source` is a legacy file, or the daemon's files."""
     paths = [source] if isinstance(source, str | os.PathLike) else list(source)
-    manifest, readable = _check_archive_readable(Path(archive))
+    manifest, readable = _check_archive_readable(Path(archive), batch_size, in_phase(progress, "checking"))
     with open_sources(paths, unmapped=UnmappedColumns.REPORT) as legacy:
         checks = [
             readable,
-            _check_archive_matches_source(legacy, manifest),
+            _check_archive_matches_source(legacy, manifest, batch_size, in_phase(progress, "tallying")),
             _check_columns_carried(legacy),
-            _check_target_rebuilds_source(legacy, database, batch_size),
-            _check_archive_restores_source(legacy, Path(archive), manifest, scratch_parent(database), batch_size),
+            _check_target_rebuilds_source(legacy, database, batch_size, in_phase(progress, "verifying")),
+            _check_archive_restores_source(
+                legacy, Path(archive), manifest, scratch_parent(database), batch_size, progress
+            ),
         ]
         tables = [table.name for table in legacy.tables]
         files: dict[Path, list[str]] = {}
@@ -158,10 +179,10 @@ def plan_cleanup(
     return CleanupPlan(Path(paths[0]), Path(archive), checks, tables, manifest, files=files)
 
 
-def _check_archive_readable(archive: Path) -> tuple[Manifest | None, Check]:
+def _check_archive_readable(archive: Path, batch_size: int, progress: Progress | None) -> tuple[Manifest | None, Check]:
     name = "archive complete and readable"
     try:
-        manifest = check_archive(archive)
+        manifest = check_archive(archive, batch_size=batch_size, progress=progress)
     except (ArchiveIncomplete, ArchiveCorrupt, ArchiveRefused) as exc:
         return None, Check(name, False, str(exc))
     rows = sum(entry.rows for entry in manifest.tables.values())
@@ -169,7 +190,9 @@ def _check_archive_readable(archive: Path) -> tuple[Manifest | None, Check]:
     return manifest, Check(name, True, detail)
 
 
-def _check_archive_matches_source(source: Snapshot, manifest: Manifest | None) -> Check:
+def _check_archive_matches_source(
+    source: Snapshot, manifest: Manifest | None, batch_size: int, progress: Progress | None
+) -> Check:
     name = "archive matches the source"
     if manifest is None:
         return Check(name, False, "not checked, as the archive cannot be read")
@@ -188,7 +211,7 @@ def _check_archive_matches_source(source: Snapshot, manifest: Manifest | None) -
             columns = ", ".join(archived.table(table.name).columns)
             problems.append(f"{table.name}: the source has columns {', '.join(table.columns)}, the archive {columns}")
             continue
-        problems += tally_differences(table.name, source_tally(source, table), archived)
+        problems += tally_differences(table.name, source_tally(source, table, batch_size, progress), archived)
     if problems:
         return Check(name, False, "; ".join(problems))
     counts = ", ".join(f"{entry.rows} {table}" for table, entry in manifest.tables.items())
@@ -212,10 +235,12 @@ def _check_columns_carried(source: Snapshot) -> Check:
     return Check(name, True, "every column of the legacy tables is carried by the target")
 
 
-def _check_target_rebuilds_source(source: Snapshot, database: pw.Database, batch_size: int) -> Check:
+def _check_target_rebuilds_source(
+    source: Snapshot, database: pw.Database, batch_size: int, progress: Progress | None
+) -> Check:
     name = "target holds every source row exactly"
     try:
-        report = verify(source, database, batch_size=batch_size)
+        report = verify(source, database, batch_size=batch_size, progress=progress)
     except MigratorError as exc:
         return Check(name, False, str(exc))
     present = {table.name for table in source.tables}
@@ -240,7 +265,12 @@ SCRATCH_PREFIX = ".ksi-cleanup-scratch-"
 
 
 def _check_archive_restores_source(
-    source: Snapshot, archive: Path, manifest: Manifest | None, parent: Path | None, batch_size: int
+    source: Snapshot,
+    archive: Path,
+    manifest: Manifest | None,
+    parent: Path | None,
+    batch_size: int,
+    progress: Progress | None,
 ) -> Check:
     """Restore the archive into a scratch file, as a rollback would, and compare it with the source."""
     if manifest is None:
@@ -249,9 +279,14 @@ def _check_archive_restores_source(
     try:
         with scratch_folder(parent) as folder:
             copy = folder / "restored.db"
-            rows = sum(write_archived_tables(archive, manifest, copy, batch_size=batch_size).values())
+            restoring = in_phase(progress, "restoring")
+            rows = sum(
+                write_archived_tables(archive, manifest, copy, batch_size=batch_size, progress=restoring).values()
+            )
             with LegacySource(copy, unmapped=UnmappedColumns.REPORT) as restored:
-                differing, examples, problems = restored_differences(source, restored, batch_size)
+                differing, examples, problems = restored_differences(
+                    source, restored, batch_size, progress=in_phase(progress, "comparing")
+                )
     except (OSError, sqlite3.Error, MigratorError) as exc:
         reason = explain(exc) or " ".join(str(exc).split())
         return Check(RESTORES, False, f"the archive could not be restored into a scratch copy in {where}: {reason}")
@@ -264,7 +299,7 @@ def _check_archive_restores_source(
 
 
 def restored_differences(
-    source: Snapshot, restored: LegacySource, batch_size: int, shown: int = 3
+    source: Snapshot, restored: LegacySource, batch_size: int, shown: int = 3, progress: Progress | None = None
 ) -> tuple[int, list[Mismatch], list[str]]:
     """Every row of every source table against the restored copy's, by the comparison engine:
     how many differ, the first `shown` of them, and what differs in the tables themselves (the
@@ -278,7 +313,9 @@ def restored_differences(
         if table.name not in held or restored.stored_table(held[table.name]).columns != table.columns:
             problems.append(f"{table.name}: the restored copy lacks the table or some of its columns")
             continue
-        expected = (row for batch in source.batches(table, batch_size) for row in batch)
+        expected = reported(
+            (row for batch in source.batches(table, batch_size) for row in batch), table.name, progress, batch_size
+        )
         actual = (row for batch in restored.batches(table, batch_size) for row in batch)
         for mismatch in compare_legacy_rows(table, expected, actual):
             differing += 1

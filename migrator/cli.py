@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from migrator import __version__
-from migrator.archive import restore_archive, write_archive
+from migrator.archive import archived_row_count, restore_archive, write_archive
 from migrator.backfill import BackfillReport, backfill
 from migrator.batching import DEFAULT_BATCH_SIZE
-from migrator.cleanup import CleanupPlan, cleanup
+from migrator.cleanup import CleanupPlan, cleanup, cleanup_row_reads
 from migrator.errors import MigratorError, RestoreLayoutError
 from migrator.failures import explain
 from migrator.legacy import UnmappedColumns
@@ -33,7 +33,7 @@ from migrator.parallel import MAX_DEFAULT_JOBS, default_jobs
 from migrator.private import private_umask, write_new_text
 from migrator.progress import progress_bar
 from migrator.redaction import mask_secrets, mask_url, secrets_of
-from migrator.rollback import export, restore
+from migrator.rollback import export, restore, rows_to_rebuild
 from migrator.sources import Snapshot, open_sources
 from migrator.status import Status, target_status
 from migrator.target import in_wal_mode_if_one_file, local_path, planning_database, target_database
@@ -125,10 +125,13 @@ def restore_outputs(args: argparse.Namespace) -> Outputs:
 def cmd_restore(args: argparse.Namespace) -> int:
     outs = restore_outputs(args)
     if args.archive:
-        report = restore_archive(args.archive, outs, batch_size=args.batch_size)
+        # Every row is read twice: to check the archive whole, then to write it.
+        with progress_bar(2 * archived_row_count(args.archive), "restore") as advance:
+            report = restore_archive(args.archive, outs, batch_size=args.batch_size, progress=advance)
     else:
         with target_database(args.target, must_exist=True) as database:
-            report = restore(database, outs, batch_size=args.batch_size)
+            with progress_bar(rows_to_rebuild(database), "restore") as advance:
+                report = restore(database, outs, batch_size=args.batch_size, progress=advance)
     rows = ", ".join(f"{count} {table}" for table, count in report.rows.items())
     print(f"restored {rows} to {report.out} in {report.seconds:.1f}s")
     return EXIT_OK
@@ -136,7 +139,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     with target_database(args.target, must_exist=True) as database:
-        counts = export(database, args.out, batch_size=args.batch_size)
+        with progress_bar(rows_to_rebuild(database), "export") as advance:
+            counts = export(database, args.out, batch_size=args.batch_size, progress=advance)
     rows = ", ".join(f"{count} {table}" for table, count in counts.items())
     print(f"exported {rows} to {args.out}")
     return EXIT_OK
@@ -144,7 +148,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_archive(args: argparse.Namespace) -> int:
     with open_sources(args.source, unmapped=UnmappedColumns.REPORT) as source:  # every column is archived
-        manifest = write_archive(source, args.out)
+        with progress_bar(_source_total(source), "archive") as advance:
+            manifest = write_archive(source, args.out, progress=advance)
     rows = ", ".join(f"{entry.rows} {table}" for table, entry in manifest.tables.items())
     print(f"archived {rows} to {args.out} (manifest.json holds the counts, sha256 values and row checksums)")
     return EXIT_OK
@@ -152,7 +157,8 @@ def cmd_archive(args: argparse.Namespace) -> int:
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
     with target_database(args.target, must_exist=True) as database:
-        plan = cleanup(args.source, database, args.archive, dry_run=args.dry_run)
+        with progress_bar(cleanup_row_reads(args.source, args.archive), "cleanup") as advance:
+            plan = cleanup(args.source, database, args.archive, dry_run=args.dry_run, progress=advance)
     print(json.dumps(plan.to_dict()) if args.json else format_cleanup(plan))
     return EXIT_OK if plan.ready else EXIT_MISMATCH
 

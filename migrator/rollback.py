@@ -12,14 +12,15 @@ from typing import Any
 
 import peewee as pw
 
-from migrator.batching import DEFAULT_BATCH_SIZE, Progress
+from migrator.batching import DEFAULT_BATCH_SIZE, Progress, reported
 from migrator.codec import LegacyCell, encode_cell
 from migrator.errors import OutputExists, RebuildError
 from migrator.kinds import KINDS
 from migrator.legacy import CELLS, LegacyRow, LegacySchema
 from migrator.legacy_copy import Outputs, default_schema, outputs_label, write_legacy_copies
+from migrator.models import Quarantine
 from migrator.private import open_new
-from migrator.relational import BlobKind, rebuilt_rows
+from migrator.relational import BlobKind, fetch, rebuilt_rows
 from migrator.target import load_legacy_schema, require_schema
 
 
@@ -55,6 +56,22 @@ def _recorded_tables(database: pw.Database) -> tuple[list[BlobKind], LegacySchem
     names = schema.tables if schema else [k.legacy.name for k in KINDS.values()]
     kinds = [KINDS[name] for name in names if name in KINDS]
     return kinds, schema or default_schema(k.legacy for k in kinds)
+
+
+def rows_to_rebuild(database: pw.Database) -> int:
+    """How many legacy rows a `restore` or an `export` of this target writes: one per root row and
+    per quarantined row of each table it holds (what a run's progress counts up to)."""
+    require_schema(database)
+    count = pw.fn.COUNT(pw.SQL("*"))
+    queries = [
+        query
+        for kind in _recorded_tables(database)[0]
+        for query in (
+            kind.root.model.select(count),
+            Quarantine.select(count).where(Quarantine.legacy_table == kind.legacy.name),
+        )
+    ]
+    return sum(fetch(database, query)[0][0] for query in queries)
 
 
 def restore(
@@ -113,11 +130,10 @@ def export(
         with open_new(partial, "w", encoding="utf-8") as handle:
             for kind in _recorded_tables(database)[0]:
                 counts[kind.legacy.name] = 0
-                for row in legacy_rows(database, kind, batch_size):
+                rows = reported(legacy_rows(database, kind, batch_size), kind.legacy.name, progress, batch_size)
+                for row in rows:
                     handle.write(export_line(kind, row) + "\n")
                     counts[kind.legacy.name] += 1
-                    if progress and counts[kind.legacy.name] % batch_size == 0:
-                        progress(kind.legacy.name, batch_size)
         os.replace(partial, path)
     except BaseException:
         partial.unlink(missing_ok=True)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -432,7 +433,7 @@ def test_the_scratch_copy_is_private_and_removed(migrated: Migrated, monkeypatch
     seen: list[tuple[int, int]] = []
     original = cleanup_module.write_archived_tables
 
-    def spying(folder: Path, manifest: Manifest, out: Path, **kwargs: int) -> dict[str, int]:
+    def spying(folder: Path, manifest: Manifest, out: Path, **kwargs: Any) -> dict[str, int]:
         written = original(folder, manifest, out, **kwargs)
         seen.append((out.parent.stat().st_mode & 0o777, Path(out).stat().st_mode & 0o777))
         assert out.parent.parent == migrated.target.parent  # beside the target

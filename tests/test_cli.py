@@ -290,6 +290,50 @@ def test_without_a_terminal_progress_is_a_line_every_few_seconds(
     assert len(done) == len(set(done)), lines  # each line says something new: the end is said once
 
 
+# The long runs besides `migrate` and `verify`, and how many times each reads every source row.
+LONG_RUNS = {
+    "archive": (lambda paths: ["archive", "--source", paths["source"], "--out", paths["archive"]], 1),
+    "restore-archive": (
+        lambda paths: ["restore", "--archive", paths["archive"], "--out", paths["copy"], "--batch-size", "1"],
+        2,  # to check the archive whole, then to write it
+    ),
+    "restore-target": (
+        lambda paths: ["restore", "--target", paths["target"], "--out", paths["copy"], "--batch-size", "1"],
+        1,
+    ),
+    "cleanup": (  # 3 reads of the source, 2 of the archive
+        lambda paths: [
+            *("cleanup", "--source", paths["source"], "--target", paths["target"]),
+            *("--archive", paths["archive"], "--dry-run"),
+        ],
+        5,
+    ),
+    # Batches of 3 for 2 rows a table: only what is left over at the end is there to report.
+    "export": (lambda paths: ["export", "--target", paths["target"], "--out", paths["copy"], "--batch-size", "3"], 1),
+}
+
+
+@pytest.mark.parametrize("run", LONG_RUNS)
+def test_every_long_run_reports_its_progress_up_to_its_total(
+    run: str, snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = {name: str(tmp_path / name) for name in ("target", "archive", "copy")} | {"source": str(snapshot)}
+    assert main(["migrate", "--source", paths["source"], "--target", paths["target"]]) == 0
+    if run in ("restore-archive", "cleanup"):
+        assert main(["archive", "--source", paths["source"], "--out", paths["archive"]]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr("migrator.progress.PROGRESS_LINE_SECONDS", 0.0)  # every report, for the test
+    command, passes = LONG_RUNS[run]
+    argv = command(paths)
+    assert main(argv) == 0
+    lines = capsys.readouterr().err.splitlines()
+    total = passes * sum(len(rows) for rows in ROWS.values())
+    assert lines and all(
+        re.fullmatch(rf"{argv[0]}: [\w. ]+, \d+ of {total} rows, [\d,]+ rows/s", line) for line in lines
+    )
+    assert re.match(rf"{argv[0]}: (\w+ )?mcp_sessions, {total} of {total} rows", lines[-1]), lines
+
+
 def test_verbose_after_the_command_name_shows_the_traceback_too(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
