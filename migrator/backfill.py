@@ -13,7 +13,6 @@ is refused before anything is written, unless `replace_all` says that is intende
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,7 @@ from migrator.codec import key_digest, stored_key
 from migrator.compare import compare_rows
 from migrator.ddl import refuse_unrestorable_schema
 from migrator.errors import SnapshotMismatch
-from migrator.failures import connection_lost, lost_race
+from migrator.failures import lost_race, retried_on_lost_connections
 from migrator.kinds import KINDS
 from migrator.legacy import CELLS, ROWID, LegacyRow, LegacyTable, row_digest
 from migrator.models import McpSession, Quarantine
@@ -39,8 +38,6 @@ from migrator.sources import LegacySources, Snapshot, files_hashes, source_files
 from migrator.staging import LineStaging, Stager, staged_tables, staging_for
 from migrator.status import record_last_migrate
 from migrator.target import create_schema, save_legacy_schema, schema_version
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,38 +74,20 @@ def backfill(
     `if __name__ == "__main__":`, as every program whose workers are not forked must.
 
     A server connection that drops (a restart, a network blip) is opened again and the run
-    starts over, after a pause that grows each time (`RETRY_PAUSES`): every run is a catch-up,
+    starts over, after a pause that grows each time (`failures.RETRY_PAUSES`): every run is a catch-up,
     so what the first attempt committed is kept and found unchanged, and the result is exact.
     """
     run = Run(batch_size, progress, recheck, dry_run, jobs)
-    for attempt, pause in enumerate((*RETRY_PAUSES, None), start=1):
-        try:
-            if attempt > 1:  # inside the retries: a server that restarts refuses connections for a while
-                _reconnect(database)
-            report = _backfill_once(source, database, run, replace_all)
-        except Exception as exc:
-            if pause is None or not connection_lost(exc):
-                raise
-            logger.warning("the target's connection dropped (%s); attempt %d again in %.1f s", exc, attempt, pause)
-            time.sleep(pause)
-            continue
-        report.attempts = attempt
-        return report
-    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def attempt(progress: Progress | None) -> BackfillReport:
+        return _backfill_once(source, database, replace(run, progress=progress), replace_all)
+
+    report, attempts = retried_on_lost_connections(database, attempt, progress)
+    report.attempts = attempts
+    return report
 
 
-RETRY_PAUSES = (1.0, 2.0, 4.0, 8.0)
-"""Seconds to wait before each new attempt after a dropped server connection (then it fails)."""
 LARGEST_ROWID = 2**63 - 1  # SQLite's, and a BIGINT's on the servers
-
-
-def _reconnect(database: pw.Database) -> None:
-    """A fresh connection in place of one the server dropped (it cannot even roll back)."""
-    try:
-        database.close()
-    except Exception:  # noqa: BLE001 - a dead connection, or a transaction left open on it
-        database._state.reset()  # type: ignore[attr-defined]  # peewee's own way to forget a connection
-    database.connect(reuse_if_open=True)
 
 
 def _backfill_once(source: Snapshot, database: pw.Database, run: Run, replace_all: bool) -> BackfillReport:

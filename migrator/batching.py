@@ -16,6 +16,27 @@ Progress = Callable[[str, int], None]
 T = TypeVar("T")
 
 
+class AcrossAttempts:
+    """A run's progress across attempts that each start over (a server connection that dropped):
+    only rows past the furthest an earlier attempt reached are reported, so no row counts twice
+    and the progress still ends at the run's total."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.furthest = 0  # rows reported so far, by any attempt
+        self.seen = 0  # rows the current attempt has handled
+
+    def next_attempt(self) -> Progress | None:
+        self.seen = 0
+        return None if self.progress is None else self._advance
+
+    def _advance(self, table: str, rows: int) -> None:
+        self.seen += rows
+        if self.seen > self.furthest and self.progress is not None:
+            self.progress(table, self.seen - self.furthest)
+            self.furthest = self.seen
+
+
 def in_phase(progress: Progress | None, phase: str) -> Progress | None:
     """`progress` for one phase of a run that reads its rows more than once: each table it hears
     of is named with the phase (`verifying mcp_sessions`)."""

@@ -7,17 +7,27 @@ tool: the CLI shows its traceback and exits 3.
 
 A run that fails leaves nothing half-written behind: new files are written under a temporary
 name and moved into place when complete, and a target is written a batch a transaction, so a
-re-run carries on exactly.
+re-run carries on exactly. A dropped server connection is not even that: `migrate` and `verify`
+connect again and start over themselves (`retried_on_lost_connections`).
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import peewee as pw
+
+from migrator.batching import AcrossAttempts, Progress
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ADVICE_RERUN = "run the command again once that is fixed; a re-run carries on exactly"
 
@@ -143,6 +153,41 @@ def lost_race(exc: BaseException) -> bool:
         if current.args and current.args[0] in _LOST_RACE_CODES:
             return True
     return False
+
+
+RETRY_PAUSES = (1.0, 2.0, 4.0, 8.0)
+"""Seconds before each new attempt of a run whose server connection dropped: five attempts in all,
+some 15 seconds, about as long as a server takes to restart."""
+
+
+def retried_on_lost_connections(
+    database: pw.Database, attempt: Callable[[Progress | None], T], progress: Progress | None
+) -> tuple[T, int]:
+    """`attempt(progress)`, run again from the start when the server connection drops (a restart,
+    a network blip), after each of `RETRY_PAUSES` in turn; a server still starting, which refuses
+    the new connection, counts as a drop too. Returns its result and the attempts it took. Only a
+    run that a new start finishes exactly may be retried: a catch-up, or a read."""
+    reported = AcrossAttempts(progress)
+    for number, pause in enumerate((*RETRY_PAUSES, None), start=1):
+        try:
+            if number > 1:  # inside the retries: a server that restarts refuses connections for a while
+                reconnect(database)
+            return attempt(reported.next_attempt()), number
+        except Exception as exc:
+            if pause is None or not connection_lost(exc):
+                raise
+            logger.warning("the target's connection dropped (%s); attempt %d again in %.1f s", exc, number, pause)
+            time.sleep(pause)
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def reconnect(database: pw.Database) -> None:
+    """A fresh connection in place of one the server dropped (it cannot even roll back)."""
+    try:
+        database.close()
+    except Exception:  # noqa: BLE001 - a dead connection, or a transaction left open on it
+        database._state.reset()  # type: ignore[attr-defined]  # peewee's own way to forget a connection
+    database.connect(reuse_if_open=True)
 
 
 def connection_lost(exc: BaseException) -> bool:

@@ -39,6 +39,7 @@ from migrator.compare import (
     unmapped_column_mismatches,
 )
 from migrator.errors import WorkerFailed
+from migrator.failures import retried_on_lost_connections
 from migrator.kinds import KINDS
 from migrator.legacy import LegacyRow, UnmappedColumns
 from migrator.orphans import orphans
@@ -96,6 +97,7 @@ class VerifyReport:
     mismatches: list[Mismatch] = field(default_factory=list)  # the first MAX_REPORTED_MISMATCHES
     kinds: Counter[str] = field(default_factory=Counter)  # every mismatch, counted by kind
     seconds: float = 0.0
+    attempts: int = 1  # runs from the start, after a dropped server connection (`failures.RETRY_PAUSES`)
 
     def record(self, mismatch: Mismatch) -> None:
         self.kinds[mismatch.kind.value] += 1
@@ -122,6 +124,7 @@ class VerifyReport:
             "mismatch_kinds": dict(self.kinds),
             "mismatches": [m.to_dict() for m in self.mismatches],
             "seconds": round(self.seconds, 3),
+            "attempts": self.attempts,
         }
 
 
@@ -144,7 +147,25 @@ def verify(
     reopen: Reopen | None = None,
 ) -> VerifyReport:
     """Compare the target with the source both ways; with `jobs` above 1 and `reopen`, in that
-    many worker processes (from `PARALLEL_FROM_ROWS` source rows up)."""
+    many worker processes (from `PARALLEL_FROM_ROWS` source rows up). A server connection that
+    drops is opened again and the comparison starts over, as `migrate` does: it only reads."""
+
+    def attempt(progress: Progress | None) -> VerifyReport:
+        return _verify_once(source, database, batch_size, progress, jobs, reopen)
+
+    report, attempts = retried_on_lost_connections(database, attempt, progress)
+    report.attempts = attempts
+    return report
+
+
+def _verify_once(
+    source: Snapshot,
+    database: pw.Database,
+    batch_size: int,
+    progress: Progress | None,
+    jobs: int,
+    reopen: Reopen | None,
+) -> VerifyReport:
     require_schema(database)
     started = time.perf_counter()
     report = VerifyReport()

@@ -200,7 +200,7 @@ MIGRATE_TABLE_KEYS = [
     "table", "source_rows", "written", "rewritten", "moved", "unchanged", "deleted", "orphans_removed",
     "changed_meanwhile", "child_rows_written", "migrated", "quarantined", "noncanonical",
 ]  # fmt: skip
-VERIFY_KEYS = ["ok", "tables", "mismatch_kinds", "mismatches", "seconds"]
+VERIFY_KEYS = ["ok", "tables", "mismatch_kinds", "mismatches", "seconds", "attempts"]
 CLEANUP_KEYS = ["source", "files", "archive", "ready", "executed", "checks", "tables", "statements"]
 
 

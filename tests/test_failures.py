@@ -21,7 +21,7 @@ import psycopg2.errors
 import pymysql
 import pytest
 
-from migrator import engines, open_store, relational
+from migrator import engines, failures, open_store, relational
 from migrator.backfill import backfill
 from migrator.cli import main
 from migrator.fabricate import fabricate_snapshot
@@ -216,6 +216,53 @@ def test_a_postgresql_connection_cut_during_migrate_is_retried_and_the_result_is
             assert verify(source, database).ok
 
 
+def test_a_postgresql_connection_cut_during_verify_is_opened_again_and_the_comparison_starts_over(
+    snapshot: Path, engine_registry: EngineRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with engine_registry.targets(engines.POSTGRESQL).fresh() as url:
+        assert run("migrate", "--source", snapshot, "--target", url) == 0
+        name = f"ksi_cut_{time.monotonic_ns()}"
+        target = f"{url}&application_name={name}" if "?" in url else f"{url}?application_name={name}"
+        cut: list[tuple[bool]] = []
+
+        def cut_once(table: str, rows: int) -> None:  # after the first batch: the server ends the connection
+            if not cut:
+                with closing(engines.connect(url)) as server:
+                    query = "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE application_name = %s"
+                    cut.extend(server.execute_sql(query, (name,)).fetchall())
+
+        monkeypatch.setattr(failures, "RETRY_PAUSES", (0.0, 0.0))
+        with LegacySource(snapshot) as source, target_database(target, must_exist=True) as database:
+            report = verify(source, database, batch_size=20, progress=cut_once)
+        assert cut == [(True,)], "no connection of the verify was found to cut"
+        assert report.ok and report.attempts == 2
+
+
+def test_a_verify_started_over_reports_each_row_once(
+    snapshot: Path, migrated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second attempt reads every row again; its progress counts only what the first did not reach."""
+    verify_module = sys.modules["migrator.verify"]  # by name, `migrator.verify` is the function
+    once = verify_module._verify_once
+    attempts: list[int] = []
+
+    def drops_half_way(source: Any, database: Any, batch_size: int, progress: Any, *rest: Any) -> Any:
+        attempts.append(1)
+        if len(attempts) == 1:
+            progress("mcp_sessions", 250)
+            raise driver_error_as_peewee_raises_it(psycopg2.OperationalError("server closed the connection"))
+        return once(source, database, batch_size, progress, *rest)
+
+    monkeypatch.setattr(verify_module, "_verify_once", drops_half_way)
+    monkeypatch.setattr(failures, "RETRY_PAUSES", (0.0,))
+    reported: list[int] = []
+    with LegacySource(snapshot) as source, target_database(migrated, must_exist=True) as database:
+        report = verify(source, database, progress=lambda table, rows: reported.append(rows))
+        total = sum(source.count(table) for table in source.tables)
+    assert report.ok and report.attempts == 2
+    assert reported[0] == 250 and sum(reported) == total, reported
+
+
 def kill_loads(server_url: str, database: str, killed: threading.Event, done: threading.Event) -> None:
     """Kill the MySQL connection of the migrate that writes into `database` once it is busy loading."""
     with closing(engines.connect(server_url)) as server:
@@ -356,7 +403,7 @@ def test_a_server_still_starting_when_the_run_connects_again_is_waited_for_too(
             return connect(*args, **kwargs)
 
         monkeypatch.setattr(backfill_module, "_backfill_once", drops_once)
-        monkeypatch.setattr(backfill_module, "RETRY_PAUSES", (0.0, 0.0, 0.0, 0.0))
+        monkeypatch.setattr(failures, "RETRY_PAUSES", (0.0, 0.0, 0.0, 0.0))
         monkeypatch.setattr(database, "connect", starting_up)
         report = backfill(source, database)
         monkeypatch.undo()
