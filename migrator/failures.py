@@ -25,6 +25,7 @@ from typing import TypeVar
 import peewee as pw
 
 from migrator.batching import AcrossAttempts, Progress
+from migrator.redaction import PASSWORD_KEYS, mask_secrets
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -176,9 +177,18 @@ def retried_on_lost_connections(
         except Exception as exc:
             if pause is None or not connection_lost(exc):
                 raise
-            logger.warning("the target's connection dropped (%s); attempt %d again in %.1f s", exc, number, pause)
+            # The driver's words may echo the connection's password (a libpq DSN): masked.
+            said = mask_secrets(" ".join(str(exc).split()), _passwords(database))
+            tries = len(RETRY_PAUSES) + 1
+            logger.warning(
+                "the target's connection dropped (%s); attempt %d of %d in %g s", said, number + 1, tries, pause
+            )
             time.sleep(pause)
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def _passwords(database: pw.Database) -> set[str]:
+    return {str(value) for key in PASSWORD_KEYS if (value := database.connect_params.get(key))}
 
 
 def reconnect(database: pw.Database) -> None:

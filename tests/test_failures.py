@@ -5,6 +5,7 @@ leaves no partial file; a server's dropped connection is retried, and a re-run i
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import subprocess
 import sys
@@ -261,6 +262,28 @@ def test_a_verify_started_over_reports_each_row_once(
         total = sum(source.count(table) for table in source.tables)
     assert report.ok and report.attempts == 2
     assert reported[0] == 250 and sum(reported) == total, reported
+
+
+def test_a_dropped_connection_is_retried_with_a_warning_that_shows_no_password(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = engines.connect("postgresql://u:S3cretPW@127.0.0.1:1/db")  # never connected: the drop is made up
+    monkeypatch.setattr(failures, "RETRY_PAUSES", (0.0,))
+    monkeypatch.setattr(failures, "reconnect", lambda database: None)
+    echoed = "server closed the connection\nDETAIL: dsn user=u password=S3cretPW, kwargs {'password': 'S3cretPW'}"
+    calls: list[Any] = []
+
+    def attempt(progress: Any) -> str:
+        calls.append(progress)
+        if len(calls) == 1:
+            raise driver_error_as_peewee_raises_it(psycopg2.OperationalError(echoed))
+        return "compared"
+
+    with caplog.at_level(logging.WARNING, logger="migrator.failures"):
+        assert failures.retried_on_lost_connections(database, attempt, None) == ("compared", 2)
+    (warning,) = caplog.messages
+    assert "S3cretPW" not in warning and "\n" not in warning, warning
+    assert warning.endswith("attempt 2 of 2 in 0 s"), warning
 
 
 def kill_loads(server_url: str, database: str, killed: threading.Event, done: threading.Event) -> None:
