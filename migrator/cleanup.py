@@ -138,14 +138,18 @@ def cleanup_row_reads(source: str | os.PathLike[str] | Paths, archive: str | os.
     then restored into a scratch copy) and the source's three times (tallied against the archive,
     verified against the target, compared with the restored copy). An archive without a readable
     manifest counts none: its checks fail without reading rows."""
-    paths = [source] if isinstance(source, str | os.PathLike) else list(source)
-    with open_sources(paths, unmapped=UnmappedColumns.REPORT) as legacy:
+    with open_sources(_paths(source), unmapped=UnmappedColumns.REPORT) as legacy:
         source_rows = sum(legacy.count(table) for table in legacy.tables)
     try:
         archived = archived_row_count(archive)
     except MigratorError:
         archived = 0
     return 3 * source_rows + 2 * archived
+
+
+def _paths(source: str | os.PathLike[str] | Paths) -> list[str | os.PathLike[str]]:
+    """The legacy files a cleanup is given: one, or the daemon's."""
+    return [source] if isinstance(source, str | os.PathLike) else list(source)
 
 
 # --- planning ---------------------------------------------------------------------------------
@@ -160,7 +164,7 @@ def plan_cleanup(
     progress: Progress | None = None,
 ) -> CleanupPlan:
     """The checks, and the drop they allow; `source` is a legacy file, or the daemon's files."""
-    paths = [source] if isinstance(source, str | os.PathLike) else list(source)
+    paths = _paths(source)
     manifest, readable = _check_archive_readable(Path(archive), batch_size, in_phase(progress, "checking"))
     with open_sources(paths, unmapped=UnmappedColumns.REPORT) as legacy:
         checks = [

@@ -163,6 +163,14 @@ class Engine(EmptyTableLoads):
     def bulk_insert(self, sql: str, rows: Sequence[tuple[Any, ...]], fields: Sequence[pw.Field] = ()) -> None:
         """Send many rows through one INSERT statement of the form `INSERT ... VALUES (%s, ...)`, or,
         when `fields` name the columns of a table this thread loads empty, the native loader."""
+        if fields and self.loading_empty(fields[0].model) and self.loads_lines():
+            # Rows as text lines, parsed by the server's own loader: no SQL per row.
+            self.load_lines(fields, loading.lines(rows, LINE_FIELDS[self.name]), len(rows))
+        else:
+            self._insert_many(sql, rows)
+
+    def _insert_many(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """`bulk_insert` through the SQL statement."""
         self.database.cursor().executemany(sql, rows)
 
     def _columns(self, fields: Sequence[pw.Field]) -> tuple[str, list[str]]:
@@ -349,22 +357,22 @@ class PostgreSQLEngine(Engine):
     def index_columns(self, found: pw.IndexMetadata) -> list[str]:
         return [_covered_column(column) for column in found.columns]
 
-    def bulk_insert(self, sql: str, rows: Sequence[tuple[Any, ...]], fields: Sequence[pw.Field] = ()) -> None:
+    def _insert_many(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
         cursor = self.database.cursor()
-        # peewee may also drive PostgreSQL through psycopg 3, whose cursors execute_values cannot use.
-        if execute_values is None or not type(cursor).__module__.startswith("psycopg2"):
+        if not self._through_psycopg2(cursor):
             cursor.executemany(sql, rows)
-            return
-        if fields and self.loading_empty(fields[0].model):
-            # COPY: rows as text lines, parsed by the server's own loader, no SQL per row.
-            self.load_lines(fields, loading.lines(rows, LINE_FIELDS[self.name]), len(rows))
             return
         # psycopg2's executemany sends one statement a row; execute_values one a page of rows.
         head, separator, row_template = sql.rpartition(" VALUES ")
         execute_values(cursor, f"{head}{separator}%s", rows, template=row_template, page_size=EXECUTE_VALUES_PAGE)
 
-    def loads_lines(self) -> bool:
-        return execute_values is not None and type(self.database.cursor()).__module__.startswith("psycopg2")
+    def loads_lines(self) -> bool:  # COPY, through psycopg2's copy_expert
+        return self._through_psycopg2(self.database.cursor())
+
+    @staticmethod
+    def _through_psycopg2(cursor: Any) -> bool:
+        # peewee may also drive PostgreSQL through psycopg 3, whose cursors psycopg2's helpers cannot use.
+        return execute_values is not None and type(cursor).__module__.startswith("psycopg2")
 
     def load_lines(self, fields: Sequence[pw.Field], data: bytes, rows: int) -> None:
         cursor = self.database.cursor()
@@ -457,13 +465,7 @@ class MySQLEngine(Engine):
             f"DROP INDEX {self.quoted(parts.name)} ON {self.quoted(parts.model._meta.table_name)}"
         )
 
-    def bulk_insert(self, sql: str, rows: Sequence[tuple[Any, ...]], fields: Sequence[pw.Field] = ()) -> None:
-        if fields and self.loading_empty(fields[0].model) and self._loads_local_files():
-            self.load_lines(fields, loading.lines(rows, LINE_FIELDS[self.name]), len(rows))
-        else:
-            self.database.cursor().executemany(sql, rows)
-
-    def loads_lines(self) -> bool:
+    def loads_lines(self) -> bool:  # LOAD DATA LOCAL, where the server allows it
         return self._loads_local_files()
 
     def load_lines(self, fields: Sequence[pw.Field], data: bytes, rows: int) -> None:

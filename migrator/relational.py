@@ -380,6 +380,13 @@ def _select(table: TableMap, where: pw.ColumnBase, *, limit: int | None = None) 
     return query.limit(limit) if limit else query
 
 
+def held_rows(database: pw.Database, kind: BlobKind) -> tuple[int, int]:
+    """The root rows and the quarantined rows a target holds for one legacy table: one each per
+    legacy row it rebuilds."""
+    quarantined = Quarantine.select().where(Quarantine.legacy_table == kind.legacy.name)
+    return kind.root.model.select().count(database), quarantined.count(database)
+
+
 def fetch(database: pw.Database, query: pw.Select) -> list[Row]:
     """A query's rows as the driver returns them: plain tuples, no model instances."""
     sql, params = database.get_sql_context().sql(query).query()

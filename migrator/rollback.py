@@ -18,9 +18,8 @@ from migrator.errors import OutputExists, RebuildError
 from migrator.kinds import KINDS
 from migrator.legacy import CELLS, LegacyRow, LegacySchema
 from migrator.legacy_copy import Outputs, default_schema, outputs_label, write_legacy_copies
-from migrator.models import Quarantine
 from migrator.private import open_new
-from migrator.relational import BlobKind, fetch, rebuilt_rows
+from migrator.relational import BlobKind, held_rows, rebuilt_rows
 from migrator.target import load_legacy_schema, require_schema
 
 
@@ -62,16 +61,7 @@ def rows_to_rebuild(database: pw.Database) -> int:
     """How many legacy rows a `restore` or an `export` of this target writes: one per root row and
     per quarantined row of each table it holds (what a run's progress counts up to)."""
     require_schema(database)
-    count = pw.fn.COUNT(pw.SQL("*"))
-    queries = [
-        query
-        for kind in _recorded_tables(database)[0]
-        for query in (
-            kind.root.model.select(count),
-            Quarantine.select(count).where(Quarantine.legacy_table == kind.legacy.name),
-        )
-    ]
-    return sum(fetch(database, query)[0][0] for query in queries)
+    return sum(sum(held_rows(database, kind)) for kind in _recorded_tables(database)[0])
 
 
 def restore(

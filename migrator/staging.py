@@ -138,7 +138,7 @@ def staging_for(database: pw.Database, models: Sequence[type[pw.Model]], *, work
     with or without workers: a run with `--jobs 1` maps them on a thread of its own while the
     writer waits for the server (`parallel.mapped_on_a_thread`)."""
     engine = engines.engine(database)
-    if models and engine.name != engines.SQLITE and engine.loads_lines():
+    if models and engine.loads_lines():
         yield LineStaging(engine.name)
         return
     if not workers or not models or engine.name != engines.SQLITE:

@@ -18,8 +18,7 @@ import peewee as pw
 
 from migrator import __version__
 from migrator.kinds import KINDS
-from migrator.models import Quarantine
-from migrator.relational import BlobKind
+from migrator.relational import BlobKind, held_rows
 from migrator.sources import Snapshot, files_hashes, files_listing, source_files, source_label
 from migrator.target import CLEANUP_META_KEY, get_meta, schema_version, set_meta
 
@@ -43,7 +42,7 @@ class Status:
 def target_status(database: pw.Database, source: Snapshot | None = None) -> Status:
     """The status of a target, read only; `source` is compared with what the last migrate read."""
     version = schema_version(database)
-    tables = {name: _table_counts(kind) for name, kind in KINDS.items()} if version is not None else {}
+    tables = {name: _table_counts(database, kind) for name, kind in KINDS.items()} if version is not None else {}
     last = _meta_record(database, LAST_MIGRATE_KEY) if version is not None else None
     status = Status(version, tables, last, _meta_record(database, CLEANUP_META_KEY) if version is not None else None)
     if source is not None:
@@ -59,13 +58,11 @@ def target_status(database: pw.Database, source: Snapshot | None = None) -> Stat
     return status
 
 
-def _table_counts(kind: BlobKind) -> dict[str, int]:
+def _table_counts(database: pw.Database, kind: BlobKind) -> dict[str, int]:
     root = kind.root.model
-    return {
-        "relational": root.select().count(),
-        "quarantined": Quarantine.select().where(Quarantine.legacy_table == kind.legacy.name).count(),
-        "noncanonical": root.select().where(root.text_overlay.is_null(False)).count(),
-    }
+    relational, quarantined = held_rows(database, kind)
+    noncanonical = root.select().where(root.text_overlay.is_null(False)).count(database)
+    return {"relational": relational, "quarantined": quarantined, "noncanonical": noncanonical}
 
 
 def _meta_record(database: pw.Database, key: str) -> dict[str, Any] | None:
